@@ -1,0 +1,1 @@
+"""Burrow's shared core: settings, broker and database links, readiness, dev stack."""

@@ -1,0 +1,89 @@
+"""The broker link: one robust aio-pika connection and channel per process.
+
+It is opened in the background so a process starts (and answers ``/healthz``) while the
+broker is still down, and it comes back by itself after a broker restart: aio-pika's
+robust connection reopens the channel and replays its QoS, declarations, bindings and
+consumers (LIBRARY-NOTES.md, aio-pika). What it never replays is a publish that failed
+during the outage; publishers retry with the same message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
+log = logging.getLogger(__name__)
+
+OnChannel = Callable[[AbstractRobustChannel], Awaitable[None]]
+
+
+class BrokerLink:
+    """Connect to *url* as *name* (shown in the management UI) and keep the channel open.
+
+    Call :meth:`start`, then :meth:`wait_up` or read :attr:`is_up`; :meth:`close` at exit.
+    *on_channel* runs once, on the first channel, to declare what this process needs.
+    """
+
+    def __init__(self, url: str, name: str, reconnect_interval: float,
+                 on_channel: OnChannel | None = None) -> None:
+        self.url = url
+        self.name = name
+        self.reconnect_interval = reconnect_interval
+        self._on_channel = on_channel
+        self.connection: AbstractRobustConnection | None = None
+        # A strong reference: the robust connection holds its channels in a WeakSet.
+        self.channel: AbstractRobustChannel | None = None
+        self._opened = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._open(), name=f"broker-link-{self.name}")
+
+    async def _open(self) -> None:
+        while True:
+            try:
+                # fail_fast=False: keep trying in the background while the broker is down.
+                self.connection = await aio_pika.connect_robust(
+                    self.url, fail_fast=False, reconnect_interval=self.reconnect_interval,
+                    client_properties={"connection_name": self.name})
+                self.channel = await self.connection.channel()  # type: ignore[assignment]
+                if self._on_channel is not None:
+                    await self._on_channel(self.channel)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a refused login or a topology conflict: say it, retry
+                log.error("broker link %s failed: %s: %s", self.name, type(exc).__name__, exc)
+                await self._close_connection()
+                await asyncio.sleep(self.reconnect_interval)
+                continue
+            self._opened.set()
+            return
+
+    @property
+    def is_up(self) -> bool:
+        """True while the connection and the channel are open (not recovering)."""
+        conn, channel = self.connection, self.channel
+        return (self._opened.is_set() and conn is not None and not conn.is_closed
+                and conn.connected.is_set() and channel is not None and not channel.is_closed)
+
+    async def wait_up(self) -> AbstractRobustChannel:
+        """Wait until the channel is open and return it; bound it with ``asyncio.timeout``."""
+        await self._opened.wait()
+        assert self.channel is not None
+        await self.channel.ready()
+        return self.channel
+
+    async def _close_connection(self) -> None:
+        conn, self.connection, self.channel = self.connection, None, None
+        if conn is not None:
+            await conn.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._close_connection()

@@ -1,0 +1,41 @@
+"""The MongoDB link: one ``AsyncMongoClient`` per process and a bounded health check.
+
+PyMongo's native asyncio client (motor's successor) reconnects by itself: a database
+restart only fails the operations issued while it is down, so the only state Burrow keeps
+is whether the last check answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+DEFAULT_DATABASE = "burrow"
+
+
+def open_client(url: str, timeout: float) -> AsyncMongoClient[dict[str, object]]:
+    """A client that gives up on an unreachable server after *timeout* seconds.
+
+    Connecting is lazy: this never blocks and never raises for a server that is down.
+    """
+    ms = int(timeout * 1000)
+    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=ms,
+                            connectTimeoutMS=ms, appname="burrow")
+
+
+def database(client: AsyncMongoClient[dict[str, object]]) -> AsyncDatabase[dict[str, object]]:
+    """The database named in the URL's path, ``burrow`` when the URL names none."""
+    return client.get_default_database(default=DEFAULT_DATABASE)
+
+
+async def ping(client: AsyncMongoClient[dict[str, object]], timeout: float) -> bool:
+    """True when the server answered ``ping`` within *timeout* seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await client.admin.command("ping")
+    except (PyMongoError, TimeoutError, OSError):
+        return False
+    return True

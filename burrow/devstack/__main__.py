@@ -1,0 +1,198 @@
+"""Run the whole stack on loopback: ``python -m burrow.devstack up`` (``./dev up`` does it).
+
+Starts a private RabbitMQ node (management, prometheus, consistent-hash and shovel
+plugins; Burrow's config and definitions loaded), the embedded MongoDB-wire server unless
+``BURROW_MONGO_URL`` is set, one gateway and one worker; waits until every ``/readyz``
+says 200; prints the URLs; and on Ctrl-C (or SIGTERM) stops everything it started, in
+reverse order. Data is kept between runs in ``BURROW_DEV_DIR`` (default ``.burrow/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from burrow.devstack import mongo, ports, rabbitmq
+from burrow.devstack.processes import AppProcess, wait_status
+from burrow.settings import ConfigError, Settings
+from queues import definitions, topology
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DevConfig:
+    """The launcher's own knobs (``BURROW_DEV_*``), beside the processes' settings."""
+
+    directory: Path
+    amqp_port: int
+    management_port: int
+    prometheus_port: int
+    dist_port: int
+    mongo_port: int
+    mongo_url: str | None
+    gateway_port: int
+    worker_metrics_port: int
+    passwords: Mapping[str, str]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DevConfig:
+        def port(name: str, default: int) -> int:
+            raw = env.get(name) or str(default)
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise ConfigError(f"{name}={raw!r} is not a port (1..65535)")
+            return int(raw)
+
+        amqp = port("BURROW_DEV_AMQP_PORT", 5672)
+        return cls(
+            directory=Path(env.get("BURROW_DEV_DIR") or PROJECT / ".burrow").resolve(),
+            amqp_port=amqp,
+            management_port=port("BURROW_DEV_MANAGEMENT_PORT", 15672),
+            prometheus_port=port("BURROW_DEV_PROMETHEUS_PORT", 15692),
+            dist_port=port("BURROW_DEV_DIST_PORT", amqp + 20000 if amqp < 45536 else 25672),
+            mongo_port=port("BURROW_DEV_MONGO_PORT", 27017),
+            mongo_url=env.get("BURROW_MONGO_URL") or None,
+            gateway_port=port("BURROW_PORT", 8000),
+            worker_metrics_port=port("BURROW_METRICS_PORT", 9100),
+            passwords=definitions.passwords_from_env(env),
+        )
+
+    def node_config(self) -> rabbitmq.NodeConfig:
+        return rabbitmq.NodeConfig(
+            directory=self.directory / "rabbitmq", amqp_port=self.amqp_port,
+            management_port=self.management_port, prometheus_port=self.prometheus_port,
+            dist_port=self.dist_port, admin_user="burrow-admin",
+            admin_password=self.passwords["burrow-admin"],
+            base_config=PROJECT / "rabbitmq" / "rabbitmq.conf")
+
+    def needed_ports(self) -> list[tuple[int, str, str]]:
+        wanted = [
+            (self.amqp_port, "RabbitMQ AMQP", "BURROW_DEV_AMQP_PORT"),
+            (self.management_port, "the RabbitMQ management UI", "BURROW_DEV_MANAGEMENT_PORT"),
+            (self.prometheus_port, "RabbitMQ's Prometheus endpoint", "BURROW_DEV_PROMETHEUS_PORT"),
+            (self.dist_port, "RabbitMQ's Erlang distribution", "BURROW_DEV_DIST_PORT"),
+            (self.gateway_port, "the gateway", "BURROW_PORT"),
+            (self.worker_metrics_port, "the worker's probes", "BURROW_METRICS_PORT"),
+        ]
+        if self.mongo_url is None:
+            wanted.append((self.mongo_port, "the embedded database", "BURROW_DEV_MONGO_PORT"))
+        return wanted
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def say(line: str) -> None:
+    print(f"burrow-dev: {line}", flush=True)
+
+
+def up(env: Mapping[str, str]) -> int:
+    started = time.monotonic()
+    config = DevConfig.from_env(env)
+    for port, service, variable in config.needed_ports():
+        ports.ensure_free(port, service, variable)
+    # Validate the processes' own settings now rather than in two crashing children.
+    Settings.from_env({**env, "BURROW_AMQP_URL": "amqp://x@127.0.0.1/burrow"})
+
+    config.directory.mkdir(parents=True, exist_ok=True)
+    node = rabbitmq.RabbitNode(
+        config.node_config(), definitions.render(topology.build(), config.passwords))
+    db = mongo.EmbeddedMongo(config.directory / "mongo", config.mongo_port)
+    apps: list[AppProcess] = []
+    logs = config.directory / "logs"
+    logs.mkdir(exist_ok=True)
+    try:
+        say(f"starting RabbitMQ node {node.config.nodename} (log: {node.log_path})")
+        node.start()
+        mongo_url = config.mongo_url
+        if mongo_url is None:
+            say(f"starting the embedded database on port {config.mongo_port} "
+                f"(data: {db.storage})")
+            db.start()
+            mongo_url = db.database_url("burrow")
+            db.wait_ready()
+        node.wait_ready()
+
+        def app_env(user: str, extra: Mapping[str, str]) -> dict[str, str]:
+            role = definitions.role(user)
+            url = node.config.amqp_url(user, config.passwords[role.user], definitions.VHOST)
+            return {**env, "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": mongo_url, **extra}
+
+        apps = [
+            AppProcess("gateway", "gateway", app_env("burrow-gateway", {
+                "BURROW_PORT": str(config.gateway_port),
+                "BURROW_METRICS_DIR": str(config.directory / "metrics" / "gateway")})),
+            AppProcess("worker", "consumers", app_env("burrow-worker", {
+                "BURROW_METRICS_PORT": str(config.worker_metrics_port),
+                "BURROW_METRICS_DIR": str(config.directory / "metrics" / "worker")})),
+        ]
+        for app in apps:
+            app.start()
+        probes = {"gateway": f"http://127.0.0.1:{config.gateway_port}/readyz",
+                  "worker": f"http://127.0.0.1:{config.worker_metrics_port}/readyz"}
+        for app in apps:
+            status, body = wait_status(probes[app.name], 200, timeout=60, alive=app)
+            if status != 200:
+                say(f"{app.name} is not ready: /readyz answered {status} {body}"
+                    + (f"; it exited with {app.exited}" if app.exited is not None else ""))
+                return 1
+        admin = config.passwords["burrow-admin"]
+        say(f"Burrow is up in {time.monotonic() - started:.1f}s\n"
+            f"  gateway        http://127.0.0.1:{config.gateway_port}  "
+            "(/healthz /readyz /metrics)\n"
+            f"  management UI  {node.config.management_url}  login burrow-admin / {admin}\n"
+            f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
+            f"  worker probes  http://127.0.0.1:{config.worker_metrics_port}/metrics\n"
+            f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
+            f"  database       {mongo_url}\n"
+            "Ctrl-C stops everything.")
+        while True:
+            for app in apps:
+                if app.exited is not None:
+                    say(f"{app.name} exited with {app.exited}; stopping the stack")
+                    return 1
+            time.sleep(0.5)
+    except Stopped as why:
+        say(f"{why}: stopping")
+        return 0
+    except (rabbitmq.NodeFailed, mongo.DatabaseFailed) as exc:
+        say(str(exc))
+        return 1
+    finally:
+        # Ignore further Ctrl-C while stopping: a half-stopped node is worse than a wait.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for app in reversed(apps):
+            app.stop()
+        db.stop()
+        node.stop()
+        say("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m burrow.devstack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up"], help="up: run the whole stack")
+    parser.parse_args(argv)
+    signal.signal(signal.SIGINT, _raise_stopped)
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        sys.exit(up(os.environ))
+    except (ConfigError, ports.PortTaken) as exc:
+        sys.exit(f"burrow-dev: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The embedded MongoDB-wire server (SecantusDB) as a separate process on loopback.
+
+Used when no ``BURROW_MONGO_URL`` is given: these machines have no ``mongod`` package.
+SecantusDB speaks the real wire protocol over WiredTiger, so Burrow's code talks to it as
+to any mongod. It is GPL-2.0: Burrow only ever runs it as its own process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+
+class DatabaseFailed(RuntimeError):
+    """The database server did not come up; the message ends with its log's tail."""
+
+
+def installed() -> bool:
+    return importlib.util.find_spec("secantus") is not None
+
+
+class EmbeddedMongo:
+    """Call :meth:`start` then :meth:`wait_ready`; :meth:`stop` ends it."""
+
+    def __init__(self, storage: Path, port: int) -> None:
+        self.storage = storage
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = storage.parent / f"{storage.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def database_url(self, name: str) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/{name}?directConnection=true"
+
+    def start(self) -> None:
+        if not installed():
+            raise DatabaseFailed("the secantusdb package is missing: ./dev installs it "
+                                 "(pip install -e '.[embedded-db]'), or set BURROW_MONGO_URL")
+        self.storage.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "secantus", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--storage-path", str(self.storage),
+                 "--log-level", "WARNING"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        with MongoClient(self.url, serverSelectionTimeoutMS=500) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise DatabaseFailed(f"the database exited with {self.process.returncode}"
+                                         f"{self._log_tail()}")
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError as exc:
+                    last_error = str(exc).split(",")[0]
+                time.sleep(0.2)
+        raise DatabaseFailed(f"the database did not answer on port {self.port} within "
+                             f"{timeout:.0f}s ({last_error}){self._log_tail()}")
+
+    def _log_tail(self, lines: int = 25) -> str:
+        if not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n--- " + str(self.log_path) + "\n" + "\n".join(tail)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.stop()
+        self.start()
+        self.wait_ready(timeout)

@@ -1,0 +1,86 @@
+"""Burrow's own processes (gateway, workers) started as children, and HTTP probing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+
+def get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+    """GET *url*: its status and JSON body (None if not JSON); raises ``OSError`` if unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
+
+
+class AppProcess:
+    """``python -m <module> [args]`` with *env*; :meth:`stop` sends SIGTERM and waits."""
+
+    def __init__(self, name: str, module: str, env: Mapping[str, str],
+                 args: Sequence[str] = (), output: IO[bytes] | None = None) -> None:
+        self.name = name
+        self.command = [sys.executable, "-m", module, *args]
+        self.env = dict(env)
+        self.output = output
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=self.output,
+                                        stderr=subprocess.STDOUT if self.output else None,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def exited(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return None if self.process is None else self.process.poll()
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after *timeout*); returns the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return process.wait()
+
+
+def wait_status(url: str, status: int, timeout: float,
+                alive: AppProcess | None = None) -> tuple[int | None, Any]:
+    """Poll *url* until it answers *status*; return the last (status, body) seen.
+
+    Stops early when the process *alive* has exited; the caller checks the result.
+    """
+    deadline = time.monotonic() + timeout
+    last: tuple[int | None, Any] = (None, None)
+    while time.monotonic() < deadline:
+        if alive is not None and alive.exited is not None:
+            break
+        try:
+            last = get(url)
+        except OSError as exc:
+            last = (None, str(exc))
+        if last[0] == status:
+            break
+        time.sleep(0.1)
+    return last

@@ -1,0 +1,198 @@
+"""A private RabbitMQ node on loopback, from Debian's ``rabbitmq-server`` package.
+
+The node is self-contained: its config, plugins file, definitions, database (mnesia),
+logs and Erlang cookie all live in one directory, and it listens on the ports it is
+given, so it never touches a system RabbitMQ. We run the package's inner start script
+(``/usr/lib/rabbitmq/bin/rabbitmq-server``) directly: the ``/usr/sbin`` wrapper switches
+to the ``rabbitmq`` user and then cannot write into a project directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus", "rabbitmq_consistent_hash_exchange",
+           "rabbitmq_shovel", "rabbitmq_shovel_management")
+# Keys of rabbitmq/rabbitmq.conf that the node sets from its own ports and paths.
+_OWN_KEYS = ("listeners.", "management.tcp.", "prometheus.tcp.", "load_definitions",
+             "management.load_definitions")
+
+
+class NodeFailed(RuntimeError):
+    """The node did not come up (or went down); the message ends with its log's tail."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    directory: Path
+    amqp_port: int
+    management_port: int
+    prometheus_port: int
+    dist_port: int
+    admin_user: str
+    admin_password: str
+    base_config: Path | None = None  # rabbitmq/rabbitmq.conf, whose other keys are kept
+
+    @property
+    def nodename(self) -> str:
+        return f"burrow-{self.amqp_port}@localhost"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
+
+    def amqp_url(self, user: str, password: str, vhost: str) -> str:
+        return f"amqp://{user}:{password}@127.0.0.1:{self.amqp_port}/{vhost}"
+
+
+def installed() -> bool:
+    return SERVER.exists()
+
+
+def render_config(config: NodeConfig, definitions_path: Path) -> str:
+    """rabbitmq.conf for the node: the base file's own keys, then ports and definitions."""
+    lines: list[str] = []
+    if config.base_config is not None:
+        for line in config.base_config.read_text().splitlines():
+            key = line.split("=", 1)[0].strip()
+            if not key.startswith(_OWN_KEYS):
+                lines.append(line)
+    lines += [
+        f"listeners.tcp.default = 127.0.0.1:{config.amqp_port}",
+        "management.tcp.ip = 127.0.0.1",
+        f"management.tcp.port = {config.management_port}",
+        "prometheus.tcp.ip = 127.0.0.1",
+        f"prometheus.tcp.port = {config.prometheus_port}",
+        f"load_definitions = {definitions_path}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class RabbitNode:
+    """Call :meth:`start` then :meth:`wait_ready`; :meth:`stop` ends it gracefully."""
+
+    def __init__(self, config: NodeConfig, definitions: dict[str, Any]) -> None:
+        self.config = config
+        self.definitions = definitions
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = config.directory / "log" / "node.out"
+
+    def _environment(self) -> dict[str, str]:
+        d = self.config.directory
+        env = dict(os.environ)
+        env.update({
+            "HOME": str(d),  # the Erlang cookie lands here
+            "RABBITMQ_NODENAME": self.config.nodename,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.config.amqp_port),
+            "RABBITMQ_DIST_PORT": str(self.config.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),  # no suffix: .conf is implied
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "ERL_CRASH_DUMP": str(d / "log" / "erl_crash.dump"),
+        })
+        return env
+
+    def start(self) -> None:
+        if not installed():
+            raise NodeFailed(f"{SERVER} is missing: install Debian's rabbitmq-server "
+                             "(./dev does it: apt-get install rabbitmq-server)")
+        d = self.config.directory
+        (d / "log").mkdir(parents=True, exist_ok=True)
+        (d / "mnesia").mkdir(exist_ok=True)
+        definitions_path = d / "definitions.json"
+        definitions_path.write_text(json.dumps(self.definitions, indent=2))
+        definitions_path.chmod(0o600)  # it holds password hashes
+        (d / "rabbitmq.conf").write_text(render_config(self.config, definitions_path))
+        (d / "enabled_plugins").write_text(f"[{','.join(PLUGINS)}].\n")
+        (d / "rabbitmq-env.conf").touch()
+        (d / "advanced.config").write_text("[].\n")
+        with open(self.log_path, "ab") as out:
+            # A session of its own: Ctrl-C in the launcher's terminal must not reach the
+            # node directly; the launcher stops it in order, after Burrow's processes.
+            self.process = subprocess.Popen([str(SERVER)], env=self._environment(),
+                                            stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        """Call the management HTTP API as the admin; raises ``urllib.error.HTTPError``."""
+        data = None if body is None else json.dumps(body).encode()
+        auth = f"{self.config.admin_user}:{self.config.admin_password}".encode()
+        request = urllib.request.Request(
+            self.config.management_url + path, data=data, method=method,
+            headers={"Authorization": "Basic " + base64.b64encode(auth).decode(),
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the management API answers and the definitions are loaded.
+
+        Raises :exc:`NodeFailed` with the log's tail if the node exits or the time runs out.
+        """
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise NodeFailed(f"RabbitMQ exited with {self.process.returncode}"
+                                 f"{self.log_tail()}")
+            try:
+                vhosts = {v["name"] for v in self.api("GET", "/api/vhosts", timeout=2)}
+                wanted = {v["name"] for v in self.definitions.get("vhosts", [])}
+                if wanted <= vhosts:
+                    return
+                last_error = f"vhosts so far: {sorted(vhosts)}"
+            except (OSError, urllib.error.URLError, ValueError) as exc:
+                last_error = str(exc)
+            time.sleep(0.25)
+        raise NodeFailed(f"RabbitMQ did not come up on {self.config.management_url} within "
+                         f"{timeout:.0f}s ({last_error}){self.log_tail()}")
+
+    def log_tail(self, lines: int = 12) -> str:
+        """The node's first error lines (the cause) and its last lines (the outcome)."""
+        if not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        errors = [line for line in text if "[error]" in line][:lines]
+        return "\n".join(["", f"--- {self.log_path}", *errors, "...", *text[-lines // 2:]])
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM (RabbitMQ shuts down cleanly on it), then SIGKILL after *timeout*."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        _reap_group(process.pid)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.stop()
+        self.start()
+        self.wait_ready(timeout)
+
+
+def _reap_group(pgid: int) -> None:
+    """Kill what is left of the node's process group (epmd is a daemon of its own)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,160 @@
+"""One settings object for every Burrow process, read from the environment once.
+
+The composition roots (``python -m gateway``, ``python -m consumers``) call
+:meth:`Settings.from_env` and pass the result down; no other module reads ``os.environ``.
+Every variable is listed in :data:`VARIABLES` with its default and meaning; the README's
+configuration table and the docker-compose test are checked against it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A variable is missing or malformed; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str | None
+    help: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("BURROW_AMQP_URL", None,
+             "RabbitMQ URL with this process's broker user and the vhost, e.g. "
+             "amqp://burrow-gateway:PASSWORD@127.0.0.1:5672/burrow (required)"),
+    Variable("BURROW_MONGO_URL", "mongodb://127.0.0.1:27017/burrow?directConnection=true",
+             "MongoDB URL; its path names the database"),
+    Variable("BURROW_HOST", "127.0.0.1", "gateway listen address"),
+    Variable("BURROW_PORT", "8000", "gateway listen port"),
+    Variable("BURROW_GATEWAY_WORKERS", "1", "gateway processes (Sanic workers)"),
+    Variable("BURROW_METRICS_HOST", "127.0.0.1", "listen address of a worker's /metrics"),
+    Variable("BURROW_METRICS_PORT", "9100", "listen port of a worker's /metrics"),
+    Variable("BURROW_METRICS_DIR", "",
+             "directory for prometheus-client's multiprocess files "
+             "(default: a fresh one under the system temp dir)"),
+    Variable("BURROW_SHARDS", "4",
+             "sequencer shard queues chat.seq.0..N-1; fixed: changing it is a migration"),
+    Variable("BURROW_RECONNECT_INTERVAL", "1.0",
+             "seconds between attempts to reach the broker after a loss"),
+    Variable("BURROW_HEALTH_INTERVAL", "1.0",
+             "seconds between readiness checks of broker and database"),
+    Variable("BURROW_DB_TIMEOUT", "2.0",
+             "seconds a database check may take before the database counts as down"),
+    Variable("BURROW_INSTANCE_ID", "",
+             "name of this process in queue names and logs (default: host-pid)"),
+    Variable("BURROW_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+NAMES = frozenset(v.name for v in VARIABLES)
+_DEFAULTS = {v.name: v.default for v in VARIABLES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_url: str
+    mongo_url: str
+    host: str
+    port: int
+    gateway_workers: int
+    metrics_host: str
+    metrics_port: int
+    metrics_dir: str
+    shards: int
+    reconnect_interval: float
+    health_interval: float
+    db_timeout: float
+    instance_id: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``BURROW_*`` variable of *env* (default: ``os.environ``).
+
+        Raises :exc:`ConfigError` naming the first variable that is missing or malformed.
+        """
+        env = os.environ if env is None else env
+        unknown = sorted(k for k in env if k.startswith("BURROW_") and k not in NAMES
+                         and not k.startswith(("BURROW_DEV_", "BURROW_RABBITMQ_")))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]}; known: {', '.join(sorted(NAMES))}")
+
+        def get(name: str, parse: Callable[[str], Any] = str) -> Any:
+            raw = env.get(name) or _DEFAULTS[name]
+            if raw is None:
+                raise ConfigError(f"{name} is not set: {_help(name)}")
+            try:
+                return parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is invalid ({exc}): {_help(name)}") from None
+
+        return cls(
+            amqp_url=get("BURROW_AMQP_URL", _url(("amqp", "amqps"))),
+            mongo_url=get("BURROW_MONGO_URL", _url(("mongodb", "mongodb+srv"))),
+            host=get("BURROW_HOST"),
+            port=get("BURROW_PORT", _port),
+            gateway_workers=get("BURROW_GATEWAY_WORKERS", _positive(int)),
+            metrics_host=get("BURROW_METRICS_HOST"),
+            metrics_port=get("BURROW_METRICS_PORT", _port),
+            metrics_dir=get("BURROW_METRICS_DIR") or "",
+            shards=get("BURROW_SHARDS", _positive(int)),
+            reconnect_interval=get("BURROW_RECONNECT_INTERVAL", _positive(float)),
+            health_interval=get("BURROW_HEALTH_INTERVAL", _positive(float)),
+            db_timeout=get("BURROW_DB_TIMEOUT", _positive(float)),
+            instance_id=(get("BURROW_INSTANCE_ID")
+                         or f"{socket.gethostname()}-{os.getpid()}"),
+            log_level=get("BURROW_LOG_LEVEL", _level),
+        )
+
+    def fresh_metrics_dir(self) -> str:
+        """The multiprocess metrics directory, created and emptied of a previous run's files."""
+        path = self.metrics_dir or tempfile.mkdtemp(prefix="burrow-metrics-")
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+        return path
+
+
+def _help(name: str) -> str:
+    return next(v.help for v in VARIABLES if v.name == name)
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"expected a {' or '.join(schemes)}:// URL with a host")
+        return raw
+    return parse
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError("a port is 1..65535")
+    return port
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        value = kind(raw)
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+    return parse
+
+
+def _level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level

@@ -1,0 +1,15 @@
+"""Burrow's queue consumers, one module per queue, run by ``python -m consumers``.
+
+:data:`CONSUMERS` maps a consumer's name to what runs it; it is listed by hand (no
+registration on import) so importing one consumer never changes another. Nothing here
+imports prometheus_client: ``python -m consumers`` must set up multiprocess metrics first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from queues.worker import Consumer
+
+CONSUMERS: dict[str, Consumer] = {}

@@ -1,0 +1,43 @@
+"""Run workers: ``python -m consumers [name ...]`` (no name: every known consumer)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from burrow import logs
+from burrow.settings import ConfigError, Settings
+from consumers import CONSUMERS
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m consumers", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="name",
+                        help=f"consumers to run (known: {', '.join(CONSUMERS) or 'none yet'})")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in CONSUMERS]
+    if unknown:
+        parser.error(f"unknown consumer {unknown[0]!r}; known: {', '.join(CONSUMERS) or 'none'}")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"consumers: {exc}")
+    logs.setup(settings.log_level)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.fresh_metrics_dir()
+
+    from queues.worker import WorkerProcess
+
+    async def serve() -> None:
+        await WorkerProcess(settings, args.names or list(CONSUMERS)).run()
+
+    try:
+        import uvloop
+        uvloop.run(serve())
+    except ImportError:
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Sanic gateway: clients' WebSocket, SSE and HTTP connections to Burrow."""

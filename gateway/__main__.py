@@ -1,0 +1,36 @@
+"""Run the gateway: ``python -m gateway`` (settings from ``BURROW_*`` variables)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import partial
+
+from burrow import logs
+from burrow.settings import ConfigError, Settings
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"gateway: {exc}")
+    logs.setup(settings.log_level)
+    # Before prometheus_client is imported anywhere: Sanic's workers are spawned processes
+    # that inherit the variable and write their metrics into the same directory.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.fresh_metrics_dir()
+
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from gateway.app import create_app
+
+    loader = AppLoader(factory=partial(create_app, settings))
+    app = loader.load()
+    app.prepare(host=settings.host, port=settings.port, workers=settings.gateway_workers,
+                access_log=False, motd=False)
+    Sanic.serve(primary=app, app_loader=loader)
+
+
+if __name__ == "__main__":
+    main()

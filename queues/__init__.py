@@ -1,0 +1,1 @@
+"""RabbitMQ topology and the shared machinery of Burrow's queue consumers."""

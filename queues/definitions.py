@@ -1,0 +1,143 @@
+"""Render the topology, broker users and their permissions as RabbitMQ definitions.
+
+``rabbitmq/definitions.json`` is this module's output for the default topology, checked
+in so an admin sees every exchange and queue with its readable name in the management UI
+before any Burrow process connects. The checked-in file carries no passwords (users with
+an empty hash cannot log in); the dev launcher and docker-compose render a copy with
+password hashes from the environment. Regenerate the checked-in file with
+``python -m queues.definitions > rabbitmq/definitions.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from queues import topology
+from queues.topology import Topology
+
+VHOST = "burrow"
+RABBIT_VERSION = "3.10.8"
+
+
+@dataclass(frozen=True)
+class Role:
+    """A broker user and its permissions: regular expressions over resource names.
+
+    RabbitMQ checks *configure* to declare or delete, *write* to publish to an exchange or
+    bind into a queue, and *read* to consume from a queue or bind from an exchange.
+    """
+
+    user: str
+    configure: str
+    write: str
+    read: str
+    tags: tuple[str, ...] = ()
+    password_env: str = ""
+
+
+# Least privilege per role (G6). Gateways own only their instance queues; workers own the
+# shared topology; backend services publish sends and jobs and read the message stream
+# through queues of their own; the admin runs the management UI.
+ROLES = (
+    Role("burrow-gateway",
+         configure=r"^gateway\.",
+         write=r"^(gateway\..*|chat\.ingress|chat\.fanout)$",
+         read=r"^(gateway\..*|chat\.fanout|chat\.reply)$",
+         password_env="BURROW_RABBITMQ_GATEWAY_PASSWORD"),
+    Role("burrow-worker",
+         configure=r"^(chat|notify|push|digest|email|burrow)\.",
+         write=r"^(chat|notify|push|digest|email|burrow)\.",
+         read=r"^(chat|notify|push|digest|email|burrow)\.",
+         password_env="BURROW_RABBITMQ_WORKER_PASSWORD"),
+    Role("burrow-backend",
+         configure=r"^backend\.",
+         write=r"^(backend\..*|chat\.ingress|burrow\.jobs)$",
+         read=r"^(backend\..*|chat\.fanout)$",
+         password_env="BURROW_RABBITMQ_BACKEND_PASSWORD"),
+    Role("burrow-admin", configure=".*", write=".*", read=".*",
+         tags=("administrator",), password_env="BURROW_RABBITMQ_ADMIN_PASSWORD"),
+)
+
+
+def role(user: str) -> Role:
+    """Return the role of broker user *user*; raises :exc:`KeyError` if unknown."""
+    for candidate in ROLES:
+        if candidate.user == user:
+            return candidate
+    raise KeyError(user)
+
+
+def dev_password(role_: Role) -> str:
+    """The development password of a role: its user name with a ``-dev`` suffix."""
+    return f"{role_.user}-dev"
+
+
+def passwords_from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Each role's password from its ``BURROW_RABBITMQ_*_PASSWORD`` variable or the dev one."""
+    return {r.user: env.get(r.password_env) or dev_password(r) for r in ROLES}
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's ``rabbit_password_hashing_sha256``: base64(salt + sha256(salt + password))."""
+    salt = os.urandom(4) if salt is None else salt
+    digest = hashlib.sha256(salt + password.encode("utf-8")).digest()
+    return base64.b64encode(salt + digest).decode("ascii")
+
+
+def permissions(vhost: str) -> list[dict[str, str]]:
+    return [{"user": r.user, "vhost": vhost, "configure": r.configure,
+             "write": r.write, "read": r.read} for r in ROLES]
+
+
+def topology_definitions(topo: Topology, vhost: str = VHOST) -> dict[str, list[dict[str, Any]]]:
+    """The exchanges, queues and bindings of *topo* in the definitions format."""
+    return {
+        "queues": [{"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False,
+                    "arguments": dict(q.arguments)} for q in topo.queues],
+        "exchanges": [{"name": e.name, "vhost": vhost, "type": e.type, "durable": True,
+                       "auto_delete": False, "internal": e.internal,
+                       "arguments": dict(e.arguments)} for e in topo.exchanges],
+        "bindings": [{"source": b.source, "vhost": vhost, "destination": b.destination,
+                      "destination_type": b.destination_type, "routing_key": b.routing_key,
+                      "arguments": {}} for b in topo.bindings],
+    }
+
+
+def render(topo: Topology, passwords: Mapping[str, str] | None = None,
+           vhost: str = VHOST) -> dict[str, Any]:
+    """Full definitions: vhost, users (hashed *passwords*, or none), permissions, topology."""
+    passwords = passwords or {}
+    users = [{"name": r.user,
+              "password_hash": password_hash(passwords[r.user]) if r.user in passwords else "",
+              "hashing_algorithm": "rabbit_password_hashing_sha256",
+              "tags": list(r.tags), "limits": {}} for r in ROLES]
+    return {
+        "rabbit_version": RABBIT_VERSION,
+        "users": users,
+        "vhosts": [{"name": vhost}],
+        "permissions": permissions(vhost),
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        **topology_definitions(topo, vhost),
+    }
+
+
+def dumps(definitions: Mapping[str, Any]) -> str:
+    return json.dumps(definitions, indent=2, sort_keys=False) + "\n"
+
+
+def main() -> None:
+    sys.stdout.write(dumps(render(topology.build())))
+
+
+if __name__ == "__main__":
+    main()

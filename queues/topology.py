@@ -1,0 +1,203 @@
+"""Burrow's RabbitMQ topology as data.
+
+Everything the broker must hold before a message can flow is listed here once: the chat
+exchanges and shard queues, and the job families (work, delay, retry and dead queues).
+:func:`build` returns it as plain values; :mod:`queues.declare` declares it through
+aio-pika and :mod:`queues.definitions` renders it as ``rabbitmq/definitions.json`` for the
+management UI. A test checks that the two agree on a real broker.
+
+Naming: ``chat.*`` carries chat messages, ``<family>.*`` carries one kind of job, and
+``burrow.jobs`` is the direct exchange every job queue is bound to by its own name, so
+that delay and retry tiers can dead-letter into the queue they wait for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+INGRESS = "chat.ingress"
+"""Topic exchange the gateways publish sends to, key ``room.<room>.msg``."""
+SHARD = "chat.shard"
+"""Consistent-hash exchange spreading rooms over the shard queues (internal)."""
+FANOUT = "chat.fanout"
+"""Topic exchange of stored messages and ephemeral events, key ``room.<room>.<kind>``."""
+REPLY = "chat.reply"
+"""Direct exchange the sequencer answers a gateway on, key = the gateway's queue name."""
+JOBS = "burrow.jobs"
+"""Direct exchange routing jobs, delays, retries and dead letters by queue name."""
+
+SHARD_QUEUE_PREFIX = "chat.seq."
+SHARD_DEAD = "chat.seq.dead"
+NOTIFY_MESSAGES = "notify.messages"
+NOTIFY_DEAD = "notify.dead"
+
+DEFAULT_SHARDS = 4
+# Quorum queues hand a message out at most this many times before dead-lettering it:
+# a poison message must not block a shard or a work queue forever.
+DELIVERY_LIMIT = 10
+
+ExchangeType = Literal["topic", "direct", "fanout", "headers", "x-consistent-hash"]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: ExchangeType
+    internal: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A durable queue; every queue in the shared topology is a quorum queue."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Binding:
+    source: str
+    destination: str
+    routing_key: str
+    destination_type: Literal["queue", "exchange"] = "queue"
+
+
+@dataclass(frozen=True)
+class JobFamily:
+    """One kind of job: a due queue, optional delay tiers, retry tiers, a dead queue.
+
+    Delays and retries are queues with ``x-message-ttl`` and no consumer that dead-letter
+    into the due queue (RabbitMQ bundles no delayed-message plugin). After the last retry
+    tier a job is parked in ``<name>.dead``, where an admin can inspect it and shovel it
+    back from the management UI.
+    """
+
+    name: str
+    delays: tuple[int, ...] = ()
+    retries: tuple[int, ...] = ()
+
+    @property
+    def due(self) -> str:
+        return f"{self.name}.due"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.name}.dead"
+
+    def delay(self, seconds: int) -> str:
+        return f"{self.name}.delay.{tier_name(seconds)}"
+
+    def retry(self, seconds: int) -> str:
+        return f"{self.name}.retry.{tier_name(seconds)}"
+
+
+# Defaults until the workers that own them (push, digest) make them configurable.
+PUSH = JobFamily("push", delays=(30,), retries=(5, 30, 300))
+DIGEST = JobFamily("digest", delays=(3600, 86400), retries=(60, 600, 3600))
+EMAIL = JobFamily("email", retries=(30, 300, 1800))
+JOB_FAMILIES = (PUSH, DIGEST, EMAIL)
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+
+    def queue(self, name: str) -> Queue:
+        """Return the queue called *name*; raises :exc:`KeyError` if there is none."""
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        raise KeyError(name)
+
+
+def tier_name(seconds: int) -> str:
+    """Readable tier suffix: 30 -> ``30s``, 300 -> ``5m``, 3600 -> ``1h``, 86400 -> ``1d``."""
+    if seconds <= 0:
+        raise ValueError(f"a tier lasts a positive number of seconds, got {seconds}")
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def shard_queue(index: int) -> str:
+    return f"{SHARD_QUEUE_PREFIX}{index}"
+
+
+def _work_queue(name: str, dead: str) -> Queue:
+    return Queue(name, {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": JOBS,
+        "x-dead-letter-routing-key": dead,
+    })
+
+
+def _wait_queue(name: str, seconds: int, due: str) -> Queue:
+    # at-least-once dead-lettering: a job leaving a delay tier is kept until the due queue
+    # has confirmed it (RabbitMQ requires reject-publish overflow for that strategy).
+    return Queue(name, {
+        "x-queue-type": "quorum",
+        "x-message-ttl": seconds * 1000,
+        "x-dead-letter-exchange": JOBS,
+        "x-dead-letter-routing-key": due,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    })
+
+
+def _dead_queue(name: str) -> Queue:
+    return Queue(name, {"x-queue-type": "quorum"})
+
+
+def _job_family(family: JobFamily) -> tuple[list[Queue], list[Binding]]:
+    queues = [_work_queue(family.due, family.dead), _dead_queue(family.dead)]
+    queues += [_wait_queue(family.delay(s), s, family.due) for s in family.delays]
+    queues += [_wait_queue(family.retry(s), s, family.due) for s in family.retries]
+    return queues, [Binding(JOBS, q.name, q.name) for q in queues]
+
+
+def build(shards: int = DEFAULT_SHARDS,
+          families: tuple[JobFamily, ...] = JOB_FAMILIES) -> Topology:
+    """Return the whole shared topology for *shards* sequencer shards.
+
+    The shard count is fixed configuration: the consistent-hash exchange keeps a room on
+    its shard only while the shard bindings stay as they are, so changing it is a drained
+    migration, never a runtime change (see DESIGN.md).
+    """
+    if shards < 1:
+        raise ValueError(f"need at least one shard, got {shards}")
+    exchanges = [
+        Exchange(INGRESS, "topic"),
+        Exchange(SHARD, "x-consistent-hash", internal=True),
+        Exchange(FANOUT, "topic"),
+        Exchange(REPLY, "direct"),
+        Exchange(JOBS, "direct"),
+    ]
+    queues: list[Queue] = []
+    bindings = [Binding(INGRESS, SHARD, "room.*.msg", "exchange")]
+    for index in range(shards):
+        name = shard_queue(index)
+        queue = _work_queue(name, SHARD_DEAD)
+        # One active sequencer per shard gives each room a single writer: total order
+        # and batched writes (DESIGN.md, "Why this shape").
+        queues.append(Queue(name, {**queue.arguments, "x-single-active-consumer": True}))
+        bindings.append(Binding(SHARD, name, "1"))  # the key is the weight of the shard
+    queues.append(_dead_queue(SHARD_DEAD))
+    bindings.append(Binding(JOBS, SHARD_DEAD, SHARD_DEAD))
+
+    queues += [_work_queue(NOTIFY_MESSAGES, NOTIFY_DEAD), _dead_queue(NOTIFY_DEAD)]
+    bindings += [
+        Binding(FANOUT, NOTIFY_MESSAGES, "room.*.msg"),
+        Binding(JOBS, NOTIFY_MESSAGES, NOTIFY_MESSAGES),
+        Binding(JOBS, NOTIFY_DEAD, NOTIFY_DEAD),
+    ]
+    for family in families:
+        family_queues, family_bindings = _job_family(family)
+        queues += family_queues
+        bindings += family_bindings
+    return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
