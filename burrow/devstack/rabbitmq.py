@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -154,9 +155,10 @@ class RabbitNode:
             try:
                 vhosts = {v["name"] for v in self.api("GET", "/api/vhosts", timeout=2)}
                 wanted = {v["name"] for v in self.definitions.get("vhosts", [])}
-                if wanted <= vhosts:
+                # The management API answers before the AMQP listener opens.
+                if wanted <= vhosts and _accepts(self.config.amqp_port):
                     return
-                last_error = f"vhosts so far: {sorted(vhosts)}"
+                last_error = f"vhosts so far: {sorted(vhosts)}, AMQP port not open yet"
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 last_error = str(exc)
             time.sleep(0.25)
@@ -188,6 +190,14 @@ class RabbitNode:
         self.stop()
         self.start()
         self.wait_ready(timeout)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _reap_group(pgid: int) -> None:

@@ -1,0 +1,100 @@
+"""Real servers for the tests, started once per session on free loopback ports.
+
+``broker`` is a private RabbitMQ node (never the developer's running one) loaded with
+Burrow's definitions and test passwords; ``vhost`` gives each test an empty virtual host
+with the roles' permissions. ``mongo`` is the embedded MongoDB-wire server (or the one
+``BURROW_TEST_MONGO_URL`` names); ``mongo_url`` gives each test its own database.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from burrow.devstack import mongo, ports, rabbitmq
+from queues import definitions, topology
+
+PASSWORDS = {r.user: f"{r.user}-test" for r in definitions.ROLES}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rabbitmq.RabbitNode]:
+    config = rabbitmq.NodeConfig(
+        directory=tmp_path_factory.mktemp("rabbitmq"), amqp_port=ports.free_port(),
+        management_port=ports.free_port(), prometheus_port=ports.free_port(),
+        dist_port=ports.free_port(), admin_user="burrow-admin",
+        admin_password=PASSWORDS["burrow-admin"],
+        base_config=ROOT / "rabbitmq" / "rabbitmq.conf")
+    node = rabbitmq.RabbitNode(config, definitions.render(topology.build(), PASSWORDS))
+    node.start()
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        node.stop()
+
+
+@dataclass(frozen=True)
+class Vhost:
+    node: rabbitmq.RabbitNode
+    name: str
+
+    def url(self, user: str) -> str:
+        """AMQP URL of this vhost as *user*, with the test password of its role."""
+        return self.node.config.amqp_url(user, PASSWORDS[user], urllib.parse.quote(self.name))
+
+    def api(self, method: str, path: str, body: object = None) -> object:
+        """Management API call; ``{vhost}`` in *path* is this vhost, URL-quoted."""
+        return self.node.api(method, path.format(vhost=urllib.parse.quote(self.name, safe="")),
+                             body)
+
+
+@pytest.fixture
+def vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    host = Vhost(broker, name)
+    host.api("PUT", "/api/vhosts/{vhost}")
+    for permission in definitions.permissions(name):
+        host.api("PUT", f"/api/permissions/{{vhost}}/{permission['user']}",
+                 {k: permission[k] for k in ("configure", "write", "read")})
+    yield host
+    if broker.process is not None:  # a test may have left the node stopped
+        host.api("DELETE", "/api/vhosts/{vhost}")
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mongo.EmbeddedMongo]:
+    server = mongo.EmbeddedMongo(tmp_path_factory.mktemp("mongo") / "data", ports.free_port())
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mongo_url(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield mongo_server.database_url(name)
+    if mongo_server.process is not None:
+        with MongoClient(mongo_server.url, serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(name)
+
+
+@pytest.fixture
+def process_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a Burrow child process: the test's own, minus any BURROW_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
+    env.update({"BURROW_HEALTH_INTERVAL": "0.2", "BURROW_RECONNECT_INTERVAL": "0.5",
+                "BURROW_DB_TIMEOUT": "1", "BURROW_METRICS_DIR": str(tmp_path / "metrics"),
+                "PYTHONUNBUFFERED": "1"})
+    return env

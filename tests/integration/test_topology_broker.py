@@ -1,0 +1,69 @@
+"""On a real broker, the topology declared by code is the one in definitions.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from queues import definitions, topology
+from queues.declare import declare
+from tests.conftest import Vhost
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def checked_in() -> dict[str, Any]:
+    return json.loads((ROOT / "rabbitmq" / "definitions.json").read_text())
+
+
+def shape(defs: dict[str, Any]) -> dict[str, set[str]]:
+    """Exchanges, queues and bindings as comparable strings, without the vhost."""
+    return {
+        "exchanges": {json.dumps([e["name"], e["type"], e["durable"], e["internal"],
+                                  e["auto_delete"], e["arguments"]], sort_keys=True)
+                      for e in defs["exchanges"]},
+        "queues": {json.dumps([q["name"], q["durable"], q["auto_delete"], q["arguments"]],
+                              sort_keys=True) for q in defs["queues"]},
+        "bindings": {json.dumps([b["source"], b["destination"], b["destination_type"],
+                                 b["routing_key"]]) for b in defs["bindings"]},
+    }
+
+
+def broker_shape(vhost: Vhost) -> dict[str, set[str]]:
+    live = vhost.api("GET", "/api/definitions/{vhost}")
+    assert isinstance(live, dict)
+    return shape(live)
+
+
+async def declare_as_worker(vhost: Vhost) -> None:
+    connection = await aio_pika.connect(vhost.url("burrow-worker"))
+    async with connection:
+        await declare(await connection.channel(), topology.build())
+
+
+async def test_declared_by_code_equals_definitions_json(vhost: Vhost) -> None:
+    await declare_as_worker(vhost)
+    await declare_as_worker(vhost)  # idempotent: a second declaration changes nothing
+    assert broker_shape(vhost) == shape(checked_in())
+
+
+async def test_code_accepts_what_an_admin_loaded_from_definitions_json(vhost: Vhost) -> None:
+    topo_only = {k: checked_in()[k] for k in ("exchanges", "queues", "bindings")}
+    vhost.api("POST", "/api/definitions/{vhost}", topo_only)
+    loaded = broker_shape(vhost)
+    # Redeclaring with other arguments would close the channel with PRECONDITION_FAILED.
+    await declare_as_worker(vhost)
+    assert broker_shape(vhost) == loaded == shape(checked_in())
+
+
+async def test_a_drifted_broker_is_refused_not_silently_changed(vhost: Vhost) -> None:
+    drifted = definitions.topology_definitions(topology.build())
+    drifted["queues"][0]["arguments"]["x-delivery-limit"] = 99
+    vhost.api("POST", "/api/definitions/{vhost}", drifted)
+    with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+        await declare_as_worker(vhost)

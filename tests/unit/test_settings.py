@@ -1,0 +1,47 @@
+"""Settings come from BURROW_* variables; bad ones are refused with the variable's name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from burrow.settings import NAMES, ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+AMQP = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1:5672/burrow"}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env(AMQP)
+    assert settings.port == 8000 and settings.host == "127.0.0.1"
+    assert settings.shards == 4
+    assert settings.mongo_url.startswith("mongodb://127.0.0.1:27017/burrow")
+
+
+def test_amqp_url_is_required_and_named() -> None:
+    with pytest.raises(ConfigError, match="BURROW_AMQP_URL is not set"):
+        Settings.from_env({})
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("BURROW_PORT", "eighty", "BURROW_PORT='eighty' is invalid"),
+    ("BURROW_PORT", "70000", "a port is 1..65535"),
+    ("BURROW_SHARDS", "0", "must be positive"),
+    ("BURROW_HEALTH_INTERVAL", "-1", "must be positive"),
+    ("BURROW_AMQP_URL", "http://127.0.0.1/", "amqp or amqps"),
+    ("BURROW_MONGO_URL", "mongodb://", "with a host"),
+    ("BURROW_LOG_LEVEL", "loud", "DEBUG, INFO"),
+    ("BURROW_PROT", "8000", "unknown setting BURROW_PROT"),
+])
+def test_malformed_values_are_refused_with_the_variable(name: str, value: str,
+                                                        message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env({**AMQP, name: value})
+
+
+def test_readme_documents_every_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(name for name in NAMES if f"`{name}`" not in readme)
+    assert not missing, f"README's configuration table lacks {missing}"
