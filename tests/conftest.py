@@ -9,9 +9,10 @@ with the roles' permissions. ``mongo`` is the embedded MongoDB-wire server (or t
 from __future__ import annotations
 
 import os
+import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +99,18 @@ def process_env(tmp_path: Path) -> dict[str, str]:
                 "BURROW_DB_TIMEOUT": "1", "BURROW_METRICS_DIR": str(tmp_path / "metrics"),
                 "PYTHONUNBUFFERED": "1"})
     return env
+
+
+def eventually(probe: Callable[[], object], timeout: float = 30.0) -> object:
+    """Poll *probe* until it returns something truthy; fail the test after *timeout*.
+
+    For state the broker publishes on its own schedule (the management API's connection
+    list is refreshed every few seconds), where there is no event to wait on.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result or time.monotonic() > deadline:
+            assert result, f"still {result!r} after {timeout}s"
+            return result
+        time.sleep(0.2)

@@ -11,7 +11,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
@@ -31,17 +32,22 @@ class AppProcess:
     """``python -m <module> [args]`` with *env*; :meth:`stop` sends SIGTERM and waits."""
 
     def __init__(self, name: str, module: str, env: Mapping[str, str],
-                 args: Sequence[str] = (), output: IO[bytes] | None = None) -> None:
+                 args: Sequence[str] = (), log: Path | None = None) -> None:
         self.name = name
         self.command = [sys.executable, "-m", module, *args]
         self.env = dict(env)
-        self.output = output
+        self.log = log  # None: share the launcher's terminal
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=self.output,
-                                        stderr=subprocess.STDOUT if self.output else None,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        output = None if self.log is None else open(self.log, "ab")
+        try:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=output,
+                                            stderr=subprocess.STDOUT if output else None,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own descriptor
 
     @property
     def exited(self) -> int | None:
@@ -65,9 +71,9 @@ class AppProcess:
             return process.wait()
 
 
-def wait_status(url: str, status: int, timeout: float,
-                alive: AppProcess | None = None) -> tuple[int | None, Any]:
-    """Poll *url* until it answers *status*; return the last (status, body) seen.
+def wait_status(url: str, status: int, timeout: float, alive: AppProcess | None = None,
+                body: Any = None) -> tuple[int | None, Any]:
+    """Poll *url* until it answers *status* (and *body*, when given); return the last answer.
 
     Stops early when the process *alive* has exited; the caller checks the result.
     """
@@ -80,7 +86,7 @@ def wait_status(url: str, status: int, timeout: float,
             last = get(url)
         except OSError as exc:
             last = (None, str(exc))
-        if last[0] == status:
+        if last[0] == status and (body is None or last[1] == body):
             break
         time.sleep(0.1)
     return last

@@ -1,0 +1,151 @@
+"""The dev launcher (``./dev up`` runs it) brings the whole stack up and takes it down.
+
+Each test runs ``python -m burrow.devstack up`` as a child with its own free ports and
+data directory, so it never meets a developer's running stack.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from burrow.devstack import ports
+from burrow.devstack.processes import get
+from queues import topology
+
+pytestmark = pytest.mark.integration
+ADMIN = "launcher-admin-pw"
+PORT_VARS = ("BURROW_DEV_AMQP_PORT", "BURROW_DEV_MANAGEMENT_PORT", "BURROW_DEV_PROMETHEUS_PORT",
+             "BURROW_DEV_DIST_PORT", "BURROW_DEV_MONGO_PORT", "BURROW_PORT",
+             "BURROW_METRICS_PORT")
+
+
+@dataclass
+class Launcher:
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def port(self, name: str) -> int:
+        return int(self.env[name])
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "burrow.devstack", "up"], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_line(self, text: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{self.log.read_text()}"
+            time.sleep(0.2)
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as a person at the terminal would; returns the exit code."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(120)
+
+    def api(self, path: str, body: object = None) -> object:
+        """Management API as the admin: GET, or POST when there is a *body*."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port('BURROW_DEV_MANAGEMENT_PORT')}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": "Basic "
+                     + base64.b64encode(f"burrow-admin:{ADMIN}".encode()).decode(),
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
+    env.update({name: str(ports.free_port()) for name in PORT_VARS})
+    env.update({"BURROW_DEV_DIR": str(tmp_path / "state"),
+                "BURROW_RABBITMQ_ADMIN_PASSWORD": ADMIN, "PYTHONUNBUFFERED": "1"})
+    running = Launcher(env, tmp_path / "launcher.log")
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        running.interrupt()
+
+
+def assert_all_ports_free(launcher: Launcher) -> None:
+    for name in PORT_VARS:
+        ports.ensure_free(launcher.port(name), name, name)
+
+
+def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -> None:
+    launcher.start()
+    launcher.wait_line("Burrow is up")
+    text = launcher.log.read_text()
+    gateway = f"http://127.0.0.1:{launcher.port('BURROW_PORT')}"
+    management = f"http://127.0.0.1:{launcher.port('BURROW_DEV_MANAGEMENT_PORT')}"
+    assert gateway in text
+    assert f"{management}  login burrow-admin / {ADMIN}" in text
+    assert get(f"{gateway}/readyz") == (200, {"ready": True,
+                                              "checks": {"broker": "up", "database": "up"}})
+    queues = {q["name"] for q in launcher.api("/api/queues/burrow")}  # type: ignore[attr-defined]
+    assert queues == {q.name for q in topology.build().queues}
+    exchanges = {e["name"] for e in launcher.api("/api/exchanges/burrow")}  # type: ignore[attr-defined]
+    assert {e.name for e in topology.build().exchanges} <= exchanges
+    # The plugins are on: each answers for itself.
+    overview = launcher.api("/api/overview")
+    assert "x-consistent-hash" in {t["name"] for t in overview["exchange_types"]}  # type: ignore[index]
+    assert launcher.api("/api/shovels/burrow") == []  # 404 without the shovel plugins
+    broker_metrics = f"http://127.0.0.1:{launcher.port('BURROW_DEV_PROMETHEUS_PORT')}/metrics"
+    with urllib.request.urlopen(broker_metrics, timeout=10) as response:
+        assert b"rabbitmq_queue_messages" in response.read()
+
+    assert launcher.interrupt() == 0
+    assert "burrow-dev: stopped" in launcher.log.read_text()
+    assert_all_ports_free(launcher)
+
+
+def test_data_is_kept_between_runs(launcher: Launcher) -> None:
+    launcher.start()
+    launcher.wait_line("Burrow is up")
+    mongo = f"mongodb://127.0.0.1:{launcher.port('BURROW_DEV_MONGO_PORT')}/?directConnection=true"
+    with MongoClient(mongo, serverSelectionTimeoutMS=5000) as client:
+        client.burrow.keep.insert_one({"_id": "kept"})
+    routed = launcher.api("/api/exchanges/burrow/burrow.jobs/publish", {
+        "properties": {"delivery_mode": 2}, "routing_key": "email.dead",
+        "payload": "parked job", "payload_encoding": "string"})
+    assert routed == {"routed": True}
+    assert launcher.interrupt() == 0
+
+    launcher.start()
+    launcher.wait_line("Burrow is up")
+    with MongoClient(mongo, serverSelectionTimeoutMS=5000) as client:
+        assert client.burrow.keep.find_one({"_id": "kept"}) == {"_id": "kept"}
+    parked = launcher.api("/api/queues/burrow/email.dead/get", {
+        "count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert [m["payload"] for m in parked] == ["parked job"]  # type: ignore[attr-defined]
+    assert launcher.interrupt() == 0
+
+
+def test_a_taken_port_is_reported_before_anything_starts(launcher: Launcher) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", launcher.port("BURROW_DEV_MANAGEMENT_PORT")))
+        squatter.listen()
+        launcher.start()
+        assert launcher.process is not None
+        assert launcher.process.wait(60) != 0
+    text = launcher.log.read_text()
+    assert "is taken" in text and "set BURROW_DEV_MANAGEMENT_PORT to another port" in text
+    assert "starting RabbitMQ" not in text

@@ -1,0 +1,177 @@
+"""Gateway and worker processes: probes, clean exits, and recovery from restarts.
+
+Each test runs the real entry points (``python -m gateway``, ``python -m consumers``) as
+child processes against the session's broker and database, and waits on their probes
+with deadlines: ``/readyz`` must say 503 while a dependency is down and 200 once it is
+back, with no restart of the process itself.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from burrow.devstack import mongo, ports, rabbitmq
+from burrow.devstack.processes import AppProcess, get, wait_status
+from queues import topology
+from tests.conftest import Vhost, eventually
+
+pytestmark = pytest.mark.integration
+READY = 60.0  # generous deadlines: the suite must hold on a busy 2-core machine
+
+
+class Running:
+    def __init__(self, app: AppProcess, port: int, log: Path) -> None:
+        self.app, self.port, self.log = app, port, log
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait(self, broker: str, database: str) -> None:
+        """Wait until /readyz reports these states, with the status that goes with them."""
+        ready = broker == database == "up"
+        want = {"ready": ready, "checks": {"broker": broker, "database": database}}
+        got = wait_status(self.url("/readyz"), 200 if ready else 503, READY,
+                          alive=self.app, body=want)
+        assert got == (200 if ready else 503, want), (
+            f"{self.app.name} /readyz: wanted {want}, last {got}; exit {self.app.exited}\n"
+            f"{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def start(process_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+    started: list[AppProcess] = []
+
+    def run(kind: str, amqp_url: str, mongo_url: str, **extra: str) -> Running:
+        port = ports.free_port()
+        env = {**process_env, "BURROW_AMQP_URL": amqp_url, "BURROW_MONGO_URL": mongo_url,
+               **extra}
+        if kind == "gateway":
+            env["BURROW_PORT"] = str(port)
+        else:
+            env["BURROW_METRICS_PORT"] = str(port)
+        env["BURROW_METRICS_DIR"] = str(tmp_path / f"metrics-{kind}-{port}")
+        log = tmp_path / f"{kind}-{port}.log"
+        app = AppProcess(kind, "gateway" if kind == "gateway" else "consumers", env, log=log)
+        app.start()
+        started.append(app)
+        return Running(app, port, log)
+
+    yield run
+    for app in started:
+        app.stop()
+
+
+def test_gateway_and_worker_become_ready_and_export_metrics(
+        start, vhost: Vhost, mongo_url: str) -> None:
+    gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
+    worker = start("worker", vhost.url("burrow-worker"), mongo_url)
+    gateway.wait("up", "up")
+    worker.wait("up", "up")
+    for proc in (gateway, worker):
+        assert get(proc.url("/healthz"))[0] == 200
+        status, _ = get(proc.url("/no-such-path"))
+        assert status == 404
+        with urllib.request.urlopen(proc.url("/metrics")) as resp:
+            text = resp.read().decode()
+        assert 'burrow_dependency_up{dependency="broker"} 1.0' in text
+        assert 'burrow_dependency_up{dependency="database"} 1.0' in text
+    # The worker declared the whole shared topology in its vhost.
+    queues = {q["name"] for q in vhost.api("GET", "/api/queues/{vhost}")}  # type: ignore[union-attr]
+    assert {q.name for q in topology.build().queues} <= queues
+    assert eventually(lambda: connected_users(vhost) == {"burrow-gateway", "burrow-worker"})
+
+
+def connected_users(vhost: Vhost) -> set[str]:
+    connections = vhost.api("GET", "/api/vhosts/{vhost}/connections")
+    assert isinstance(connections, list)
+    return {c["user"] for c in connections}
+
+
+def test_sigterm_stops_both_cleanly(start, vhost: Vhost, mongo_url: str) -> None:
+    gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
+    worker = start("worker", vhost.url("burrow-worker"), mongo_url)
+    gateway.wait("up", "up")
+    worker.wait("up", "up")
+    assert gateway.app.stop() == 0
+    assert worker.app.stop() == 0
+    assert "stopped" in worker.log.read_text()
+
+
+def test_not_ready_while_the_broker_is_unreachable(start, mongo_url: str) -> None:
+    nowhere = f"amqp://burrow-gateway:x@127.0.0.1:{ports.free_port()}/burrow"
+    gateway = start("gateway", nowhere, mongo_url)
+    gateway.wait("down", "up")
+    assert get(gateway.url("/healthz"))[0] == 200  # alive, just not ready
+
+
+def test_not_ready_with_a_refused_login(start, vhost: Vhost, mongo_url: str) -> None:
+    wrong = vhost.url("burrow-gateway").replace("burrow-gateway-test", "wrong")
+    gateway = start("gateway", wrong, mongo_url)
+    gateway.wait("down", "up")
+
+
+def test_broker_restart_503_then_200(start, broker: rabbitmq.RabbitNode, vhost: Vhost,
+                                     mongo_url: str) -> None:
+    gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
+    worker = start("worker", vhost.url("burrow-worker"), mongo_url)
+    gateway.wait("up", "up")
+    worker.wait("up", "up")
+    broker.stop()
+    try:
+        gateway.wait("down", "up")
+        worker.wait("down", "up")
+    finally:
+        broker.start()
+        broker.wait_ready()
+    gateway.wait("up", "up")
+    worker.wait("up", "up")
+    assert gateway.app.exited is None and worker.app.exited is None
+    assert eventually(lambda: connected_users(vhost) == {"burrow-gateway", "burrow-worker"})
+
+
+def test_database_restart_503_then_200(start, mongo_server: mongo.EmbeddedMongo,
+                                       vhost: Vhost, mongo_url: str) -> None:
+    gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
+    worker = start("worker", vhost.url("burrow-worker"), mongo_url)
+    gateway.wait("up", "up")
+    worker.wait("up", "up")
+    mongo_server.stop()
+    try:
+        gateway.wait("up", "down")
+        worker.wait("up", "down")
+    finally:
+        mongo_server.start()
+        mongo_server.wait_ready()
+    gateway.wait("up", "up")
+    worker.wait("up", "up")
+
+
+@pytest.mark.parametrize(("module", "args", "env", "message"), [
+    ("gateway", [], {}, "BURROW_AMQP_URL is not set"),
+    ("consumers", [], {}, "BURROW_AMQP_URL is not set"),
+    ("gateway", [], {"BURROW_AMQP_URL": "amqp://h/v", "BURROW_PORT": "x"},
+     "BURROW_PORT='x' is invalid"),
+    ("consumers", ["nope"], {}, "unknown consumer 'nope'"),
+])
+def test_bad_configuration_exits_with_a_clear_message(process_env: dict[str, str], module: str,
+                                                      args: list[str], env: dict[str, str],
+                                                      message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", module, *args], env={**process_env, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_gateway_exits_on_sigint_too(start, vhost: Vhost, mongo_url: str) -> None:
+    gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
+    gateway.wait("up", "up")
+    gateway.app.signal(signal.SIGINT)
+    assert gateway.app.process.wait(30) == 0  # type: ignore[union-attr]
