@@ -38,11 +38,13 @@ class Launcher:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    offset: int = 0
 
     def port(self, name: str) -> int:
         return int(self.env[name])
 
     def start(self) -> None:
+        self.offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "burrow.devstack", "up"], env=self.env, stdout=out,
@@ -50,7 +52,7 @@ class Launcher:
 
     def wait_line(self, text: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        while text not in self.log.read_text():
+        while text not in self.log.read_text()[self.offset:]:  # this run's output only
             assert self.process is not None and self.process.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, f"no {text!r} in:\n{self.log.read_text()}"
             time.sleep(0.2)
