@@ -5,11 +5,13 @@ in so an admin sees every exchange and queue with its readable name in the manag
 before any Burrow process connects. The checked-in file carries no passwords (users with
 an empty hash cannot log in); the dev launcher and docker-compose render a copy with
 password hashes from the environment. Regenerate the checked-in file with
-``python -m queues.definitions > rabbitmq/definitions.json``.
+``python -m queues.definitions > rabbitmq/definitions.json``; docker-compose renders its
+copy with ``python -m queues.definitions --with-passwords --out FILE``.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -135,8 +137,22 @@ def dumps(definitions: Mapping[str, Any]) -> str:
     return json.dumps(definitions, indent=2, sort_keys=False) + "\n"
 
 
-def main() -> None:
-    sys.stdout.write(dumps(render(topology.build())))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m queues.definitions",
+        description="Print Burrow's RabbitMQ definitions (the checked-in file by default).")
+    parser.add_argument("--with-passwords", action="store_true",
+                        help="hash each role's password from BURROW_RABBITMQ_*_PASSWORD "
+                             "(dev passwords where unset)")
+    parser.add_argument("--out", help="write to this file (mode 600) instead of stdout")
+    args = parser.parse_args(argv)
+    passwords = passwords_from_env(os.environ) if args.with_passwords else None
+    text = dumps(render(topology.build(), passwords))
+    if args.out is None:
+        sys.stdout.write(text)
+        return
+    with open(os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,12 @@ def allowed(user: str, kind: str, resource: str) -> bool:
 def test_roles_have_least_privilege(user: str, kind: str, resource: str,
                                     expected: bool) -> None:
     assert allowed(user, kind, resource) is expected
+
+
+def test_topology_doc_names_every_exchange_queue_and_user() -> None:
+    doc = (ROOT / "docs" / "topology.md").read_text()
+    topo = topology.build()
+    names = ([e.name for e in topo.exchanges] + [q.name for q in topo.queues]
+             + [r.user for r in definitions.ROLES])
+    missing = [n for n in names if f"`{n}`" not in doc and n not in doc]
+    assert not missing, f"docs/topology.md does not mention {missing}"
