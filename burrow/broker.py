@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,10 @@ class BrokerLink:
                 self.connection = await aio_pika.connect_robust(
                     self.url, fail_fast=False, reconnect_interval=self.reconnect_interval,
                     client_properties={"connection_name": self.name})
-                self.channel = await self.connection.channel()  # type: ignore[assignment]
+                self.channel = await self.connection.channel()
                 if self._on_channel is not None:
-                    await self._on_channel(self.channel)  # type: ignore[arg-type]
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a refused login or a topology conflict: say it, retry
+                    await self._on_channel(self.channel)
+            except (AMQPError, OSError) as exc:  # e.g. a topology conflict: say it, retry
                 log.error("broker link %s failed: %s: %s", self.name, type(exc).__name__, exc)
                 await self._close_connection()
                 await asyncio.sleep(self.reconnect_interval)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
+from pymongo import AsyncMongoClient
 from sanic import Sanic
+from sanic.config import Config
 
 from burrow import database, metrics, probes
 from burrow.broker import BrokerLink
@@ -22,12 +24,15 @@ class Context:
 
     settings: Settings
     broker: BrokerLink
-    db: database.AsyncMongoClient[dict[str, object]]
+    db: AsyncMongoClient[dict[str, object]]
     monitor: Monitor
 
 
-def create_app(settings: Settings) -> Sanic[object, Context]:
-    app: Sanic[object, Context] = Sanic("burrow-gateway", ctx=Context(), configure_logging=False)
+GatewayApp = Sanic[Config, Context]
+
+
+def create_app(settings: Settings) -> GatewayApp:
+    app: GatewayApp = Sanic("burrow-gateway", ctx=Context(), configure_logging=False)
     app.config.ACCESS_LOG = False
     app.ctx.settings = settings
     app.blueprint(probes.blueprint())
@@ -36,7 +41,7 @@ def create_app(settings: Settings) -> Sanic[object, Context]:
     return app
 
 
-async def _open(app: Sanic[object, Context]) -> None:
+async def _open(app: GatewayApp) -> None:
     settings = app.ctx.settings
     name = f"gateway {settings.instance_id} pid {os.getpid()}"
     app.ctx.broker = BrokerLink(settings.amqp_url, name, settings.reconnect_interval)
@@ -47,7 +52,7 @@ async def _open(app: Sanic[object, Context]) -> None:
     app.ctx.monitor.start()
 
 
-async def _close(app: Sanic[object, Context]) -> None:
+async def _close(app: GatewayApp) -> None:
     await app.ctx.monitor.stop()
     await app.ctx.broker.close()
     await app.ctx.db.close()

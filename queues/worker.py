@@ -20,6 +20,7 @@ from functools import partial
 
 from aio_pika.abc import AbstractRobustChannel
 from sanic import Sanic
+from sanic.config import Config
 
 from burrow import database, metrics, probes
 from burrow.broker import BrokerLink
@@ -50,7 +51,7 @@ class WorkerProcess:
         self.db = database.open_client(settings.mongo_url, settings.db_timeout)
         self.monitor = Monitor(self.broker, self.db, settings.health_interval,
                                settings.db_timeout)
-        self.app: Sanic[object, Context] = Sanic(
+        self.app: Sanic[Config, Context] = Sanic(
             f"burrow-worker-{os.getpid()}", ctx=Context(), configure_logging=False)
         self.app.config.MOTD = False
         self.app.ctx.monitor = self.monitor

@@ -59,6 +59,7 @@ class EmbeddedMongo:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         last_error = "no answer yet"
+        client: MongoClient[dict[str, object]]
         with MongoClient(self.url, serverSelectionTimeoutMS=500) as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,14 +41,11 @@ class AppProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        output = None if self.log is None else open(self.log, "ab")
-        try:
+        # The child holds its own descriptor of the log: ours closes right away.
+        with open(self.log, "ab") if self.log else contextlib.nullcontext() as output:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=output,
                                             stderr=subprocess.STDOUT if output else None,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            if output is not None:
-                output.close()  # the child holds its own descriptor
 
     @property
     def exited(self) -> int | None:

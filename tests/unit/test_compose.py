@@ -80,7 +80,7 @@ def test_mounted_files_exist(name: str) -> None:
 
 def test_rabbitmq_loads_the_rendered_definitions_where_the_config_says() -> None:
     config = (ROOT / "rabbitmq" / "rabbitmq.conf").read_text()
-    path = re.search(r"^load_definitions\s*=\s*(\S+)", config, re.M)
+    path = re.search(r"^load_definitions\s*=\s*(\S+)", config, re.MULTILINE)
     assert path is not None
     mounts = dict(v.split(":")[:2] for v in SERVICES["rabbitmq"]["volumes"])
     renderer = SERVICES["rabbitmq-definitions"]
