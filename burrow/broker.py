@@ -25,7 +25,7 @@ OnChannel = Callable[[AbstractRobustChannel], Awaitable[None]]
 class BrokerLink:
     """Connect to *url* as *name* (shown in the management UI) and keep the channel open.
 
-    Call :meth:`start`, then :meth:`wait_up` or read :attr:`is_up`; :meth:`close` at exit.
+    Call :meth:`start`, then read :attr:`is_up`; :meth:`close` at exit.
     *on_channel* runs once, on the first channel, to declare what this process needs.
     """
 
@@ -68,13 +68,6 @@ class BrokerLink:
         conn, channel = self.connection, self.channel
         return (self._opened.is_set() and conn is not None and not conn.is_closed
                 and conn.connected.is_set() and channel is not None and not channel.is_closed)
-
-    async def wait_up(self) -> AbstractRobustChannel:
-        """Wait until the channel is open and return it; bound it with ``asyncio.timeout``."""
-        await self._opened.wait()
-        assert self.channel is not None
-        await self.channel.ready()
-        return self.channel
 
     async def _close_connection(self) -> None:
         conn, self.connection, self.channel = self.connection, None, None

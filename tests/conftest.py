@@ -2,8 +2,8 @@
 
 ``broker`` is a private RabbitMQ node (never the developer's running one) loaded with
 Burrow's definitions and test passwords; ``vhost`` gives each test an empty virtual host
-with the roles' permissions. ``mongo`` is the embedded MongoDB-wire server (or the one
-``BURROW_TEST_MONGO_URL`` names); ``mongo_url`` gives each test its own database.
+with the roles' permissions. ``mongo_server`` is the embedded MongoDB-wire server; ``mongo_url`` gives each test
+its own database.
 """
 
 from __future__ import annotations
