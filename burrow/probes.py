@@ -1,6 +1,6 @@
 """Probes and metrics over HTTP, the same in every process: ``/healthz``, ``/readyz``,
-``/metrics``. The app that mounts :func:`blueprint` keeps a
-:class:`~burrow.monitor.Monitor` on ``app.ctx.monitor``.
+``/metrics``. The app that mounts :func:`blueprint` keeps its
+:class:`~burrow.runtime.Runtime` on ``app.ctx.runtime``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def blueprint() -> Blueprint:
     @bp.get("/readyz")
     async def readyz(request: Request) -> HTTPResponse:
         """200 once this process's broker link and database both answer, 503 until then."""
-        readiness = request.app.ctx.monitor.readiness
+        readiness = request.app.ctx.runtime.monitor.readiness
         return response.json(readiness.body(), status=readiness.status)
 
     @bp.get("/metrics")

@@ -29,7 +29,11 @@ def main() -> None:
     app = loader.load()
     app.prepare(host=settings.host, port=settings.port, workers=settings.gateway_workers,
                 access_log=False, motd=False)
-    Sanic.serve(primary=app, app_loader=loader)
+    try:
+        Sanic.serve(primary=app, app_loader=loader)
+    except OSError as exc:  # Sanic binds in this process, before any worker starts
+        sys.exit(f"gateway: cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
+                 "set BURROW_HOST / BURROW_PORT")
 
 
 if __name__ == "__main__":

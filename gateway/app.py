@@ -1,31 +1,27 @@
 """The gateway's composition root: :func:`create_app` builds one Sanic app from settings.
 
-Each Sanic worker process opens its own broker link, database client and readiness
-monitor in ``before_server_start`` and closes them in ``after_server_stop``; they live on
-the typed ``app.ctx``. Run it with ``python -m gateway``.
+Each Sanic worker process opens its own :class:`~burrow.runtime.Runtime` (broker link,
+database client, readiness monitor) in ``before_server_start`` and closes it in
+``after_server_stop``; it lives on the typed ``app.ctx``. Run it with ``python -m gateway``.
 """
 
 from __future__ import annotations
 
 import os
 
-from pymongo import AsyncMongoClient
 from sanic import Sanic
 from sanic.config import Config
 
-from burrow import database, metrics, probes
-from burrow.broker import BrokerLink
-from burrow.monitor import Monitor
+from burrow import probes
+from burrow.runtime import Runtime
 from burrow.settings import Settings
 
 
 class Context:
-    """What a gateway worker holds; set up by :func:`_open`, torn down by :func:`_close`."""
+    """What a gateway worker holds; ``runtime`` is opened by :func:`_open`."""
 
     settings: Settings
-    broker: BrokerLink
-    db: AsyncMongoClient[dict[str, object]]
-    monitor: Monitor
+    runtime: Runtime
 
 
 GatewayApp = Sanic[Config, Context]
@@ -43,17 +39,8 @@ def create_app(settings: Settings) -> GatewayApp:
 
 async def _open(app: GatewayApp) -> None:
     settings = app.ctx.settings
-    name = f"gateway {settings.instance_id} pid {os.getpid()}"
-    app.ctx.broker = BrokerLink(settings.amqp_url, name, settings.reconnect_interval)
-    app.ctx.db = database.open_client(settings.mongo_url, settings.db_timeout)
-    app.ctx.monitor = Monitor(app.ctx.broker, app.ctx.db, settings.health_interval,
-                              settings.db_timeout)
-    app.ctx.broker.start()
-    app.ctx.monitor.start()
+    app.ctx.runtime = Runtime.open(settings, f"gateway {settings.instance_id} pid {os.getpid()}")
 
 
 async def _close(app: GatewayApp) -> None:
-    await app.ctx.monitor.stop()
-    await app.ctx.broker.close()
-    await app.ctx.db.close()
-    metrics.process_exited(os.getpid())
+    await app.ctx.runtime.close()

@@ -22,9 +22,8 @@ from aio_pika.abc import AbstractRobustChannel
 from sanic import Sanic
 from sanic.config import Config
 
-from burrow import database, metrics, probes
-from burrow.broker import BrokerLink
-from burrow.monitor import Monitor
+from burrow import probes
+from burrow.runtime import Runtime
 from burrow.settings import Settings
 from queues import topology
 from queues.declare import declare
@@ -36,7 +35,7 @@ Consumer = Callable[[AbstractRobustChannel], Awaitable[None]]
 
 
 class Context:
-    monitor: Monitor
+    runtime: Runtime
 
 
 class WorkerProcess:
@@ -44,17 +43,9 @@ class WorkerProcess:
         self.settings = settings
         self.consumers = tuple(consumers)
         self.stopping = asyncio.Event()
-        self.broker = BrokerLink(
-            settings.amqp_url, f"worker {settings.instance_id} ({', '.join(consumers) or 'idle'})",
-            settings.reconnect_interval,
-            on_channel=partial(declare, topo=topology.build(settings.shards)))
-        self.db = database.open_client(settings.mongo_url, settings.db_timeout)
-        self.monitor = Monitor(self.broker, self.db, settings.health_interval,
-                               settings.db_timeout)
         self.app: Sanic[Config, Context] = Sanic(
             f"burrow-worker-{os.getpid()}", ctx=Context(), configure_logging=False)
         self.app.config.MOTD = False
-        self.app.ctx.monitor = self.monitor
         self.app.blueprint(probes.blueprint())
 
     def request_stop(self) -> None:
@@ -66,23 +57,26 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        server = await self.app.create_server(
-            host=self.settings.metrics_host, port=self.settings.metrics_port,
-            return_asyncio_server=True, access_log=False)
-        if server is None:
-            raise RuntimeError("the probe server did not start")
-        await server.startup()
-        self.broker.start()
-        self.monitor.start()
-        log.info("worker %s up; probes on http://%s:%d", self.settings.instance_id,
-                 self.settings.metrics_host, self.settings.metrics_port)
+        settings = self.settings
         try:
+            server = await self.app.create_server(
+                host=settings.metrics_host, port=settings.metrics_port,
+                return_asyncio_server=True, access_log=False)
+        except OSError as exc:
+            raise SystemExit(f"consumers: cannot serve probes on {settings.metrics_host}:"
+                             f"{settings.metrics_port} ({exc.strerror}); "
+                             "set BURROW_METRICS_PORT") from None
+        assert server is not None  # None only with run_async=True
+        self.app.ctx.runtime = runtime = Runtime.open(
+            settings, f"worker {settings.instance_id} ({', '.join(self.consumers) or 'idle'})",
+            on_channel=partial(declare, topo=topology.build(settings.shards)))
+        try:
+            await server.startup()
+            log.info("worker %s up; probes on http://%s:%d", settings.instance_id,
+                     settings.metrics_host, settings.metrics_port)
             await self.stopping.wait()
         finally:
-            await self.monitor.stop()
-            await self.broker.close()
-            await self.db.close()
+            await runtime.close()
             server.close()
             await server.wait_closed()
-            metrics.process_exited(os.getpid())
         log.info("worker %s stopped", self.settings.instance_id)

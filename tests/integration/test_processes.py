@@ -9,6 +9,7 @@ back, with no restart of the process itself.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -163,3 +164,20 @@ def test_gateway_exits_on_sigint_too(start, vhost: Vhost, mongo_url: str) -> Non
     gateway.wait("up", "up")
     gateway.app.signal(signal.SIGINT)
     assert gateway.app.process.wait(30) == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("module", "variable"), [("gateway", "BURROW_PORT"),
+                                                  ("consumers", "BURROW_METRICS_PORT")])
+def test_a_taken_port_exits_with_a_clear_message(process_env: dict[str, str], module: str,
+                                                 variable: str) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = {**process_env, "BURROW_AMQP_URL": "amqp://u:p@127.0.0.1:1/burrow",
+               variable: str(port)}
+        done = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port}" in done.stderr and variable in done.stderr
+    assert "Traceback" not in done.stderr
