@@ -25,7 +25,7 @@ OnChannel = Callable[[AbstractRobustChannel], Awaitable[None]]
 class BrokerLink:
     """Connect to *url* as *name* (shown in the management UI) and keep the channel open.
 
-    Call :meth:`start`, then read :attr:`is_up`; :meth:`close` at exit.
+    Call :meth:`start`, then await :meth:`opened` or read :attr:`is_up`; :meth:`close`.
     *on_channel* runs once, on the first channel, to declare what this process needs.
     """
 
@@ -68,6 +68,16 @@ class BrokerLink:
         conn, channel = self.connection, self.channel
         return (self._opened.is_set() and conn is not None and not conn.is_closed
                 and conn.connected.is_set() and channel is not None and not channel.is_closed)
+
+    async def opened(self) -> AbstractRobustConnection:
+        """Wait until the first connection and channel are open; bound it with a timeout.
+
+        Channels opened on the returned robust connection are reopened, with their
+        consumers, after every reconnect.
+        """
+        await self._opened.wait()
+        assert self.connection is not None
+        return self.connection
 
     async def _close_connection(self) -> None:
         conn, self.connection, self.channel = self.connection, None, None

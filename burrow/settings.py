@@ -53,6 +53,25 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_INSTANCE_ID", "",
              "name of this process in queue names and logs (default: host-pid)"),
     Variable("BURROW_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Variable("BURROW_JWT_SECRET", "", "HS256 secret (at least 32 bytes) that signs client tokens"),
+    Variable("BURROW_JWT_PUBLIC_KEY", "",
+             "PEM public key (RS256 / ES256), or the path of a PEM file, that verifies tokens"),
+    Variable("BURROW_JWKS_URL", "", "JWKS URL whose keys (by kid) verify tokens"),
+    Variable("BURROW_JWT_ALGORITHMS", "",
+             "accepted algorithms, comma-separated (default: HS256 with a secret, "
+             "RS256,ES256 with a public key or JWKS)"),
+    Variable("BURROW_JWT_AUDIENCE", "", "required aud claim (unchecked when empty)"),
+    Variable("BURROW_JWT_ISSUER", "", "required iss claim (unchecked when empty)"),
+    Variable("BURROW_JWT_LEEWAY", "5", "seconds of clock skew allowed on exp / nbf / iat"),
+    Variable("BURROW_MAX_BODY_BYTES", "16384", "largest message body, in UTF-8 bytes"),
+    Variable("BURROW_MAX_FRAME_BYTES", "65536",
+             "largest WebSocket frame a client may send; bigger closes with 1009"),
+    Variable("BURROW_SEND_TIMEOUT", "5.0",
+             "seconds a send may wait for its ack before the client gets a retryable error"),
+    Variable("BURROW_CLIENT_BUFFER", "2048",
+             "frames queued for one slow client before it is disconnected (4008)"),
+    Variable("BURROW_SEQUENCER_BATCH", "256",
+             "messages a sequencer takes per shard at once (prefetch and batch size)"),
 )
 NAMES = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -74,6 +93,18 @@ class Settings:
     db_timeout: float
     instance_id: str
     log_level: str
+    jwt_secret: str
+    jwt_public_key: str
+    jwks_url: str
+    jwt_algorithms: tuple[str, ...]
+    jwt_audience: str
+    jwt_issuer: str
+    jwt_leeway: float
+    max_body_bytes: int
+    max_frame_bytes: int
+    send_timeout: float
+    client_buffer: int
+    sequencer_batch: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +143,18 @@ class Settings:
             instance_id=(get("BURROW_INSTANCE_ID")
                          or f"{socket.gethostname()}-{os.getpid()}"),
             log_level=get("BURROW_LOG_LEVEL", _level),
+            jwt_secret=get("BURROW_JWT_SECRET"),
+            jwt_public_key=get("BURROW_JWT_PUBLIC_KEY"),
+            jwks_url=get("BURROW_JWKS_URL"),
+            jwt_algorithms=get("BURROW_JWT_ALGORITHMS", _algorithms),
+            jwt_audience=get("BURROW_JWT_AUDIENCE"),
+            jwt_issuer=get("BURROW_JWT_ISSUER"),
+            jwt_leeway=get("BURROW_JWT_LEEWAY", _non_negative(float)),
+            max_body_bytes=get("BURROW_MAX_BODY_BYTES", _positive(int)),
+            max_frame_bytes=get("BURROW_MAX_FRAME_BYTES", _positive(int)),
+            send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
+            client_buffer=get("BURROW_CLIENT_BUFFER", _positive(int)),
+            sequencer_batch=get("BURROW_SEQUENCER_BATCH", _positive(int)),
         )
 
     def fresh_metrics_dir(self) -> str:
@@ -151,6 +194,27 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
             raise ValueError("must be positive")
         return value
     return parse
+
+
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        value = kind(raw)
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    return parse
+
+
+_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
+                         "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"})
+
+
+def _algorithms(raw: str) -> tuple[str, ...]:
+    names = tuple(a.strip() for a in raw.split(",") if a.strip())
+    bad = [a for a in names if a not in _ALGORITHMS]
+    if bad:
+        raise ValueError(f"unknown algorithm {bad[0]!r}; 'none' is never accepted")
+    return names
 
 
 def _level(raw: str) -> str:

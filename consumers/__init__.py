@@ -7,9 +7,17 @@ imports prometheus_client: ``python -m consumers`` must set up multiprocess metr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from queues.worker import Consumer
+    from queues.consumer import ConsumerFactory
 
-CONSUMERS: dict[str, Consumer] = {}
+
+def _sequencer() -> ConsumerFactory:
+    from consumers.sequencer import Sequencer
+    return Sequencer
+
+
+# name -> a function returning the consumer's factory (imports stay lazy: see above)
+CONSUMERS: dict[str, Callable[[], ConsumerFactory]] = {"sequencer": _sequencer}

@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from queues.worker import WorkerProcess
 
+    names = args.names or list(CONSUMERS)
+
     async def serve() -> None:
-        await WorkerProcess(settings, args.names or list(CONSUMERS)).run()
+        await WorkerProcess(settings, {name: CONSUMERS[name]() for name in names}).run()
 
     try:
         import uvloop

@@ -26,7 +26,10 @@ def main() -> None:
     from gateway.app import create_app
 
     loader = AppLoader(factory=partial(create_app, settings))
-    app = loader.load()
+    try:
+        app = loader.load()
+    except ConfigError as exc:  # e.g. no JWT key configured
+        sys.exit(f"gateway: {exc}")
     app.prepare(host=settings.host, port=settings.port, workers=settings.gateway_workers,
                 access_log=False, motd=False)
     try:

@@ -7,32 +7,52 @@ database client, readiness monitor) in ``before_server_start`` and closes it in
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 
+from pymongo.errors import PyMongoError
 from sanic import Sanic
 from sanic.config import Config
 
 from burrow import probes
 from burrow.runtime import Runtime
 from burrow.settings import Settings
+from gateway import protocol, rooms_api, ws
+from gateway.auth import Verifier
+from gateway.connection import Connection
+from gateway.node import Node
+
+log = logging.getLogger(__name__)
 
 
 class Context:
-    """What a gateway worker holds; ``runtime`` is opened by :func:`_open`."""
+    """What a gateway worker holds; everything but ``settings`` is opened by :func:`_open`."""
 
     settings: Settings
+    verifier: Verifier
     runtime: Runtime
+    node: Node
+    connections: set[Connection]
 
 
 GatewayApp = Sanic[Config, Context]
 
 
 def create_app(settings: Settings) -> GatewayApp:
+    """Build the app; raises :exc:`~burrow.settings.ConfigError` for a bad JWT setup."""
     app: GatewayApp = Sanic("burrow-gateway", ctx=Context(), configure_logging=False)
     app.config.ACCESS_LOG = False
+    app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
     app.ctx.settings = settings
+    app.ctx.verifier = Verifier.from_settings(settings)
     app.blueprint(probes.blueprint())
+    app.blueprint(ws.blueprint())
+    app.blueprint(rooms_api.blueprint())
     app.before_server_start(_open)
+    # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,
+    # so this one closes clients with 1001 before Sanic cancels their handlers.
+    app.before_server_stop(_drain)
     app.after_server_stop(_close)
     return app
 
@@ -40,7 +60,43 @@ def create_app(settings: Settings) -> GatewayApp:
 async def _open(app: GatewayApp) -> None:
     settings = app.ctx.settings
     app.ctx.runtime = Runtime.open(settings, f"gateway {settings.instance_id} pid {os.getpid()}")
+    app.ctx.node = Node(settings, app.ctx.runtime)
+    app.ctx.connections = set()
+    app.ctx.node.start()
+    app.add_task(_ensure_indexes(app.ctx.node, settings.reconnect_interval),
+                 name="ensure-indexes")
+
+
+async def _ensure_indexes(node: Node, retry: float) -> None:
+    while True:
+        try:
+            await node.messages.ensure_indexes()
+            await node.rooms.ensure_indexes()
+            return
+        except PyMongoError as exc:
+            log.warning("indexes wait for the database: %s", exc)
+            await asyncio.sleep(retry)
+
+
+async def _drain(app: GatewayApp) -> None:
+    """SIGTERM: let in-flight sends get their acks, flush, then close clients with 1001."""
+    node, connections = app.ctx.node, list(app.ctx.connections)
+    timeout = app.ctx.settings.send_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            await node.pending_acks()
+    except TimeoutError:
+        log.warning("stopping with sends still unacked; their clients retry them")
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(c.flush() for c in connections))
+    except TimeoutError:
+        log.warning("stopping with frames still queued for slow clients; they resume")
+    for conn in connections:
+        conn.close(protocol.GOING_AWAY, "gateway going away: reconnect and resume")
+    await asyncio.gather(*(c.closed.wait() for c in connections))
 
 
 async def _close(app: GatewayApp) -> None:
+    await app.ctx.node.stop()
     await app.ctx.runtime.close()

@@ -4,9 +4,7 @@
 :meth:`WorkerProcess.run`. The process declares the shared topology on its first channel
 (workers own it; gateways may not declare it), serves ``/healthz``, ``/readyz`` and
 ``/metrics`` on ``BURROW_METRICS_HOST:BURROW_METRICS_PORT``, and stops on SIGTERM or
-SIGINT after its consumers have drained. The consumers themselves arrive with the
-issues that need them (sequencer, notifier, digester); until then a worker connects and
-waits, which is what its readiness probe reports.
+SIGINT after its consumers have drained (:mod:`queues.consumer`).
 """
 
 from __future__ import annotations
@@ -15,10 +13,9 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Mapping
 from functools import partial
 
-from aio_pika.abc import AbstractRobustChannel
 from sanic import Sanic
 from sanic.config import Config
 
@@ -26,27 +23,38 @@ from burrow import probes
 from burrow.runtime import Runtime
 from burrow.settings import Settings
 from queues import topology
+from queues.consumer import Consumer, ConsumerFactory
 from queues.declare import declare
 
 log = logging.getLogger(__name__)
-
-Consumer = Callable[[AbstractRobustChannel], Awaitable[None]]
-"""Starts consuming on the channel it is given; later issues give it a class of its own."""
-
 
 class Context:
     runtime: Runtime
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, consumers: Sequence[str]) -> None:
+    def __init__(self, settings: Settings, consumers: Mapping[str, ConsumerFactory]) -> None:
         self.settings = settings
-        self.consumers = tuple(consumers)
+        self.names = tuple(consumers)
+        self.consumers = [factory(settings) for factory in consumers.values()]
         self.stopping = asyncio.Event()
         self.app: Sanic[Config, Context] = Sanic(
             f"burrow-worker-{os.getpid()}", ctx=Context(), configure_logging=False)
         self.app.config.MOTD = False
         self.app.blueprint(probes.blueprint())
+
+    async def _until_stopped(self, work: Awaitable[None]) -> bool:
+        """Run *work* unless a stop comes first; True if it finished."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        task.result()
+        return True
 
     def request_stop(self) -> None:
         log.info("stopping: draining consumers")
@@ -68,14 +76,21 @@ class WorkerProcess:
                              "set BURROW_METRICS_PORT") from None
         assert server is not None  # None only with run_async=True
         self.app.ctx.runtime = runtime = Runtime.open(
-            settings, f"worker {settings.instance_id} ({', '.join(self.consumers) or 'idle'})",
+            settings, f"worker {settings.instance_id} ({', '.join(self.names) or 'idle'})",
             on_channel=partial(declare, topo=topology.build(settings.shards)))
+        started: list[Consumer] = []
         try:
             await server.startup()
             log.info("worker %s up; probes on http://%s:%d", settings.instance_id,
                      settings.metrics_host, settings.metrics_port)
+            for consumer in self.consumers:
+                if not await self._until_stopped(consumer.start(runtime)):
+                    break
+                started.append(consumer)
             await self.stopping.wait()
         finally:
+            for consumer in reversed(started):
+                await consumer.drain()
             await runtime.close()
             server.close()
             await server.wait_closed()

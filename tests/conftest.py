@@ -23,6 +23,7 @@ from burrow.devstack import mongo, ports, rabbitmq
 from queues import definitions, topology
 
 PASSWORDS = {r.user: f"{r.user}-test" for r in definitions.ROLES}
+JWT_SECRET = "test-secret-for-burrow-tokens-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,6 +97,7 @@ def process_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a Burrow child process: the test's own, minus any BURROW_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
     env.update({"BURROW_HEALTH_INTERVAL": "0.2", "BURROW_RECONNECT_INTERVAL": "0.5",
+                "BURROW_JWT_SECRET": JWT_SECRET,
                 "BURROW_DB_TIMEOUT": "1", "BURROW_METRICS_DIR": str(tmp_path / "metrics"),
                 "PYTHONUNBUFFERED": "1"})
     return env

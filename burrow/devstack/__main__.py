@@ -25,6 +25,10 @@ from burrow.settings import ConfigError, Settings
 from queues import definitions, topology
 
 PROJECT = Path(__file__).resolve().parents[2]
+# The gateway refuses to start without a way to verify tokens; in development, when none
+# is configured, it gets this secret (printed, so anyone can mint a dev token with it).
+DEV_SECRET = "burrow-dev-secret-not-for-production-use"
+JWT_KEYS = ("BURROW_JWT_SECRET", "BURROW_JWT_PUBLIC_KEY", "BURROW_JWKS_URL")
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,9 @@ def up(env: Mapping[str, str]) -> int:
             url = node.config.amqp_url(user, config.passwords[role.user], definitions.VHOST)
             return {**env, "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": mongo_url, **extra}
 
+        jwt = {} if any(env.get(v) for v in JWT_KEYS) else {"BURROW_JWT_SECRET": DEV_SECRET}
         apps = [
-            AppProcess("gateway", "gateway", app_env("burrow-gateway", {
+            AppProcess("gateway", "gateway", app_env("burrow-gateway", {**jwt,
                 "BURROW_PORT": str(config.gateway_port),
                 "BURROW_METRICS_DIR": str(config.directory / "metrics" / "gateway")})),
             AppProcess("worker", "consumers", app_env("burrow-worker", {
@@ -157,7 +162,8 @@ def up(env: Mapping[str, str]) -> int:
             f"  worker probes  http://127.0.0.1:{config.worker_metrics_port}/metrics\n"
             f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
             f"  database       {mongo_url}\n"
-            "Ctrl-C stops everything.")
+            + (f"  JWT secret     {DEV_SECRET} (HS256, dev only)\n" if jwt else "")
+            + "Ctrl-C stops everything.")
         while True:
             for app in apps:
                 if app.exited is not None:

@@ -13,60 +13,15 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from burrow.devstack import ports
-from burrow.devstack.processes import AppProcess, get, wait_status
+from burrow.devstack.processes import get
 from queues import topology
 from tests.conftest import Vhost, eventually
 
 pytestmark = pytest.mark.integration
-READY = 60.0  # generous deadlines: the suite must hold on a busy 2-core machine
-
-
-class Running:
-    def __init__(self, app: AppProcess, port: int, log: Path) -> None:
-        self.app, self.port, self.log = app, port, log
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait(self, broker: str, database: str) -> None:
-        """Wait until /readyz reports these states, with the status that goes with them."""
-        ready = broker == database == "up"
-        want = {"ready": ready, "checks": {"broker": broker, "database": database}}
-        got = wait_status(self.url("/readyz"), 200 if ready else 503, READY,
-                          alive=self.app, body=want)
-        assert got == (200 if ready else 503, want), (
-            f"{self.app.name} /readyz: wanted {want}, last {got}; exit {self.app.exited}\n"
-            f"{self.log.read_text()[-3000:]}")
-
-
-@pytest.fixture
-def start(process_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
-    started: list[AppProcess] = []
-
-    def run(kind: str, amqp_url: str, mongo_url: str, **extra: str) -> Running:
-        port = ports.free_port()
-        env = {**process_env, "BURROW_AMQP_URL": amqp_url, "BURROW_MONGO_URL": mongo_url,
-               **extra}
-        if kind == "gateway":
-            env["BURROW_PORT"] = str(port)
-        else:
-            env["BURROW_METRICS_PORT"] = str(port)
-        env["BURROW_METRICS_DIR"] = str(tmp_path / f"metrics-{kind}-{port}")
-        log = tmp_path / f"{kind}-{port}.log"
-        app = AppProcess(kind, "gateway" if kind == "gateway" else "consumers", env, log=log)
-        app.start()
-        started.append(app)
-        return Running(app, port, log)
-
-    yield run
-    for app in started:
-        app.stop()
 
 
 def test_gateway_and_worker_become_ready_and_export_metrics(

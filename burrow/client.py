@@ -1,0 +1,217 @@
+"""A Python chat client that survives disconnects: the tests', the benchmark's, the CLI's.
+
+It keeps, per room, the last seq it delivered, and on every (re)connect subscribes each
+room with ``since`` = that seq, so it misses nothing and sees nothing twice (G4); sends
+that have no ack yet are sent again with the same ``client_id`` (G3), to whichever gateway
+it reaches next. It also checks the server: a message that skips a seq is recorded in
+:attr:`ChatClient.violations` (the tests assert there are none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({"timeout", "unavailable", "rate_limited"})
+
+
+class ChatError(Exception):
+    """The server refused something for good (``code`` from its error frame)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Message:
+    room: str
+    seq: int
+    id: str
+    sender: str
+    client_id: str
+    ts: int
+    body: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    room: str
+    seq: int
+    id: str
+    client_id: str
+
+
+@dataclass
+class _Pending:
+    room: str
+    body: str
+    done: asyncio.Future[Ack]
+
+
+@dataclass
+class ChatClient:
+    """Call :meth:`connect`, :meth:`subscribe`, :meth:`send`; read :attr:`messages`."""
+
+    urls: Sequence[str]                      # ws://host:port/v1/ws of one or more gateways
+    token: Callable[[], str]                 # called at every connect: refresh there
+    reconnect: bool = True
+    retry_delay: float = 0.2
+    messages: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    last: dict[str, int] = field(default_factory=dict)     # room -> last delivered seq
+    violations: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # other frames, for tests
+    connects: int = 0
+
+    def __post_init__(self) -> None:
+        self._pending: dict[str, _Pending] = {}
+        self._subscribed: dict[str, asyncio.Future[int]] = {}
+        self._ws: ClientConnection | None = None
+        self._urls = itertools.cycle(self.urls)
+        self._runner: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self.close_codes: list[int | None] = []
+
+    async def connect(self) -> None:
+        """Connect to the first gateway that answers; raises :exc:`ChatError` on a 401."""
+        await self._open()
+        self._runner = asyncio.create_task(self._run(), name="chat-client")
+
+    async def _open(self) -> None:
+        url = next(self._urls)
+        try:
+            self._ws = await connect(url, additional_headers={
+                "Authorization": f"Bearer {self.token()}"}, open_timeout=10,
+                ping_interval=None, max_size=2**22)
+        except InvalidStatus as exc:
+            raise ChatError("unauthorized", f"{url}: HTTP {exc.response.status_code}") from None
+        self.connects += 1
+        self._connected.set()
+        for room, since in self.last.items():  # resume every room from where we are
+            await self._send_frame({"type": "subscribe", "room": room, "since": since})
+        for client_id, pending in self._pending.items():
+            await self._send_frame({"type": "send", "room": pending.room,
+                                    "client_id": client_id, "body": pending.body})
+
+    async def _run(self) -> None:
+        while True:
+            assert self._ws is not None
+            try:
+                async for raw in self._ws:
+                    self._on_frame(orjson.loads(raw))
+            except ConnectionClosed:
+                pass
+            self._connected.clear()
+            self.close_codes.append(self._ws.close_code)
+            if self._closing or not self.reconnect or self._ws.close_code in (4401, 4403):
+                self._fail_all(ChatError("closed", f"closed with {self._ws.close_code}"))
+                return
+            while True:
+                await asyncio.sleep(self.retry_delay)
+                try:
+                    await self._open()
+                    break
+                except (TimeoutError, OSError, ChatError, ConnectionClosed) as exc:
+                    log.debug("reconnect failed: %s", exc)
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            room, seq = frame["room"], frame["seq"]
+            last = self.last.get(room, 0)
+            if seq <= last:
+                return  # already delivered (the server may repeat across a resume)
+            if seq != last + 1:
+                self.violations.append(f"{room}: seq {seq} after {last}")
+            self.last[room] = seq
+            self.messages.put_nowait(Message(room, seq, frame["id"], frame["sender"],
+                                             frame["client_id"], frame["ts"], frame["body"]))
+        elif kind == "ack":
+            pending = self._pending.pop(frame["client_id"], None)
+            if pending is not None and not pending.done.done():
+                pending.done.set_result(Ack(frame["room"], frame["seq"], frame["id"],
+                                            frame["client_id"]))
+        elif kind == "subscribed":
+            self.last.setdefault(frame["room"], frame["since"])
+            waiter = self._subscribed.pop(frame["room"], None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame["since"])
+        elif kind == "error":
+            self._on_error(frame)
+        else:
+            self.events.append(frame)
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        self.events.append(frame)
+        client_id, code = frame.get("client_id"), frame.get("code", "")
+        if client_id in self._pending:
+            if code in RETRYABLE:
+                asyncio.get_running_loop().call_later(self.retry_delay, self._resend, client_id)
+            else:
+                pending = self._pending.pop(client_id)
+                pending.done.set_exception(ChatError(code, frame.get("message", "")))
+        elif frame.get("room") in self._subscribed and code not in RETRYABLE:
+            waiter = self._subscribed.pop(frame["room"])
+            waiter.set_exception(ChatError(code, frame.get("message", "")))
+
+    def _resend(self, client_id: str) -> None:
+        pending = self._pending.get(client_id)
+        if pending is not None and self._connected.is_set():
+            asyncio.ensure_future(self._send_frame(
+                {"type": "send", "room": pending.room, "client_id": client_id,
+                 "body": pending.body}))
+
+    async def _send_frame(self, frame: dict[str, Any]) -> None:
+        assert self._ws is not None
+        try:
+            await self._ws.send(orjson.dumps(frame).decode())
+        except ConnectionClosed:
+            pass  # the runner reconnects and sends again what still matters
+
+    async def subscribe(self, room: str, since: int | None = None) -> int:
+        """Subscribe; returns where the stream starts (messages follow with seq > it)."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._subscribed[room] = waiter
+        if since is not None:
+            self.last[room] = since
+        frame: dict[str, Any] = {"type": "subscribe", "room": room}
+        if since is not None:
+            frame["since"] = since
+        await self._connected.wait()
+        await self._send_frame(frame)
+        return await waiter
+
+    async def send(self, room: str, body: str, client_id: str | None = None) -> Ack:
+        """Send and wait for the ack; retried (same client_id) until stored or refused."""
+        client_id = client_id or uuid.uuid4().hex
+        done: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._pending[client_id] = _Pending(room, body, done)
+        if self._connected.is_set():
+            await self._send_frame({"type": "send", "room": room, "client_id": client_id,
+                                    "body": body})
+        return await done
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    def _fail_all(self, error: ChatError) -> None:
+        for pending in self._pending.values():
+            if not pending.done.done():
+                pending.done.set_exception(error)
+        self._pending.clear()

@@ -1,0 +1,98 @@
+"""Stored messages in MongoDB (``messages``): batched writes, dedup lookups, seq ranges.
+
+Two unique indexes carry the guarantees: (room, seq) is the fence that lets only one
+message have a seq even if two sequencers believed they were active (G2), and
+(room, sender, client_id) keeps a retried send from being stored twice (G3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from burrow.envelopes import Stored
+
+DedupKey = tuple[str, str, str]
+Database = AsyncDatabase[dict[str, Any]]
+
+
+class SeqTaken(Exception):
+    """Another writer stored some of these rooms' messages first; plan them again."""
+
+    def __init__(self, rooms: set[str]) -> None:
+        super().__init__(f"seq already taken in {sorted(rooms)}")
+        self.rooms = rooms
+
+
+class MessageStore:
+    def __init__(self, db: Database) -> None:
+        self.messages = db["messages"]
+
+    async def ensure_indexes(self) -> None:
+        await self.messages.create_index([("room", ASCENDING), ("seq", ASCENDING)],
+                                         unique=True, name="room_seq")
+        await self.messages.create_index(
+            [("room", ASCENDING), ("sender", ASCENDING), ("client_id", ASCENDING)],
+            unique=True, name="room_sender_client_id")
+
+    async def last_seqs(self, rooms: Iterable[str]) -> dict[str, int]:
+        """Each room's highest stored seq, 0 for a room with no message."""
+        async def last(room: str) -> tuple[str, int]:
+            doc = await self.messages.find_one({"room": room}, {"seq": 1},
+                                               sort=[("seq", DESCENDING)])
+            return room, (doc["seq"] if doc else 0)
+        return dict(await asyncio.gather(*(last(r) for r in rooms)))
+
+    async def existing(self, keys: Sequence[DedupKey]) -> dict[DedupKey, Stored]:
+        """The already stored messages among *keys*, by (room, sender, client_id)."""
+        if not keys:
+            return {}
+        wanted = set(keys)
+        query = {"$or": [{"room": r, "sender": s, "client_id": c} for r, s, c in wanted]}
+        found: dict[DedupKey, Stored] = {}
+        async for doc in self.messages.find(query):
+            stored = Stored.from_document(doc)
+            found[stored.dedup_key] = stored
+        return found
+
+    async def insert(self, messages: Sequence[Stored]) -> None:
+        """Store *messages* in one round trip; raises :exc:`SeqTaken` on a unique clash.
+
+        ``ordered=True`` stops at the first clash, so what got in is a prefix of each
+        room's new seqs: planning again (the caller learns the rooms' last seq anew and
+        finds the stored sends as duplicates) can never leave a gap. An unordered insert
+        could store seq 8 after 7 clashed, and 7 would never exist.
+        """
+        if not messages:
+            return
+        try:
+            await self.messages.insert_many([m.to_document() for m in messages], ordered=True)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            first = min(e["index"] for e in errors)
+            raise SeqTaken({m.room for m in messages[first:]}) from None
+
+    async def history(self, room: str, after: int | None = None, before: int | None = None,
+                      limit: int = 100) -> list[Stored]:
+        """Up to *limit* messages of *room*, ascending seq, with after < seq < before.
+
+        With only *before* given, the newest *limit* messages before it (scrolling back).
+        """
+        seq: dict[str, int] = {}
+        if after is not None:
+            seq["$gt"] = after
+        if before is not None:
+            seq["$lt"] = before
+        query: dict[str, Any] = {"room": room, **({"seq": seq} if seq else {})}
+        newest_first = after is None and before is not None
+        cursor = self.messages.find(query).sort(
+            "seq", DESCENDING if newest_first else ASCENDING).limit(limit)
+        found = [Stored.from_document(doc) async for doc in cursor]
+        return found[::-1] if newest_first else found

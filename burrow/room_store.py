@@ -1,0 +1,81 @@
+"""Rooms and memberships in MongoDB (``rooms``, ``memberships``).
+
+A membership holds the member's role (``owner`` or ``member``) and read pointer. Only
+members may subscribe to, send to and read a room (G6); the gateway asks here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+Database = AsyncDatabase[dict[str, Any]]
+OWNER = "owner"
+MEMBER = "member"
+
+
+class RoomStore:
+    def __init__(self, db: Database) -> None:
+        self.rooms = db["rooms"]
+        self.memberships = db["memberships"]
+
+    async def ensure_indexes(self) -> None:
+        await self.memberships.create_index([("room", ASCENDING), ("user", ASCENDING)],
+                                            unique=True, name="room_user")
+        await self.memberships.create_index([("user", ASCENDING), ("room", ASCENDING)],
+                                            name="user_room")
+
+    async def create(self, room: str, name: str, owner: str, members: Iterable[str]) -> bool:
+        """Create *room* owned by *owner*; False if a room of that id exists already."""
+        now = datetime.now(UTC)
+        try:
+            await self.rooms.insert_one({"_id": room, "name": name, "created_by": owner,
+                                         "created_at": now})
+        except DuplicateKeyError:
+            return False
+        await self.add(room, owner, OWNER)
+        for member in set(members) - {owner}:
+            await self.add(room, member, MEMBER)
+        return True
+
+    async def exists(self, room: str) -> bool:
+        return await self.rooms.count_documents({"_id": room}, limit=1) > 0
+
+    async def role(self, room: str, user: str) -> str | None:
+        """The user's role in the room, None if not a member (or no such room)."""
+        doc = await self.memberships.find_one({"room": room, "user": user}, {"role": 1})
+        return None if doc is None else str(doc["role"])
+
+    async def add(self, room: str, user: str, role: str = MEMBER) -> bool:
+        """Make *user* a member; True if they were not one before. Keeps an existing role."""
+        result = await self.memberships.update_one(
+            {"room": room, "user": user},
+            {"$setOnInsert": {"role": role, "read_seq": 0, "joined_at": datetime.now(UTC)}},
+            upsert=True)
+        return result.upserted_id is not None
+
+    async def remove(self, room: str, user: str) -> bool:
+        result = await self.memberships.delete_one({"room": room, "user": user})
+        return result.deleted_count == 1
+
+    async def rooms_of(self, user: str) -> list[dict[str, Any]]:
+        """The user's rooms: id, name, role and read pointer, by room id."""
+        memberships = [m async for m in self.memberships.find({"user": user}).sort("room")]
+        names = {r["_id"]: r.get("name", "") async for r in
+                 self.rooms.find({"_id": {"$in": [m["room"] for m in memberships]}})}
+        return [{"id": m["room"], "name": names.get(m["room"], ""), "role": m["role"],
+                 "read_seq": m.get("read_seq", 0)} for m in memberships]
+
+    async def members(self, room: str) -> list[dict[str, Any]]:
+        return [{"user": m["user"], "role": m["role"], "read_seq": m.get("read_seq", 0)}
+                async for m in self.memberships.find({"room": room}).sort("user")]
+
+    async def mark_read(self, room: str, user: str, seq: int) -> None:
+        """Move the read pointer forward only: a late, smaller ``read`` changes nothing."""
+        await self.memberships.update_one({"room": room, "user": user},
+                                          {"$max": {"read_seq": seq}})

@@ -1,0 +1,205 @@
+"""The sequencer: consumes the shard queues ``chat.seq.N``, stores, fans out, acks.
+
+For each shard it takes what the broker has delivered (up to ``BURROW_SEQUENCER_BATCH``
+messages) as one batch: deduplicate by (room, sender, client_id), number per room
+(:mod:`burrow.sequencing`), store with one ``insert_many``, publish every message to
+``chat.fanout`` and every ack to its gateway through ``chat.reply``, wait for the
+broker's confirms, and only then ack the batch to the broker. A crash anywhere before
+that ack means redelivery, which dedup turns into the same seqs: at-least-once inside,
+idempotent at every step (G1, G3, G5).
+
+Each shard queue has a single active consumer: every sequencer process subscribes to
+every shard, the first one is active, the others wait as standbys and take over when
+its connection drops (G2 under failover). The unique (room, seq) index fences a writer
+that still believes it is active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from pymongo.errors import PyMongoError
+
+from burrow import database, ids
+from burrow.envelopes import EnvelopeError, Send
+from burrow.message_store import MessageStore, SeqTaken
+from burrow.runtime import Runtime
+from burrow.sequencing import Numbering, Plan
+from burrow.settings import Settings
+from queues import topology
+
+log = logging.getLogger(__name__)
+
+# How often a batch is planned again after another writer took some of its seqs.
+MAX_REPLANS = 5
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Where the ack of one send goes: the gateway's queue and the send's correlation id."""
+
+    delivery: AbstractIncomingMessage
+    reply_to: str | None
+    correlation_id: str | None
+
+
+class Sequencer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.numbering = Numbering()
+        self.channels: list[AbstractRobustChannel] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.inboxes: list[asyncio.Queue[AbstractIncomingMessage | None]] = []
+        self.consumer_tags: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self.store: MessageStore | None = None
+        self.fanout: AbstractExchange | None = None
+        self.reply: AbstractExchange | None = None
+        self.retry_interval = settings.reconnect_interval
+
+    async def start(self, runtime: Runtime) -> None:
+        self.store = MessageStore(database.database(runtime.db))
+        while True:  # the database may still be coming up
+            try:
+                await self.store.ensure_indexes()
+                break
+            except PyMongoError as exc:
+                log.warning("sequencer waits for the database: %s", exc)
+                await asyncio.sleep(self.retry_interval)
+        connection = await runtime.broker.opened()
+        publisher = await connection.channel()  # publisher confirms are on by default
+        self.channels.append(publisher)
+        self.fanout = await publisher.get_exchange(topology.FANOUT, ensure=False)
+        self.reply = await publisher.get_exchange(topology.REPLY, ensure=False)
+        topo = topology.build(self.settings.shards)
+        for index in range(self.settings.shards):
+            await self._consume_shard(connection, topo.queue(topology.shard_queue(index)))
+
+    async def _consume_shard(self, connection: AbstractRobustConnection,
+                             shard: topology.Queue) -> None:
+        channel = await connection.channel()
+        self.channels.append(channel)  # strong reference: the connection keeps a WeakSet
+        await channel.set_qos(prefetch_count=self.settings.sequencer_batch)
+        queue = await channel.declare_queue(shard.name, durable=True,
+                                            arguments=dict(shard.arguments))
+        inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self.inboxes.append(inbox)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            inbox.put_nowait(message)  # bounded by the prefetch count
+
+        tag = await queue.consume(deliver)
+        self.consumer_tags.append((queue, tag))
+        self.tasks.append(asyncio.create_task(self._run(shard.name, inbox),
+                                              name=f"sequencer-{shard.name}"))
+
+    async def _run(self, shard: str,
+                   inbox: asyncio.Queue[AbstractIncomingMessage | None]) -> None:
+        """Process batches until :meth:`drain` puts ``None`` (stop) into the inbox."""
+        stopping = False
+        while not stopping:
+            first = await inbox.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.settings.sequencer_batch and not inbox.empty():
+                message = inbox.get_nowait()
+                if message is None:
+                    stopping = True
+                    break
+                batch.append(message)
+            try:
+                await self._process(batch)
+            except aio_pika.exceptions.AMQPError as exc:
+                # The channel went away: the broker redelivers the batch to whichever
+                # sequencer is active next; dedup makes that harmless.
+                log.warning("%s: batch of %d left for redelivery: %s", shard, len(batch), exc)
+
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+        sends: list[tuple[Send, Reply]] = []
+        for message in batch:
+            try:
+                send = Send.from_json(message.body, self.settings.max_body_bytes)
+            except EnvelopeError as exc:
+                log.error("rejecting malformed send %s: %s", message.message_id, exc)
+                await message.reject(requeue=False)  # dead-letters into chat.seq.dead
+                continue
+            sends.append((send, Reply(message, message.reply_to, message.correlation_id)))
+        if sends:
+            plan = await self._store(sends)
+            await self._publish(plan)
+        await batch[-1].ack(multiple=True)
+
+    async def _store(self, sends: list[tuple[Send, Reply]]) -> Plan[Reply]:
+        """Number and store *sends*, retrying while the database is unreachable."""
+        assert self.store is not None
+        replans = 0
+        while True:
+            try:
+                missing = self.numbering.missing(s for s, _ in sends)
+                if missing:
+                    self.numbering.learn(await self.store.last_seqs(missing))
+                existing = await self.store.existing([(s.room, s.sender, s.client_id)
+                                                      for s, _ in sends])
+                plan = self.numbering.plan(sends, existing, int(time.time() * 1000),
+                                           lambda: uuid.uuid4().hex)
+                try:
+                    await self.store.insert(plan.new)
+                except BaseException:
+                    self.numbering.rollback(plan)
+                    raise
+                return plan
+            except SeqTaken as exc:
+                replans += 1
+                log.warning("another writer took seqs in %s; planning again", sorted(exc.rooms))
+                if replans >= MAX_REPLANS:
+                    raise
+            except PyMongoError as exc:
+                log.warning("database unavailable, retrying a batch of %d: %s", len(sends), exc)
+                await asyncio.sleep(self.retry_interval)
+
+    async def _publish(self, plan: Plan[Reply]) -> None:
+        """Fan every message out, answer every sender, and wait for all the confirms."""
+        assert self.fanout is not None and self.reply is not None
+        publishes = []
+        for outcome in plan.outcomes:
+            stored = outcome.stored
+            publishes.append(self.fanout.publish(
+                aio_pika.Message(stored.frame(), content_type="application/json",
+                                 headers={"seq": stored.seq}, message_id=stored.id,
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                ids.message_key(stored.room), mandatory=False))
+            reply = outcome.ref
+            if reply.reply_to:
+                publishes.append(self.reply.publish(
+                    aio_pika.Message(stored.ack_frame(), content_type="application/json",
+                                     correlation_id=reply.correlation_id),
+                    reply.reply_to, mandatory=False))
+        await asyncio.gather(*publishes)
+
+    async def drain(self) -> None:
+        """Stop taking deliveries, finish the batches in hand, and close the channels.
+
+        Messages prefetched but not yet in a batch are processed too; whatever the broker
+        has not delivered stays in the shard queue for the next active sequencer.
+        """
+        for queue, tag in self.consumer_tags:
+            try:
+                await queue.cancel(tag)
+            except aio_pika.exceptions.AMQPError:
+                pass
+        for inbox in self.inboxes:
+            inbox.put_nowait(None)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for channel in self.channels:
+            await channel.close()

@@ -1,0 +1,327 @@
+"""The chat side of one gateway worker: subscriptions, sends, acks and fan-out.
+
+The worker has one exclusive queue, ``gateway.<instance>.<pid>``, bound to ``chat.reply``
+by its own name (acks) and to ``chat.fanout`` with ``room.<room>.*`` for exactly the rooms
+it has local subscribers in (bound on the first, unbound after the last). Every delivery
+is handed to the local subscribers of its room through their :class:`~burrow.seam.Cursor`,
+which makes delivery exactly-once and in order (G2, G4); a gap (messages lost while the
+broker restarted) is filled from the database. The frame text is decoded once per
+delivery, whatever the number of receivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from pymongo.errors import PyMongoError
+
+from burrow import database, ids
+from burrow.envelopes import Send
+from burrow.message_store import MessageStore
+from burrow.room_store import RoomStore
+from burrow.runtime import Runtime
+from burrow.seam import Cursor, TooFarBehind
+from burrow.settings import Settings
+from gateway import protocol
+from gateway.connection import Connection, Subscription
+from gateway.protocol import ProtocolError
+from queues import topology
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 500
+
+
+class Unavailable(Exception):
+    """The broker link is not up (yet); the client may retry."""
+
+
+@dataclass
+class PendingSend:
+    connection: Connection
+    client_id: str
+    room: str
+    timer: asyncio.TimerHandle | None = None
+
+
+class Node:
+    """Create in ``before_server_start``, :meth:`start`; :meth:`stop` at shutdown."""
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        db = database.database(runtime.db)
+        self.messages = MessageStore(db)
+        self.rooms = RoomStore(db)
+        self.queue_name = f"gateway.{settings.instance_id}.{os.getpid()}"
+        self.subscribers: dict[str, set[Subscription]] = defaultdict(set)
+        self.bind_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.bound: set[str] = set()
+        self.pending: dict[str, PendingSend] = {}
+        self.channel: AbstractRobustChannel | None = None
+        self.queue: AbstractQueue | None = None
+        self.ingress: AbstractExchange | None = None
+        self.fanout: AbstractExchange | None = None
+        self._ready = asyncio.Event()
+        self._setup: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._setup = asyncio.create_task(self._open(), name="gateway-node")
+
+    async def _open(self) -> None:
+        connection = await self.runtime.broker.opened()
+        # on_return_raises: a send that no shard queue takes is an error, not a silent drop.
+        self.channel = await connection.channel(on_return_raises=True)
+        self.ingress = await self.channel.get_exchange(topology.INGRESS, ensure=False)
+        self.fanout = await self.channel.get_exchange(topology.FANOUT, ensure=False)
+        reply = await self.channel.get_exchange(topology.REPLY, ensure=False)
+        self.queue = await self.channel.declare_queue(
+            self.queue_name, exclusive=True, auto_delete=True,
+            arguments={"x-queue-type": "classic"})
+        await self.queue.bind(reply, routing_key=self.queue_name)
+        # no_ack: the queue is this process's alone and what it misses is replayed from
+        # the database (gap fill), so broker-side acks would buy nothing but latency.
+        await self.queue.consume(self._on_delivery, no_ack=True)
+        connection.reconnect_callbacks.add(self._on_reconnect)  # type: ignore[arg-type]
+        self._ready.set()
+        log.info("gateway node %s ready", self.queue_name)
+
+    async def ready(self) -> None:
+        """Wait until the node can subscribe and send; raises :exc:`Unavailable` if not soon."""
+        if self._ready.is_set() and self.runtime.broker.is_up:
+            return
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            raise Unavailable("the broker is not reachable") from None
+
+    async def stop(self) -> None:
+        if self._setup is not None:
+            self._setup.cancel()
+            await asyncio.gather(self._setup, return_exceptions=True)
+        for pending in self.pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+        if self.channel is not None and not self.channel.is_closed:
+            await self.channel.close()
+
+    def _on_reconnect(self, connection: AbstractRobustConnection) -> None:
+        # The exclusive queue died with the old connection, and whatever was fanned out
+        # meanwhile with it: replay every subscribed room from the database.
+        log.info("broker reconnected: catching up %d rooms", len(self.subscribers))
+        for subscriptions in self.subscribers.values():
+            for sub in subscriptions:
+                self._replay_soon(sub)
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    async def check_member(self, conn: Connection, room: str) -> None:
+        """Raise a ``forbidden`` :exc:`ProtocolError` unless the user is in *room* (G6)."""
+        if room in conn.member_of:
+            return
+        if await self.rooms.role(room, conn.user) is None:
+            raise ProtocolError("forbidden", f"not a member of room {room}", room=room)
+        conn.member_of.add(room)
+
+    async def subscribe(self, conn: Connection, room: str, since: int | None) -> None:
+        """Bind, then replay what follows *since* from the database, then go live."""
+        await self.check_member(conn, room)
+        await self.ready()
+        if room in conn.subscriptions:
+            await self.unsubscribe(conn, room)
+        await self._bind(room)
+        last = since if since is not None else (await self.messages.last_seqs([room]))[room]
+        sub = Subscription(conn, room, Cursor(last))
+        conn.subscriptions[room] = sub
+        self.subscribers[room].add(sub)
+        conn.push([protocol.subscribed(room, last)])
+        await self._replay(sub)
+
+    async def unsubscribe(self, conn: Connection, room: str) -> None:
+        sub = conn.subscriptions.pop(room, None)
+        if sub is None:
+            return
+        if sub.replay is not None:
+            sub.replay.cancel()
+        self.subscribers[room].discard(sub)
+        if not self.subscribers[room]:
+            await self._unbind(room)
+
+    async def drop(self, conn: Connection) -> None:
+        """Forget a closed connection."""
+        for room in list(conn.subscriptions):
+            await self.unsubscribe(conn, room)
+        for key in [k for k, p in self.pending.items() if p.connection is conn]:
+            pending = self.pending.pop(key)
+            if pending.timer is not None:
+                pending.timer.cancel()
+
+    async def _bind(self, room: str) -> None:
+        async with self.bind_locks[room]:
+            if room not in self.bound:
+                assert self.queue is not None and self.fanout is not None
+                await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
+                self.bound.add(room)
+
+    async def _unbind(self, room: str) -> None:
+        async with self.bind_locks[room]:
+            if room in self.bound and not self.subscribers[room]:
+                assert self.queue is not None and self.fanout is not None
+                self.bound.discard(room)
+                self.subscribers.pop(room, None)
+                try:
+                    await self.queue.unbind(self.fanout, routing_key=ids.event_key(room, "*"))
+                except aio_pika.exceptions.AMQPError as exc:  # gone with the connection
+                    log.debug("unbind %s: %s", room, exc)
+
+    # -- replay from the database ----------------------------------------------------
+
+    async def _replay(self, sub: Subscription) -> None:
+        cursor = sub.cursor
+        cursor.start_replay()
+        while True:
+            page = await self.messages.history(sub.room, after=cursor.last, limit=REPLAY_PAGE)
+            sub.connection.push(cursor.replayed((m.seq, m.frame().decode()) for m in page))
+            if len(page) < REPLAY_PAGE:
+                break
+        sub.connection.push(cursor.caught_up())
+
+    def _replay_soon(self, sub: Subscription) -> None:
+        if sub.replay is None or sub.replay.done():
+            sub.replay = asyncio.create_task(self._replay_guarded(sub))
+
+    async def _replay_guarded(self, sub: Subscription) -> None:
+        try:
+            await self._replay(sub)
+        except PyMongoError as exc:  # database down: the client resumes after a reconnect
+            log.warning("replay of %s for %s failed: %s", sub.room, sub.connection.id, exc)
+            sub.connection.close(protocol.INTERNAL_ERROR, "could not catch up: resume")
+
+    # -- sends -----------------------------------------------------------------------
+
+    async def send(self, conn: Connection, frame: protocol.SendFrame) -> None:
+        """Publish a send with a confirm; its ack arrives later through ``chat.reply``."""
+        await self.check_member(conn, frame.room)
+        await self.ready()
+        assert self.ingress is not None
+        correlation_id = uuid.uuid4().hex
+        pending = PendingSend(conn, frame.client_id, frame.room)
+        self.pending[correlation_id] = pending
+        message = aio_pika.Message(
+            Send(frame.room, conn.user, frame.client_id, frame.body).to_json(),
+            content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex, correlation_id=correlation_id,
+            reply_to=self.queue_name)
+        try:
+            await self.ingress.publish(message, ids.message_key(frame.room),
+                                                 timeout=self.settings.send_timeout)
+        except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.PublishError,
+                ConnectionError, TimeoutError) as exc:
+            self.pending.pop(correlation_id, None)
+            log.warning("send %s of %s not confirmed: %s", frame.client_id, conn.user, exc)
+            raise ProtocolError("unavailable", "the message was not accepted; retry with the "
+                                "same client_id", client_id=frame.client_id,
+                                room=frame.room) from None
+        loop = asyncio.get_running_loop()
+        # Waiting for the ack (stored) is bounded: the client gets a retryable error and
+        # retries with the same client_id, which the sequencer dedups (G3).
+        pending.timer = loop.call_later(self.settings.send_timeout, self._send_timed_out,
+                                        correlation_id)
+
+    def _send_timed_out(self, correlation_id: str) -> None:
+        pending = self.pending.get(correlation_id)
+        if pending is None:
+            return
+        pending.timer = None
+        pending.connection.push([protocol.error(
+            "timeout", "no ack in time; retry with the same client_id",
+            client_id=pending.client_id, room=pending.room)])
+        # Keep the entry a while: a late ack is still worth forwarding.
+        asyncio.get_running_loop().call_later(
+            10 * self.settings.send_timeout, self.pending.pop, correlation_id, None)
+
+    async def pending_acks(self) -> None:
+        """Wait until every send that this gateway published has its ack (or timed out)."""
+        while any(p.timer is not None for p in self.pending.values()):
+            await asyncio.sleep(0.01)
+
+    # -- deliveries from the broker --------------------------------------------------
+
+    async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
+        if message.exchange == topology.REPLY:
+            self._on_ack(message)
+            return
+        room = ids.room_of_key(message.routing_key or "")
+        if room is None:
+            return
+        kind = (message.routing_key or "").rsplit(".", 1)[-1]
+        if kind == "msg":
+            self._on_message(room, message)
+        elif kind == "member":
+            await self._on_member_event(room, message.body)
+
+    def _on_ack(self, message: AbstractIncomingMessage) -> None:
+        pending = self.pending.pop(message.correlation_id or "", None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        pending.connection.push([message.body.decode()])
+
+    def _on_message(self, room: str, message: AbstractIncomingMessage) -> None:
+        seq = (message.headers or {}).get("seq")
+        if not isinstance(seq, int):
+            log.error("message without a seq header on %s", message.routing_key)
+            return
+        frame = message.body.decode()  # once, for every local subscriber
+        for sub in tuple(self.subscribers.get(room, ())):
+            try:
+                frames = sub.cursor.live(seq, frame)
+            except TooFarBehind:
+                sub.connection.close(protocol.SLOW_CLIENT, "too far behind: resume")
+                continue
+            if frames:
+                sub.connection.push(frames)
+            if sub.cursor.needs_replay:
+                self._replay_soon(sub)
+
+    async def _on_member_event(self, room: str, body: bytes) -> None:
+        try:
+            event = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(event, dict) or event.get("action") != "removed":
+            return
+        for sub in tuple(self.subscribers.get(room, ())):
+            conn = sub.connection
+            if conn.user == event.get("user"):
+                conn.member_of.discard(room)
+                await self.unsubscribe(conn, room)
+                conn.push([protocol.unsubscribed(room, "removed")])
+
+    async def publish_member_event(self, room: str, user: str, action: str) -> None:
+        """Tell every gateway that *user* joined or left *room* (they drop its streams)."""
+        await self.ready()
+        assert self.fanout is not None
+        await self.fanout.publish(
+            aio_pika.Message(orjson.dumps({"type": "member", "room": room, "user": user,
+                                           "action": action}),
+                             content_type="application/json"),
+            ids.event_key(room, "member"), mandatory=False)

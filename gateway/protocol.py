@@ -1,0 +1,160 @@
+"""The client protocol: parse client frames into typed values, build server frames.
+
+Frames are JSON text, one object per WebSocket message, with a ``type``. Parsing never
+raises anything but :exc:`ProtocolError`, whose ``code`` goes to the client in an
+``error`` frame; the connection survives every such error (only an oversized frame,
+1009, and auth failures, 4401/4403, close it). docs/protocol.md is the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import orjson
+
+from burrow import ids
+
+# Close codes (RFC 6455 reserves 4000-4999 for applications). A client reconnects and
+# resumes after 1001, 1011, 4008; after 4401 only with a fresh token; never after 4403.
+GOING_AWAY = 1001
+INTERNAL_ERROR = 1011
+TOO_BIG = 1009
+SLOW_CLIENT = 4008
+UNAUTHORIZED = 4401
+FORBIDDEN = 4403
+FLOODING = 4429
+
+
+class ProtocolError(Exception):
+    """A frame the gateway refuses; ``code`` and ``message`` go back in an error frame."""
+
+    def __init__(self, code: str, message: str, client_id: str | None = None,
+                 room: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_id = client_id
+        self.room = room
+
+    def frame(self) -> str:
+        return error(self.code, self.message, client_id=self.client_id, room=self.room)
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    room: str
+    since: int | None  # None: only what comes after the subscription
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    room: str
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    room: str
+    client_id: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Read:
+    room: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Ping:
+    id: str | int | None
+
+
+ClientFrame = Subscribe | Unsubscribe | SendFrame | Read | Ping
+TYPES = ("subscribe", "unsubscribe", "send", "read", "ping")
+
+
+def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
+    """Parse one client frame; raises :exc:`ProtocolError` naming what is wrong."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_frame", "frames are JSON text, not binary")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("bad_json", "the frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_frame", "a frame is a JSON object with a type")
+    kind = data.get("type")
+    client_id = data.get("client_id") if ids.is_client_id(data.get("client_id")) else None
+    if kind == "ping":
+        ping_id = data.get("id")
+        if ping_id is not None and not (isinstance(ping_id, str | int)
+                                        and not isinstance(ping_id, bool)
+                                        and len(str(ping_id)) <= 64):
+            raise ProtocolError("bad_frame", "ping id must be a string or integer")
+        return Ping(ping_id)
+    if kind not in TYPES:
+        shown = kind if isinstance(kind, str) and len(kind) <= 32 else "?"
+        raise ProtocolError("unknown_type", f"unknown frame type {shown!r}; "
+                            f"known: {', '.join(TYPES)}", client_id=client_id)
+    room = data.get("room")
+    if not ids.is_room_id(room):
+        raise ProtocolError("bad_room", "room must match [A-Za-z0-9_-]{1,64}",
+                            client_id=client_id)
+    if kind == "subscribe":
+        since = data.get("since")
+        if since is not None and not _is_seq(since):
+            raise ProtocolError("bad_frame", "since must be a non-negative integer", room=room)
+        return Subscribe(room, since)
+    if kind == "unsubscribe":
+        return Unsubscribe(room)
+    if kind == "read":
+        seq = data.get("seq")
+        if not _is_seq(seq):
+            raise ProtocolError("bad_frame", "seq must be a non-negative integer", room=room)
+        return Read(room, seq)
+    # send
+    if client_id is None:
+        raise ProtocolError("bad_frame", "send needs a client_id of 1..64 printable ASCII "
+                            "characters", room=room)
+    body = data.get("body")
+    if not isinstance(body, str):
+        raise ProtocolError("bad_frame", "body must be a string", client_id=client_id,
+                            room=room)
+    if len(body.encode()) > max_body_bytes:
+        raise ProtocolError("too_large", f"body is over {max_body_bytes} bytes",
+                            client_id=client_id, room=room)
+    return SendFrame(room, client_id, body)
+
+
+def _is_seq(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return orjson.dumps(data).decode()
+
+
+def error(code: str, message: str, *, client_id: str | None = None, room: str | None = None,
+          retry_after_ms: int | None = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    if room is not None:
+        frame["room"] = room
+    if retry_after_ms is not None:
+        frame["retry_after_ms"] = retry_after_ms
+    return _dumps(frame)
+
+
+def subscribed(room: str, since: int) -> str:
+    """Sent first: the messages that follow are those with seq > *since*, in order."""
+    return _dumps({"type": "subscribed", "room": room, "since": since})
+
+
+def unsubscribed(room: str, reason: str) -> str:
+    return _dumps({"type": "unsubscribed", "room": room, "reason": reason})
+
+
+def pong(ping_id: str | int | None) -> str:
+    return _dumps({"type": "pong"} if ping_id is None else {"type": "pong", "id": ping_id})

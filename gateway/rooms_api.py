@@ -1,0 +1,140 @@
+"""The HTTP API of rooms, members and history (``/v1/rooms...``), JWT-authenticated.
+
+Errors are JSON ``{"error": {"code", "message"}}`` with a 4xx status. Who may do what:
+anyone authenticated creates a room (and owns it); owners and admins (``roles: [admin]``
+in the token) add and remove members; a member may remove themself (leave); only members
+(and admins) list members and read history (G6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sanic import Blueprint, Request, response
+from sanic.exceptions import BadRequest
+from sanic.response import HTTPResponse
+
+from burrow import ids
+from burrow.room_store import OWNER
+from gateway.auth import Claims
+from gateway.node import Node
+from gateway.ws import authenticate
+
+MAX_HISTORY = 500
+DEFAULT_HISTORY = 50
+MAX_INITIAL_MEMBERS = 1000
+
+
+def problem(status: int, code: str, message: str) -> HTTPResponse:
+    return response.json({"error": {"code": code, "message": message}}, status=status)
+
+
+def _query_int(request: Request, name: str, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("rooms", url_prefix="/v1/rooms")
+    bp.on_request(authenticate)
+
+    def node_of(request: Request) -> Node:
+        node: Node = request.app.ctx.node
+        return node
+
+    async def may_read(request: Request, room: str) -> HTTPResponse | None:
+        claims: Claims = request.ctx.claims
+        if not ids.is_room_id(room):
+            return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")
+        if claims.is_admin and await node_of(request).rooms.exists(room):
+            return None
+        if await node_of(request).rooms.role(room, claims.user) is None:
+            return problem(403, "forbidden", f"not a member of room {room}")
+        return None
+
+    @bp.post("/")
+    async def create_room(request: Request) -> HTTPResponse:
+        claims: Claims = request.ctx.claims
+        try:
+            data: Any = request.json
+        except BadRequest:
+            return problem(400, "bad_json", "the body is not valid JSON")
+        if not isinstance(data, dict):
+            return problem(400, "bad_request", "expected a JSON object {id, name?, members?}")
+        room, name, members = data.get("id"), data.get("name", ""), data.get("members", [])
+        if not ids.is_room_id(room):
+            return problem(400, "bad_room", "id must match [A-Za-z0-9_-]{1,64}")
+        if not isinstance(name, str) or len(name) > 200:
+            return problem(400, "bad_request", "name must be a string of at most 200 characters")
+        if (not isinstance(members, list) or len(members) > MAX_INITIAL_MEMBERS
+                or not all(ids.is_user_id(m) for m in members)):
+            return problem(400, "bad_request", "members must be a list of user ids "
+                           f"(at most {MAX_INITIAL_MEMBERS})")
+        if not await node_of(request).rooms.create(room, name, claims.user, members):
+            return problem(409, "exists", f"room {room} exists already")
+        return response.json({"id": room, "name": name, "role": OWNER}, status=201)
+
+    @bp.get("/")
+    async def my_rooms(request: Request) -> HTTPResponse:
+        claims: Claims = request.ctx.claims
+        return response.json({"rooms": await node_of(request).rooms.rooms_of(claims.user)})
+
+    @bp.get("/<room>/members")
+    async def members(request: Request, room: str) -> HTTPResponse:
+        if (refused := await may_read(request, room)) is not None:
+            return refused
+        return response.json({"room": room,
+                              "members": await node_of(request).rooms.members(room)})
+
+    async def may_manage(request: Request, room: str, user: str) -> HTTPResponse | None:
+        claims: Claims = request.ctx.claims
+        if not ids.is_room_id(room):
+            return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")
+        if not ids.is_user_id(user):
+            return problem(400, "bad_user", "user must be a printable string of 1..128 characters")
+        rooms = node_of(request).rooms
+        if not await rooms.exists(room):
+            return problem(404, "not_found", f"no room {room}")
+        leaving = request.method == "DELETE" and user == claims.user
+        if not (claims.is_admin or leaving or await rooms.role(room, claims.user) == OWNER):
+            return problem(403, "forbidden", "only the room's owner or an admin may do that")
+        return None
+
+    @bp.put("/<room>/members/<user>")
+    async def add_member(request: Request, room: str, user: str) -> HTTPResponse:
+        if (refused := await may_manage(request, room, user)) is not None:
+            return refused
+        added = await node_of(request).rooms.add(room, user)
+        return response.json({"room": room, "user": user, "added": added})
+
+    @bp.delete("/<room>/members/<user>")
+    async def remove_member(request: Request, room: str, user: str) -> HTTPResponse:
+        if (refused := await may_manage(request, room, user)) is not None:
+            return refused
+        node = node_of(request)
+        if not await node.rooms.remove(room, user):
+            return problem(404, "not_found", f"{user} is not a member of {room}")
+        # Every gateway drops the user's live streams of the room now, not at reconnect.
+        await node.publish_member_event(room, user, "removed")
+        return response.empty(status=204)
+
+    @bp.get("/<room>/messages")
+    async def history(request: Request, room: str) -> HTTPResponse:
+        if (refused := await may_read(request, room)) is not None:
+            return refused
+        try:
+            after = _query_int(request, "after", 0, 2**62)
+            before = _query_int(request, "before", 1, 2**62)
+            limit = _query_int(request, "limit", 1, MAX_HISTORY) or DEFAULT_HISTORY
+        except ValueError as exc:
+            return problem(400, "bad_request", str(exc))
+        found = await node_of(request).messages.history(room, after, before, limit)
+        return response.json({"room": room, "messages": [
+            {"room": m.room, "seq": m.seq, "id": m.id, "sender": m.sender,
+             "client_id": m.client_id, "ts": m.ts, "body": m.body} for m in found]})
+
+    return bp

@@ -1,0 +1,122 @@
+"""``GET /v1/ws``: the WebSocket transport. Auth happens before the upgrade.
+
+The token is checked in the blueprint's request middleware, which runs before Sanic
+completes the handshake, so a missing, forged or expired token gets a plain HTTP 401 and
+never a connection (G6). Browsers cannot set headers on a WebSocket, so the token may also
+come as ``access_token`` in the query. (Not as a ``Sec-WebSocket-Protocol`` value: a
+browser that offers a subprotocol fails unless the server selects one, and Sanic 25.12
+refuses clients that offer none once a route lists subprotocols; one route cannot serve
+both kinds of client.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from pymongo.errors import PyMongoError
+from sanic import Blueprint, Request, Websocket, response
+from sanic.response import HTTPResponse
+from websockets.exceptions import ConnectionClosed
+
+from gateway import protocol
+from gateway.auth import AuthError, Claims
+from gateway.connection import Connection
+from gateway.node import Node, Unavailable
+from gateway.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+def bearer_token(request: Request) -> str | None:
+    """The token from ``Authorization: Bearer`` or ``?access_token=``."""
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    query_token: str | None = request.args.get("access_token")
+    return query_token or None
+
+
+async def authenticate(request: Request) -> HTTPResponse | None:
+    """Request middleware: put the token's claims on ``request.ctx.claims`` or answer 401."""
+    try:
+        request.ctx.claims = await request.app.ctx.verifier.verify(bearer_token(request))
+    except AuthError as exc:
+        return response.json({"error": {"code": "unauthorized", "reason": exc.reason,
+                                        "message": exc.message}}, status=401,
+                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return None
+
+
+class SanicTransport:
+    def __init__(self, ws: Websocket) -> None:
+        self.ws = ws
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("ws", url_prefix="/v1")
+    bp.on_request(authenticate)
+
+    @bp.websocket("/ws")  # type: ignore[untyped-decorator]
+    async def ws_endpoint(request: Request, ws: Websocket) -> None:
+        await serve(request.app.ctx.node, request.app.ctx.connections, request.ctx.claims,
+                    ws, request.app.config.WEBSOCKET_MAX_SIZE)
+
+    return bp
+
+
+async def serve(node: Node, connections: set[Connection], claims: Claims, ws: Websocket,
+                max_frame: int) -> None:
+    """Run one client: read frames until it leaves, its token expires, or we stop."""
+    conn = Connection(uuid.uuid4().hex[:12], claims.user, claims.is_admin,
+                      SanicTransport(ws), node.settings.client_buffer)
+    connections.add(conn)
+    loop = asyncio.get_running_loop()
+    # A token is only good until it expires, also on an open connection (4401: refresh).
+    expiry = loop.call_later(max(0.0, claims.expires_at - time.time()), conn.close,
+                             protocol.UNAUTHORIZED, "token expired")
+    try:
+        async for raw in ws:
+            if conn.close_code is not None:
+                break
+            await handle(node, conn, raw)
+    except ConnectionClosed:
+        pass
+    finally:
+        expiry.cancel()
+        connections.discard(conn)
+        await node.drop(conn)
+        conn.writer.cancel()
+
+
+async def handle(node: Node, conn: Connection, raw: str | bytes) -> None:
+    """Act on one client frame; a bad frame gets an error frame, never a closed socket."""
+    try:
+        frame = protocol.parse(raw, node.settings.max_body_bytes)
+        match frame:
+            case protocol.Ping(ping_id):
+                conn.push([protocol.pong(ping_id)])
+            case protocol.Subscribe(room, since):
+                await node.subscribe(conn, room, since)
+            case protocol.Unsubscribe(room):
+                await node.unsubscribe(conn, room)
+                conn.push([protocol.unsubscribed(room, "requested")])
+            case protocol.SendFrame():
+                await node.send(conn, frame)
+            case protocol.Read(room, seq):
+                await node.check_member(conn, room)
+                await node.rooms.mark_read(room, conn.user, seq)
+    except ProtocolError as exc:
+        conn.push([exc.frame()])
+    except Unavailable as exc:
+        conn.push([protocol.error("unavailable", str(exc))])
+    except PyMongoError as exc:
+        log.warning("database error for %s: %s", conn.id, exc)
+        conn.push([protocol.error("unavailable", "the database is not reachable; retry")])

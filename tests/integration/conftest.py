@@ -1,0 +1,141 @@
+"""Burrow's own processes for integration tests: ``start`` runs gateways and workers as
+children (the real entry points) against the test's vhost and database; ``stack`` runs a
+whole chat path (sequencer + gateways) and gives clients and tokens for it.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from burrow import tokens
+from burrow.client import ChatClient
+from burrow.devstack import ports
+from burrow.devstack.processes import AppProcess, wait_status
+from tests.conftest import JWT_SECRET, Vhost
+
+READY = 60.0  # generous deadlines: the suite must hold on a busy 2-core machine
+
+
+class Running:
+    def __init__(self, app: AppProcess, port: int, log: Path) -> None:
+        self.app, self.port, self.log = app, port, log
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def wait(self, broker: str, database: str) -> None:
+        """Wait until /readyz reports these states, with the status that goes with them."""
+        ready = broker == database == "up"
+        want = {"ready": ready, "checks": {"broker": broker, "database": database}}
+        got = wait_status(self.url("/readyz"), 200 if ready else 503, READY,
+                          alive=self.app, body=want)
+        assert got == (200 if ready else 503, want), (
+            f"{self.app.name} /readyz: wanted {want}, last {got}; exit {self.app.exited}\n"
+            f"{self.log.read_text()[-3000:]}")
+
+
+Start = Callable[..., Running]
+
+
+@pytest.fixture
+def start(process_env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
+    """``start(kind, amqp_url, mongo_url, *args, **env)``: kind is gateway or worker."""
+    started: list[AppProcess] = []
+
+    def run(kind: str, amqp_url: str, mongo_url: str, *args: str, **extra: str) -> Running:
+        port = ports.free_port()
+        env = {**process_env, "BURROW_AMQP_URL": amqp_url, "BURROW_MONGO_URL": mongo_url,
+               **extra}
+        env["BURROW_PORT" if kind == "gateway" else "BURROW_METRICS_PORT"] = str(port)
+        env["BURROW_METRICS_DIR"] = str(tmp_path / f"metrics-{kind}-{port}")
+        log = tmp_path / f"{kind}-{port}.log"
+        app = AppProcess(kind, "gateway" if kind == "gateway" else "consumers", env,
+                         args=args, log=log)
+        app.start()
+        started.append(app)
+        return Running(app, port, log)
+
+    yield run
+    for app in started:
+        app.stop()
+
+
+@dataclass
+class Stack:
+    """A sequencer and gateways on one vhost and database, and helpers to talk to them."""
+
+    start: Start
+    vhost: Vhost
+    mongo_url: str
+    gateways: list[Running] = field(default_factory=list)
+    sequencers: list[Running] = field(default_factory=list)
+    clients: list[ChatClient] = field(default_factory=list)
+
+    def add_gateway(self, **env: str) -> Running:
+        gateway = self.start("gateway", self.vhost.url("burrow-gateway"), self.mongo_url,
+                             **env)
+        gateway.wait("up", "up")
+        self.gateways.append(gateway)
+        return gateway
+
+    def add_sequencer(self, **env: str) -> Running:
+        worker = self.start("worker", self.vhost.url("burrow-worker"), self.mongo_url,
+                            "sequencer", **env)
+        worker.wait("up", "up")
+        self.sequencers.append(worker)
+        return worker
+
+    def token(self, user: str, ttl: float = 3600, roles: tuple[str, ...] = ()) -> str:
+        return tokens.mint(JWT_SECRET, user, ttl, roles)
+
+    def http(self, method: str, path: str, user: str | None, body: Any = None,
+             gateway: int = 0, token: str | None = None) -> tuple[int, Any]:
+        """Call the gateway's HTTP API as *user*; returns (status, JSON body or None)."""
+        headers = {"Content-Type": "application/json"}
+        if token or user:
+            headers["Authorization"] = f"Bearer {token or self.token(user or '')}"
+        data = None if body is None else (body if isinstance(body, bytes)
+                                          else json.dumps(body).encode())
+        request = urllib.request.Request(self.gateways[gateway].url(path), data=data,
+                                         method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        return status, (json.loads(raw) if raw else None)
+
+    def room(self, room: str, owner: str, *members: str) -> None:
+        status, body = self.http("POST", "/v1/rooms", owner,
+                                 {"id": room, "members": list(members)})
+        assert status == 201, body
+
+    async def client(self, user: str, gateways: list[int] | None = None,
+                     **kwargs: Any) -> ChatClient:
+        urls = [self.gateways[i].ws_url for i in (gateways or range(len(self.gateways)))]
+        client = ChatClient(urls, lambda: self.token(user), **kwargs)
+        await client.connect()
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+async def stack(start: Start, vhost: Vhost, mongo_url: str) -> AsyncIterator[Stack]:
+    """One sequencer and one gateway; tests add more with ``add_gateway`` / ``add_sequencer``."""
+    with_stack = Stack(start, vhost, mongo_url)
+    with_stack.add_sequencer()
+    with_stack.add_gateway()
+    yield with_stack
+    for client in with_stack.clients:
+        await client.close()
