@@ -132,12 +132,14 @@ class Node:
 
     # -- subscriptions ---------------------------------------------------------------
 
-    async def check_member(self, conn: Connection, room: str) -> None:
+    async def check_member(self, conn: Connection, room: str,
+                           client_id: str | None = None) -> None:
         """Raise a ``forbidden`` :exc:`ProtocolError` unless the user is in *room* (G6)."""
         if room in conn.member_of:
             return
         if await self.rooms.role(room, conn.user) is None:
-            raise ProtocolError("forbidden", f"not a member of room {room}", room=room)
+            raise ProtocolError("forbidden", f"not a member of room {room}", room=room,
+                                client_id=client_id)
         conn.member_of.add(room)
 
     async def subscribe(self, conn: Connection, room: str, since: int | None) -> None:
@@ -218,7 +220,7 @@ class Node:
 
     async def send(self, conn: Connection, frame: protocol.SendFrame) -> None:
         """Publish a send with a confirm; its ack arrives later through ``chat.reply``."""
-        await self.check_member(conn, frame.room)
+        await self.check_member(conn, frame.room, frame.client_id)
         await self.ready()
         assert self.ingress is not None
         correlation_id = uuid.uuid4().hex

@@ -5,14 +5,19 @@ whole chat path (sequencer + gateways) and gives clients and tokens for it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from burrow import tokens
 from burrow.client import ChatClient
@@ -131,7 +136,8 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(start: Start, vhost: Vhost, mongo_url: str) -> AsyncIterator[Stack]:
+async def stack(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Stack]:
+    # (start is set up last so its processes stop before the vhost and database go)
     """One sequencer and one gateway; tests add more with ``add_gateway`` / ``add_sequencer``."""
     with_stack = Stack(start, vhost, mongo_url)
     with_stack.add_sequencer()
@@ -139,3 +145,43 @@ async def stack(start: Start, vhost: Vhost, mongo_url: str) -> AsyncIterator[Sta
     yield with_stack
     for client in with_stack.clients:
         await client.close()
+
+
+class Raw:
+    """A bare WebSocket to the gateway, for protocol tests: send frames, read frames."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 30) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame: dict[str, Any] = json.loads(raw)
+        return frame
+
+    async def recv_until(self, kind: str, timeout: float = 30) -> dict[str, Any]:
+        """Skip frames until one of type *kind* (e.g. past message frames to an ack)."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == kind:
+                return frame
+
+    async def closed(self, timeout: float = 30) -> int | None:
+        """Wait for the server to close; return its close code."""
+        try:
+            async with asyncio.timeout(timeout):
+                async for _ in self.ws:
+                    pass
+        except ConnectionClosed:
+            pass
+        return self.ws.close_code
+
+
+@asynccontextmanager
+async def raw_ws(url: str, token: str | None, **kwargs: Any) -> AsyncIterator[Raw]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with connect(url, additional_headers=headers, open_timeout=10, ping_interval=None,
+                       **kwargs) as ws:
+        yield Raw(ws)

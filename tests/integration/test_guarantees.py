@@ -1,0 +1,229 @@
+"""DESIGN.md's guarantees G1-G6, each proven against real processes, broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aio_pika
+import orjson
+import pytest
+from pymongo import MongoClient
+
+from burrow import ids
+from burrow.envelopes import Send
+from queues import topology
+from tests.integration.conftest import Stack, raw_ws
+
+pytestmark = pytest.mark.integration
+T = 30  # seconds: every wait is bounded
+
+
+def stored(stack: Stack, room: str) -> list[dict[str, object]]:
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        db = client.get_default_database()
+        return list(db.messages.find({"room": room}, {"_id": 1, "seq": 1, "client_id": 1,
+                                                       "sender": 1}).sort("seq", 1))
+
+
+async def receive(client: object, count: int) -> list[object]:
+    queue = client.messages  # type: ignore[attr-defined]
+    return [await asyncio.wait_for(queue.get(), T) for _ in range(count)]
+
+
+async def test_g1_every_acked_message_is_stored(stack: Stack) -> None:
+    stack.room("g1", "alice")
+    alice = await stack.client("alice")
+    acks = await asyncio.wait_for(asyncio.gather(
+        *(alice.send("g1", f"m{i}", client_id=f"c{i}") for i in range(40))), T)
+    docs = stored(stack, "g1")
+    assert {(a.seq, a.id) for a in acks} == {(d["seq"], d["_id"]) for d in docs}
+    assert len(docs) == 40
+
+
+async def test_g2_one_gap_free_order_seen_by_every_receiver(stack: Stack) -> None:
+    stack.add_gateway()
+    stack.room("g2", "s1", "s2", "s3", "r1", "r2")
+    receivers = [await stack.client("r1", [0]), await stack.client("r2", [1])]
+    for receiver in receivers:
+        await asyncio.wait_for(receiver.subscribe("g2"), T)
+    senders = [await stack.client(f"s{i}", [i % 2]) for i in (1, 2, 3)]
+    await asyncio.wait_for(asyncio.gather(*(
+        s.send("g2", f"{s_i}-{n}") for s_i, s in enumerate(senders) for n in range(15))), T)
+    streams = [await receive(r, 45) for r in receivers]
+    for stream in streams:
+        assert [m.seq for m in stream] == list(range(1, 46))  # type: ignore[attr-defined]
+    assert [m.id for m in streams[0]] == [m.id for m in streams[1]]  # type: ignore[attr-defined]
+    assert [d["seq"] for d in stored(stack, "g2")] == list(range(1, 46))
+    assert all(not r.violations for r in receivers)
+
+
+async def test_g3_a_repeated_send_is_stored_once_with_one_seq(stack: Stack) -> None:
+    stack.add_gateway()
+    stack.room("g3", "alice")
+    frame = {"type": "send", "room": "g3", "client_id": "same", "body": "once"}
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("alice")) as first:
+        await first.send(frame)
+        ack1 = await first.recv_until("ack")
+    # the retry comes through the other gateway, as after a reconnect
+    async with raw_ws(stack.gateways[1].ws_url, stack.token("alice")) as second:
+        await second.send(frame)
+        await second.send(frame)
+        ack2 = await second.recv_until("ack")
+        ack3 = await second.recv_until("ack")
+    assert ack1 == ack2 == ack3
+    assert [d["seq"] for d in stored(stack, "g3")] == [ack1["seq"]]
+
+
+async def test_g4_resume_gives_every_later_message_once_then_live(stack: Stack) -> None:
+    stack.room("g4", "alice", "bob")
+    alice = await stack.client("alice")
+    for n in range(5):
+        await asyncio.wait_for(alice.send("g4", f"early-{n}"), T)
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as bob:
+        await bob.send({"type": "subscribe", "room": "g4", "since": 2})
+        assert await bob.recv() == {"type": "subscribed", "room": "g4", "since": 2}
+        replayed = [await bob.recv() for _ in range(3)]
+        assert [m["seq"] for m in replayed] == [3, 4, 5]
+        # live messages sent while the replay may still run: no gap, no duplicate
+        sends = asyncio.gather(*(alice.send("g4", f"late-{n}") for n in range(10)))
+        live = [await bob.recv() for _ in range(10)]
+        await asyncio.wait_for(sends, T)
+        assert [m["seq"] for m in live] == list(range(6, 16))
+        await bob.send({"type": "ping", "id": 1})
+        assert await bob.recv() == {"type": "pong", "id": 1}  # nothing else was queued
+
+
+async def test_g4_resume_seam_under_concurrent_sends(stack: Stack) -> None:
+    """Subscribing while messages pour in: bind, replay and live meet with no gap."""
+    stack.room("seam", "alice", "bob")
+    alice = await stack.client("alice")
+    for n in range(20):
+        await asyncio.wait_for(alice.send("seam", f"before-{n}"), T)
+    pouring = asyncio.gather(*(alice.send("seam", f"during-{n}") for n in range(60)))
+    bob = await stack.client("bob")
+    await asyncio.wait_for(bob.subscribe("seam", since=0), T)
+    await asyncio.wait_for(pouring, T)
+    got = await receive(bob, 80)
+    assert [m.seq for m in got] == list(range(1, 81))  # type: ignore[attr-defined]
+    assert not bob.violations
+
+
+async def test_g5_a_redelivered_ingress_message_is_stored_once(stack: Stack) -> None:
+    """A backend service (or the broker, redelivering) may publish the same send twice."""
+    stack.room("g5", "alice", "bob")
+    bob = await stack.client("bob")
+    await asyncio.wait_for(bob.subscribe("g5"), T)
+    connection = await aio_pika.connect(stack.vhost.url("burrow-backend"))
+    async with connection:
+        channel = await connection.channel()
+        ingress = await channel.get_exchange(topology.INGRESS, ensure=False)
+        body = Send("g5", "system:reminders", "job-1", "stand-up in 5").to_json()
+        for _ in range(3):
+            await ingress.publish(aio_pika.Message(body), ids.message_key("g5"))
+    first = await asyncio.wait_for(bob.messages.get(), T)
+    assert (first.seq, first.sender, first.body) == (1, "system:reminders", "stand-up in 5")
+    await asyncio.wait_for(bob.send("g5", "marker"), T)
+    marker = await asyncio.wait_for(bob.messages.get(), T)
+    assert (marker.seq, marker.body) == (2, "marker")  # no second copy came before it
+    assert [d["seq"] for d in stored(stack, "g5")] == [1, 2]
+
+
+async def test_g5_a_malformed_ingress_message_is_dead_lettered(stack: Stack) -> None:
+    stack.room("g5b", "alice")
+    connection = await aio_pika.connect(stack.vhost.url("burrow-backend"))
+    async with connection:
+        channel = await connection.channel()
+        ingress = await channel.get_exchange(topology.INGRESS, ensure=False)
+        await ingress.publish(aio_pika.Message(b"{not json"), ids.message_key("g5b"))
+        await ingress.publish(aio_pika.Message(orjson.dumps({"room": "g5b"})),
+                              ids.message_key("g5b"))
+    alice = await stack.client("alice")
+    ack = await asyncio.wait_for(alice.send("g5b", "still works"), T)
+    assert ack.seq == 1
+    admin = await aio_pika.connect(stack.vhost.url("burrow-admin"))
+    async with admin:
+        dead = await (await admin.channel()).get_queue(topology.SHARD_DEAD, ensure=False)
+        bodies = []
+        for _ in range(2):
+            message = await dead.get(timeout=T, fail=True)
+            assert message is not None
+            bodies.append(message.body)
+    assert sorted(bodies) == sorted([b"{not json", orjson.dumps({"room": "g5b"})])
+
+
+async def test_g6_strangers_cannot_read_or_write(stack: Stack) -> None:
+    stack.room("club", "alice")
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("mallory")) as mallory:
+        await mallory.send({"type": "subscribe", "room": "club"})
+        assert (await mallory.recv())["code"] == "forbidden"
+        await mallory.send({"type": "send", "room": "club", "client_id": "x", "body": "hi"})
+        refused = await mallory.recv()
+        assert (refused["code"], refused["client_id"]) == ("forbidden", "x")
+        await mallory.send({"type": "read", "room": "club", "seq": 1})
+        assert (await mallory.recv())["code"] == "forbidden"
+    assert stack.http("GET", "/v1/rooms/club/messages", "mallory")[0] == 403
+    assert stack.http("GET", "/v1/rooms/club/members", "mallory")[0] == 403
+    assert stored(stack, "club") == []
+
+
+async def test_g6_a_removed_member_stops_receiving_at_once(stack: Stack) -> None:
+    stack.add_gateway()
+    stack.room("team", "alice", "bob")
+    async with raw_ws(stack.gateways[1].ws_url, stack.token("bob")) as bob:
+        await bob.send({"type": "subscribe", "room": "team"})
+        assert (await bob.recv())["type"] == "subscribed"
+        assert stack.http("DELETE", "/v1/rooms/team/members/bob", "alice")[0] == 204
+        assert await bob.recv() == {"type": "unsubscribed", "room": "team", "reason": "removed"}
+        await bob.send({"type": "send", "room": "team", "client_id": "late", "body": "x"})
+        assert (await bob.recv())["code"] == "forbidden"
+
+
+async def test_g6_admins_read_any_room(stack: Stack) -> None:
+    stack.room("private", "alice")
+    token = stack.token("root", roles=("admin",))
+    status, body = stack.http("GET", "/v1/rooms/private/members", None, token=token)
+    assert status == 200 and [m["user"] for m in body["members"]] == ["alice"]
+    assert stack.http("PUT", "/v1/rooms/private/members/carol", None, token=token)[0] == 200
+
+
+async def test_sigterm_on_a_gateway_closes_with_1001_and_loses_nothing(stack: Stack) -> None:
+    stack.add_gateway()
+    stack.room("calm", "alice", "bob")
+    bob = await stack.client("bob", [1])
+    await asyncio.wait_for(bob.subscribe("calm"), T)
+    alice = await stack.client("alice", [0, 1])  # reconnects to the other gateway
+    sending = asyncio.gather(*(alice.send("calm", f"n{n}") for n in range(50)))
+    await asyncio.sleep(0)  # let the first sends go out on gateway 0
+    stack.gateways[0].app.signal(signal.SIGTERM)
+    acks = await asyncio.wait_for(sending, T * 2)
+    assert 1001 in alice.close_codes
+    assert sorted(a.seq for a in acks) == list(range(1, 51))
+    got = await receive(bob, 50)
+    assert [m.seq for m in got] == list(range(1, 51))  # type: ignore[attr-defined]
+    assert len(stored(stack, "calm")) == 50
+    assert stack.gateways[0].app.process.wait(T) == 0  # type: ignore[union-attr]
+
+
+async def test_sequencer_failover_under_load_keeps_acked_messages_and_order(
+        stack: Stack) -> None:
+    standby = stack.add_sequencer()
+    active = stack.sequencers[0]
+    stack.room("busy", "alice", "bob")
+    bob = await stack.client("bob")
+    await asyncio.wait_for(bob.subscribe("busy"), T)
+    alice = await stack.client("alice")
+    first = await asyncio.wait_for(asyncio.gather(
+        *(alice.send("busy", f"a{n}") for n in range(30))), T)
+    sending = asyncio.gather(*(alice.send("busy", f"b{n}") for n in range(120)))
+    await asyncio.sleep(0.05)
+    active.app.signal(signal.SIGKILL)  # the active one dies mid-stream
+    second = await asyncio.wait_for(sending, T * 3)
+    acks = first + second
+    assert sorted(a.seq for a in acks) == list(range(1, 151))
+    docs = stored(stack, "busy")
+    assert [d["seq"] for d in docs] == list(range(1, 151))
+    assert len({d["client_id"] for d in docs}) == 150
+    got = await receive(bob, 150)
+    assert [m.seq for m in got] == list(range(1, 151))  # type: ignore[attr-defined]
+    assert standby.app.exited is None
