@@ -118,7 +118,7 @@ class ChatClient:
             if self._closing or not self.reconnect or self._ws.close_code in (4401, 4403):
                 self._fail_all(ChatError("closed", f"closed with {self._ws.close_code}"))
                 return
-            while True:
+            while not self._closing:
                 await asyncio.sleep(self.retry_delay)
                 try:
                     await self._open()
@@ -203,12 +203,20 @@ class ChatClient:
                                     "body": body})
         return await done
 
+    def drop(self) -> None:
+        """Cut the connection as a network failure would; the client reconnects."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
     async def close(self) -> None:
+        """Close for good: no reconnect; unacked sends fail with ``closed``."""
         self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
-        if self._runner is not None:
-            await asyncio.gather(self._runner, return_exceptions=True)
+        self._fail_all(ChatError("closed", "client closed"))
 
     def _fail_all(self, error: ChatError) -> None:
         for pending in self._pending.values():

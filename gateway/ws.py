@@ -57,7 +57,10 @@ class SanicTransport:
         await self.ws.send(frame)
 
     async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code, reason)
+        # Not ws.close(): it awaits the socket, which a client that does not read never
+        # drains. end_connection queues the close frame behind what is already sent and
+        # lets Sanic's auto-closer finish the handshake or abort after its close timeout.
+        self.ws.end_connection(code, reason)
 
 
 def blueprint() -> Blueprint:
