@@ -139,14 +139,15 @@ def up(env: Mapping[str, str]) -> int:
             AppProcess("gateway", "gateway", app_env("burrow-gateway", {**jwt,
                 "BURROW_PORT": str(config.gateway_port),
                 "BURROW_METRICS_DIR": str(config.directory / "metrics" / "gateway")})),
-            AppProcess("worker", "consumers", app_env("burrow-worker", {
+            AppProcess("sequencer", "consumers", app_env("burrow-worker", {
                 "BURROW_METRICS_PORT": str(config.worker_metrics_port),
-                "BURROW_METRICS_DIR": str(config.directory / "metrics" / "worker")})),
+                "BURROW_METRICS_DIR": str(config.directory / "metrics" / "worker")}),
+                       args=["sequencer"]),
         ]
         for app in apps:
             app.start()
         probes = {"gateway": f"http://127.0.0.1:{config.gateway_port}/readyz",
-                  "worker": f"http://127.0.0.1:{config.worker_metrics_port}/readyz"}
+                  "sequencer": f"http://127.0.0.1:{config.worker_metrics_port}/readyz"}
         for app in apps:
             status, body = wait_status(probes[app.name], 200, timeout=60, alive=app)
             if status != 200:
@@ -156,10 +157,11 @@ def up(env: Mapping[str, str]) -> int:
         admin = config.passwords["burrow-admin"]
         say(f"Burrow is up in {time.monotonic() - started:.1f}s\n"
             f"  gateway        http://127.0.0.1:{config.gateway_port}  "
-            "(/healthz /readyz /metrics)\n"
+            "(/v1/rooms, /healthz /readyz /metrics)\n"
+            f"  WebSocket      ws://127.0.0.1:{config.gateway_port}/v1/ws  (docs/protocol.md)\n"
             f"  management UI  {node.config.management_url}  login burrow-admin / {admin}\n"
             f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
-            f"  worker probes  http://127.0.0.1:{config.worker_metrics_port}/metrics\n"
+            f"  sequencer      http://127.0.0.1:{config.worker_metrics_port}/metrics\n"
             f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
             f"  database       {mongo_url}\n"
             + (f"  JWT secret     {DEV_SECRET} (HS256, dev only)\n" if jwt else "")

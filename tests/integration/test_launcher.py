@@ -6,6 +6,7 @@ data directory, so it never meets a developer's running stack.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,7 +23,10 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
+from burrow import tokens
+from burrow.client import ChatClient
 from burrow.devstack import ports
+from burrow.devstack.__main__ import DEV_SECRET
 from burrow.devstack.processes import get
 from queues import topology
 
@@ -92,6 +96,25 @@ def assert_all_ports_free(launcher: Launcher) -> None:
         ports.ensure_free(launcher.port(name), name, name)
 
 
+async def chat_round_trip(port: int) -> None:
+    """Through the launched stack: create a room, send, get the ack and the message."""
+    token = tokens.mint(DEV_SECRET, "alice")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/rooms", data=json.dumps({"id": "hello"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+    client = ChatClient([f"ws://127.0.0.1:{port}/v1/ws"], lambda: token)
+    await client.connect()
+    try:
+        await asyncio.wait_for(client.subscribe("hello"), 30)
+        ack = await asyncio.wait_for(client.send("hello", "it works"), 30)
+        message = await asyncio.wait_for(client.messages.get(), 30)
+        assert (ack.seq, message.seq, message.body) == (1, 1, "it works")
+    finally:
+        await client.close()
+
+
 def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -> None:
     launcher.start()
     launcher.wait_line("Burrow is up")
@@ -103,7 +126,9 @@ def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -
     assert get(f"{gateway}/readyz") == (200, {"ready": True,
                                               "checks": {"broker": "up", "database": "up"}})
     queues = {q["name"] for q in launcher.api("/api/queues/burrow")}  # type: ignore[attr-defined]
-    assert queues == {q.name for q in topology.build().queues}
+    shared = {q for q in queues if not q.startswith("gateway.")}
+    assert shared == {q.name for q in topology.build().queues}
+    assert len(queues - shared) == 1  # the gateway's own instance queue
     exchanges = {e["name"] for e in launcher.api("/api/exchanges/burrow")}  # type: ignore[attr-defined]
     assert {e.name for e in topology.build().exchanges} <= exchanges
     # The plugins are on: each answers for itself.
@@ -113,6 +138,8 @@ def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -
     broker_metrics = f"http://127.0.0.1:{launcher.port('BURROW_DEV_PROMETHEUS_PORT')}/metrics"
     with urllib.request.urlopen(broker_metrics, timeout=10) as response:
         assert b"rabbitmq_queue_messages" in response.read()
+
+    asyncio.run(chat_round_trip(launcher.port("BURROW_PORT")))
 
     assert launcher.interrupt() == 0
     assert "burrow-dev: stopped" in launcher.log.read_text()

@@ -25,7 +25,11 @@ ONE_SHOT = {"rabbitmq-definitions"}
 
 def test_the_whole_stack_is_there() -> None:
     assert {"rabbitmq", "mongo", "mailpit", "prometheus", "grafana", "gateway",
-            "worker"} <= set(SERVICES)
+            "sequencer"} <= set(SERVICES)
+    # every consumer runs as a service of its own
+    consumers = {n for s in SERVICES.values() for n in s.get("command", [])[3:]
+                 if s.get("command", [])[:3] == ["python", "-m", "consumers"]}
+    assert consumers == set(CONSUMERS)
 
 
 @pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT))
@@ -59,7 +63,7 @@ def test_every_variable_is_one_the_project_reads(name: str) -> None:
     assert not unknown, f"{name} sets {sorted(unknown)}, which nothing reads"
 
 
-@pytest.mark.parametrize("name", ["gateway", "worker"])
+@pytest.mark.parametrize("name", ["gateway", "sequencer"])
 def test_processes_get_their_own_broker_user(name: str) -> None:
     env = SERVICES[name]["environment"]
     user = "burrow-gateway" if name == "gateway" else "burrow-worker"
