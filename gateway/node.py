@@ -78,6 +78,7 @@ class Node:
         self.fanout: AbstractExchange | None = None
         self._ready = asyncio.Event()
         self._setup: asyncio.Task[None] | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -174,6 +175,13 @@ class Node:
             pending = self.pending.pop(key)
             if pending.timer is not None:
                 pending.timer.cancel()
+
+    def drop_soon(self, conn: Connection) -> asyncio.Task[None]:
+        """:meth:`drop` as a task we hold, so it ends even when its caller is cancelled."""
+        task = asyncio.create_task(self.drop(conn))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return task
 
     async def _bind(self, room: str) -> None:
         async with self.bind_locks[room]:

@@ -95,8 +95,10 @@ async def serve(node: Node, connections: set[Connection], claims: Claims, ws: We
     finally:
         expiry.cancel()
         connections.discard(conn)
-        await node.drop(conn)
         conn.writer.cancel()
+        # Sanic cancels this handler when the socket goes: the cleanup (unbinding the
+        # room, forgetting pending sends) must still run to its end.
+        await asyncio.shield(node.drop_soon(conn))
 
 
 async def handle(node: Node, conn: Connection, raw: str | bytes) -> None:

@@ -13,6 +13,7 @@ from pymongo import MongoClient
 from burrow import ids
 from burrow.envelopes import Send
 from queues import topology
+from tests.conftest import eventually
 from tests.integration.conftest import Stack, raw_ws
 
 pytestmark = pytest.mark.integration
@@ -227,3 +228,42 @@ async def test_sequencer_failover_under_load_keeps_acked_messages_and_order(
     got = await receive(bob, 150)
     assert [m.seq for m in got] == list(range(1, 151))  # type: ignore[attr-defined]
     assert standby.app.exited is None
+
+
+async def test_an_unconfirmed_send_gets_a_retryable_error_and_its_retry_is_stored_once(
+        stack: Stack) -> None:
+    gateway = stack.add_gateway(BURROW_SEND_TIMEOUT="1")
+    stack.room("later", "alice")
+    stack.sequencers[0].app.stop()  # nobody stores: the send waits in its shard queue
+    frame = {"type": "send", "room": "later", "client_id": "patient", "body": "eventually"}
+    async with raw_ws(gateway.ws_url, stack.token("alice")) as ws:
+        await ws.send(frame)
+        error = await ws.recv()
+        assert (error["code"], error["client_id"]) == ("timeout", "patient")
+        stack.add_sequencer()
+        ack = await ws.recv_until("ack")  # the first send is stored once a sequencer runs
+        await ws.send(frame)  # the client's retry, same client_id
+        assert await ws.recv_until("ack") == ack
+    assert [d["seq"] for d in stored(stack, "later")] == [1]
+
+
+async def test_a_gateway_binds_a_room_only_while_it_has_subscribers(stack: Stack) -> None:
+    stack.room("bound", "alice")
+
+    def room_bindings() -> list[str]:
+        found = stack.vhost.api("GET", "/api/exchanges/{vhost}/chat.fanout/bindings/source")
+        assert isinstance(found, list)
+        return [b["routing_key"] for b in found if b["destination"].startswith("gateway.")]
+
+    assert room_bindings() == []
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("alice")) as one, \
+            raw_ws(stack.gateways[0].ws_url, stack.token("alice")) as two:
+        for ws in (one, two):
+            await ws.send({"type": "subscribe", "room": "bound"})
+            assert (await ws.recv())["type"] == "subscribed"
+        assert room_bindings() == ["room.bound.*"]
+        await one.send({"type": "unsubscribe", "room": "bound"})
+        assert (await one.recv())["type"] == "unsubscribed"
+        assert room_bindings() == ["room.bound.*"]  # the other subscriber still needs it
+    # both connections closed: the last subscriber left
+    assert eventually(lambda: room_bindings() == [])

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from pymongo import MongoClient
 
@@ -99,11 +100,10 @@ def assert_all_ports_free(launcher: Launcher) -> None:
 async def chat_round_trip(port: int) -> None:
     """Through the launched stack: create a room, send, get the ack and the message."""
     token = tokens.mint(DEV_SECRET, "alice")
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/rooms", data=json.dumps({"id": "hello"}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 201
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"http://127.0.0.1:{port}/v1/rooms", json={"id": "hello"},
+                                   headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 201, response.text
     client = ChatClient([f"ws://127.0.0.1:{port}/v1/ws"], lambda: token)
     await client.connect()
     try:
