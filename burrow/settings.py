@@ -8,6 +8,8 @@ configuration table and the docker-compose test are checked against it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import socket
 import tempfile
@@ -72,6 +74,47 @@ VARIABLES: tuple[Variable, ...] = (
              "frames queued for one slow client before it is disconnected (4008)"),
     Variable("BURROW_SEQUENCER_BATCH", "256",
              "messages a sequencer takes per shard at once (prefetch and batch size)"),
+    Variable("BURROW_WORKER_PREFETCH", "32",
+             "job messages a notifier or digester takes from each queue before acking"),
+    Variable("BURROW_WORKER_CONCURRENCY", "16", "jobs a worker runs at once per queue"),
+    Variable("BURROW_IDLE_AFTER", "120",
+             "seconds without a client frame after which a connected user counts as idle "
+             "(gets pushes)"),
+    Variable("BURROW_PRESENCE_TTL", "60",
+             "seconds after its last heartbeat that a connection of a vanished gateway "
+             "stops counting as online"),
+    Variable("BURROW_PUSH_DELAY", "30",
+             "seconds a push waits (delay tier) before it is re-checked and sent"),
+    Variable("BURROW_PUSH_RETRIES", "5,30,300",
+             "back-off tiers of a failed push, seconds, comma-separated; then push.dead"),
+    Variable("BURROW_DIGEST_HOURLY", "3600", "seconds between digests of an 'hourly' user"),
+    Variable("BURROW_DIGEST_DAILY", "86400", "seconds between digests of a 'daily' user"),
+    Variable("BURROW_EMAIL_RETRIES", "60,600,3600",
+             "back-off tiers of a failed digest or email, seconds; then digest.dead / email.dead"),
+    Variable("BURROW_FCM_PROJECT", "", "Firebase project id (empty: FCM pushes are not sent)"),
+    Variable("BURROW_FCM_CREDENTIALS", "",
+             "path of the Firebase service-account JSON (needed unless BURROW_FCM_ENDPOINT is a local server)"),
+    Variable("BURROW_FCM_ENDPOINT", "",
+             "base URL of the FCM API (empty: Google; tests point it at a local server)"),
+    Variable("BURROW_APNS_KEY_FILE", "",
+             "path of the APNs .p8 signing key (empty: APNs pushes are not sent)"),
+    Variable("BURROW_APNS_KEY_ID", "", "APNs key id (10 characters, from Apple)"),
+    Variable("BURROW_APNS_TEAM_ID", "", "Apple developer team id"),
+    Variable("BURROW_APNS_TOPIC", "", "default APNs topic: the app's bundle id"),
+    Variable("BURROW_APNS_SANDBOX", "false", "true: Apple's development APNs server"),
+    Variable("BURROW_APNS_ENDPOINT", "",
+             "host:port of the APNs server (empty: Apple's); tests point it at a local one"),
+    Variable("BURROW_APNS_CA_FILE", "",
+             "PEM CA bundle that verifies the APNs server (empty: the system's)"),
+    Variable("BURROW_SMTP_URL", "smtp://127.0.0.1:1025",
+             "SMTP server of digests and emails: smtp://[user:pass@]host:port "
+             "(?starttls=1), or smtps:// for implicit TLS"),
+    Variable("BURROW_EMAIL_FROM", "Burrow <no-reply@burrow.invalid>", "From of every email"),
+    Variable("BURROW_PUBLIC_URL", "http://127.0.0.1:8000",
+             "the gateway's URL as users reach it (unsubscribe links in emails)"),
+    Variable("BURROW_UNSUBSCRIBE_SECRET", "",
+             "secret (at least 32 bytes) signing unsubscribe links (default: derived from "
+             "BURROW_JWT_SECRET)"),
 )
 NAMES = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -105,6 +148,29 @@ class Settings:
     send_timeout: float
     client_buffer: int
     sequencer_batch: int
+    worker_prefetch: int
+    worker_concurrency: int
+    idle_after: float
+    presence_ttl: float
+    push_delay: int
+    push_retries: tuple[int, ...]
+    digest_hourly: int
+    digest_daily: int
+    email_retries: tuple[int, ...]
+    fcm_project: str
+    fcm_credentials: str
+    fcm_endpoint: str
+    apns_key_file: str
+    apns_key_id: str
+    apns_team_id: str
+    apns_topic: str
+    apns_sandbox: bool
+    apns_endpoint: str
+    apns_ca_file: str
+    smtp_url: str
+    email_from: str
+    public_url: str
+    unsubscribe_secret: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -155,7 +221,44 @@ class Settings:
             send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
             client_buffer=get("BURROW_CLIENT_BUFFER", _positive(int)),
             sequencer_batch=get("BURROW_SEQUENCER_BATCH", _positive(int)),
+            worker_prefetch=get("BURROW_WORKER_PREFETCH", _positive(int)),
+            worker_concurrency=get("BURROW_WORKER_CONCURRENCY", _positive(int)),
+            idle_after=get("BURROW_IDLE_AFTER", _positive(float)),
+            presence_ttl=get("BURROW_PRESENCE_TTL", _positive(float)),
+            push_delay=get("BURROW_PUSH_DELAY", _positive(int)),
+            push_retries=get("BURROW_PUSH_RETRIES", _tiers),
+            digest_hourly=get("BURROW_DIGEST_HOURLY", _positive(int)),
+            digest_daily=get("BURROW_DIGEST_DAILY", _positive(int)),
+            email_retries=get("BURROW_EMAIL_RETRIES", _tiers),
+            fcm_project=get("BURROW_FCM_PROJECT"),
+            fcm_credentials=get("BURROW_FCM_CREDENTIALS"),
+            fcm_endpoint=get("BURROW_FCM_ENDPOINT"),
+            apns_key_file=get("BURROW_APNS_KEY_FILE"),
+            apns_key_id=get("BURROW_APNS_KEY_ID"),
+            apns_team_id=get("BURROW_APNS_TEAM_ID"),
+            apns_topic=get("BURROW_APNS_TOPIC"),
+            apns_sandbox=get("BURROW_APNS_SANDBOX", _bool),
+            apns_endpoint=get("BURROW_APNS_ENDPOINT"),
+            apns_ca_file=get("BURROW_APNS_CA_FILE"),
+            smtp_url=get("BURROW_SMTP_URL", _url(("smtp", "smtps"))),
+            email_from=get("BURROW_EMAIL_FROM"),
+            public_url=get("BURROW_PUBLIC_URL", _url(("http", "https"))).rstrip("/"),
+            unsubscribe_secret=get("BURROW_UNSUBSCRIBE_SECRET"),
         )
+
+    def unsubscribe_key(self) -> str:
+        """The unsubscribe-link secret: its own, or one derived from the JWT secret.
+
+        Derived, not the JWT secret itself, so a leaked unsubscribe link can never help
+        forge an access token.
+        """
+        if self.unsubscribe_secret:
+            return self.unsubscribe_secret
+        if not self.jwt_secret:
+            raise ConfigError("BURROW_UNSUBSCRIBE_SECRET is needed (no BURROW_JWT_SECRET "
+                              f"to derive it from): {_help('BURROW_UNSUBSCRIBE_SECRET')}")
+        return hmac.new(self.jwt_secret.encode(), b"burrow unsubscribe links",
+                        hashlib.sha256).hexdigest()
 
     def fresh_metrics_dir(self) -> str:
         """The multiprocess metrics directory, created and emptied of a previous run's files."""
@@ -215,6 +318,20 @@ def _algorithms(raw: str) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"unknown algorithm {bad[0]!r}; 'none' is never accepted")
     return names
+
+
+def _tiers(raw: str) -> tuple[int, ...]:
+    tiers = tuple(int(t) for t in raw.split(",") if t.strip())
+    if not tiers or any(t <= 0 for t in tiers):
+        raise ValueError("expected positive whole seconds, comma-separated, e.g. 5,30,300")
+    return tiers
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ValueError("expected true or false")
+    return value in {"true", "1", "yes"}
 
 
 def _level(raw: str) -> str:

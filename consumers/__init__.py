@@ -19,5 +19,16 @@ def _sequencer() -> ConsumerFactory:
     return Sequencer
 
 
+def _notifier() -> ConsumerFactory:
+    from consumers.notifier import Notifier
+    return Notifier
+
+
+def _digester() -> ConsumerFactory:
+    from consumers.digester import Digester
+    return Digester
+
+
 # name -> a function returning the consumer's factory (imports stay lazy: see above)
-CONSUMERS: dict[str, Callable[[], ConsumerFactory]] = {"sequencer": _sequencer}
+CONSUMERS: dict[str, Callable[[], ConsumerFactory]] = {
+    "sequencer": _sequencer, "notifier": _notifier, "digester": _digester}

@@ -15,10 +15,11 @@ from pymongo.errors import PyMongoError
 from sanic import Sanic
 from sanic.config import Config
 
-from burrow import probes
+from burrow import database, probes
+from burrow.device_store import DeviceStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
-from gateway import protocol, rooms_api, ws
+from gateway import devices_api, protocol, rooms_api, settings_api, unsubscribe_api, ws
 from gateway.auth import Verifier
 from gateway.connection import Connection
 from gateway.node import Node
@@ -49,6 +50,9 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(probes.blueprint())
     app.blueprint(ws.blueprint())
     app.blueprint(rooms_api.blueprint())
+    app.blueprint(devices_api.blueprint())
+    app.blueprint(settings_api.blueprint())
+    app.blueprint(unsubscribe_api.blueprint())
     app.before_server_start(_open)
     # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,
     # so this one closes clients with 1001 before Sanic cancels their handlers.
@@ -72,6 +76,7 @@ async def _ensure_indexes(node: Node, retry: float) -> None:
         try:
             await node.messages.ensure_indexes()
             await node.rooms.ensure_indexes()
+            await DeviceStore(database.database(node.runtime.db)).ensure_indexes()
             return
         except PyMongoError as exc:
             log.warning("indexes wait for the database: %s", exc)

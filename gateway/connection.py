@@ -48,6 +48,7 @@ class Connection:
     member_of: set[str] = field(default_factory=set)  # rooms whose membership was checked
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
+    active_written: float = 0.0  # monotonic time presence last recorded activity
 
     def __post_init__(self) -> None:
         self.outbox: asyncio.Queue[str] = asyncio.Queue(self.buffer)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pymongo.errors import PyMongoError
 from burrow import database, ids
 from burrow.envelopes import Send
 from burrow.message_store import MessageStore
+from burrow.presence_store import PresenceStore
 from burrow.room_store import RoomStore
 from burrow.runtime import Runtime
 from burrow.seam import Cursor, TooFarBehind
@@ -67,6 +69,7 @@ class Node:
         db = database.database(runtime.db)
         self.messages = MessageStore(db)
         self.rooms = RoomStore(db)
+        self.presence = PresenceStore(db, settings.presence_ttl)
         self.queue_name = f"gateway.{settings.instance_id}.{os.getpid()}"
         self.subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self.bind_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -79,11 +82,13 @@ class Node:
         self._ready = asyncio.Event()
         self._setup: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         self._setup = asyncio.create_task(self._open(), name="gateway-node")
+        self._heartbeat = asyncio.create_task(self._beat(), name="presence-heartbeat")
 
     async def _open(self) -> None:
         connection = await self.runtime.broker.opened()
@@ -114,9 +119,11 @@ class Node:
             raise Unavailable("the broker is not reachable") from None
 
     async def stop(self) -> None:
-        if self._setup is not None:
-            self._setup.cancel()
-            await asyncio.gather(self._setup, return_exceptions=True)
+        for task in (self._setup, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         for pending in self.pending.values():
             if pending.timer is not None:
                 pending.timer.cancel()
@@ -175,13 +182,55 @@ class Node:
             pending = self.pending.pop(key)
             if pending.timer is not None:
                 pending.timer.cancel()
+        try:
+            await self.presence.disconnected(conn.id)
+        except PyMongoError as exc:  # the TTL ends it instead
+            log.warning("presence of %s not removed: %s", conn.id, exc)
 
-    def drop_soon(self, conn: Connection) -> asyncio.Task[None]:
-        """:meth:`drop` as a task we hold, so it ends even when its caller is cancelled."""
-        task = asyncio.create_task(self.drop(conn))
+    # -- presence --------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        """Vouch for this gateway's connections every third of the presence TTL."""
+        indexed = False
+        while True:
+            try:
+                if not indexed:
+                    await self.presence.ensure_indexes()
+                    indexed = True
+                await self.presence.heartbeat(self.queue_name)
+            except PyMongoError as exc:
+                log.warning("presence heartbeat failed: %s", exc)
+            await asyncio.sleep(self.settings.presence_ttl / 3)
+
+    async def connected(self, conn: Connection) -> None:
+        conn.active_written = time.monotonic()
+        try:
+            await self.presence.connected(conn.id, conn.user, self.queue_name)
+        except PyMongoError as exc:  # presence is advisory: the chat goes on without it
+            log.warning("presence of %s not recorded: %s", conn.id, exc)
+
+    def touch(self, conn: Connection) -> None:
+        """The client did something: it is active (written at most every idle/4 s)."""
+        now = time.monotonic()
+        if now - conn.active_written < max(1.0, self.settings.idle_after / 4):
+            return
+        conn.active_written = now
+        self._hold(asyncio.create_task(self._record_active(conn.id)))
+
+    async def _record_active(self, conn_id: str) -> None:
+        try:
+            await self.presence.active(conn_id)
+        except PyMongoError as exc:
+            log.warning("activity of %s not recorded: %s", conn_id, exc)
+
+    def _hold(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
         return task
+
+    def drop_soon(self, conn: Connection) -> asyncio.Task[None]:
+        """:meth:`drop` as a task we hold, so it ends even when its caller is cancelled."""
+        return self._hold(asyncio.create_task(self.drop(conn)))
 
     async def _bind(self, room: str) -> None:
         async with self.bind_locks[room]:

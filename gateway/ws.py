@@ -86,6 +86,7 @@ async def serve(node: Node, connections: set[Connection], claims: Claims, ws: We
     expiry = loop.call_later(max(0.0, claims.expires_at - time.time()), conn.close,
                              protocol.UNAUTHORIZED, "token expired")
     try:
+        await node.connected(conn)
         async for raw in ws:
             if conn.close_code is not None:
                 break
@@ -105,6 +106,8 @@ async def handle(node: Node, conn: Connection, raw: str | bytes) -> None:
     """Act on one client frame; a bad frame gets an error frame, never a closed socket."""
     try:
         frame = protocol.parse(raw, node.settings.max_body_bytes)
+        if not isinstance(frame, protocol.Ping):  # clients ping by themselves: not activity
+            node.touch(conn)
         match frame:
             case protocol.Ping(ping_id):
                 conn.push([protocol.pong(ping_id)])

@@ -14,7 +14,10 @@ that delay and retry tiers can dead-letter into the queue they wait for.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from burrow.settings import Settings
 
 INGRESS = "chat.ingress"
 """Topic exchange the gateways publish sends to, key ``room.<room>.msg``."""
@@ -93,11 +96,22 @@ class JobFamily:
         return f"{self.name}.retry.{tier_name(seconds)}"
 
 
-# Defaults until the workers that own them (push, digest) make them configurable.
-PUSH = JobFamily("push", delays=(30,), retries=(5, 30, 300))
-DIGEST = JobFamily("digest", delays=(3600, 86400), retries=(60, 600, 3600))
-EMAIL = JobFamily("email", retries=(30, 300, 1800))
-JOB_FAMILIES = (PUSH, DIGEST, EMAIL)
+def job_families(push_delay: int = 30, push_retries: tuple[int, ...] = (5, 30, 300),
+                 digest_periods: tuple[int, ...] = (3600, 86400),
+                 email_retries: tuple[int, ...] = (60, 600, 3600)) -> tuple[JobFamily, ...]:
+    """The push, digest and email families; the defaults are the settings' defaults.
+
+    A tier's TTL is part of its queue's arguments, which RabbitMQ cannot change on a
+    declared queue: the tier's name carries its duration, so a new value is a new queue
+    and never a declaration conflict (the old tier drains into the due queue by itself).
+    """
+    return (JobFamily("push", delays=(push_delay,), retries=push_retries),
+            JobFamily("digest", delays=digest_periods, retries=email_retries),
+            JobFamily("email", retries=email_retries))
+
+
+JOB_FAMILIES = job_families()
+PUSH, DIGEST, EMAIL = JOB_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -201,3 +215,10 @@ def build(shards: int = DEFAULT_SHARDS,
         queues += family_queues
         bindings += family_bindings
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
+
+
+def for_settings(settings: Settings) -> Topology:
+    """The topology a worker declares: the shard count and job tiers it is configured with."""
+    return build(settings.shards, job_families(
+        settings.push_delay, settings.push_retries,
+        (settings.digest_hourly, settings.digest_daily), settings.email_retries))

@@ -77,7 +77,7 @@ class WorkerProcess:
         assert server is not None  # None only with run_async=True
         self.app.ctx.runtime = runtime = Runtime.open(
             settings, f"worker {settings.instance_id} ({', '.join(self.names) or 'idle'})",
-            on_channel=partial(declare, topo=topology.build(settings.shards)))
+            on_channel=partial(declare, topo=topology.for_settings(settings)))
         started: list[Consumer] = []
         try:
             await server.startup()

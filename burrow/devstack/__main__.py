@@ -135,19 +135,23 @@ def up(env: Mapping[str, str]) -> int:
             return {**env, "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": mongo_url, **extra}
 
         jwt = {} if any(env.get(v) for v in JWT_KEYS) else {"BURROW_JWT_SECRET": DEV_SECRET}
+        if not env.get("BURROW_JWT_SECRET") and not env.get("BURROW_UNSUBSCRIBE_SECRET"):
+            # unsubscribe links need a secret of their own when tokens are not HS256
+            jwt["BURROW_UNSUBSCRIBE_SECRET"] = f"{DEV_SECRET}-unsubscribe"
         apps = [
             AppProcess("gateway", "gateway", app_env("burrow-gateway", {**jwt,
                 "BURROW_PORT": str(config.gateway_port),
                 "BURROW_METRICS_DIR": str(config.directory / "metrics" / "gateway")})),
-            AppProcess("sequencer", "consumers", app_env("burrow-worker", {
+            # one process runs every worker kind here; compose runs one service each
+            AppProcess("workers", "consumers", app_env("burrow-worker", {**jwt,
                 "BURROW_METRICS_PORT": str(config.worker_metrics_port),
                 "BURROW_METRICS_DIR": str(config.directory / "metrics" / "worker")}),
-                       args=["sequencer"]),
+                       args=["sequencer", "notifier", "digester"]),
         ]
         for app in apps:
             app.start()
         probes = {"gateway": f"http://127.0.0.1:{config.gateway_port}/readyz",
-                  "sequencer": f"http://127.0.0.1:{config.worker_metrics_port}/readyz"}
+                  "workers": f"http://127.0.0.1:{config.worker_metrics_port}/readyz"}
         for app in apps:
             status, body = wait_status(probes[app.name], 200, timeout=60, alive=app)
             if status != 200:
@@ -155,13 +159,16 @@ def up(env: Mapping[str, str]) -> int:
                     + (f"; it exited with {app.exited}" if app.exited is not None else ""))
                 return 1
         admin = config.passwords["burrow-admin"]
+        smtp = env.get("BURROW_SMTP_URL") or "smtp://127.0.0.1:1025 (BURROW_SMTP_URL)"
         say(f"Burrow is up in {time.monotonic() - started:.1f}s\n"
             f"  gateway        http://127.0.0.1:{config.gateway_port}  "
             "(/v1/rooms, /healthz /readyz /metrics)\n"
             f"  WebSocket      ws://127.0.0.1:{config.gateway_port}/v1/ws  (docs/protocol.md)\n"
             f"  management UI  {node.config.management_url}  login burrow-admin / {admin}\n"
             f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
-            f"  sequencer      http://127.0.0.1:{config.worker_metrics_port}/metrics\n"
+            f"  workers        http://127.0.0.1:{config.worker_metrics_port}/metrics  "
+            "(sequencer, notifier, digester)\n"
+            f"  email          digests go to {smtp}\n"
             f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
             f"  database       {mongo_url}\n"
             + (f"  JWT secret     {DEV_SECRET} (HS256, dev only)\n" if jwt else "")

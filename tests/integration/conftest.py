@@ -95,10 +95,15 @@ class Stack:
         return gateway
 
     def add_sequencer(self, **env: str) -> Running:
-        worker = self.start("worker", self.vhost.url("burrow-worker"), self.mongo_url,
-                            "sequencer", **env)
-        worker.wait("up", "up")
+        worker = self.add_worker("sequencer", **env)
         self.sequencers.append(worker)
+        return worker
+
+    def add_worker(self, *names: str, **env: str) -> Running:
+        """Start ``python -m consumers NAME...`` and wait until it is ready."""
+        worker = self.start("worker", self.vhost.url("burrow-worker"), self.mongo_url,
+                            *names, **env)
+        worker.wait("up", "up")
         return worker
 
     def token(self, user: str, ttl: float = 3600, roles: tuple[str, ...] = ()) -> str:

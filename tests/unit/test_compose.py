@@ -63,7 +63,7 @@ def test_every_variable_is_one_the_project_reads(name: str) -> None:
     assert not unknown, f"{name} sets {sorted(unknown)}, which nothing reads"
 
 
-@pytest.mark.parametrize("name", ["gateway", "sequencer"])
+@pytest.mark.parametrize("name", ["gateway", "sequencer", "notifier", "digester"])
 def test_processes_get_their_own_broker_user(name: str) -> None:
     env = SERVICES[name]["environment"]
     user = "burrow-gateway" if name == "gateway" else "burrow-worker"

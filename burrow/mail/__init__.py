@@ -1,0 +1,12 @@
+"""Digest e-mail: what a digest mail says, who may stop it, and how it reaches an SMTP relay.
+
+Each module does one small thing and no I/O beyond its job, so the digest worker can
+compose them and the tests can exercise each alone:
+
+* :mod:`burrow.mail.unsubscribe` signs the one-click unsubscribe links (RFC 8058) that must
+  keep working in old mails, and that no chat access token can stand in for;
+* :mod:`burrow.mail.digest` renders the unread summary as text + HTML (Jinja2), with the
+  headers mail providers look for (List-Unsubscribe, Auto-Submitted, a stable Message-ID);
+* :mod:`burrow.mail.smtp` hands a message to the relay and says only what the worker needs
+  to know next: sent, rejected for good, or worth retrying.
+"""

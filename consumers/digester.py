@@ -1,0 +1,175 @@
+"""The digester: sends digest emails when their delay tier ends, and backend emails.
+
+A digest job (``digest.due``, put into ``digest.delay.<period>`` by the notifier when a
+member with an email and digests on gets a message they have not read) collects, per
+room, the unread messages the member was neither pushed nor emailed about, renders text
+and HTML with an unsubscribe link, and sends it over SMTP. At most one digest per period:
+a job that comes due sooner than a period after the last digest goes back into the
+period's delay tier. A redelivered job never sends twice: the job id is recorded once the
+SMTP server took the mail, and the Message-ID is the job's, so a resend after a crash
+mid-send is recognisable as the same mail.
+
+An email job (``email.due``, from backend services, see docs/queues.md) is sent as given,
+to an address or to a user's stored email, with the same once-only record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from aio_pika.abc import AbstractExchange
+from pymongo.errors import PyMongoError
+
+from burrow import database, ids
+from burrow.mail.digest import Digest, DigestMessage, DigestRoom, render
+from burrow.mail.smtp import Mailer, Outcome
+from burrow.mail.unsubscribe import make_token
+from burrow.notify_store import NotifyStore
+from burrow.runtime import Runtime
+from burrow.settings import Settings
+from burrow.user_store import UserStore
+from queues import topology
+from queues.jobs import Job, JobQueue, Permanent, RetryLater, publish_job
+
+log = logging.getLogger(__name__)
+
+PER_ROOM = 10
+DRAIN_TIMEOUT = 30.0
+MAX_EMAIL_BYTES = 256 * 1024
+
+
+def _job_id(body: dict[str, Any]) -> str:
+    job_id = body.get("id")
+    if not isinstance(job_id, str) or not ids.is_client_id(job_id):
+        raise Permanent("id must be 1..64 printable ASCII characters (the once-only key)")
+    return job_id
+
+
+class Digester:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        _, self.digest, self.email = topology.job_families(
+            digest_periods=(settings.digest_hourly, settings.digest_daily),
+            email_retries=settings.email_retries)
+        self.periods = {"hourly": settings.digest_hourly, "daily": settings.digest_daily}
+        self.secret = settings.unsubscribe_key()
+        self.domain = settings.email_from.rpartition("@")[2].rstrip(">") or "burrow.invalid"
+        self.queues: list[JobQueue] = []
+        self.jobs: AbstractExchange | None = None
+
+    async def start(self, runtime: Runtime) -> None:
+        db = database.database(runtime.db)
+        self.store = NotifyStore(db)
+        self.users = UserStore(db)
+        while True:
+            try:
+                await self.store.ensure_indexes()
+                break
+            except PyMongoError as exc:
+                log.warning("digester waits for the database: %s", exc)
+                await asyncio.sleep(self.settings.reconnect_interval)
+        self.mailer = Mailer(self.settings.smtp_url)
+        connection = await runtime.broker.opened()
+        self.publisher = await connection.channel()
+        self.jobs = await self.publisher.get_exchange(topology.JOBS, ensure=False)
+        topo = topology.for_settings(self.settings)
+        retries = self.settings.email_retries
+        self.queues = [
+            JobQueue.configured(self.settings, self.digest.due, self.digest.dead, retries,
+                                self.digest.retry, self.send_digest),
+            JobQueue.configured(self.settings, self.email.due, self.email.dead, retries,
+                                self.email.retry, self.send_email),
+        ]
+        for queue in self.queues:
+            await queue.start(connection, topo.queue(queue.name).arguments)
+
+    async def drain(self) -> None:
+        for queue in self.queues:
+            await queue.drain(DRAIN_TIMEOUT)
+        await self.mailer.close()
+        if not self.publisher.is_closed:
+            await self.publisher.close()
+
+    async def _send(self, message: EmailMessage) -> None:
+        result = await self.mailer.send(message)
+        if result.outcome is Outcome.RETRY:
+            raise RetryLater(f"smtp: {result.detail}")
+        if result.outcome is Outcome.REJECTED:
+            raise Permanent(f"smtp refused: {result.detail}")
+
+    async def send_digest(self, job: Job) -> None:
+        body = job.body
+        if body.get("kind") != "digest":
+            raise Permanent(f"unknown digest job kind {body.get('kind')!r} (digest)")
+        user, job_id = body.get("user"), _job_id(body)
+        if not ids.is_user_id(user):
+            raise Permanent("user must be a printable string of 1..128 characters")
+        assert isinstance(user, str) and self.jobs is not None
+        if await self.store.digest_done(job_id):
+            return  # a redelivery of a digest already sent
+        await self.store.clear_digest(user)
+        settings = await self.users.settings(user)
+        if settings.digest == "off" or not settings.email:
+            return
+        period = self.periods.get(settings.digest, self.settings.digest_daily)
+        last = await self.store.last_digest_at(user)
+        if last is not None and datetime.now(UTC) - last < timedelta(seconds=period):
+            # one digest per period: wait for the next one (the notifier does not
+            # schedule another while this one is pending)
+            await self.store.claim_digest([user])
+            await publish_job(self.jobs, self.digest.delay(period), body, job_id)
+            return
+        found = await self.store.unread_for_digest(user, PER_ROOM)
+        if not found:
+            return
+        rooms = [DigestRoom(room, await self.store.room_name(room), count,
+                            [DigestMessage(m.seq, m.sender, m.body, m.ts) for m in messages])
+                 for room, count, messages in found]
+        token = make_token(self.secret, user)
+        digest = Digest(user=user, to=settings.email, rooms=rooms,
+                        unsubscribe_url=f"{self.settings.public_url}/v1/unsubscribe?token={token}",
+                        open_url=None, message_id=f"<digest-{job_id}@{self.domain}>")
+        await self._send(render(digest, self.settings.email_from, settings.previews))
+        await self.store.record_digest(job_id, user,
+                                       {room: messages[-1].seq for room, _, messages in found})
+
+    async def send_email(self, job: Job) -> None:
+        body = job.body
+        if body.get("kind") != "email":
+            raise Permanent(f"unknown email job kind {body.get('kind')!r} (email)")
+        job_id = _job_id(body)
+        if await self.store.digest_done(job_id):
+            return
+        to = body.get("to")
+        if to is None:
+            user = body.get("user")
+            if not ids.is_user_id(user):
+                raise Permanent("give to (an address) or user (whose stored email is used)")
+            assert isinstance(user, str)
+            to = (await self.users.settings(user)).email
+            if not to:
+                raise Permanent(f"user {user!r} has no email address")
+        subject, text, html = body.get("subject"), body.get("text"), body.get("html")
+        if not isinstance(to, str) or "@" not in to or len(to) > 254 or "\n" in to:
+            raise Permanent("to must be an email address")
+        if not isinstance(subject, str) or not subject or len(subject) > 998 \
+                or "\n" in subject or "\r" in subject:
+            raise Permanent("subject must be one line of at most 998 characters")
+        if not isinstance(text, str) or (html is not None and not isinstance(html, str)):
+            raise Permanent("text must be a string, html a string or absent")
+        if len(text) + len(html or "") > MAX_EMAIL_BYTES:
+            raise Permanent(f"text and html are limited to {MAX_EMAIL_BYTES} characters")
+        message = EmailMessage()
+        message["From"] = self.settings.email_from
+        message["To"] = to
+        message["Subject"] = subject
+        message["Message-ID"] = f"<email-{job_id}@{self.domain}>"
+        message.set_content(text)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
+        await self._send(message)
+        await self.store.record_email(job_id)

@@ -1,0 +1,281 @@
+"""The notifier: schedules pushes for stored messages and sends them when they are due.
+
+``notify.messages`` receives every stored message (bound to ``chat.fanout``). For each
+member other than the sender who has not read it and has no push waiting for the room,
+it puts a job into ``push.delay.<BURROW_PUSH_DELAY>``; later messages of the room ride
+along with that job (collapse). It schedules for members who look online too: whether a
+push is wanted is decided when it is due, not now, so a laptop closed seconds after a
+message still gets one. The same pass schedules digests (``digest.delay.<period>``) for
+members with an email and digests on.
+
+``push.due`` jobs, when they come due, are re-checked: nothing is sent if the member read
+the room meanwhile, turned pushes off, or is active right now on some gateway (connected
+and sent a frame within ``BURROW_IDLE_AFTER``: an idle desktop does not eat the phone's
+notification). Otherwise one notification per room (count + latest preview, bodies hidden
+if the user turned previews off) goes to every device of the member. Per device: dead
+tokens are deleted, 429/5xx go to the retry tiers (only the devices that failed), and a
+confirmed device is recorded so a redelivered job never pushes it twice; a device whose
+send was cut off by a crash is pushed again with the same collapse id and notification
+id, which replace the first on the device (see docs/queues.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from aio_pika.abc import AbstractExchange
+from burrow.push.senders import build_senders
+from pymongo.errors import PyMongoError
+
+from burrow import database, ids
+from burrow.device_store import DeviceStore
+from burrow.notify_store import NotifyStore
+from burrow.presence_store import PresenceStore
+from burrow.push import Device, Notification, Outcome, Result, Sender
+from burrow.runtime import Runtime
+from burrow.settings import Settings
+from burrow.user_store import UserStore
+from queues import topology
+from queues.jobs import Job, JobQueue, Permanent, RetryLater, publish_job
+
+log = logging.getLogger(__name__)
+
+PREVIEW_CHARS = 120
+DRAIN_TIMEOUT = 10.0
+
+
+def _text(body: dict[str, Any], name: str, limit: int = 4096) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise Permanent(f"{name} must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _user(body: dict[str, Any]) -> str:
+    user = body.get("user")
+    if not ids.is_user_id(user):
+        raise Permanent("user must be a printable string of 1..128 characters")
+    return str(user)
+
+
+def _room(body: dict[str, Any]) -> str:
+    room = body.get("room")
+    if not ids.is_room_id(room):
+        raise Permanent("room must match [A-Za-z0-9_-]{1,64}")
+    return str(room)
+
+
+def _data(body: dict[str, Any]) -> dict[str, str]:
+    data = body.get("data", {})
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise Permanent("data must be an object of string values")
+    if len(data) > 32 or sum(len(k) + len(v) for k, v in data.items()) > 2048:
+        raise Permanent("data is limited to 32 keys and 2048 characters")
+    return dict(data)
+
+
+def preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS - 1] + "…"
+
+
+def notification_to_json(n: Notification) -> dict[str, Any]:
+    return {"id": n.id, "title": n.title, "body": n.body, "collapse_key": n.collapse_key,
+            "data": n.data, "badge": n.badge}
+
+
+def notification_from_json(raw: Any) -> Notification:
+    if not isinstance(raw, dict):
+        raise Permanent("notification must be an object")
+    badge = raw.get("badge")
+    if badge is not None and not isinstance(badge, int):
+        raise Permanent("notification.badge must be an integer")
+    return Notification(_text(raw, "id", 256), _text(raw, "title", 256),
+                        _text(raw, "body"), _text(raw, "collapse_key", 64), _data(raw), badge)
+
+
+class Notifier:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.family = topology.job_families(settings.push_delay, settings.push_retries)[0]
+        self.digest = topology.job_families(
+            digest_periods=(settings.digest_hourly, settings.digest_daily))[1]
+        self.periods = {"hourly": settings.digest_hourly, "daily": settings.digest_daily}
+        self.senders: dict[str, Sender] = {}
+        self.queues: list[JobQueue] = []
+        self.jobs: AbstractExchange | None = None
+
+    async def start(self, runtime: Runtime) -> None:
+        db = database.database(runtime.db)
+        self.store = NotifyStore(db)
+        self.devices = DeviceStore(db)
+        self.users = UserStore(db)
+        self.presence = PresenceStore(db, self.settings.presence_ttl)
+        while True:
+            try:
+                await self.store.ensure_indexes()
+                await self.devices.ensure_indexes()
+                break
+            except PyMongoError as exc:
+                log.warning("notifier waits for the database: %s", exc)
+                await asyncio.sleep(self.settings.reconnect_interval)
+        self.senders = build_senders(self.settings)
+        connection = await runtime.broker.opened()
+        channel = await connection.channel()
+        self.publisher = channel
+        self.jobs = await channel.get_exchange(topology.JOBS, ensure=False)
+        topo = topology.for_settings(self.settings)
+        self.queues = [
+            JobQueue.configured(self.settings, topology.NOTIFY_MESSAGES, topology.NOTIFY_DEAD,
+                                (), None, self.schedule),
+            JobQueue.configured(self.settings, self.family.due, self.family.dead,
+                                self.settings.push_retries, self.family.retry, self.push),
+        ]
+        for queue in self.queues:
+            await queue.start(connection, topo.queue(queue.name).arguments)
+
+    async def drain(self) -> None:
+        for queue in self.queues:
+            await queue.drain(DRAIN_TIMEOUT)
+        for sender in self.senders.values():
+            await sender.close()
+        if not self.publisher.is_closed:
+            await self.publisher.close()
+
+    # -- scheduling ------------------------------------------------------------------
+
+    async def schedule(self, job: Job) -> None:
+        """A stored message: schedule what its readers may need (push, digest)."""
+        body = job.body
+        room, sender = _room(body), body.get("sender")
+        seq = body.get("seq")
+        if not isinstance(seq, int) or seq < 1 or not ids.is_user_id(sender):
+            raise Permanent("a stored message needs seq >= 1 and a sender")
+        assert self.jobs is not None
+        stale = timedelta(seconds=2 * self.settings.push_delay + sum(self.settings.push_retries)
+                          + 60)
+        users = await self.store.push_candidates(room, str(sender), seq, stale)
+        if users:
+            wanted = await self.devices.users_with_devices(users)
+            due = [u for u in users if u in wanted]
+            for user in due:
+                await publish_job(self.jobs, self.family.delay(self.settings.push_delay),
+                                  {"kind": "room", "user": user, "room": room, "seq": seq},
+                                  f"push:{room}:{user}:{seq}")
+            # claimed after the jobs are confirmed: a crash in between repeats the
+            # publish, and the second job finds nothing left to push
+            await self.store.claim_push(room, due)
+        await self._schedule_digests(room, str(sender), seq)
+
+    async def _schedule_digests(self, room: str, sender: str, seq: int) -> None:
+        assert self.jobs is not None
+        members = await self.store.unread_members(room, sender, seq)
+        if not members:
+            return
+        stale = timedelta(seconds=2 * max(self.periods.values()) + 60)
+        due = await self.store.digest_candidates(members, stale)
+        for user, setting in due.items():
+            period = self.periods.get(setting, self.settings.digest_daily)
+            await publish_job(self.jobs, self.digest.delay(period),
+                              {"kind": "digest", "user": user, "id": uuid.uuid4().hex},
+                              f"digest:{user}:{room}:{seq}")
+        await self.store.claim_digest(list(due))
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def push(self, job: Job) -> None:
+        body = job.body
+        match body.get("kind"):
+            case "room":
+                await self._room_push(_user(body), _room(body))
+            case "direct":
+                user = _user(body)
+                nid = body.get("id", job.message_id) or uuid.uuid4().hex
+                if not isinstance(nid, str) or not nid or len(nid) > 200:
+                    raise Permanent("id must be a string of at most 200 characters")
+                collapse = body.get("collapse_key", f"direct:{nid}"[:64])
+                if not isinstance(collapse, str) or not 0 < len(collapse) <= 64:
+                    raise Permanent("collapse_key must be a string of 1..64 characters")
+                notification = Notification(f"direct:{nid}", _text(body, "title", 256),
+                                            _text(body, "body"), collapse, _data(body))
+                devices = await self.devices.of_user(user)
+                await self._deliver(notification, devices)
+            case "deliver":
+                notification = notification_from_json(body.get("notification"))
+                wanted = body.get("devices")
+                if not isinstance(wanted, list) or not all(isinstance(d, str) for d in wanted):
+                    raise Permanent("devices must be a list of device ids")
+                devices = [d for d in await self.devices.of_user(_user(body)) if d.id in wanted]
+                await self._deliver(notification, devices)
+            case other:
+                raise Permanent(f"unknown push job kind {other!r} (room, direct, deliver)")
+
+    async def _room_push(self, user: str, room: str) -> None:
+        # New messages from now on schedule a new job; this one sends what is unread.
+        await self.store.clear_push(room, user)
+        unread = await self.store.unread_for_push(room, user)
+        if unread is None:
+            return  # read in time (or left the room)
+        settings = await self.users.settings(user)
+        if not settings.push:
+            return
+        if await self.presence.is_active(user, self.settings.idle_after):
+            return  # they are looking at a screen right now; the digest may still tell them
+        devices = await self.devices.of_user(user)
+        if not devices:
+            return
+        latest, name = unread.latest, await self.store.room_name(room)
+        if settings.previews:
+            text = f"{latest.sender}: {preview(latest.body)}"
+            if unread.count > 1:
+                text += f" (+{unread.count - 1} more)"
+        else:
+            text = f"{unread.count} new message{'s' if unread.count > 1 else ''}"
+        notification = Notification(
+            id=f"room:{room}:{user}:{latest.seq}", title=name, body=text,
+            collapse_key=f"room:{room}"[:64],
+            data={"room": room, "seq": str(latest.seq), "unread": str(unread.count)})
+        await self._deliver(notification, devices, user)
+        await self.store.mark_pushed(room, user, latest.seq)
+
+    async def _deliver(self, notification: Notification, devices: Sequence[Device],
+                       user: str | None = None) -> None:
+        """Send to every device not yet served; retry or park what failed."""
+        if not devices:
+            return
+        done = await self.store.pushed(notification.id, [d.id for d in devices])
+        todo = [d for d in devices if d.id not in done]
+        results = await asyncio.gather(*(self._send_one(notification, d) for d in todo))
+        retry = [r for r in results if r.outcome is Outcome.RETRY]
+        failed = [r for r in results if r.outcome is Outcome.FAILED]
+        rest = {"kind": "deliver", "user": user or devices[0].user,
+                "notification": notification_to_json(notification)}
+        if failed:
+            reasons = "; ".join(f"{r.device.platform} {r.device.id}: {r.reason}" for r in failed)
+            if not retry:
+                raise Permanent(f"push failed: {reasons}")
+            log.warning("push %s failed for good on some devices: %s", notification.id, reasons)
+        if retry:
+            hints = [r.retry_after for r in retry if r.retry_after is not None]
+            reasons = "; ".join(f"{r.device.platform}: {r.reason}" for r in retry)
+            raise RetryLater(f"push {notification.id}: {reasons}",
+                             {**rest, "devices": [r.device.id for r in retry]},
+                             max(hints) if hints else None)
+
+    async def _send_one(self, notification: Notification, device: Device) -> Result:
+        sender = self.senders.get(device.platform)
+        if sender is None:
+            return Result(device, Outcome.FAILED, f"{device.platform} is not configured")
+        [result] = await sender.send(notification, [device])
+        if result.outcome is Outcome.SENT:
+            await self.store.record_pushed(notification.id, device.id)
+        elif result.outcome is Outcome.INVALID:
+            log.info("deleting %s device %s: %s", device.platform, device.id, result.reason)
+            await self.devices.delete_invalid(device.id, device.token)
+        return result

@@ -1,0 +1,227 @@
+"""Running a job queue: bounded concurrency, retry tiers, dead letters with a reason.
+
+Every worker queue (``notify.messages``, ``push.due``, ``digest.due``, ``email.due``) is
+consumed the same way, so the rules live here once:
+
+- a payload that does not parse is parked in the family's dead queue at once, with the
+  reason in the ``x-burrow-error`` header: a malformed job never crashes a worker and is
+  never retried (retrying cannot fix it);
+- :exc:`RetryLater` moves the job to the next back-off tier (the tier at least as long as
+  the provider's ``Retry-After``), and after the last tier to the dead queue;
+- :exc:`Permanent` parks the job with its reason;
+- a database error holds the job and tries again after the reconnect interval (an outage
+  must not burn the job's delivery limit);
+- any other exception is a bug or a poison job: nack with requeue, and the quorum queue's
+  ``x-delivery-limit`` dead-letters it after 10 deliveries.
+
+Publishes wait for the broker's confirm before the delivery is acked: a crash between the
+two repeats the job, which every handler tolerates (idempotent by design).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pymongo.errors import PyMongoError
+
+from burrow.settings import Settings
+from queues import topology
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "x-burrow-error"
+ATTEMPT_HEADER = "x-burrow-attempt"
+SOURCE_HEADER = "x-burrow-queue"
+
+
+class Permanent(Exception):
+    """The job can never succeed as it is: park it in the dead queue with this reason."""
+
+
+class RetryLater(Exception):
+    """Try the job (or what is left of it: *body*) again after a back-off tier."""
+
+    def __init__(self, reason: str, body: Mapping[str, Any] | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.body = body
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Job:
+    body: dict[str, Any]
+    attempt: int  # 0 the first time, n after n retry tiers
+    message_id: str | None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Job], Awaitable[None]]
+
+
+def parse(message: AbstractIncomingMessage) -> Job:
+    """The job in *message*; raises :exc:`Permanent` if it is not a JSON object."""
+    try:
+        body = orjson.loads(message.body)
+    except orjson.JSONDecodeError as exc:
+        raise Permanent(f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Permanent("body is not a JSON object")
+    headers = dict(message.headers or {})
+    attempt = headers.get(ATTEMPT_HEADER, 0)
+    return Job(body, attempt if isinstance(attempt, int) and attempt >= 0 else 0,
+               message.message_id, headers)
+
+
+def next_tier(retries: tuple[int, ...], attempt: int, retry_after: float | None) -> int | None:
+    """Index of the tier a job enters after *attempt* tries, None when they are used up.
+
+    Tiers only get longer: when the provider asks for more patience than the next tier
+    gives, the job skips ahead to the first tier that is long enough.
+    """
+    if attempt >= len(retries):
+        return None
+    for index in range(attempt, len(retries)):
+        if retry_after is None or retries[index] >= retry_after:
+            return index
+    return len(retries) - 1
+
+
+class JobQueue:
+    """Consumes one queue of a family with at most *concurrency* jobs at once."""
+
+    def __init__(self, queue: str, dead: str, retries: tuple[int, ...], retry_queue:
+                 Callable[[int], str] | None, handler: Handler, *, prefetch: int,
+                 concurrency: int, hold_interval: float) -> None:
+        self.name = queue
+        self.dead = dead
+        self.retries = retries
+        self.retry_queue = retry_queue
+        self.handler = handler
+        self.prefetch = prefetch
+        self.hold_interval = hold_interval
+        self.slots = asyncio.Semaphore(concurrency)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.channel: AbstractChannel | None = None
+        self.jobs: AbstractExchange | None = None
+        self.queue: AbstractQueue | None = None
+        self.tag: str | None = None
+
+    @classmethod
+    def configured(cls, settings: Settings, queue: str, dead: str, retries: tuple[int, ...],
+                   retry_queue: Callable[[int], str] | None, handler: Handler) -> JobQueue:
+        """A queue with the worker settings' prefetch, concurrency and hold interval."""
+        return cls(queue, dead, retries, retry_queue, handler,
+                   prefetch=settings.worker_prefetch, concurrency=settings.worker_concurrency,
+                   hold_interval=settings.reconnect_interval)
+
+    async def start(self, connection: AbstractRobustConnection,
+                    arguments: Mapping[str, Any]) -> None:
+        self.channel = await connection.channel()  # publisher confirms on
+        await self.channel.set_qos(prefetch_count=self.prefetch)
+        self.jobs = await self.channel.get_exchange(topology.JOBS, ensure=False)
+        self.queue = await self.channel.declare_queue(self.name, durable=True,
+                                                      arguments=dict(arguments))
+        self.tag = await self.queue.consume(self._deliver)
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.create_task(self._run(message))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, message: AbstractIncomingMessage) -> None:
+        async with self.slots:
+            try:
+                await self._process(message)
+            except aio_pika.exceptions.AMQPError as exc:
+                # The channel went away: the broker redelivers the job to someone.
+                log.warning("%s: job left unacked (%s); it will be redelivered", self.name, exc)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            job = parse(message)
+        except Permanent as exc:
+            await self._park(message, message.body, str(exc), 0)
+            return
+        while True:
+            try:
+                await self.handler(job)
+            except Permanent as exc:
+                await self._park(message, orjson.dumps(job.body), str(exc), job.attempt)
+            except RetryLater as exc:
+                await self._retry(message, job, exc)
+            except PyMongoError as exc:
+                log.warning("%s: database unavailable, holding job (%s)", self.name, exc)
+                await asyncio.sleep(self.hold_interval)
+                continue
+            except Exception:
+                log.exception("%s: job failed; requeued (the delivery limit parks it)",
+                              self.name)
+                await message.nack(requeue=True)
+                return
+            await message.ack()
+            return
+
+    async def _retry(self, message: AbstractIncomingMessage, job: Job, exc: RetryLater) -> None:
+        body = orjson.dumps(dict(exc.body) if exc.body is not None else job.body)
+        tier = next_tier(self.retries, job.attempt, exc.retry_after)
+        if tier is None or self.retry_queue is None:
+            await self._park(message, body, f"gave up after {job.attempt + 1} attempts: {exc}",
+                             job.attempt)
+            return
+        await self._publish(self.retry_queue(self.retries[tier]), body, message,
+                            {ATTEMPT_HEADER: tier + 1, ERROR_HEADER: str(exc)})
+        log.info("%s: retry %d in %ds: %s", self.name, tier + 1, self.retries[tier], exc)
+        await message.ack()
+
+    async def _park(self, message: AbstractIncomingMessage, body: bytes, reason: str,
+                    attempt: int) -> None:
+        log.warning("%s: job parked in %s: %s", self.name, self.dead, reason)
+        await self._publish(self.dead, body, message,
+                            {ERROR_HEADER: reason[:1000], SOURCE_HEADER: self.name,
+                             ATTEMPT_HEADER: attempt})
+        await message.ack()
+
+    async def _publish(self, queue: str, body: bytes, original: AbstractIncomingMessage,
+                       headers: dict[str, Any]) -> None:
+        assert self.jobs is not None
+        await self.jobs.publish(aio_pika.Message(
+            body, content_type="application/json", message_id=original.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={**(original.headers or {}), **headers}), routing_key=queue)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking jobs, let the running ones finish (up to *timeout*), close."""
+        if self.queue is not None and self.tag is not None:
+            try:
+                await self.queue.cancel(self.tag)
+            except aio_pika.exceptions.AMQPError as exc:
+                log.debug("cancel %s: %s", self.name, exc)
+        if self.tasks:
+            _, late = await asyncio.wait(set(self.tasks), timeout=timeout)
+            for task in late:  # their jobs stay unacked and are redelivered
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self.channel is not None and not self.channel.is_closed:
+            await self.channel.close()
+
+
+async def publish_job(exchange: AbstractExchange, queue: str, body: Mapping[str, Any],
+                      message_id: str) -> None:
+    """Put a job into *queue* (a due, delay or retry queue) through ``burrow.jobs``."""
+    await exchange.publish(aio_pika.Message(
+        orjson.dumps(body), content_type="application/json", message_id=message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=queue)

@@ -1,0 +1,200 @@
+"""Digests and backend emails through the real queues, worker processes and an SMTP server.
+
+A notifier schedules digests for stored messages, a digester sends them to a capturing
+SMTP server (:mod:`tests.fakes.smtp`) that a separate process can reach. Delay tiers are
+shortened through the settings the workers read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aio_pika
+import httpx
+import orjson
+import pytest
+from pymongo import MongoClient
+
+from tests.conftest import eventually
+from tests.fakes.smtp import FakeSmtpServer
+from tests.integration.conftest import Running, Stack
+
+pytestmark = pytest.mark.integration
+
+PERIOD = 4  # seconds: the "hourly" digest period in these tests
+
+
+@pytest.fixture
+def relay() -> Iterator[FakeSmtpServer]:
+    with FakeSmtpServer() as server:
+        yield server
+
+
+def digester(stack: Stack, relay: FakeSmtpServer, **env: str) -> Running:
+    return stack.add_worker("notifier", "digester", BURROW_SMTP_URL=relay.url,
+                            BURROW_DIGEST_HOURLY=str(PERIOD), BURROW_DIGEST_DAILY="8",
+                            BURROW_EMAIL_RETRIES="1,2",
+                            BURROW_PUBLIC_URL=stack.gateways[0].url(""), **env)
+
+
+async def publish(stack: Stack, routing_key: str, body: Any, exchange: str = "burrow.jobs",
+                  message_id: str = "m1") -> None:
+    """Publish as a backend service (the burrow-backend broker user) would."""
+    connection = await aio_pika.connect(stack.vhost.url("burrow-backend"))
+    async with connection:
+        channel = await connection.channel()
+        target = await channel.get_exchange(exchange, ensure=False)
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        await target.publish(aio_pika.Message(raw, message_id=message_id,
+                                              content_type="application/json"),
+                             routing_key=routing_key)
+
+
+def dead_letters(stack: Stack, queue: str) -> list[dict[str, Any]]:
+    got = stack.vhost.api("POST", f"/api/queues/{{vhost}}/{queue}/get",
+                          {"count": 50, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert isinstance(got, list)
+    return got
+
+
+def update(stack: Stack, collection: str, query: dict[str, Any],
+           change: dict[str, Any]) -> None:
+    """Change the database behind the workers' backs (to stage a redelivery)."""
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        client.get_default_database()[collection].update_one(query, change)
+
+
+def set_email(stack: Stack, user: str, digest: str = "hourly") -> None:
+    status, body = stack.http("PUT", "/v1/me/settings", user,
+                              {"email": f"{user}@example.test", "digest": digest})
+    assert status == 200, body
+
+
+async def test_a_digest_lists_unread_messages_per_room_at_most_once_per_period(
+        stack: Stack, relay: FakeSmtpServer) -> None:
+    worker = digester(stack, relay)
+    stack.room("general", "alice", "bob")
+    stack.room("random", "alice", "bob")
+    set_email(stack, "bob")
+    alice = await stack.client("alice")
+    await alice.send("general", "first <b>bold</b>")
+    await alice.send("general", "second")
+    await alice.send("random", "third")
+
+    [first] = await relay.wait_for_async(1, timeout=60)
+    assert first.rcpt_tos == ("bob@example.test",)
+    mail = first.message
+    assert mail["Subject"] == "3 unread messages in 2 rooms"
+    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for body in ("first <b>bold</b>", "second", "third"):
+        assert body in text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html
+    assert "general" in text and "random" in text
+    assert mail["List-Unsubscribe"].startswith("<" + stack.gateways[0].url("/v1/unsubscribe"))
+
+    # A digest job that comes due right after a digest (a duplicate, a backend's) waits
+    # for the period instead of sending a second mail now.
+    await alice.send("general", "fourth")
+    await publish(stack, "digest.due", {"kind": "digest", "user": "bob", "id": "extra-1"})
+    [_, second] = await relay.wait_for_async(2, timeout=60)
+    sent = [parsedate_to_datetime(m.message["Date"]) for m in (first, second)]
+    assert (sent[1] - sent[0]).total_seconds() >= PERIOD - 1  # Date has 1 s resolution
+    later = second.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "fourth" in later and "first" not in later  # only what was not emailed yet
+    assert second.message["Subject"] == "1 unread message in 1 room"
+    assert worker.app.exited is None
+
+
+async def test_a_redelivered_digest_job_is_not_sent_twice(stack: Stack,
+                                                          relay: FakeSmtpServer) -> None:
+    digester(stack, relay, BURROW_WORKER_CONCURRENCY="1")  # jobs in queue order
+    stack.room("general", "alice", "bob", "carol")
+    set_email(stack, "bob")
+    alice = await stack.client("alice")
+    await alice.send("general", "hello")
+    [first] = await relay.wait_for_async(1, timeout=60)
+    job_id = first.message["Message-ID"].split("digest-")[1].split("@")[0]
+    # as if the digest had not been recorded: only the job id tells it was sent
+    update(stack, "users", {"_id": "bob"}, {"$unset": {"last_digest_at": ""}})
+    update(stack, "memberships", {"room": "general", "user": "bob"},
+           {"$unset": {"emailed_seq": ""}})
+    # the same job again, as after a crash between sending and acking: dropped
+    await publish(stack, "digest.due", {"kind": "digest", "user": "bob", "id": job_id})
+    set_email(stack, "carol")  # carol's digest comes after it in the queue
+    await publish(stack, "digest.due", {"kind": "digest", "user": "carol", "id": "carol-1"})
+    got = await relay.wait_for_async(2, timeout=60)
+    assert [m.rcpt_tos for m in got] == [("bob@example.test",), ("carol@example.test",)]
+
+
+async def test_the_unsubscribe_link_turns_digests_off(stack: Stack,
+                                                     relay: FakeSmtpServer) -> None:
+    digester(stack, relay)
+    stack.room("general", "alice", "bob")
+    set_email(stack, "bob")
+    alice = await stack.client("alice")
+    await alice.send("general", "hello")
+    [mail] = await relay.wait_for_async(1, timeout=60)
+    link = mail.message["List-Unsubscribe"].strip("<>")
+    assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        page = await http.get(link)  # what a link scanner does: no effect
+        assert page.status_code == 200 and "<form" in page.text
+        assert stack.http("GET", "/v1/me/settings", "bob")[1]["digest"] == "hourly"
+        done = await http.post(link, content=b"List-Unsubscribe=One-Click")
+        assert done.status_code == 200
+        assert stack.http("GET", "/v1/me/settings", "bob")[1]["digest"] == "off"
+        tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+        refused = await http.post(tampered)
+        assert refused.status_code == 400 and "not valid" in refused.text
+
+
+async def test_backend_email_jobs_are_sent_and_malformed_ones_parked_with_a_reason(
+        stack: Stack, relay: FakeSmtpServer) -> None:
+    worker = digester(stack, relay)
+    set_email(stack, "dora")
+    await publish(stack, "email.due", b"{not json", message_id="broken")
+    await publish(stack, "email.due", {"kind": "email", "id": "no-subject", "to": "x@y.test",
+                                       "text": "hi"}, message_id="no-subject")
+    await publish(stack, "email.due", {"kind": "email", "id": "welcome-dora", "user": "dora",
+                                       "subject": "Welcome", "text": "Hello Dora",
+                                       "html": "<p>Hello Dora</p>"})
+    [mail] = await relay.wait_for_async(1, timeout=60)
+    assert mail.rcpt_tos == ("dora@example.test",)
+    assert mail.message["Subject"] == "Welcome"
+    assert mail.message.get_body(("html",)).get_content().strip() == "<p>Hello Dora</p>"  # type: ignore[union-attr]
+
+    def parked() -> dict[str, str]:
+        return {m["properties"]["message_id"]: m["properties"]["headers"]["x-burrow-error"]
+                for m in dead_letters(stack, "email.dead")}
+
+    assert eventually(lambda: len(parked()) == 2)
+    reasons = parked()
+    assert "not JSON" in reasons["broken"]
+    assert "subject" in reasons["no-subject"]
+    assert worker.app.exited is None
+
+
+async def test_an_email_refused_for_now_is_retried_then_sent(stack: Stack,
+                                                             relay: FakeSmtpServer) -> None:
+    digester(stack, relay)
+    relay.fail_next(451)
+    await publish(stack, "email.due", {"kind": "email", "id": "retry-me", "to": "e@x.test",
+                                       "subject": "Later", "text": "eventually"})
+    [mail] = await relay.wait_for_async(1, timeout=60)
+    assert mail.message["Subject"] == "Later"
+    assert dead_letters(stack, "email.dead") == []
+
+
+async def test_an_email_refused_for_good_is_parked(stack: Stack, relay: FakeSmtpServer) -> None:
+    digester(stack, relay)
+    relay.refuse("nobody@x.test", 550)
+    await publish(stack, "email.due", {"kind": "email", "id": "bounce", "to": "nobody@x.test",
+                                       "subject": "Hi", "text": "bounces"}, message_id="bounce")
+    assert eventually(lambda: dead_letters(stack, "email.dead"))
+    [parked] = dead_letters(stack, "email.dead")
+    assert "550" in parked["properties"]["headers"]["x-burrow-error"]
+    assert relay.messages == []
