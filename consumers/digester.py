@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from aio_pika.abc import AbstractExchange
 from pymongo.errors import PyMongoError
 
-from burrow import database, ids
+from burrow import database, ids, metrics
 from burrow.mail.digest import Digest, DigestMessage, DigestRoom, render
 from burrow.mail.smtp import Mailer, Outcome
 from burrow.mail.unsubscribe import make_token
@@ -95,7 +96,10 @@ class Digester:
             await self.publisher.close()
 
     async def _send(self, message: EmailMessage) -> None:
+        started = time.perf_counter()
         result = await self.mailer.send(message)
+        metrics.EMAIL_SECONDS.observe(time.perf_counter() - started)
+        metrics.EMAILS.labels(result.outcome.value).inc()
         if result.outcome is Outcome.RETRY:
             raise RetryLater(f"smtp: {result.detail}")
         if result.outcome is Outcome.REJECTED:

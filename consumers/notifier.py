@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from aio_pika.abc import AbstractExchange
-from burrow.push.senders import build_senders
 from pymongo.errors import PyMongoError
 
-from burrow import database, ids
+from burrow import database, ids, metrics
 from burrow.device_store import DeviceStore
 from burrow.notify_store import NotifyStore
 from burrow.presence_store import PresenceStore
 from burrow.push import Device, Notification, Outcome, Result, Sender
+from burrow.push.senders import build_senders
 from burrow.runtime import Runtime
 from burrow.settings import Settings
 from burrow.user_store import UserStore
@@ -272,7 +273,10 @@ class Notifier:
         sender = self.senders.get(device.platform)
         if sender is None:
             return Result(device, Outcome.FAILED, f"{device.platform} is not configured")
+        started = time.perf_counter()
         [result] = await sender.send(notification, [device])
+        metrics.PUSH_SECONDS.labels(device.platform).observe(time.perf_counter() - started)
+        metrics.PUSHES.labels(device.platform, result.outcome.value).inc()
         if result.outcome is Outcome.SENT:
             await self.store.record_pushed(notification.id, device.id)
         elif result.outcome is Outcome.INVALID:

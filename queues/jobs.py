@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
+from burrow import metrics
 from burrow.settings import Settings
 from queues import topology
 
@@ -155,14 +157,17 @@ class JobQueue:
             job = parse(message)
         except Permanent as exc:
             await self._park(message, message.body, str(exc), 0)
+            metrics.JOBS.labels(self.name, "dead").inc()
             return
+        started = time.perf_counter()
         while True:
             try:
                 await self.handler(job)
             except Permanent as exc:
                 await self._park(message, orjson.dumps(job.body), str(exc), job.attempt)
+                outcome = "dead"
             except RetryLater as exc:
-                await self._retry(message, job, exc)
+                outcome = await self._retry(message, job, exc)
             except PyMongoError as exc:
                 log.warning("%s: database unavailable, holding job (%s)", self.name, exc)
                 await asyncio.sleep(self.hold_interval)
@@ -171,21 +176,27 @@ class JobQueue:
                 log.exception("%s: job failed; requeued (the delivery limit parks it)",
                               self.name)
                 await message.nack(requeue=True)
-                return
-            await message.ack()
+                outcome = "requeued"
+            else:
+                await message.ack()
+                outcome = "done"
+            metrics.JOB_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            metrics.JOBS.labels(self.name, outcome).inc()
             return
 
-    async def _retry(self, message: AbstractIncomingMessage, job: Job, exc: RetryLater) -> None:
+    async def _retry(self, message: AbstractIncomingMessage, job: Job, exc: RetryLater) -> str:
+        """Into the next tier, or the dead queue after the last; returns which."""
         body = orjson.dumps(dict(exc.body) if exc.body is not None else job.body)
         tier = next_tier(self.retries, job.attempt, exc.retry_after)
         if tier is None or self.retry_queue is None:
             await self._park(message, body, f"gave up after {job.attempt + 1} attempts: {exc}",
                              job.attempt)
-            return
+            return "dead"
         await self._publish(self.retry_queue(self.retries[tier]), body, message,
                             {ATTEMPT_HEADER: tier + 1, ERROR_HEADER: str(exc)})
         log.info("%s: retry %d in %ds: %s", self.name, tier + 1, self.retries[tier], exc)
         await message.ack()
+        return "retried"
 
     async def _park(self, message: AbstractIncomingMessage, body: bytes, reason: str,
                     attempt: int) -> None:

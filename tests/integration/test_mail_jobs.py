@@ -7,6 +7,7 @@ shortened through the settings the workers read.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -15,6 +16,7 @@ import aio_pika
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from tests.conftest import eventually
@@ -64,6 +66,14 @@ def update(stack: Stack, collection: str, query: dict[str, Any],
     """Change the database behind the workers' backs (to stage a redelivery)."""
     with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
         client.get_default_database()[collection].update_one(query, change)
+
+
+def scrape(worker: Running) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The worker's /metrics as {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(worker.url("/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def set_email(stack: Stack, user: str, digest: str = "hourly") -> None:
@@ -180,13 +190,19 @@ async def test_backend_email_jobs_are_sent_and_malformed_ones_parked_with_a_reas
 
 async def test_an_email_refused_for_now_is_retried_then_sent(stack: Stack,
                                                              relay: FakeSmtpServer) -> None:
-    digester(stack, relay)
+    worker = digester(stack, relay)
     relay.fail_next(451)
     await publish(stack, "email.due", {"kind": "email", "id": "retry-me", "to": "e@x.test",
                                        "subject": "Later", "text": "eventually"})
     [mail] = await relay.wait_for_async(1, timeout=60)
     assert mail.message["Subject"] == "Later"
     assert dead_letters(stack, "email.dead") == []
+    seen = scrape(worker)
+    assert seen[("burrow_emails_total", (("outcome", "retry"),))] == 1
+    assert seen[("burrow_emails_total", (("outcome", "sent"),))] == 1
+    assert seen[("burrow_jobs_total", (("outcome", "retried"), ("queue", "email.due")))] == 1
+    assert seen[("burrow_jobs_total", (("outcome", "done"), ("queue", "email.due")))] == 1
+    assert seen[("burrow_email_seconds_count", ())] == 2
 
 
 async def test_an_email_refused_for_good_is_parked(stack: Stack, relay: FakeSmtpServer) -> None:

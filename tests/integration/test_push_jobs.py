@@ -23,7 +23,7 @@ from tests.conftest import eventually
 from tests.fakes.apns import ApnsFake, device_token, write_p8_key
 from tests.fakes.fcm import FcmFake
 from tests.integration.conftest import Running, Stack, raw_ws
-from tests.integration.test_mail_jobs import dead_letters, publish
+from tests.integration.test_mail_jobs import dead_letters, publish, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -186,7 +186,7 @@ async def test_dead_tokens_are_removed_and_a_503_is_retried_through_a_tier(
 
 async def test_a_push_that_keeps_failing_ends_in_the_dead_queue(stack: Stack,
                                                                 providers: Providers) -> None:
-    notifier(stack, providers)
+    worker = notifier(stack, providers)
     phone = device_token()
     register(stack, "bob", "apns", phone)
     providers.apns.script(phone, [429, 429, 429])
@@ -199,6 +199,11 @@ async def test_a_push_that_keeps_failing_ends_in_the_dead_queue(stack: Stack,
     assert "gave up after 3 attempts" in headers["x-burrow-error"]
     assert "TooManyRequests" in headers["x-burrow-error"]
     assert len(providers.apns.requests) == 3
+    seen = scrape(worker)
+    assert seen[("burrow_pushes_total", (("outcome", "retry"), ("platform", "apns")))] == 3
+    assert seen[("burrow_jobs_total", (("outcome", "retried"), ("queue", "push.due")))] == 2
+    assert seen[("burrow_jobs_total", (("outcome", "dead"), ("queue", "push.due")))] == 1
+    assert seen[("burrow_push_seconds_count", (("platform", "apns"),))] == 3
 
 
 async def test_malformed_jobs_are_parked_with_a_reason_and_the_worker_goes_on(
@@ -259,3 +264,68 @@ async def test_kill_9_mid_job_loses_no_push_and_repeats_no_confirmed_one(
     assert again.collapse_id == "room:general"
     await asyncio.sleep(0)  # (nothing to wait for: the FCM decision preceded the resend)
     assert providers.fcm.requests == [android]  # the confirmed device was not pushed again
+
+
+async def test_sigterm_finishes_the_job_in_hand_and_loses_nothing(
+        stack: Stack, providers: Providers) -> None:
+    first = notifier(stack, providers)
+    phone = device_token()
+    register(stack, "bob", "apns", phone)
+    providers.apns.hold(phone)
+    await publish(stack, "push.due", {"kind": "direct", "user": "bob", "title": "Bye",
+                                      "body": "in flight", "id": "in-flight"})
+    await providers.apns.wait_for_async(1, timeout=60)
+    first.app.signal(signal.SIGTERM)  # stops taking jobs, waits for the one in hand
+    providers.apns.release()
+    assert eventually(lambda: first.app.exited is not None)
+    assert first.app.exited == 0
+    assert [r.status for r in providers.apns.requests] == [200]
+    assert len(find(stack, "push_log", {})) == 1  # recorded before the ack
+    # a later worker gets no leftover of that job: the next push is the only new request
+    notifier(stack, providers)
+    await publish(stack, "push.due", {"kind": "direct", "user": "bob", "title": "Next",
+                                      "body": "fresh", "id": "fresh"})
+    await providers.apns.wait_for_async(2, timeout=60)
+    assert [r.payload["aps"]["alert"]["title"] for r in providers.apns.requests  # type: ignore[index]
+            ] == ["Bye", "Next"]
+
+
+async def test_a_push_due_while_the_database_is_down_waits_for_it(
+        stack: Stack, providers: Providers, mongo_server: Any) -> None:
+    worker = notifier(stack, providers)
+    phone = device_token()
+    register(stack, "bob", "apns", phone)
+    mongo_server.stop()
+    try:
+        worker.wait("up", "down")
+        await publish(stack, "push.due", {"kind": "direct", "user": "bob", "title": "Patience",
+                                          "body": "the database is back"})
+    finally:
+        mongo_server.start()
+        mongo_server.wait_ready()
+    [pushed] = await providers.apns.wait_for_async(1, timeout=90)
+    assert pushed.token == phone
+    assert dead_letters(stack, "push.dead") == []
+    assert worker.app.exited is None
+
+
+async def test_the_notifier_resumes_after_a_broker_restart(
+        stack: Stack, providers: Providers, broker: Any) -> None:
+    worker = notifier(stack, providers)
+    stack.room("general", "alice", "bob")
+    phone = device_token()
+    register(stack, "bob", "apns", phone)
+    broker.stop()
+    try:
+        worker.wait("down", "up")
+    finally:
+        broker.start()
+        broker.wait_ready()
+    worker.wait("up", "up")
+    stack.gateways[0].wait("up", "up")
+    stack.sequencers[0].wait("up", "up")
+    alice = await stack.client("alice")
+    await alice.send("general", "after the restart")
+    [pushed] = await providers.apns.wait_for_async(1, timeout=90)
+    assert pushed.token == phone
+    assert worker.app.exited is None
