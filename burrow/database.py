@@ -8,12 +8,37 @@ is whether the last check answered.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Protocol
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 DEFAULT_DATABASE = "burrow"
+log = logging.getLogger(__name__)
+
+
+class Indexed(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
+
+async def ensure_indexes(stores: Iterable[Indexed], retry: float, who: str) -> None:
+    """Create the stores' indexes, waiting for a database that may still be coming up.
+
+    Processes start in any order, so a process that needs its indexes before it works
+    waits here instead of failing; index creation is idempotent.
+    """
+    stores = list(stores)
+    while True:
+        try:
+            for store in stores:
+                await store.ensure_indexes()
+            return
+        except PyMongoError as exc:
+            log.warning("%s waits for the database: %s", who, exc)
+            await asyncio.sleep(retry)
 
 
 def open_client(url: str, timeout: float) -> AsyncMongoClient[dict[str, object]]:

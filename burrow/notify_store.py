@@ -57,25 +57,28 @@ class NotifyStore:
 
     # -- pushes ----------------------------------------------------------------------
 
-    async def push_candidates(self, room: str, sender: str, seq: int,
-                              stale: timedelta) -> list[str]:
-        """Members other than the sender who have not read *seq* and have no push waiting."""
-        bound = datetime.now(UTC) - stale
-        query = {"room": room, "user": {"$ne": sender}, "read_seq": {"$lt": seq},
-                 **_absent_or_before("push_pending_at", bound)}
-        return [m["user"] async for m in self.memberships.find(query, {"user": 1})]
-
     async def unread_members(self, room: str, sender: str, seq: int) -> list[str]:
+        """Members other than the sender who have not read *seq*."""
         query = {"room": room, "user": {"$ne": sender}, "read_seq": {"$lt": seq}}
         return [m["user"] async for m in self.memberships.find(query, {"user": 1})]
 
-    async def claim_push(self, room: str, users: list[str]) -> None:
-        await self.memberships.update_many({"room": room, "user": {"$in": users}},
-                                           {"$set": {"push_pending_at": datetime.now(UTC)}})
+    async def claim_push(self, room: str, users: list[str], seq: int,
+                         stale: timedelta) -> list[str]:
+        """Mark a push waiting for those of *users* with none waiting; returns the ones
+        that message *seq* claimed (also when it claimed them before: a redelivery)."""
+        if not users:
+            return []
+        now = datetime.now(UTC)
+        await self.memberships.update_many(
+            {"room": room, "user": {"$in": users}, **_absent_or_before("push_pending_at",
+                                                                       now - stale)},
+            {"$set": {"push_pending_at": now, "push_claim": seq}})
+        return [m["user"] async for m in self.memberships.find(
+            {"room": room, "user": {"$in": users}, "push_claim": seq}, {"user": 1})]
 
     async def clear_push(self, room: str, user: str) -> None:
         await self.memberships.update_one({"room": room, "user": user},
-                                          {"$unset": {"push_pending_at": ""}})
+                                          {"$unset": {"push_pending_at": "", "push_claim": ""}})
 
     async def unread_for_push(self, room: str, user: str) -> Unread | None:
         """Messages from others after what *user* read or was pushed; None if none."""
@@ -117,20 +120,27 @@ class NotifyStore:
 
     # -- digests ---------------------------------------------------------------------
 
-    async def digest_candidates(self, users: list[str], stale: timedelta) -> dict[str, str]:
-        """User -> digest setting, for those with an email, digests on, none waiting."""
-        bound = datetime.now(UTC) - stale
-        query = {"_id": {"$in": users}, "email": {"$type": "string"},
-                 "digest": {"$ne": "off"}, **_absent_or_before("digest_pending_at", bound)}
+    async def claim_digest(self, users: list[str], key: str,
+                           stale: timedelta) -> dict[str, str]:
+        """Mark a digest waiting for those of *users* who have an email, digests on and
+        none waiting; returns user -> setting of those *key* claimed (now or before)."""
+        now = datetime.now(UTC)
+        wanted = {"_id": {"$in": users}, "email": {"$type": "string"},
+                  "digest": {"$ne": "off"}}
+        await self.users.update_many(
+            {**wanted, **_absent_or_before("digest_pending_at", now - stale)},
+            {"$set": {"digest_pending_at": now, "digest_claim": key}})
         return {u["_id"]: u.get("digest", "daily") async for u in
-                self.users.find(query, {"digest": 1})}
+                self.users.find({**wanted, "digest_claim": key}, {"digest": 1})}
 
-    async def claim_digest(self, users: list[str]) -> None:
-        await self.users.update_many({"_id": {"$in": users}},
-                                     {"$set": {"digest_pending_at": datetime.now(UTC)}})
+    async def delay_digest(self, user: str) -> None:
+        """The digest job goes back to its delay tier: keep it marked as waiting."""
+        await self.users.update_one({"_id": user},
+                                    {"$set": {"digest_pending_at": datetime.now(UTC)}})
 
     async def clear_digest(self, user: str) -> None:
-        await self.users.update_one({"_id": user}, {"$unset": {"digest_pending_at": ""}})
+        await self.users.update_one({"_id": user},
+                                    {"$unset": {"digest_pending_at": "", "digest_claim": ""}})
 
     async def last_digest_at(self, user: str) -> datetime | None:
         doc = await self.users.find_one({"_id": user}, {"last_digest_at": 1})

@@ -35,10 +35,14 @@ def main(argv: list[str] | None = None) -> None:
         await WorkerProcess(settings, {name: CONSUMERS[name]() for name in names}).run()
 
     try:
-        import uvloop
-        uvloop.run(serve())
-    except ImportError:
-        asyncio.run(serve())
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(serve())
+        else:
+            uvloop.run(serve())
+    except ConfigError as exc:  # a consumer's own settings (push keys, SMTP, secrets)
+        sys.exit(f"consumers: {exc}")
 
 
 if __name__ == "__main__":

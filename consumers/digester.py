@@ -15,7 +15,6 @@ to an address or to a user's stored email, with the same once-only record.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,6 @@ from email.message import EmailMessage
 from typing import Any
 
 from aio_pika.abc import AbstractExchange
-from pymongo.errors import PyMongoError
 
 from burrow import database, ids, metrics
 from burrow.mail.digest import Digest, DigestMessage, DigestRoom, render
@@ -66,13 +64,8 @@ class Digester:
         db = database.database(runtime.db)
         self.store = NotifyStore(db)
         self.users = UserStore(db)
-        while True:
-            try:
-                await self.store.ensure_indexes()
-                break
-            except PyMongoError as exc:
-                log.warning("digester waits for the database: %s", exc)
-                await asyncio.sleep(self.settings.reconnect_interval)
+        await database.ensure_indexes([self.store], self.settings.reconnect_interval,
+                                      "digester")
         self.mailer = Mailer(self.settings.smtp_url)
         connection = await runtime.broker.opened()
         self.publisher = await connection.channel()
@@ -124,7 +117,7 @@ class Digester:
         if last is not None and datetime.now(UTC) - last < timedelta(seconds=period):
             # one digest per period: wait for the next one (the notifier does not
             # schedule another while this one is pending)
-            await self.store.claim_digest([user])
+            await self.store.delay_digest(user)
             await publish_job(self.jobs, self.digest.delay(period), body, job_id)
             return
         found = await self.store.unread_for_digest(user, PER_ROOM)

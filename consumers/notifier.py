@@ -22,6 +22,7 @@ id, which replace the first on the device (see docs/queues.md).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -30,7 +31,6 @@ from datetime import timedelta
 from typing import Any
 
 from aio_pika.abc import AbstractExchange
-from pymongo.errors import PyMongoError
 
 from burrow import database, ids, metrics
 from burrow.device_store import DeviceStore
@@ -108,7 +108,8 @@ class Notifier:
         self.digest = topology.job_families(
             digest_periods=(settings.digest_hourly, settings.digest_daily))[1]
         self.periods = {"hourly": settings.digest_hourly, "daily": settings.digest_daily}
-        self.senders: dict[str, Sender] = {}
+        # built now: a bad push setup stops the process before it takes any job
+        self.senders: dict[str, Sender] = build_senders(settings)
         self.queues: list[JobQueue] = []
         self.jobs: AbstractExchange | None = None
 
@@ -118,15 +119,8 @@ class Notifier:
         self.devices = DeviceStore(db)
         self.users = UserStore(db)
         self.presence = PresenceStore(db, self.settings.presence_ttl)
-        while True:
-            try:
-                await self.store.ensure_indexes()
-                await self.devices.ensure_indexes()
-                break
-            except PyMongoError as exc:
-                log.warning("notifier waits for the database: %s", exc)
-                await asyncio.sleep(self.settings.reconnect_interval)
-        self.senders = build_senders(self.settings)
+        await database.ensure_indexes([self.store, self.devices],
+                                      self.settings.reconnect_interval, "notifier")
         connection = await runtime.broker.opened()
         channel = await connection.channel()
         self.publisher = channel
@@ -159,34 +153,26 @@ class Notifier:
         if not isinstance(seq, int) or seq < 1 or not ids.is_user_id(sender):
             raise Permanent("a stored message needs seq >= 1 and a sender")
         assert self.jobs is not None
-        stale = timedelta(seconds=2 * self.settings.push_delay + sum(self.settings.push_retries)
-                          + 60)
-        users = await self.store.push_candidates(room, str(sender), seq, stale)
-        if users:
-            wanted = await self.devices.users_with_devices(users)
-            due = [u for u in users if u in wanted]
-            for user in due:
-                await publish_job(self.jobs, self.family.delay(self.settings.push_delay),
-                                  {"kind": "room", "user": user, "room": room, "seq": seq},
-                                  f"push:{room}:{user}:{seq}")
-            # claimed after the jobs are confirmed: a crash in between repeats the
-            # publish, and the second job finds nothing left to push
-            await self.store.claim_push(room, due)
-        await self._schedule_digests(room, str(sender), seq)
-
-    async def _schedule_digests(self, room: str, sender: str, seq: int) -> None:
-        assert self.jobs is not None
-        members = await self.store.unread_members(room, sender, seq)
+        members = await self.store.unread_members(room, str(sender), seq)
         if not members:
             return
+        # Claimed before publishing, and keyed by this message: of messages handled at
+        # once, exactly one schedules a member's push (the rest ride along), and a
+        # redelivery of this message finds its own claims and publishes them again.
+        stale = timedelta(seconds=2 * self.settings.push_delay + sum(self.settings.push_retries)
+                          + 60)
+        with_devices = await self.devices.users_with_devices(members)
+        for user in await self.store.claim_push(room, sorted(with_devices), seq, stale):
+            await publish_job(self.jobs, self.family.delay(self.settings.push_delay),
+                              {"kind": "room", "user": user, "room": room, "seq": seq},
+                              f"push:{room}:{user}:{seq}")
+        key = f"{room}:{seq}"
         stale = timedelta(seconds=2 * max(self.periods.values()) + 60)
-        due = await self.store.digest_candidates(members, stale)
-        for user, setting in due.items():
+        for user, setting in (await self.store.claim_digest(members, key, stale)).items():
             period = self.periods.get(setting, self.settings.digest_daily)
+            job_id = hashlib.sha256(f"{user}\n{key}".encode()).hexdigest()[:32]
             await publish_job(self.jobs, self.digest.delay(period),
-                              {"kind": "digest", "user": user, "id": uuid.uuid4().hex},
-                              f"digest:{user}:{room}:{seq}")
-        await self.store.claim_digest(list(due))
+                              {"kind": "digest", "user": user, "id": job_id}, job_id)
 
     # -- sending ---------------------------------------------------------------------
 

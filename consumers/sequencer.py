@@ -69,13 +69,7 @@ class Sequencer:
 
     async def start(self, runtime: Runtime) -> None:
         self.store = MessageStore(database.database(runtime.db))
-        while True:  # the database may still be coming up
-            try:
-                await self.store.ensure_indexes()
-                break
-            except PyMongoError as exc:
-                log.warning("sequencer waits for the database: %s", exc)
-                await asyncio.sleep(self.retry_interval)
+        await database.ensure_indexes([self.store], self.retry_interval, "sequencer")
         connection = await runtime.broker.opened()
         publisher = await connection.channel()  # publisher confirms are on by default
         self.channels.append(publisher)

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 
-from pymongo.errors import PyMongoError
 from sanic import Sanic
 from sanic.config import Config
 
@@ -67,20 +66,11 @@ async def _open(app: GatewayApp) -> None:
     app.ctx.node = Node(settings, app.ctx.runtime)
     app.ctx.connections = set()
     app.ctx.node.start()
-    app.add_task(_ensure_indexes(app.ctx.node, settings.reconnect_interval),
+    node = app.ctx.node
+    stores: list[database.Indexed] = [
+        node.messages, node.rooms, node.presence, DeviceStore(database.database(node.runtime.db))]
+    app.add_task(database.ensure_indexes(stores, settings.reconnect_interval, "gateway"),
                  name="ensure-indexes")
-
-
-async def _ensure_indexes(node: Node, retry: float) -> None:
-    while True:
-        try:
-            await node.messages.ensure_indexes()
-            await node.rooms.ensure_indexes()
-            await DeviceStore(database.database(node.runtime.db)).ensure_indexes()
-            return
-        except PyMongoError as exc:
-            log.warning("indexes wait for the database: %s", exc)
-            await asyncio.sleep(retry)
 
 
 async def _drain(app: GatewayApp) -> None:

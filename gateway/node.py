@@ -191,12 +191,8 @@ class Node:
 
     async def _beat(self) -> None:
         """Vouch for this gateway's connections every third of the presence TTL."""
-        indexed = False
         while True:
             try:
-                if not indexed:
-                    await self.presence.ensure_indexes()
-                    indexed = True
                 await self.presence.heartbeat(self.queue_name)
             except PyMongoError as exc:
                 log.warning("presence heartbeat failed: %s", exc)

@@ -23,8 +23,11 @@ def build_senders(settings: Settings) -> dict[str, Sender]:
         if not settings.fcm_credentials and not settings.fcm_endpoint:
             raise ConfigError("BURROW_FCM_CREDENTIALS (a service-account JSON file) is needed "
                               "with BURROW_FCM_PROJECT")
-        senders["fcm"] = FcmSender(settings.fcm_project, settings.fcm_credentials or None,
-                                   endpoint=settings.fcm_endpoint or None)
+        try:
+            senders["fcm"] = FcmSender(settings.fcm_project, settings.fcm_credentials or None,
+                                       endpoint=settings.fcm_endpoint or None)
+        except (OSError, ValueError) as exc:  # a missing or malformed service-account file
+            raise ConfigError(f"BURROW_FCM_CREDENTIALS: {exc}") from None
     if settings.apns_key_file:
         from burrow.push.apns import ApnsSender
         missing = [name for name, value in (("BURROW_APNS_KEY_ID", settings.apns_key_id),
@@ -40,11 +43,15 @@ def build_senders(settings: Settings) -> dict[str, Sender]:
                 raise ConfigError(f"BURROW_APNS_ENDPOINT={settings.apns_endpoint!r}: "
                                   "expected host:port")
             port = int(raw_port)
-        context = (ssl.create_default_context(cafile=settings.apns_ca_file)
-                   if settings.apns_ca_file else None)
-        senders["apns"] = ApnsSender(
-            key=Path(settings.apns_key_file).read_text(), key_id=settings.apns_key_id,
-            team_id=settings.apns_team_id, topic=settings.apns_topic,
-            use_sandbox=settings.apns_sandbox, host=host, port=port, ssl_context=context)
+        try:
+            context = (ssl.create_default_context(cafile=settings.apns_ca_file)
+                       if settings.apns_ca_file else None)
+            key = Path(settings.apns_key_file).read_text()
+            senders["apns"] = ApnsSender(
+                key=key, key_id=settings.apns_key_id, team_id=settings.apns_team_id,
+                topic=settings.apns_topic, use_sandbox=settings.apns_sandbox, host=host,
+                port=port, ssl_context=context)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"BURROW_APNS_KEY_FILE / BURROW_APNS_CA_FILE: {exc}") from None
     log.info("push senders: %s", ", ".join(senders) or "none configured")
     return senders

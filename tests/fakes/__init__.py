@@ -372,9 +372,15 @@ class FakeServer(Generic[R]):
             pass
         finally:
             self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
-                await writer.wait_closed()
+            if self._stop is not None and self._stop.is_set():
+                # stopping: a client that keeps its connection open (a worker's HTTP/2
+                # pool) would never answer the TLS close_notify; cut it at once
+                writer.transport.abort()
+            else:
+                writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError,
+                                     TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 2)
 
     async def _answer(self, request: HttpRequest) -> HttpResponse:
         try:

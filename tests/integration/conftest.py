@@ -24,6 +24,7 @@ from burrow.client import ChatClient
 from burrow.devstack import ports
 from burrow.devstack.processes import AppProcess, wait_status
 from tests.conftest import JWT_SECRET, Vhost
+from tests.fakes.smtp import FakeSmtpServer
 
 READY = 60.0  # generous deadlines: the suite must hold on a busy 2-core machine
 
@@ -74,6 +75,13 @@ def start(process_env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
     yield run
     for app in started:
         app.stop()
+
+
+@pytest.fixture
+def relay() -> Iterator[FakeSmtpServer]:
+    """A capturing SMTP server (its own thread) that worker processes can send to."""
+    with FakeSmtpServer() as server:
+        yield server
 
 
 @dataclass

@@ -8,7 +8,6 @@ shortened through the settings the workers read.
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -26,12 +25,6 @@ from tests.integration.conftest import Running, Stack
 pytestmark = pytest.mark.integration
 
 PERIOD = 4  # seconds: the "hourly" digest period in these tests
-
-
-@pytest.fixture
-def relay() -> Iterator[FakeSmtpServer]:
-    with FakeSmtpServer() as server:
-        yield server
 
 
 def digester(stack: Stack, relay: FakeSmtpServer, **env: str) -> Running:
@@ -83,7 +76,7 @@ def set_email(stack: Stack, user: str, digest: str = "hourly") -> None:
 
 
 async def test_a_digest_lists_unread_messages_per_room_at_most_once_per_period(
-        stack: Stack, relay: FakeSmtpServer) -> None:
+        relay: FakeSmtpServer, stack: Stack) -> None:
     worker = digester(stack, relay)
     stack.room("general", "alice", "bob")
     stack.room("random", "alice", "bob")
@@ -118,8 +111,8 @@ async def test_a_digest_lists_unread_messages_per_room_at_most_once_per_period(
     assert worker.app.exited is None
 
 
-async def test_a_redelivered_digest_job_is_not_sent_twice(stack: Stack,
-                                                          relay: FakeSmtpServer) -> None:
+async def test_a_redelivered_digest_job_is_not_sent_twice(relay: FakeSmtpServer,
+                                                          stack: Stack) -> None:
     digester(stack, relay, BURROW_WORKER_CONCURRENCY="1")  # jobs in queue order
     stack.room("general", "alice", "bob", "carol")
     set_email(stack, "bob")
@@ -139,8 +132,8 @@ async def test_a_redelivered_digest_job_is_not_sent_twice(stack: Stack,
     assert [m.rcpt_tos for m in got] == [("bob@example.test",), ("carol@example.test",)]
 
 
-async def test_the_unsubscribe_link_turns_digests_off(stack: Stack,
-                                                     relay: FakeSmtpServer) -> None:
+async def test_the_unsubscribe_link_turns_digests_off(relay: FakeSmtpServer,
+                                                     stack: Stack) -> None:
     digester(stack, relay)
     stack.room("general", "alice", "bob")
     set_email(stack, "bob")
@@ -163,7 +156,7 @@ async def test_the_unsubscribe_link_turns_digests_off(stack: Stack,
 
 
 async def test_backend_email_jobs_are_sent_and_malformed_ones_parked_with_a_reason(
-        stack: Stack, relay: FakeSmtpServer) -> None:
+        relay: FakeSmtpServer, stack: Stack) -> None:
     worker = digester(stack, relay)
     set_email(stack, "dora")
     await publish(stack, "email.due", b"{not json", message_id="broken")
@@ -175,7 +168,8 @@ async def test_backend_email_jobs_are_sent_and_malformed_ones_parked_with_a_reas
     [mail] = await relay.wait_for_async(1, timeout=60)
     assert mail.rcpt_tos == ("dora@example.test",)
     assert mail.message["Subject"] == "Welcome"
-    assert mail.message.get_body(("html",)).get_content().strip() == "<p>Hello Dora</p>"  # type: ignore[union-attr]
+    html = mail.message.get_body(("html",))
+    assert html is not None and html.get_content().strip() == "<p>Hello Dora</p>"
 
     def parked() -> dict[str, str]:
         return {m["properties"]["message_id"]: m["properties"]["headers"]["x-burrow-error"]
@@ -188,8 +182,8 @@ async def test_backend_email_jobs_are_sent_and_malformed_ones_parked_with_a_reas
     assert worker.app.exited is None
 
 
-async def test_an_email_refused_for_now_is_retried_then_sent(stack: Stack,
-                                                             relay: FakeSmtpServer) -> None:
+async def test_an_email_refused_for_now_is_retried_then_sent(relay: FakeSmtpServer,
+                                                             stack: Stack) -> None:
     worker = digester(stack, relay)
     relay.fail_next(451)
     await publish(stack, "email.due", {"kind": "email", "id": "retry-me", "to": "e@x.test",
@@ -205,7 +199,7 @@ async def test_an_email_refused_for_now_is_retried_then_sent(stack: Stack,
     assert seen[("burrow_email_seconds_count", ())] == 2
 
 
-async def test_an_email_refused_for_good_is_parked(stack: Stack, relay: FakeSmtpServer) -> None:
+async def test_an_email_refused_for_good_is_parked(relay: FakeSmtpServer, stack: Stack) -> None:
     digester(stack, relay)
     relay.refuse("nobody@x.test", 550)
     await publish(stack, "email.due", {"kind": "email", "id": "bounce", "to": "nobody@x.test",

@@ -3,13 +3,16 @@
 The fakes (:mod:`tests.fakes.fcm`, :mod:`tests.fakes.apns`) speak the providers' wire APIs
 over TLS, check the OAuth bearer (FCM, through a real service-account token exchange) and
 the provider JWT (APNs), and record every request; the notifier reaches them through its
-ordinary settings. The push delay is shortened to a few seconds.
+ordinary settings. The push delay is shortened to a few seconds. Tests ask for the fakes
+before the stack, so the worker processes stop before the servers they talk to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +25,13 @@ from pymongo import MongoClient
 from tests.conftest import eventually
 from tests.fakes.apns import ApnsFake, device_token, write_p8_key
 from tests.fakes.fcm import FcmFake
+from tests.fakes.smtp import FakeSmtpServer
 from tests.integration.conftest import Running, Stack, raw_ws
 from tests.integration.test_mail_jobs import dead_letters, publish, scrape
 
 pytestmark = pytest.mark.integration
 
-DELAY = 6  # seconds in push.delay: long enough for a client to act on a message first
+DELAY = 4  # seconds in push.delay: long enough for a client to act on a message first
 TOPIC = "test.burrow.chat"
 
 
@@ -72,7 +76,7 @@ def find(stack: Stack, collection: str, query: dict[str, Any]) -> list[dict[str,
 
 
 async def test_an_offline_member_gets_one_push_per_room_after_the_delay(
-        stack: Stack, providers: Providers) -> None:
+        providers: Providers, stack: Stack) -> None:
     notifier(stack, providers)
     stack.room("general", "alice", "bob")
     fid = "fid-" + "b" * 18
@@ -100,8 +104,8 @@ async def test_an_offline_member_gets_one_push_per_room_after_the_delay(
     assert len(find(stack, "push_log", {})) == 2
 
 
-async def test_a_member_who_reads_in_time_gets_no_push(stack: Stack,
-                                                       providers: Providers) -> None:
+async def test_a_member_who_reads_in_time_gets_no_push(providers: Providers,
+                                                       stack: Stack) -> None:
     notifier(stack, providers, BURROW_WORKER_CONCURRENCY="1")
     stack.room("general", "alice", "bob", "carol")
     register(stack, "bob", "apns", device_token())
@@ -122,8 +126,8 @@ async def test_a_member_who_reads_in_time_gets_no_push(stack: Stack,
     assert [r.token for r in providers.apns.requests] == [carol_phone]
 
 
-async def test_a_connected_but_idle_member_still_gets_the_push(stack: Stack,
-                                                               providers: Providers) -> None:
+async def test_a_connected_but_idle_member_still_gets_the_push(providers: Providers,
+                                                               stack: Stack) -> None:
     notifier(stack, providers, BURROW_IDLE_AFTER="2")
     stack.room("general", "alice", "bob")
     phone = device_token()
@@ -139,7 +143,7 @@ async def test_a_connected_but_idle_member_still_gets_the_push(stack: Stack,
     assert pushed.token == phone
 
 
-async def test_an_active_member_is_not_pushed(stack: Stack, providers: Providers) -> None:
+async def test_an_active_member_is_not_pushed(providers: Providers, stack: Stack) -> None:
     notifier(stack, providers, BURROW_IDLE_AFTER="60", BURROW_WORKER_CONCURRENCY="1")
     stack.room("general", "alice", "bob")
     register(stack, "bob", "apns", device_token())
@@ -163,7 +167,7 @@ async def test_an_active_member_is_not_pushed(stack: Stack, providers: Providers
 
 
 async def test_dead_tokens_are_removed_and_a_503_is_retried_through_a_tier(
-        stack: Stack, providers: Providers) -> None:
+        providers: Providers, stack: Stack) -> None:
     notifier(stack, providers)
     stack.room("general", "alice", "bob")
     gone = "registration-token-of-an-uninstalled-app"
@@ -184,8 +188,8 @@ async def test_dead_tokens_are_removed_and_a_503_is_retried_through_a_tier(
     assert dead_letters(stack, "push.dead") == []
 
 
-async def test_a_push_that_keeps_failing_ends_in_the_dead_queue(stack: Stack,
-                                                                providers: Providers) -> None:
+async def test_a_push_that_keeps_failing_ends_in_the_dead_queue(providers: Providers,
+                                                                stack: Stack) -> None:
     worker = notifier(stack, providers)
     phone = device_token()
     register(stack, "bob", "apns", phone)
@@ -207,7 +211,7 @@ async def test_a_push_that_keeps_failing_ends_in_the_dead_queue(stack: Stack,
 
 
 async def test_malformed_jobs_are_parked_with_a_reason_and_the_worker_goes_on(
-        stack: Stack, providers: Providers) -> None:
+        providers: Providers, stack: Stack) -> None:
     worker = notifier(stack, providers)
     phone = device_token()
     register(stack, "bob", "apns", phone)
@@ -240,7 +244,7 @@ async def test_malformed_jobs_are_parked_with_a_reason_and_the_worker_goes_on(
 
 
 async def test_kill_9_mid_job_loses_no_push_and_repeats_no_confirmed_one(
-        stack: Stack, providers: Providers) -> None:
+        providers: Providers, stack: Stack) -> None:
     first = notifier(stack, providers)
     stack.room("general", "alice", "bob")
     token = "bob-android-registration-token"
@@ -267,7 +271,7 @@ async def test_kill_9_mid_job_loses_no_push_and_repeats_no_confirmed_one(
 
 
 async def test_sigterm_finishes_the_job_in_hand_and_loses_nothing(
-        stack: Stack, providers: Providers) -> None:
+        providers: Providers, stack: Stack) -> None:
     first = notifier(stack, providers)
     phone = device_token()
     register(stack, "bob", "apns", phone)
@@ -286,12 +290,13 @@ async def test_sigterm_finishes_the_job_in_hand_and_loses_nothing(
     await publish(stack, "push.due", {"kind": "direct", "user": "bob", "title": "Next",
                                       "body": "fresh", "id": "fresh"})
     await providers.apns.wait_for_async(2, timeout=60)
-    assert [r.payload["aps"]["alert"]["title"] for r in providers.apns.requests  # type: ignore[index]
-            ] == ["Bye", "Next"]
+    titles = [(r.payload or {}).get("aps", {}).get("alert", {}).get("title")
+              for r in providers.apns.requests]
+    assert titles == ["Bye", "Next"]
 
 
 async def test_a_push_due_while_the_database_is_down_waits_for_it(
-        stack: Stack, providers: Providers, mongo_server: Any) -> None:
+        providers: Providers, stack: Stack, mongo_server: Any) -> None:
     worker = notifier(stack, providers)
     phone = device_token()
     register(stack, "bob", "apns", phone)
@@ -310,7 +315,7 @@ async def test_a_push_due_while_the_database_is_down_waits_for_it(
 
 
 async def test_the_notifier_resumes_after_a_broker_restart(
-        stack: Stack, providers: Providers, broker: Any) -> None:
+        providers: Providers, stack: Stack, broker: Any) -> None:
     worker = notifier(stack, providers)
     stack.room("general", "alice", "bob")
     phone = device_token()
@@ -329,3 +334,43 @@ async def test_the_notifier_resumes_after_a_broker_restart(
     [pushed] = await providers.apns.wait_for_async(1, timeout=90)
     assert pushed.token == phone
     assert worker.app.exited is None
+
+
+async def test_previews_off_hides_message_bodies(providers: Providers, stack: Stack) -> None:
+    notifier(stack, providers)
+    stack.room("secret", "alice", "bob")
+    status, _ = stack.http("PUT", "/v1/me/settings", "bob", {"previews": False})
+    assert status == 200
+    register(stack, "bob", "apns", device_token())
+    alice = await stack.client("alice")
+    await alice.send("secret", "the launch code is 0000")
+    await alice.send("secret", "do not tell anyone")
+    [pushed] = await providers.apns.wait_for_async(1, timeout=60)
+    assert pushed.payload is not None
+    assert pushed.payload["aps"]["alert"]["body"] == "2 new messages"
+    assert "launch" not in str(pushed.payload)
+
+
+async def test_the_backend_example_posts_a_message_a_push_and_an_email(
+        providers: Providers, relay: FakeSmtpServer, stack: Stack) -> None:
+    notifier(stack, providers)
+    stack.add_worker("digester", BURROW_SMTP_URL=relay.url)
+    stack.room("lobby", "alice", "bob")
+    phone = device_token()
+    register(stack, "bob", "apns", phone)
+    example = Path(__file__).parents[2] / "examples" / "backend_jobs.py"
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, str(example), "lobby", "bob", "bob@example.test",
+        env={**os.environ, "BURROW_BACKEND_URL": stack.vhost.url("burrow-backend")},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 0, err.decode()
+    assert b"published" in out
+    [mail] = await relay.wait_for_async(1, timeout=60)
+    assert mail.rcpt_tos == ("bob@example.test",) and mail.message["Subject"] == "Hello"
+    pushes = await providers.apns.wait_for_async(1, timeout=60,
+                                                 where=lambda r: r.token == phone)
+    assert pushes[0].payload is not None
+    assert pushes[0].payload["aps"]["alert"]["title"] == "Hello"
+    assert eventually(lambda: [(m["sender"], m["seq"]) for m in find(
+        stack, "messages", {"room": "lobby"})] == [("system:example", 1)])
