@@ -18,7 +18,17 @@ from burrow import database, probes
 from burrow.device_store import DeviceStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
-from gateway import devices_api, protocol, rooms_api, settings_api, unsubscribe_api, ws
+from gateway import (
+    devices_api,
+    http_send,
+    poll,
+    protocol,
+    rooms_api,
+    settings_api,
+    sse,
+    unsubscribe_api,
+    ws,
+)
 from gateway.auth import Verifier
 from gateway.connection import Connection
 from gateway.node import Node
@@ -52,6 +62,9 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(devices_api.blueprint())
     app.blueprint(settings_api.blueprint())
     app.blueprint(unsubscribe_api.blueprint())
+    app.blueprint(sse.blueprint())
+    app.blueprint(poll.blueprint())
+    app.blueprint(http_send.blueprint())
     app.before_server_start(_open)
     # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,
     # so this one closes clients with 1001 before Sanic cancels their handlers.

@@ -9,7 +9,7 @@ client can tell its devices apart.
 
 Errors are JSON ``{"error": {"code", "message"}}``; a refused field is named in the message
 and in ``error.field``. Bodies are read through a small limit
-(:data:`MAX_REQUEST_BYTES`, 413 beyond it) instead of Sanic's app-wide 100 MB, without
+(:data:`gateway.http_json.MAX_REQUEST_BYTES`, 413 beyond it) instead of Sanic's app-wide 100 MB, without
 reading more than that. The request parsers are pure functions, usable without a server.
 """
 
@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import orjson
 from sanic import Blueprint, Request, response
-from sanic.exceptions import PayloadTooLarge
 from sanic.response import HTTPResponse
 
 from burrow import database
@@ -30,60 +28,14 @@ from burrow.device_store import DeviceStore, Registration
 from burrow.push import Platform, TokenKind
 from burrow.runtime import Runtime
 from gateway.auth import Claims
+from gateway.http_json import Invalid, json_object
 from gateway.ws import authenticate
 
-MAX_REQUEST_BYTES: Final = 16384
-"""Largest request body of this API and of ``/v1/me/settings``; a constant, not a setting:
-a valid device registration is under 9 kB even with its 4096-character token JSON-escaped."""
 APNS_TOKEN: Final = re.compile(r"[0-9A-Fa-f]{64,200}")
 FCM_TOKEN: Final = re.compile(r"[\x21-\x7e]{1,4096}")  # printable ASCII, no space
 APP: Final = re.compile(r"[\x21-\x7e]{0,255}")
 FIELDS: Final = ("platform", "token", "token_kind", "app")
 SUFFIX_CHARS: Final = 6
-
-
-class Invalid(Exception):
-    """A request this API refuses; :meth:`response` is the answer."""
-
-    def __init__(self, message: str, field: str | None = None, code: str = "bad_request",
-                 status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.field, self.code, self.status = message, field, code, status
-
-    def response(self) -> HTTPResponse:
-        error: dict[str, str] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        return response.json({"error": error}, status=self.status)
-
-
-async def json_object(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """Read the body (at most :data:`MAX_REQUEST_BYTES`) as a JSON object of *allowed* keys.
-
-    Raises :exc:`Invalid`: 413 when too large, 400 when not JSON, not an object, or with
-    a key not in *allowed*. The route must be a ``stream=True`` one: only then is the
-    body still unread here, so the limit holds before anything is buffered.
-    """
-    if request.stream is not None:
-        request.stream.request_max_size = MAX_REQUEST_BYTES
-    try:
-        await request.receive_body()
-    except PayloadTooLarge:
-        raise Invalid(f"the body is larger than {MAX_REQUEST_BYTES} bytes", code="too_large",
-                      status=413) from None
-    shape = "{" + ", ".join(allowed) + "}"
-    try:
-        data: Any = orjson.loads(request.body)
-    except orjson.JSONDecodeError:
-        raise Invalid(f"the body is not valid JSON: expected an object {shape}",
-                      code="bad_json") from None
-    if not isinstance(data, dict):
-        raise Invalid(f"the body must be a JSON object {shape}")
-    for key in data:
-        if key not in allowed:
-            raise Invalid(f"unknown field {key!r}: allowed are {', '.join(allowed)}",
-                          field=str(key))
-    return data
 
 
 @dataclass(frozen=True)

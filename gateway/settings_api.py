@@ -19,7 +19,7 @@ from burrow import database
 from burrow.runtime import Runtime
 from burrow.user_store import DIGESTS, UserStore
 from gateway.auth import Claims
-from gateway.devices_api import Invalid, json_object
+from gateway.http_json import Invalid, json_object
 from gateway.ws import authenticate
 
 FIELDS: Final = ("email", "push", "digest", "previews")

@@ -16,7 +16,7 @@ from burrow import database
 from burrow.device_store import MAX_DEVICES_PER_USER, DeviceStore
 from burrow.push import Device
 from burrow.user_store import UserSettings, UserStore
-from gateway.devices_api import MAX_REQUEST_BYTES
+from gateway.http_json import MAX_REQUEST_BYTES
 from tests.conftest import eventually
 from tests.integration.conftest import Stack
 

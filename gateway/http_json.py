@@ -1,0 +1,63 @@
+"""JSON request bodies of the HTTP API: read through a small limit, refused clearly.
+
+Sanic buffers up to 100 MB by default; a ``stream=True`` route lowers that for its own
+request before anything is read, so an oversized body costs no more than the limit.
+Every refusal is ``{"error": {"code", "message", "field"?}}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from sanic import Request, response
+from sanic.exceptions import PayloadTooLarge
+from sanic.response import HTTPResponse
+
+MAX_REQUEST_BYTES: Final = 16384
+"""Default limit: a device registration is under 9 kB even with a 4096-character token."""
+
+
+class Invalid(Exception):
+    """A request this API refuses; :meth:`response` is the answer."""
+
+    def __init__(self, message: str, field: str | None = None, code: str = "bad_request",
+                 status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.field, self.code, self.status = message, field, code, status
+
+    def response(self) -> HTTPResponse:
+        error: dict[str, str] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return response.json({"error": error}, status=self.status)
+
+
+async def json_object(request: Request, allowed: tuple[str, ...],
+                      limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
+    """Read the body (at most *limit* bytes) as a JSON object of *allowed* keys.
+
+    Raises :exc:`Invalid`: 413 when too large, 400 when not JSON, not an object, or with
+    a key not in *allowed*. The route must be a ``stream=True`` one: only then is the
+    body still unread here, so the limit holds before anything is buffered.
+    """
+    if request.stream is not None:
+        request.stream.request_max_size = limit
+    try:
+        await request.receive_body()
+    except PayloadTooLarge:
+        raise Invalid(f"the body is larger than {limit} bytes", code="too_large",
+                      status=413) from None
+    shape = "{" + ", ".join(allowed) + "}"
+    try:
+        data: Any = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        raise Invalid(f"the body is not valid JSON: expected an object {shape}",
+                      code="bad_json") from None
+    if not isinstance(data, dict):
+        raise Invalid(f"the body must be a JSON object {shape}")
+    for key in data:
+        if key not in allowed:
+            raise Invalid(f"unknown field {key!r}: allowed are {', '.join(allowed)}",
+                          field=str(key))
+    return data

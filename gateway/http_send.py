@@ -1,0 +1,87 @@
+"""``POST /v1/rooms/{room}/messages``: send over plain HTTP (with SSE or long-polling).
+
+The body is ``{"body": "..."}`` and the ``Idempotency-Key`` header is the client_id: the
+same key in the same room is stored once however often the request is repeated (the
+sequencer's dedup, as for WebSocket sends), so a client that got no answer simply
+repeats the request. The answer waits until the message is stored: 201 with its seq, or
+an error a client may retry with the same key (503 ``unavailable``, 504 ``timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from sanic import Blueprint, Request, response
+from sanic.response import HTTPResponse
+
+from burrow import ids
+from gateway import protocol, streams
+from gateway.http_json import Invalid, json_object
+from gateway.node import Node, Unavailable
+from gateway.protocol import ProtocolError
+from gateway.ws import authenticate
+
+STATUS = {"forbidden": 403, "too_large": 413, "unavailable": 503, "timeout": 504}
+RETRYABLE = frozenset({"unavailable", "timeout"})
+
+
+def refused(code: str, message: str, **extra: str) -> HTTPResponse:
+    status = STATUS.get(code, 400)
+    headers = {"Retry-After": "1"} if code in RETRYABLE else None
+    return response.json({"error": {"code": code, "message": message, **extra}},
+                         status=status, headers=headers)
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("http_send", url_prefix="/v1")
+    bp.on_request(authenticate)
+
+    @bp.post("/rooms/<room>/messages", stream=True)
+    async def send(request: Request, room: str) -> HTTPResponse:
+        node: Node = request.app.ctx.node
+        settings = request.app.ctx.settings
+        if not ids.is_room_id(room):
+            return refused("bad_room", "room ids match [A-Za-z0-9_-]{1,64}")
+        client_id = request.headers.get("idempotency-key")
+        if not ids.is_client_id(client_id):
+            return refused("bad_request", "the Idempotency-Key header is required: 1..64 "
+                           "printable ASCII characters, the same for every retry",
+                           field="Idempotency-Key")
+        try:
+            # JSON may escape a character into 6 bytes; the body's own limit is checked
+            # on the decoded text below
+            data = await json_object(request, ("body",), 6 * settings.max_body_bytes + 64)
+        except Invalid as exc:
+            return exc.response()
+        body = data.get("body")
+        if not isinstance(body, str):
+            return refused("bad_request", "body must be a string", field="body")
+        if len(body.encode()) > settings.max_body_bytes:
+            return refused("too_large", f"body is larger than {settings.max_body_bytes} "
+                           "bytes (UTF-8)", field="body")
+        collector = streams.Collector()
+        conn = streams.connection(request, request.ctx.claims, collector)
+        try:
+            await node.send(conn, protocol.SendFrame(room, client_id, body))
+            async with asyncio.timeout(settings.send_timeout + 1):
+                while True:  # the ack or the error of this send (nothing else comes here)
+                    answer = orjson.loads(await collector.frames.get())
+                    if answer.get("type") in ("ack", "error"):
+                        break
+        except ProtocolError as exc:
+            return refused(exc.code, exc.message)
+        except Unavailable as exc:
+            return refused("unavailable", f"{exc}; retry with the same Idempotency-Key")
+        except TimeoutError:
+            return refused("timeout", "not stored in time; retry with the same "
+                           "Idempotency-Key")
+        finally:
+            conn.writer.cancel()
+            await asyncio.shield(node.drop_soon(conn))
+        if answer["type"] == "error":
+            return refused(answer["code"], answer["message"])
+        return response.json({key: answer[key] for key in ("room", "seq", "id", "client_id")},
+                             status=201)
+
+    return bp

@@ -1,0 +1,139 @@
+"""What the HTTP transports (SSE, long-polling, HTTP send) share with the WebSocket one.
+
+Every transport is a :class:`~gateway.connection.Connection` on the same
+:class:`~gateway.node.Node`: the same membership checks, binding, resume seam and bounded
+outbox, so every guarantee holds on every transport. What differs is only how frames
+leave: here they are collected (:class:`Collector`) for a long-poll response or an HTTP
+send's answer; :mod:`gateway.sse` writes them as events.
+
+A **cursor** says where a client is in each of its rooms: ``room:seq,room:seq``. It is the
+SSE event id (so ``Last-Event-ID`` resumes every room at once) and the long-poll
+``cursor``. Room ids are ``[A-Za-z0-9_-]``, so ``:`` and ``,`` cannot occur in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+from sanic import Request
+
+from burrow import ids
+from gateway import protocol
+from gateway.auth import Claims
+from gateway.connection import Connection, Transport
+from gateway.node import Node
+
+MAX_ROOMS = 50
+MAX_CURSOR = 4096
+
+
+class BadParameter(ValueError):
+    """A query parameter or header is malformed; the message says which and how."""
+
+
+def parse_rooms(raw: str | None) -> list[str]:
+    if not raw:
+        raise BadParameter("rooms is required: room ids separated by commas")
+    rooms = raw.split(",")
+    if len(rooms) > MAX_ROOMS:
+        raise BadParameter(f"rooms: at most {MAX_ROOMS} rooms per stream")
+    for room in rooms:
+        if not ids.is_room_id(room):
+            raise BadParameter(f"rooms: {room[:70]!r} is not a room id ([A-Za-z0-9_-]{{1,64}})")
+    if len(set(rooms)) != len(rooms):
+        raise BadParameter("rooms: a room is listed twice")
+    return rooms
+
+
+def parse_cursor(raw: str | None, rooms: list[str], name: str) -> dict[str, int]:
+    """``room:seq,...`` -> {room: seq}; every room in it must be one of *rooms*."""
+    if not raw:
+        return {}
+    if len(raw) > MAX_CURSOR:
+        raise BadParameter(f"{name} is too long")
+    cursor: dict[str, int] = {}
+    for part in raw.split(","):
+        room, sep, seq = part.partition(":")
+        if not sep or not seq.isdigit() or len(seq) > 15:
+            raise BadParameter(f"{name}: expected room:seq,room:seq with whole seqs, "
+                               f"got {part[:70]!r}")
+        if room not in rooms:
+            raise BadParameter(f"{name}: room {room[:70]!r} is not among rooms")
+        cursor[room] = int(seq)
+    return cursor
+
+
+def encode_cursor(cursor: Mapping[str, int]) -> str:
+    return ",".join(f"{room}:{seq}" for room, seq in cursor.items())
+
+
+class Position:
+    """Follows the frames a client is given and keeps its cursor up to date."""
+
+    def __init__(self, start: Mapping[str, int]) -> None:
+        self.cursor = dict(start)
+
+    def see(self, frame: str) -> tuple[str, dict[str, object]]:
+        """The frame's type and fields; a message moves its room's place forward."""
+        data = orjson.loads(frame)
+        kind = str(data.get("type", ""))
+        if kind == "message":
+            self.cursor[data["room"]] = data["seq"]
+        elif kind == "subscribed" and data["room"] not in self.cursor:
+            self.cursor[data["room"]] = data["since"]
+        return kind, data
+
+
+class Collector:
+    """A transport that keeps frames for whoever answers the HTTP request.
+
+    Bounded: when the request has taken all it will, the connection's writer blocks, its
+    outbox fills, and the connection closes as a slow client would, ending the replay.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.frames: asyncio.Queue[str] = asyncio.Queue(size)
+        self.closed: tuple[int, str] | None = None
+
+    async def send(self, frame: str) -> None:
+        await self.frames.put(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def connection(request: Request, claims: Claims, transport: Transport) -> Connection:
+    """A connection of *claims*' user for this request, with the gateway's outbox bound."""
+    return Connection(uuid.uuid4().hex[:12], claims.user, claims.is_admin, transport,
+                      request.app.ctx.settings.client_buffer)
+
+
+@contextlib.asynccontextmanager
+async def attached(node: Node, connections: set[Connection], conn: Connection,
+                   claims: Claims) -> AsyncIterator[Connection]:
+    """*conn* is one of the gateway's connections for the body's duration, whatever the
+    transport: counted for SIGTERM's 1001, present, closed with 4401 when its token
+    expires, and cleaned up to the end even if the request is cancelled."""
+    connections.add(conn)
+    loop = asyncio.get_running_loop()
+    expiry = loop.call_later(max(0.0, claims.expires_at - time.time()), conn.close,
+                             protocol.UNAUTHORIZED, "token expired")
+    try:
+        await node.connected(conn)
+        yield conn
+    finally:
+        expiry.cancel()
+        connections.discard(conn)
+        conn.writer.cancel()
+        # Sanic cancels the handler when the client goes: the cleanup (unbinding rooms,
+        # forgetting pending sends, presence) must still run to its end.
+        await asyncio.shield(node.drop_soon(conn))
+
+
+def unavailable(message: str) -> str:
+    return protocol.error("unavailable", f"{message}; retry")
