@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from burrow.ratelimit import FloodRule, Rule, async_storage_uri
+
 
 class ConfigError(ValueError):
     """A variable is missing or malformed; the message names it and says what is expected."""
@@ -115,6 +117,20 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_UNSUBSCRIBE_SECRET", "",
              "secret (at least 32 bytes) signing unsubscribe links (default: derived from "
              "BURROW_JWT_SECRET)"),
+    Variable("BURROW_TYPING_INTERVAL", "3",
+             "seconds: at most one typing event per connection and room in this time"),
+    Variable("BURROW_RATE_STORAGE", "memory://",
+             "where rate-limit counters live: memory:// (per process) or redis://HOST:PORT "
+             "(shared by every gateway and worker)"),
+    Variable("BURROW_RATE_CONNECTION", "20/5",
+             "sends per connection, BURST/PER_SECOND: a burst of 20, then 5 per second"),
+    Variable("BURROW_RATE_USER", "40/10",
+             "sends per user over all their connections, BURST/PER_SECOND"),
+    Variable("BURROW_RATE_IP", "60/20",
+             "handshakes and HTTP requests per client IP, BURST/PER_SECOND"),
+    Variable("BURROW_RATE_FLOOD", "50/10",
+             "REJECTIONS/SECONDS: that many refused sends within that many seconds close the "
+             "connection (4429)"),
 )
 NAMES = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -171,6 +187,12 @@ class Settings:
     email_from: str
     public_url: str
     unsubscribe_secret: str
+    typing_interval: float
+    rate_storage: str
+    rate_connection: Rule
+    rate_user: Rule
+    rate_ip: Rule
+    rate_flood: FloodRule
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -244,6 +266,12 @@ class Settings:
             email_from=get("BURROW_EMAIL_FROM"),
             public_url=get("BURROW_PUBLIC_URL", _url(("http", "https"))).rstrip("/"),
             unsubscribe_secret=get("BURROW_UNSUBSCRIBE_SECRET"),
+            typing_interval=get("BURROW_TYPING_INTERVAL", _positive(float)),
+            rate_storage=get("BURROW_RATE_STORAGE", async_storage_uri),
+            rate_connection=get("BURROW_RATE_CONNECTION", Rule.parse),
+            rate_user=get("BURROW_RATE_USER", Rule.parse),
+            rate_ip=get("BURROW_RATE_IP", Rule.parse),
+            rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),
         )
 
     def unsubscribe_key(self) -> str:

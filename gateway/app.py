@@ -11,8 +11,9 @@ import asyncio
 import logging
 import os
 
-from sanic import Sanic
+from sanic import Request, Sanic
 from sanic.config import Config
+from sanic.response import HTTPResponse
 
 from burrow import database, probes
 from burrow.device_store import DeviceStore
@@ -31,6 +32,7 @@ from gateway import (
 )
 from gateway.auth import Verifier
 from gateway.connection import Connection
+from gateway.limiting import Limits
 from gateway.node import Node
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class Context:
     verifier: Verifier
     runtime: Runtime
     node: Node
+    limits: Limits
     connections: set[Connection]
 
 
@@ -65,6 +68,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(sse.blueprint())
     app.blueprint(poll.blueprint())
     app.blueprint(http_send.blueprint())
+    app.on_request(_limit_ip)  # app-wide and first: before the JWT is even looked at
     app.before_server_start(_open)
     # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,
     # so this one closes clients with 1001 before Sanic cancels their handlers.
@@ -77,6 +81,7 @@ async def _open(app: GatewayApp) -> None:
     settings = app.ctx.settings
     app.ctx.runtime = Runtime.open(settings, f"gateway {settings.instance_id} pid {os.getpid()}")
     app.ctx.node = Node(settings, app.ctx.runtime)
+    app.ctx.limits = Limits(settings)
     app.ctx.connections = set()
     app.ctx.node.start()
     node = app.ctx.node
@@ -105,6 +110,12 @@ async def _drain(app: GatewayApp) -> None:
     await asyncio.gather(*(c.closed.wait() for c in connections))
 
 
+async def _limit_ip(request: Request) -> HTTPResponse | None:
+    limits: Limits = request.app.ctx.limits
+    return await limits.request(request)
+
+
 async def _close(app: GatewayApp) -> None:
+    await app.ctx.limits.close()
     await app.ctx.node.stop()
     await app.ctx.runtime.close()

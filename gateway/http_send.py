@@ -18,6 +18,7 @@ from sanic.response import HTTPResponse
 from burrow import ids
 from gateway import protocol, streams
 from gateway.http_json import Invalid, json_object
+from gateway.limiting import Limits
 from gateway.node import Node, Unavailable
 from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
@@ -60,6 +61,10 @@ def blueprint() -> Blueprint:
         if len(body.encode()) > settings.max_body_bytes:
             return refused("too_large", f"body is larger than {settings.max_body_bytes} "
                            "bytes (UTF-8)", field="body")
+        limits: Limits = request.app.ctx.limits
+        limited = await limits.http_send(request.ctx.claims.user)
+        if limited is not None:
+            return limited  # not stored; the same key may be retried later
         collector = streams.Collector()
         conn = streams.connection(request, request.ctx.claims, collector)
         try:

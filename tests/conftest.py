@@ -3,12 +3,16 @@
 ``broker`` is a private RabbitMQ node (never the developer's running one) loaded with
 Burrow's definitions and test passwords; ``vhost`` gives each test an empty virtual host
 with the roles' permissions. ``mongo_server`` is the embedded MongoDB-wire server; ``mongo_url`` gives each test
-its own database.
+its own database. ``redis_url`` is a private Redis (Debian's redis-server, nothing
+persisted) for shared rate limits; tests keep to keys of their own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import time
 import urllib.parse
 import uuid
@@ -99,6 +103,10 @@ def process_env(tmp_path: Path) -> dict[str, str]:
     env.update({"BURROW_HEALTH_INTERVAL": "0.2", "BURROW_RECONNECT_INTERVAL": "0.5",
                 "BURROW_JWT_SECRET": JWT_SECRET,
                 "BURROW_DB_TIMEOUT": "1", "BURROW_METRICS_DIR": str(tmp_path / "metrics"),
+                # every test's clients share 127.0.0.1 and fire requests in bursts: the
+                # limits are off unless a test sets them (tests/integration/test_rate_limits)
+                "BURROW_RATE_IP": "100000/100000", "BURROW_RATE_USER": "100000/100000",
+                "BURROW_RATE_CONNECTION": "100000/100000",
                 "PYTHONUNBUFFERED": "1"})
     return env
 
@@ -116,3 +124,79 @@ def eventually(probe: Callable[[], object], timeout: float = 30.0) -> object:
             assert result, f"still {result!r} after {timeout}s"
             return result
         time.sleep(0.2)
+
+
+class RedisServer:
+    """A private redis-server on loopback: its own directory, nothing persisted.
+
+    Never the machine's own Redis: the shared rate-limit tests start and stop it at will.
+    """
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory, self.port = directory, port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "redis.log"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            pytest.fail("redis-server is not installed: ./dev test installs it (Debian's "
+                        "redis-server package)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port),
+             "--dir", str(self.directory), "--save", "", "--appendonly", "no",
+             "--logfile", str(self.log), "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Return once the server answers PING; fail with its log if it never does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"redis-server exited {self.process.returncode}:\n{self._tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server on port {self.port} did not answer PING within "
+                            f"{timeout}s:\n{self._tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def _tail(self) -> str:
+        return self.log.read_text()[-3000:] if self.log.exists() else "(no log)"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a private Redis for the whole session (tests keep to their own keys)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), ports.free_port())
+    server.start()
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()

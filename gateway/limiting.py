@@ -1,0 +1,71 @@
+"""The gateway's rate limits (G7): per client IP on every ``/v1`` request, per connection
+and per user on every message send, whatever the transport.
+
+A refused send is not stored: the client gets an ``error`` frame (code ``rate_limited``,
+``retry_after_ms``) on a WebSocket, or 429 with ``Retry-After`` over HTTP. A connection
+that keeps sending into the limit (``BURROW_RATE_FLOOD`` refusals within its window) is
+closed with 4429. The limits are checked before the JWT (per IP) and before the broker
+(per send), so a flood costs the gateway little and never reaches the sequencer. How the
+limits behave as token buckets: docs/rate-limits.md.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+from sanic import Request, response
+from sanic.response import HTTPResponse
+
+from burrow.ratelimit import CONNECTION, IP, USER, Decision, Flood, RateLimiter
+from burrow.settings import Settings
+from gateway import protocol
+from gateway.connection import Connection
+
+
+class Limits:
+    def __init__(self, settings: Settings) -> None:
+        self.limiter = RateLimiter(settings.rate_storage, {
+            CONNECTION: settings.rate_connection, USER: settings.rate_user,
+            IP: settings.rate_ip})
+        self.flood_rule = settings.rate_flood
+        self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
+            weakref.WeakKeyDictionary())
+
+    async def request(self, request: Request) -> HTTPResponse | None:
+        """Request middleware: 429 for a client IP over its limit (``/v1`` only)."""
+        if not request.path.startswith("/v1/"):
+            return None  # probes and metrics are for the platform, not for clients
+        decision = await self.limiter.hit(IP, request.remote_addr or request.ip)
+        return None if decision.allowed else too_many(decision, "requests from this address")
+
+    async def send(self, conn: Connection, client_id: str | None = None,
+                   room: str | None = None) -> str | None:
+        """None if *conn* may send now; else the error frame (and maybe a 4429 close)."""
+        decision = await self.limiter.hit_all([(CONNECTION, conn.id), (USER, conn.user)])
+        if decision.allowed:
+            return None
+        flood = self.floods.get(conn)
+        if flood is None:
+            flood = self.floods[conn] = Flood(self.flood_rule)
+        if flood.rejected():
+            conn.close(protocol.FLOODING, "too many messages: slow down, then reconnect")
+        return protocol.error("rate_limited", f"too many messages ({decision.kind} limit); "
+                              "not stored: retry later with the same client_id",
+                              client_id=client_id, room=room,
+                              retry_after_ms=decision.retry_after_ms)
+
+    async def http_send(self, user: str) -> HTTPResponse | None:
+        decision = await self.limiter.hit(USER, user)
+        return None if decision.allowed else too_many(decision, "messages from this user")
+
+    async def close(self) -> None:
+        await self.limiter.close()
+
+
+def too_many(decision: Decision, what: str) -> HTTPResponse:
+    return response.json(
+        {"error": {"code": "rate_limited", "message": f"too many {what}; retry later",
+                   "retry_after_ms": decision.retry_after_ms}},
+        status=429, headers={"Retry-After": str(max(1, math.ceil(
+            decision.retry_after_ms / 1000)))})
