@@ -1,11 +1,21 @@
 """Which users are connected, and whether they are active, across every gateway.
 
 One document per open connection in ``presence``: the gateway writes it on connect,
-refreshes ``seen_at`` for all its connections with one heartbeat write, moves
-``active_at`` when the client does something (a send, a read, a subscribe: not a ping,
-which client libraries send by themselves), and deletes it on close. A gateway killed
-with ``kill -9`` deletes nothing: its documents stop counting once ``seen_at`` is older
-than the TTL, and a TTL index removes them later (readers never rely on that index).
+refreshes ``seen_at`` of exactly the connections it holds with one heartbeat write, moves
+``active_at`` when the client does something (a send, a read, a subscribe, typing: not a
+ping, which client libraries send by themselves). On close the document is not deleted at
+once: its ``seen_at`` is set so that it stops counting after a short grace
+(:data:`~gateway.node.OFFLINE_GRACE`), so a page reload or a reconnect to another gateway
+does not flash the user offline. A gateway killed with ``kill -9`` writes nothing more: its
+documents stop counting once ``seen_at`` is older than the TTL, the other gateways' sweeps
+delete them (and announce the users who are left with no connection), and a TTL index
+removes what is left later (readers never rely on that index).
+
+``presence_status`` holds, per user, the online status last announced and a version
+counter: every change of a user's connections takes the next version *before* it counts
+the live connections, and the status is stored only if no later version was stored
+first. So the highest version always holds a count taken after every earlier change, and
+the announced status ends right whatever order gateways race in (see :meth:`settle`).
 
 The notifier asks :meth:`PresenceStore.is_active` before it pushes: a user who is
 connected *and* active does not get a push; one who is offline, or connected but idle
@@ -14,26 +24,49 @@ connected *and* active does not get a push; one who is offline, or connected but
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 Database = AsyncDatabase[dict[str, Any]]
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+log = logging.getLogger(__name__)
+UPSERT_ATTEMPTS = 5
 
 
 class PresenceStore:
     def __init__(self, db: Database, ttl: float) -> None:
         self.presence = db["presence"]
+        self.status = db["presence_status"]
         self.ttl = timedelta(seconds=ttl)
 
     async def ensure_indexes(self) -> None:
         await self.presence.create_index([("user", ASCENDING)], name="user")
         await self.presence.create_index([("gateway", ASCENDING)], name="gateway")
-        # Cleanup only: queries filter on seen_at themselves.
-        await self.presence.create_index([("seen_at", ASCENDING)], name="seen_at_ttl",
-                                         expireAfterSeconds=int(self.ttl.total_seconds()) * 2)
+        # Cleanup only: queries filter on seen_at themselves, and gateways sweep.
+        try:
+            await self.presence.create_index(
+                [("seen_at", ASCENDING)], name="seen_at_ttl",
+                expireAfterSeconds=int(self.ttl.total_seconds()) * 2)
+        except OperationFailure as exc:
+            if exc.code not in INDEX_CONFLICTS:
+                raise
+            # Made with another BURROW_PRESENCE_TTL (a changed setting, or a test): keep
+            # it rather than retry forever; it only decides when leftovers are removed.
+            log.warning("presence index seen_at_ttl exists with another expiry (another "
+                        "BURROW_PRESENCE_TTL); kept as it is")
+
+    def _cutoff(self) -> datetime:
+        """A connection whose ``seen_at`` is not after this no longer counts."""
+        return datetime.now(UTC) - self.ttl
+
+    # -- connections -------------------------------------------------------------------
 
     async def connected(self, conn_id: str, user: str, gateway: str) -> None:
         now = datetime.now(UTC)
@@ -41,21 +74,66 @@ class PresenceStore:
             {"_id": conn_id},
             {"user": user, "gateway": gateway, "seen_at": now, "active_at": now}, upsert=True)
 
+    async def restore(self, conn_id: str, user: str, gateway: str) -> None:
+        """Put back the document of a connection that is still open but lost it (swept while
+        its gateway's heartbeat was late); its activity is unknown, so it counts as idle."""
+        await self.presence.update_one(
+            {"_id": conn_id},
+            {"$set": {"user": user, "gateway": gateway, "seen_at": datetime.now(UTC)},
+             "$setOnInsert": {"active_at": NEVER}}, upsert=True)
+
     async def active(self, conn_id: str) -> None:
         now = datetime.now(UTC)
         await self.presence.update_one({"_id": conn_id},
                                        {"$set": {"active_at": now, "seen_at": now}})
 
-    async def heartbeat(self, gateway: str) -> None:
-        await self.presence.update_many({"gateway": gateway},
-                                        {"$set": {"seen_at": datetime.now(UTC)}})
+    async def heartbeat(self, conn_ids: Collection[str]) -> int:
+        """Vouch for *conn_ids* (the gateway's open connections); how many documents matched.
 
-    async def disconnected(self, conn_id: str) -> None:
-        await self.presence.delete_one({"_id": conn_id})
+        By id rather than by gateway: a document the gateway no longer holds (a closed
+        connection whose delete failed, one in its grace) must expire, not be kept alive.
+        """
+        if not conn_ids:
+            return 0
+        result = await self.presence.update_many({"_id": {"$in": list(conn_ids)}},
+                                                 {"$set": {"seen_at": datetime.now(UTC)}})
+        return result.matched_count
+
+    async def existing(self, conn_ids: Collection[str]) -> set[str]:
+        return {str(d["_id"]) async for d in
+                self.presence.find({"_id": {"$in": list(conn_ids)}}, {"_id": 1})}
+
+    async def closing(self, conn_id: str, grace: float) -> None:
+        """The connection closed: let it count for *grace* more seconds, then expire."""
+        seen_at = datetime.now(UTC) - self.ttl + timedelta(seconds=grace)
+        await self.presence.update_one({"_id": conn_id}, {"$set": {"seen_at": seen_at}})
+
+    async def disconnected(self, conn_id: str) -> bool:
+        """Delete the connection's document; False if it was gone (someone else swept it)."""
+        result = await self.presence.delete_one({"_id": conn_id})
+        return result.deleted_count == 1
+
+    async def stale(self, limit: int) -> list[tuple[str, str]]:
+        """(connection id, user) of up to *limit* documents that no gateway vouches for."""
+        return [(str(d["_id"]), str(d.get("user", ""))) async for d in
+                self.presence.find({"seen_at": {"$lte": self._cutoff()}}, {"user": 1})
+                .limit(limit)]
+
+    async def expire(self, conn_ids: Collection[str]) -> int:
+        """Delete those of *conn_ids* that are still stale; how many this call deleted.
+
+        The ``seen_at`` condition spares a document that its gateway vouched for again
+        since it was read (a late heartbeat).
+        """
+        result = await self.presence.delete_many(
+            {"_id": {"$in": list(conn_ids)}, "seen_at": {"$lte": self._cutoff()}})
+        return result.deleted_count
+
+    # -- queries -----------------------------------------------------------------------
 
     async def is_online(self, user: str) -> bool:
         return await self.presence.count_documents(
-            {"user": user, "seen_at": {"$gt": datetime.now(UTC) - self.ttl}}, limit=1) > 0
+            {"user": user, "seen_at": {"$gt": self._cutoff()}}, limit=1) > 0
 
     async def is_active(self, user: str, idle_after: float) -> bool:
         """Connected (a live gateway vouches for it) and did something in *idle_after* s."""
@@ -63,3 +141,64 @@ class PresenceStore:
         return await self.presence.count_documents(
             {"user": user, "seen_at": {"$gt": now - self.ttl},
              "active_at": {"$gt": now - timedelta(seconds=idle_after)}}, limit=1) > 0
+
+    async def states(self, users: Iterable[str],
+                     idle_after: float) -> dict[str, tuple[bool, bool]]:
+        """{user: (online, active)} for every one of *users*, from one query."""
+        now = datetime.now(UTC)
+        idle_since = now - timedelta(seconds=idle_after)
+        wanted = list(users)
+        found: dict[str, tuple[bool, bool]] = dict.fromkeys(wanted, (False, False))
+        async for doc in self.presence.find(
+                {"user": {"$in": wanted}, "seen_at": {"$gt": now - self.ttl}},
+                {"user": 1, "active_at": 1}):
+            user = str(doc["user"])
+            active_at = doc.get("active_at")
+            active = isinstance(active_at, datetime) and _aware(active_at) > idle_since
+            found[user] = (True, found[user][1] or active)
+        return found
+
+    # -- announced status --------------------------------------------------------------
+
+    async def bump(self, user: str) -> int:
+        """The next version of *user*'s status: take it after a change, before counting.
+
+        Concurrent first upserts of a user can lose the race for the insert: mongod may
+        raise DuplicateKeyError, and SecantusDB answers no document although it applied the
+        increment. Either way take another version: skipped numbers are harmless, only the
+        order matters.
+        """
+        for _ in range(UPSERT_ATTEMPTS - 1):
+            try:
+                doc = await self._bump(user)
+            except DuplicateKeyError:
+                continue
+            if doc is not None:
+                return int(doc["version"])
+        doc = await self._bump(user)
+        if doc is None:
+            raise OperationFailure(f"no presence version for {user}")
+        return int(doc["version"])
+
+    async def _bump(self, user: str) -> dict[str, Any] | None:
+        return await self.status.find_one_and_update(
+            {"_id": user}, {"$inc": {"version": 1},
+                            "$setOnInsert": {"online": False, "settled": 0}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+
+    async def settle(self, user: str, version: int, online: bool) -> bool:
+        """Store *online* as of *version*; True if that changed the announced status.
+
+        Nothing is stored when a later version was stored already: that one counted after
+        this one's change, so it knows at least as much. Whoever gets True announces it.
+        """
+        before = await self.status.find_one_and_update(
+            {"_id": user, "settled": {"$lt": version}},
+            {"$set": {"online": online, "settled": version}},
+            return_document=ReturnDocument.BEFORE)
+        return before is not None and bool(before.get("online")) != online
+
+
+def _aware(moment: datetime) -> datetime:
+    """PyMongo returns naive UTC datetimes unless the client is tz_aware."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

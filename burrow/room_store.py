@@ -71,6 +71,11 @@ class RoomStore:
         return [{"id": m["room"], "name": names.get(m["room"], ""), "role": m["role"],
                  "read_seq": m.get("read_seq", 0)} for m in memberships]
 
+    async def room_ids(self, user: str) -> list[str]:
+        """Just the ids of the user's rooms (from the user_room index alone)."""
+        return [str(m["room"]) async for m in
+                self.memberships.find({"user": user}, {"_id": 0, "room": 1})]
+
     async def members(self, room: str) -> list[dict[str, Any]]:
         return [{"user": m["user"], "role": m["role"], "read_seq": m.get("read_seq", 0)}
                 async for m in self.memberships.find({"room": room}).sort("user")]

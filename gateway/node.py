@@ -7,6 +7,12 @@ is handed to the local subscribers of its room through their :class:`~burrow.sea
 which makes delivery exactly-once and in order (G2, G4); a gap (messages lost while the
 broker restarted) is filled from the database. The frame text is decoded once per
 delivery, whatever the number of receivers.
+
+Presence and typing events travel the same way (``room.<room>.presence`` / ``.typing``)
+but are ephemeral: never stored, no seq, not replayed, straight to the local subscribers.
+Presence is announced by whichever gateway sees a user's status change (its connect, its
+close after :data:`OFFLINE_GRACE`, or a sweep of a dead gateway's connections); see
+:mod:`burrow.presence_store` for why racing gateways still end on the right status.
 """
 
 from __future__ import annotations
@@ -46,6 +52,34 @@ from queues import topology
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+# Seconds a closed connection still counts as online: a reload or a reconnect to another
+# gateway (and every long-poll, which is a connection per request) must not flash the user
+# offline to the room. A constant, not a setting: clients reconnect within a few seconds.
+OFFLINE_GRACE = 5.0
+SWEEP_PAGE = 1000
+
+
+class Throttle:
+    """At most one event per (owner, key) per *interval* seconds; the rest are dropped.
+
+    Dropped, not delayed: a typing indicator that arrives late is wrong, and the client
+    repeats it while the user keeps typing.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last: dict[str, dict[str, float]] = {}
+
+    def allow(self, owner: str, key: str, now: float) -> bool:
+        times = self.last.setdefault(owner, {})
+        last = times.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        times[key] = now
+        return True
+
+    def forget(self, owner: str) -> None:
+        self.last.pop(owner, None)
 
 
 class Unavailable(Exception):
@@ -75,6 +109,9 @@ class Node:
         self.bind_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.bound: set[str] = set()
         self.pending: dict[str, PendingSend] = {}
+        self.local: dict[str, Connection] = {}  # open connections the heartbeat vouches for
+        self.typing_throttle = Throttle(settings.typing_interval)
+        self._expiries: dict[str, asyncio.TimerHandle] = {}  # closed connections in grace
         self.channel: AbstractRobustChannel | None = None
         self.queue: AbstractQueue | None = None
         self.ingress: AbstractExchange | None = None
@@ -124,6 +161,12 @@ class Node:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._cleanups, return_exceptions=True)
+        # Connections in their grace are left to expire: another gateway's sweep (or this
+        # one's successor) deletes them and announces who went offline, while users who
+        # reconnect elsewhere meanwhile never appear offline.
+        for timer in self._expiries.values():
+            timer.cancel()
+        self._expiries.clear()
         for pending in self.pending.values():
             if pending.timer is not None:
                 pending.timer.cancel()
@@ -182,28 +225,133 @@ class Node:
             pending = self.pending.pop(key)
             if pending.timer is not None:
                 pending.timer.cancel()
+        self.typing_throttle.forget(conn.id)
+        # First: the heartbeat stops vouching for it. (Not there: a connection that was
+        # never presence, such as an HTTP send's.)
+        if self.local.pop(conn.id, None) is None:
+            return
         try:
-            await self.presence.disconnected(conn.id)
-        except PyMongoError as exc:  # the TTL ends it instead
-            log.warning("presence of %s not removed: %s", conn.id, exc)
+            await self.presence.closing(conn.id, OFFLINE_GRACE)
+        except PyMongoError as exc:  # not vouched for any more: it expires after the TTL
+            log.warning("presence of %s not ended: %s", conn.id, exc)
+            return
+        self._expiries[conn.id] = asyncio.get_running_loop().call_later(
+            OFFLINE_GRACE, self._expire_soon, conn.id, conn.user)
 
     # -- presence --------------------------------------------------------------------
 
     async def _beat(self) -> None:
-        """Vouch for this gateway's connections every third of the presence TTL."""
+        """Every third of the presence TTL: vouch for this gateway's connections, then
+        sweep those no gateway vouches for (a gateway killed with ``kill -9``)."""
         while True:
             try:
-                await self.presence.heartbeat(self.queue_name)
+                await self._vouch()
+                await self._sweep()
             except PyMongoError as exc:
                 log.warning("presence heartbeat failed: %s", exc)
             await asyncio.sleep(self.settings.presence_ttl / 3)
 
+    async def _vouch(self) -> None:
+        conn_ids = list(self.local)
+        if await self.presence.heartbeat(conn_ids) >= len(conn_ids):
+            return
+        # Some were swept (this gateway's heartbeat came too late) or never recorded
+        # (the database was down at connect): they are open, so put them back.
+        missing = set(conn_ids) - await self.presence.existing(conn_ids)
+        if missing:
+            log.warning("presence of %d open connections restored", len(missing))
+        for conn_id in missing:
+            conn = self.local.get(conn_id)
+            if conn is None:
+                continue
+            await self.presence.restore(conn_id, conn.user, self.queue_name)
+            if conn_id not in self.local and not await self.presence.disconnected(conn_id):
+                continue  # closed meanwhile: its own expiry announces it
+            self._settle_soon(conn.user)
+
+    async def _sweep(self) -> None:
+        """Delete connections that no gateway vouched for in the TTL; settle their users.
+
+        Every gateway sweeps; the ``seen_at`` condition of the delete and the versioned
+        status make concurrent sweeps harmless (a user is announced once per change).
+        """
+        while True:
+            stale = await self.presence.stale(SWEEP_PAGE)
+            if stale and await self.presence.expire([conn_id for conn_id, _ in stale]):
+                for user in {user for _, user in stale}:
+                    self._settle_soon(user)
+            if len(stale) < SWEEP_PAGE:
+                return
+
     async def connected(self, conn: Connection) -> None:
         conn.active_written = time.monotonic()
+        self.local[conn.id] = conn
         try:
             await self.presence.connected(conn.id, conn.user, self.queue_name)
-        except PyMongoError as exc:  # presence is advisory: the chat goes on without it
+        except PyMongoError as exc:  # presence is advisory: the heartbeat restores it
             log.warning("presence of %s not recorded: %s", conn.id, exc)
+            return
+        self._settle_soon(conn.user)
+
+    def _expire_soon(self, conn_id: str, user: str) -> None:
+        self._expiries.pop(conn_id, None)
+        self._hold(asyncio.create_task(self._expire(conn_id, user)))
+
+    async def _expire(self, conn_id: str, user: str) -> None:
+        try:
+            if not await self.presence.disconnected(conn_id):
+                return  # a sweep took it, and settled the user
+        except PyMongoError as exc:  # the sweep ends it instead
+            log.warning("presence of %s not removed: %s", conn_id, exc)
+            return
+        await self._settle(user)
+
+    def _settle_soon(self, user: str) -> None:
+        self._hold(asyncio.create_task(self._settle(user)))
+
+    async def _settle(self, user: str) -> None:
+        """Count *user*'s live connections; if that changes their status, tell their rooms.
+
+        The version is taken before the count (see :meth:`PresenceStore.settle`).
+        """
+        try:
+            version = await self.presence.bump(user)
+            online = await self.presence.is_online(user)
+            if not await self.presence.settle(user, version, online):
+                return
+            rooms = await self.rooms.room_ids(user)
+        except PyMongoError as exc:
+            log.warning("presence of %s not settled: %s", user, exc)
+            return
+        status = "online" if online else "offline"
+        await asyncio.gather(*(
+            self._publish_event(room, "presence", protocol.presence(room, user, status, version))
+            for room in rooms))
+
+    async def _publish_event(self, room: str, kind: str, frame: str,
+                             expiration: float | None = None) -> None:
+        """Publish an ephemeral event; it is lost if the broker is down (nothing retries)."""
+        try:
+            await self.ready()
+            assert self.fanout is not None
+            await self.fanout.publish(
+                aio_pika.Message(frame.encode(), content_type="application/json",
+                                 expiration=expiration),
+                ids.event_key(room, kind), mandatory=False, timeout=self.settings.send_timeout)
+        except (Unavailable, aio_pika.exceptions.AMQPError, aio_pika.exceptions.PublishError,
+                ConnectionError, TimeoutError) as exc:
+            log.warning("%s event of %s not published: %s", kind, room, exc)
+
+    async def typing(self, conn: Connection, room: str) -> None:
+        """Tell the room's other members that *conn*'s user is typing, at most once per
+        ``typing_interval`` per connection and room; extra frames are dropped silently."""
+        await self.check_member(conn, room)
+        if not self.typing_throttle.allow(conn.id, room, time.monotonic()):
+            return
+        # Not awaited: the client's next frame must not wait for a broker confirm.
+        self._hold(asyncio.create_task(self._publish_event(
+            room, "typing", protocol.typing(room, conn.user),
+            expiration=self.settings.typing_interval)))
 
     def touch(self, conn: Connection) -> None:
         """The client did something: it is active (written at most every idle/4 s)."""
@@ -331,6 +479,8 @@ class Node:
             self._on_message(room, message)
         elif kind == "member":
             await self._on_member_event(room, message.body)
+        elif kind in ("presence", "typing"):
+            self._on_event(room, kind, message.body)
 
     def _on_ack(self, message: AbstractIncomingMessage) -> None:
         pending = self.pending.pop(message.correlation_id or "", None)
@@ -356,6 +506,18 @@ class Node:
                 sub.connection.push(frames)
             if sub.cursor.needs_replay:
                 self._replay_soon(sub)
+
+    def _on_event(self, room: str, kind: str, body: bytes) -> None:
+        """Hand a presence or typing event to every local subscriber of the room but the
+        user's own connections: they know they are typing, and that they are online."""
+        event = protocol.event(kind, room, body)
+        if event is None:
+            log.warning("malformed %s event on room %s", kind, room)
+            return
+        frame, user = event
+        for sub in tuple(self.subscribers.get(room, ())):
+            if sub.connection.user != user:
+                sub.connection.push([frame])
 
     async def _on_member_event(self, room: str, body: bytes) -> None:
         try:

@@ -70,8 +70,14 @@ class Ping:
     id: str | int | None
 
 
-ClientFrame = Subscribe | Unsubscribe | SendFrame | Read | Ping
-TYPES = ("subscribe", "unsubscribe", "send", "read", "ping")
+@dataclass(frozen=True)
+class Typing:
+    room: str
+
+
+ClientFrame = Subscribe | Unsubscribe | SendFrame | Read | Ping | Typing
+TYPES = ("subscribe", "unsubscribe", "send", "read", "typing", "ping")
+STATUSES = ("online", "offline")
 
 
 def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
@@ -108,6 +114,8 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
         return Subscribe(room, since)
     if kind == "unsubscribe":
         return Unsubscribe(room)
+    if kind == "typing":
+        return Typing(room)
     if kind == "read":
         seq = data.get("seq")
         if not _is_seq(seq):
@@ -158,3 +166,37 @@ def unsubscribed(room: str, reason: str) -> str:
 
 def pong(ping_id: str | int | None) -> str:
     return _dumps({"type": "pong"} if ping_id is None else {"type": "pong", "id": ping_id})
+
+
+def presence(room: str, user: str, status: str, version: int) -> str:
+    """*user*'s current status, not a toggle: the highest ``version`` per user is the truth."""
+    return _dumps({"type": "presence", "room": room, "user": user, "status": status,
+                   "version": version})
+
+
+def typing(room: str, user: str) -> str:
+    return _dumps({"type": "typing", "room": room, "user": user})
+
+
+def event(kind: str, room: str, body: bytes) -> tuple[str, str] | None:
+    """A ``presence`` or ``typing`` event from ``chat.fanout`` as the client frame, and its
+    user; None if the body is not such an event of *room*.
+
+    The frame is rebuilt from the checked fields, so nothing but them reaches clients
+    whoever published on the exchange.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type") != kind or data.get("room") != room:
+        return None
+    user = data.get("user")
+    if not ids.is_user_id(user):
+        return None
+    if kind == "typing":
+        return typing(room, user), user
+    status, version = data.get("status"), data.get("version")
+    if kind == "presence" and status in STATUSES and _is_seq(version):
+        return presence(room, user, status, version), user
+    return None

@@ -3,7 +3,7 @@
 Errors are JSON ``{"error": {"code", "message"}}`` with a 4xx status. Who may do what:
 anyone authenticated creates a room (and owns it); owners and admins (``roles: [admin]``
 in the token) add and remove members; a member may remove themself (leave); only members
-(and admins) list members and read history (G6).
+(and admins) list members, see their presence and read history (G6).
 """
 
 from __future__ import annotations
@@ -89,6 +89,18 @@ def blueprint() -> Blueprint:
             return refused
         return response.json({"room": room,
                               "members": await node_of(request).rooms.members(room)})
+
+    @bp.get("/<room>/presence")
+    async def presence(request: Request, room: str) -> HTTPResponse:
+        """Who of the members is online now: the snapshot to which presence events apply."""
+        if (refused := await may_read(request, room)) is not None:
+            return refused
+        node = node_of(request)
+        users = [m["user"] for m in await node.rooms.members(room)]
+        states = await node.presence.states(users, node.settings.idle_after)
+        return response.json({"room": room, "members": [
+            {"user": user, "online": states[user][0], "active": states[user][1]}
+            for user in users]})
 
     async def may_manage(request: Request, room: str, user: str) -> HTTPResponse | None:
         claims: Claims = request.ctx.claims

@@ -11,9 +11,7 @@ both kinds of client.)
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 
 from pymongo.errors import PyMongoError
@@ -21,9 +19,10 @@ from sanic import Blueprint, Request, Websocket, response
 from sanic.response import HTTPResponse
 from websockets.exceptions import ConnectionClosed
 
-from gateway import protocol
+from gateway import protocol, streams
 from gateway.auth import AuthError, Claims
 from gateway.connection import Connection
+from gateway.limiting import Limits
 from gateway.node import Node, Unavailable
 from gateway.protocol import ProtocolError
 
@@ -70,39 +69,27 @@ def blueprint() -> Blueprint:
     @bp.websocket("/ws")  # type: ignore[untyped-decorator]
     async def ws_endpoint(request: Request, ws: Websocket) -> None:
         await serve(request.app.ctx.node, request.app.ctx.connections, request.ctx.claims,
-                    ws, request.app.config.WEBSOCKET_MAX_SIZE)
+                    ws, request.app.ctx.limits)
 
     return bp
 
 
 async def serve(node: Node, connections: set[Connection], claims: Claims, ws: Websocket,
-                max_frame: int) -> None:
+                limits: Limits) -> None:
     """Run one client: read frames until it leaves, its token expires, or we stop."""
     conn = Connection(uuid.uuid4().hex[:12], claims.user, claims.is_admin,
                       SanicTransport(ws), node.settings.client_buffer)
-    connections.add(conn)
-    loop = asyncio.get_running_loop()
-    # A token is only good until it expires, also on an open connection (4401: refresh).
-    expiry = loop.call_later(max(0.0, claims.expires_at - time.time()), conn.close,
-                             protocol.UNAUTHORIZED, "token expired")
-    try:
-        await node.connected(conn)
-        async for raw in ws:
-            if conn.close_code is not None:
-                break
-            await handle(node, conn, raw)
-    except ConnectionClosed:
-        pass
-    finally:
-        expiry.cancel()
-        connections.discard(conn)
-        conn.writer.cancel()
-        # Sanic cancels this handler when the socket goes: the cleanup (unbinding the
-        # room, forgetting pending sends) must still run to its end.
-        await asyncio.shield(node.drop_soon(conn))
+    async with streams.attached(node, connections, conn, claims):
+        try:
+            async for raw in ws:
+                if conn.close_code is not None:
+                    break
+                await handle(node, conn, raw, limits)
+        except ConnectionClosed:
+            pass
 
 
-async def handle(node: Node, conn: Connection, raw: str | bytes) -> None:
+async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits) -> None:
     """Act on one client frame; a bad frame gets an error frame, never a closed socket."""
     try:
         frame = protocol.parse(raw, node.settings.max_body_bytes)
@@ -117,10 +104,16 @@ async def handle(node: Node, conn: Connection, raw: str | bytes) -> None:
                 await node.unsubscribe(conn, room)
                 conn.push([protocol.unsubscribed(room, "requested")])
             case protocol.SendFrame():
+                refused = await limits.send(conn, frame.client_id, frame.room)
+                if refused is not None:
+                    conn.push([refused])  # not stored: G7
+                    return
                 await node.send(conn, frame)
             case protocol.Read(room, seq):
                 await node.check_member(conn, room)
                 await node.rooms.mark_read(room, conn.user, seq)
+            case protocol.Typing(room):
+                await node.typing(conn, room)
     except ProtocolError as exc:
         conn.push([exc.frame()])
     except Unavailable as exc:

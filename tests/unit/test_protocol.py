@@ -21,6 +21,7 @@ from gateway.protocol import (
     Read,
     SendFrame,
     Subscribe,
+    Typing,
     Unsubscribe,
     parse,
 )
@@ -114,7 +115,7 @@ def test_json_that_is_not_an_object_is_bad_frame(raw: str) -> None:
 @pytest.mark.parametrize("raw", [
     "{}", frame(room="lobby"), frame(type=None), frame(type=1), frame(type=True),
     frame(type=["ping"]), frame(type={"ping": 1}), frame(type="PING"), frame(type="ping "),
-    frame(type="typing", room="lobby"), frame(type="message", room="lobby"),
+    frame(type="Typing", room="lobby"), frame(type="message", room="lobby"),
 ])
 def test_missing_or_unknown_type_is_unknown_type(raw: str) -> None:
     """A frame without a known type (exact, case-sensitive) is unknown_type."""
@@ -142,7 +143,7 @@ def test_very_long_type_is_not_echoed() -> None:
     "", "x" * 65, "a.b", "room.*", "*", "#", "a b", " a", "a\n", "a\x00", "café", "ルーム",
     "１", "a/b", None, 5, True, ["lobby"], {"id": "lobby"},
 ])
-@pytest.mark.parametrize("kind", ["subscribe", "unsubscribe", "send", "read"])
+@pytest.mark.parametrize("kind", ["subscribe", "unsubscribe", "send", "read", "typing"])
 def test_bad_room_ids_are_bad_room(kind: str, room: object) -> None:
     """Every room-carrying frame refuses ids outside [A-Za-z0-9_-]{1,64}."""
     exc = refused(frame(type=kind, room=room, client_id="c", body="b", since=1, seq=1))
@@ -334,7 +335,7 @@ def check_parse(raw: str | bytes) -> None:
         assert exc.code in CODES
         assert json.loads(exc.frame())["code"] == exc.code
     else:
-        assert isinstance(parsed, Subscribe | Unsubscribe | SendFrame | Read | Ping)
+        assert isinstance(parsed, Subscribe | Unsubscribe | SendFrame | Read | Ping | Typing)
         if isinstance(parsed, Ping):
             json.loads(protocol.pong(parsed.id))
 

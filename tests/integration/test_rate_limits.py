@@ -1,0 +1,128 @@
+"""Rate limits (G7) on a real gateway: bursts pass up to capacity and refill at the
+configured rate, a flooding client is refused (nothing stored) and finally disconnected
+while others in the same room go on, HTTP answers 429 with Retry-After, and a limit is
+shared by two gateways through Redis.
+
+Timing is asserted only as lower bounds (a refusal's ``retry_after_ms`` is waited out) or
+as bounds that hold however slow the machine is (at most capacity + rate x elapsed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from tests.integration.conftest import Raw, Stack, raw_ws
+
+pytestmark = pytest.mark.integration
+
+# capacity 5, refill 5/s: a window of 1 s in limits' terms (docs/rate-limits.md)
+TIGHT = {"BURROW_RATE_CONNECTION": "5/5", "BURROW_RATE_USER": "100/100",
+         "BURROW_RATE_FLOOD": "1000/10"}
+
+
+def stored(stack: Stack, room: str, sender: str) -> list[dict[str, Any]]:
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        return list(client.get_default_database().messages.find(
+            {"room": room, "sender": sender}).sort("seq", 1))
+
+
+async def send(ws: Raw, room: str, client_id: str) -> dict[str, Any]:
+    """Send and return the answer to it: an ack or an error frame for that client_id."""
+    await ws.send({"type": "send", "room": room, "client_id": client_id, "body": client_id})
+    while True:
+        frame = await ws.recv()
+        if frame.get("client_id") == client_id and frame["type"] in ("ack", "error"):
+            return frame
+
+
+async def test_a_burst_passes_up_to_capacity_then_refills_at_the_rate(stack: Stack) -> None:
+    gateway = stack.add_gateway(**TIGHT)
+    stack.room("general", "alice")
+    async with raw_ws(gateway.ws_url, stack.token("alice")) as ws:
+        started = time.monotonic()
+        answers = [await send(ws, "general", f"b{n}") for n in range(8)]
+        elapsed = time.monotonic() - started
+        kinds = [a["type"] for a in answers]
+        allowed = kinds.count("ack")
+        assert kinds[:5] == ["ack"] * 5  # the burst
+        assert allowed <= 5 + 5 * elapsed + 1  # no more than capacity + refill
+        refused = next(a for a in answers if a["type"] == "error")
+        assert refused["code"] == "rate_limited" and refused["retry_after_ms"] > 0
+        await asyncio.sleep(refused["retry_after_ms"] / 1000 + 0.05)  # lower bound only
+        assert (await send(ws, "general", "after-refill"))["type"] == "ack"
+    acked = {a["client_id"] for a in answers if a["type"] == "ack"} | {"after-refill"}
+    assert {m["client_id"] for m in stored(stack, "general", "alice")} == acked
+
+
+async def test_a_flooder_is_refused_then_cut_while_others_go_on(stack: Stack) -> None:
+    gateway = stack.add_gateway(**{**TIGHT, "BURROW_RATE_FLOOD": "20/60"})
+    stack.room("general", "alice", "bob", "mallory")
+    async with raw_ws(gateway.ws_url, stack.token("bob")) as bob, \
+            raw_ws(gateway.ws_url, stack.token("mallory")) as mallory, \
+            raw_ws(gateway.ws_url, stack.token("alice")) as alice:
+        await bob.send({"type": "subscribe", "room": "general"})
+        assert (await bob.recv())["type"] == "subscribed"
+        for n in range(40):  # fire and forget: a flood does not wait for its acks
+            await mallory.send({"type": "send", "room": "general", "client_id": f"f{n}",
+                                "body": "spam"})
+        for n in range(3):
+            assert (await send(alice, "general", f"a{n}"))["type"] == "ack"
+        assert await mallory.closed() == 4429
+        got: list[str] = []
+        while not {"a0", "a1", "a2"} <= set(got):
+            frame = await bob.recv_until("message")
+            got.append(frame["client_id"])
+    spam = stored(stack, "general", "mallory")
+    assert 5 <= len(spam) < 40  # the burst got through, the rest was refused, not stored
+    assert [m["client_id"] for m in stored(stack, "general", "alice")] == ["a0", "a1", "a2"]
+
+
+async def test_http_over_the_ip_limit_gets_429_with_retry_after(stack: Stack) -> None:
+    gateway = stack.add_gateway(BURROW_RATE_IP="3/1")
+    token = stack.token("alice")
+    async with httpx.AsyncClient(timeout=30) as http:
+        answers = [await http.get(gateway.url("/v1/rooms"),
+                                  headers={"Authorization": f"Bearer {token}"})
+                   for _ in range(6)]
+        limited = [a for a in answers if a.status_code == 429]
+        assert limited, [a.status_code for a in answers]
+        assert int(limited[0].headers["Retry-After"]) >= 1
+        assert limited[0].json()["error"]["code"] == "rate_limited"
+        probe = await http.get(gateway.url("/healthz"))  # probes are never limited
+        assert probe.status_code == 200
+
+
+async def test_http_sends_over_the_user_limit_get_429_and_are_not_stored(
+        stack: Stack) -> None:
+    gateway = stack.add_gateway(BURROW_RATE_USER="2/1")
+    stack.room("general", "alice")
+    token = stack.token("alice")
+    async with httpx.AsyncClient(timeout=30) as http:
+        codes = [(await http.post(gateway.url("/v1/rooms/general/messages"),
+                                  json={"body": "x"}, headers={
+                                      "Authorization": f"Bearer {token}",
+                                      "Idempotency-Key": f"k{n}"})).status_code
+                 for n in range(5)]
+    assert codes[:2] == [201, 201] and 429 in codes
+    assert len(stored(stack, "general", "alice")) == codes.count(201)
+
+
+async def test_two_gateways_share_a_user_limit_through_redis(stack: Stack,
+                                                            redis_url: str) -> None:
+    shared = {"BURROW_RATE_STORAGE": redis_url, "BURROW_RATE_USER": "4/1",
+              "BURROW_RATE_CONNECTION": "100/100"}
+    one, two = stack.add_gateway(**shared), stack.add_gateway(**shared)
+    stack.room("general", "alice")
+    async with raw_ws(one.ws_url, stack.token("alice")) as a, \
+            raw_ws(two.ws_url, stack.token("alice")) as b:
+        started = time.monotonic()
+        answers = [await send(ws, "general", f"s{n}") for n in range(4) for ws in (a, b)]
+        elapsed = time.monotonic() - started
+    allowed = sum(1 for x in answers if x["type"] == "ack")
+    assert 4 <= allowed <= 4 + 4 * elapsed + 1  # one budget for both gateways, not two
