@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import sys
 from functools import partial
@@ -34,7 +36,13 @@ def main() -> None:
                 access_log=False, motd=False)
     try:
         Sanic.serve(primary=app, app_loader=loader)
+    except BrokenPipeError:
+        # Sanic's process manager can race a worker that already stopped (seen under load,
+        # SIGTERM right after start): the worker drained and closed; nothing is lost.
+        logging.getLogger(__name__).warning("worker pipe closed during shutdown")
     except OSError as exc:  # Sanic binds in this process, before any worker starts
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
         sys.exit(f"gateway: cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
                  "set BURROW_HOST / BURROW_PORT")
 
