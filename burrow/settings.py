@@ -131,6 +131,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_RATE_FLOOD", "50/10",
              "REJECTIONS/SECONDS: that many refused sends within that many seconds close the "
              "connection (4429)"),
+    Variable("BURROW_SSE_HEARTBEAT", "15",
+             "seconds between keep-alive comments on an idle SSE stream"),
 )
 NAMES = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -193,6 +195,7 @@ class Settings:
     rate_user: Rule
     rate_ip: Rule
     rate_flood: FloodRule
+    sse_heartbeat: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -272,6 +275,7 @@ class Settings:
             rate_user=get("BURROW_RATE_USER", Rule.parse),
             rate_ip=get("BURROW_RATE_IP", Rule.parse),
             rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),
+            sse_heartbeat=get("BURROW_SSE_HEARTBEAT", _positive(float)),
         )
 
     def unsubscribe_key(self) -> str:

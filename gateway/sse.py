@@ -9,7 +9,8 @@ and no duplicate: the resume seam is the WebSocket's (bind, replay, drain).
 
 Events are named by frame type (``message``, ``subscribed``, ``presence``, ``typing``,
 ``error``...) and carry the frame's JSON as data. A comment line goes out every
-:data:`HEARTBEAT` seconds so that proxies do not cut an idle stream. When the gateway
+``BURROW_SSE_HEARTBEAT`` seconds (15) so that proxies, which often cut a stream idle for
+30-60 s, keep it open. When the gateway
 ends the stream (token expired, client too slow, shutdown) it first sends
 ``event: close`` with the close code and reason the WebSocket would have used. Sends go
 through ``POST /v1/rooms/{room}/messages`` (:mod:`gateway.http_send`).
@@ -33,7 +34,6 @@ from gateway.ws import authenticate
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT = 15.0  # seconds between keep-alive comments; proxies often cut at 30-60 s idle
 RETRY_MS = 2000  # what EventSource waits before it reconnects
 _KEEPALIVE = ""  # an outbox entry that is not a frame: write a comment
 
@@ -76,9 +76,9 @@ async def check_rooms(node: Node, user: str, rooms: list[str]) -> HTTPResponse |
     return None
 
 
-async def keepalive(conn: Connection) -> None:
+async def keepalive(conn: Connection, every: float) -> None:
     while True:
-        await asyncio.sleep(HEARTBEAT)
+        await asyncio.sleep(every)
         conn.push([_KEEPALIVE])
 
 
@@ -107,7 +107,8 @@ def blueprint() -> Blueprint:
         conn = streams.connection(request, claims, SseTransport(stream,
                                                                 streams.Position(since)))
         async with streams.attached(node, request.app.ctx.connections, conn, claims):
-            beat = asyncio.create_task(keepalive(conn))
+            every = request.app.ctx.settings.sse_heartbeat
+            beat = asyncio.create_task(keepalive(conn, every))
             try:
                 for room in rooms:
                     try:

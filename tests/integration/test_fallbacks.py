@@ -218,3 +218,20 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(stack: Stack) ->
         # nothing was stored, and the gateway still serves
         fine = await post(http, stack, "alice", "general", {"body": "fine"}, "fine")
         assert fine.status_code == 201 and fine.json()["seq"] == 1
+
+
+async def test_an_idle_sse_stream_gets_heartbeats_and_a_close_event_at_token_expiry(
+        stack: Stack) -> None:
+    gateway = stack.add_gateway(BURROW_SSE_HEARTBEAT="0.5")
+    stack.room("general", "bob")
+    token = stack.token("bob", ttl=3)
+    async with httpx.AsyncClient(timeout=30) as http, http.stream(
+            "GET", gateway.url("/v1/sse?rooms=general"),
+            headers={"Authorization": f"Bearer {token}"}) as stream:
+        reader = SseReader(stream.aiter_lines())
+        await reader.until("subscribed")
+        closing = await reader.until("close")  # nothing else happens: only heartbeats
+        assert closing.data["code"] == 4401
+        assert reader.comments >= 2  # at 0.5 s intervals over the token's 3 s
+        with pytest.raises(EOFError):
+            await reader.next()  # and the stream ends
