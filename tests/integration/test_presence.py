@@ -277,16 +277,15 @@ async def test_two_connects_racing_on_two_gateways_announce_online_once(
     assert announced == [(b.version, True)]
 
 
-async def test_a_close_and_a_reconnect_elsewhere_never_end_offline(
-        store: PresenceStore) -> None:
-    announced: list[tuple[int, bool]] = []
+async def online_then_counted_close_and_reopen(
+        store: PresenceStore, announced: list[tuple[int, bool]]) -> tuple[Change, Change, Change]:
+    """u comes online on gateway A; A closes that connection and counts (0) before u's
+    connection on B lands, which B then counts (1). Neither has settled yet."""
     first = Change(store, announced)
     await store.connected("c1", "u", "A")
     await first.bump()
     await first.count()
     await first.settle()
-    # A closes c1 and counts before B's connection lands; B then counts and settles
-    # first; A's stale "offline" comes last and must not win.
     closing, opening = Change(store, announced), Change(store, announced)
     await store.disconnected("c1")
     await closing.bump()
@@ -294,6 +293,14 @@ async def test_a_close_and_a_reconnect_elsewhere_never_end_offline(
     await store.connected("c2", "u", "B")
     await opening.bump()
     await opening.count()
+    return first, closing, opening
+
+
+async def test_a_close_and_a_reconnect_elsewhere_never_end_offline(
+        store: PresenceStore) -> None:
+    announced: list[tuple[int, bool]] = []
+    first, closing, opening = await online_then_counted_close_and_reopen(store, announced)
+    # B settles first; A's stale "offline" comes last and must not win.
     await opening.settle()
     await closing.settle()
     assert announced == [(first.version, True)]
@@ -306,18 +313,7 @@ async def test_an_offline_then_online_pair_is_ordered_by_version(
     """When the close is counted before the reconnect lands, both are announced; the
     version tells clients which came last, whatever order the broker delivers them in."""
     announced: list[tuple[int, bool]] = []
-    first = Change(store, announced)
-    await store.connected("c1", "u", "A")
-    await first.bump()
-    await first.count()
-    await first.settle()
-    closing, opening = Change(store, announced), Change(store, announced)
-    await store.disconnected("c1")
-    await closing.bump()
-    await closing.count()
-    await store.connected("c2", "u", "B")
-    await opening.bump()
-    await opening.count()
+    _, closing, opening = await online_then_counted_close_and_reopen(store, announced)
     await closing.settle()
     await opening.settle()
     assert [online for _, online in announced] == [True, False, True]
