@@ -402,6 +402,8 @@ class Node:
         while True:
             page = await self.messages.history(sub.room, after=cursor.last, limit=REPLAY_PAGE)
             sub.connection.push(cursor.replayed((m.seq, m.frame().decode()) for m in page))
+            if sub.connection.close_code is not None:
+                return  # closed (too slow, a full long-poll answer): it resumes from its seq
             if len(page) < REPLAY_PAGE:
                 break
         sub.connection.push(cursor.caught_up())

@@ -82,11 +82,10 @@ def blueprint() -> Blueprint:
                 return problem(503, "unavailable", f"{exc}; retry")
             deadline = asyncio.get_running_loop().time() + timeout
             while len(events) < MAX_EVENTS and conn.close_code is None:
-                wait = deadline - asyncio.get_running_loop().time()
-                if events:
-                    wait = min(wait, LINGER)
-                if wait <= 0:
-                    break
+                remaining = deadline - asyncio.get_running_loop().time()
+                # after the first event, or once the time is up, take only what follows
+                # at once (with timeout=0 that is what is pending after the cursor)
+                wait = LINGER if events or remaining <= 0 else remaining
                 try:
                     frame = await asyncio.wait_for(collector.frames.get(), wait)
                 except TimeoutError:

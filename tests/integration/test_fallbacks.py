@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pymongo import MongoClient
 
+from burrow.envelopes import Stored
 from tests.conftest import eventually
 from tests.integration.conftest import Stack
 
@@ -235,3 +237,26 @@ async def test_an_idle_sse_stream_gets_heartbeats_and_a_close_event_at_token_exp
         assert reader.comments >= 2  # at 0.5 s intervals over the token's 3 s
         with pytest.raises(EOFError):
             await reader.next()  # and the stream ends
+
+
+async def test_a_long_backlog_comes_in_bounded_polls_with_no_gap(stack: Stack) -> None:
+    stack.room("busy", "bob")
+    backlog = 520  # more than one answer takes (500)
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        client.get_default_database().messages.insert_many([
+            Stored(f"m{n}", "busy", n, "alice", f"c{n}", f"old {n}", 1_700_000_000_000 + n)
+            .to_document() for n in range(1, backlog + 1)])
+    seqs: list[int] = []
+    cursor = "busy:0"
+    async with httpx.AsyncClient(timeout=60) as http:
+        for _ in range(100):  # each answer takes what is pending at once, at most 500
+            answer = (await http.get(
+                stack.gateways[0].url(f"/v1/poll?rooms=busy&cursor={cursor}&timeout=0"),
+                headers=headers(stack, "bob"))).json()
+            assert len(answer["events"]) <= 500
+            seqs += [e["seq"] for e in answer["events"]]
+            cursor = answer["cursor"]
+            if cursor == f"busy:{backlog}":
+                break
+    assert seqs == list(range(1, backlog + 1))
+    assert cursor == f"busy:{backlog}"
