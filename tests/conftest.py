@@ -9,6 +9,8 @@ persisted) for shared rate limits; tests keep to keys of their own.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
 import socket
@@ -109,6 +111,23 @@ def process_env(tmp_path: Path) -> dict[str, str]:
                 "BURROW_RATE_CONNECTION": "100000/100000",
                 "PYTHONUNBUFFERED": "1"})
     return env
+
+
+async def until(probe: Callable[[], object], timeout: float = 30.0) -> None:
+    """:func:`eventually` from a coroutine, for a probe that may itself be async.
+
+    For state that has no event of its own (a document another process deletes, a
+    server that comes back); fails the test after *timeout*.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"not true after {timeout}s"
+        await asyncio.sleep(0.1)
 
 
 def eventually(probe: Callable[[], object], timeout: float = 30.0) -> object:

@@ -13,7 +13,7 @@ import asyncio
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from pymongo import MongoClient
 from burrow import database
 from burrow.presence_store import PresenceStore
 from gateway.node import OFFLINE_GRACE
+from tests.conftest import until
 from tests.integration.conftest import Raw, Stack, raw_ws
 
 pytestmark = pytest.mark.integration
@@ -33,13 +34,6 @@ def db_find(stack: Stack, collection: str, query: dict[str, Any]) -> list[dict[s
     with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
         return list(client.get_default_database()[collection].find(query))
 
-
-async def until(probe: Callable[[], object], timeout: float = T) -> None:
-    """Wait for state that has no event of its own (a document the gateway deletes)."""
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, f"not true after {timeout}s"
-        await asyncio.sleep(0.1)
 
 
 async def frames_until(ws: Raw, kind: str, timeout: float = T) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from burrow.devstack import ports
 from burrow.ratelimit import ALLOWED, RateLimiter, Rule
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, until
 
 pytestmark = pytest.mark.integration
 
@@ -101,12 +100,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     yield server
     server.stop()
 
-
-async def until(probe: Callable[[], Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        assert time.monotonic() < deadline, f"not true after {timeout}s"
-        await asyncio.sleep(0.1)
 
 
 async def test_fails_open_while_redis_is_down_and_enforces_again_after(
