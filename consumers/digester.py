@@ -51,9 +51,7 @@ def _job_id(body: dict[str, Any]) -> str:
 class Digester:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        _, self.digest, self.email = topology.job_families(
-            digest_periods=(settings.digest_hourly, settings.digest_daily),
-            email_retries=settings.email_retries)
+        _, self.digest, self.email = topology.configured_families(settings)
         self.periods = {"hourly": settings.digest_hourly, "daily": settings.digest_daily}
         self.secret = settings.unsubscribe_key()
         self.domain = settings.email_from.rpartition("@")[2].rstrip(">") or "burrow.invalid"

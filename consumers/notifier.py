@@ -104,9 +104,7 @@ def notification_from_json(raw: Any) -> Notification:
 class Notifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.family = topology.job_families(settings.push_delay, settings.push_retries)[0]
-        self.digest = topology.job_families(
-            digest_periods=(settings.digest_hourly, settings.digest_daily))[1]
+        self.family, self.digest, _ = topology.configured_families(settings)
         self.periods = {"hourly": settings.digest_hourly, "daily": settings.digest_daily}
         # built now: a bad push setup stops the process before it takes any job
         self.senders: dict[str, Sender] = build_senders(settings)

@@ -61,3 +61,8 @@ async def json_object(request: Request, allowed: tuple[str, ...],
             raise Invalid(f"unknown field {key!r}: allowed are {', '.join(allowed)}",
                           field=str(key))
     return data
+
+
+def problem(status: int, code: str, message: str) -> HTTPResponse:
+    """The API's error answer: ``{"error": {"code", "message"}}`` with *status*."""
+    return response.json({"error": {"code": code, "message": message}}, status=status)

@@ -22,9 +22,10 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from gateway import streams
+from gateway.http_json import problem
 from gateway.node import Node, Unavailable
 from gateway.protocol import ProtocolError
-from gateway.sse import check_rooms, problem
+from gateway.sse import check_rooms
 from gateway.ws import authenticate
 
 DEFAULT_TIMEOUT = 25.0

@@ -17,6 +17,7 @@ from sanic.response import HTTPResponse
 from burrow import ids
 from burrow.room_store import OWNER
 from gateway.auth import Claims
+from gateway.http_json import problem
 from gateway.node import Node
 from gateway.ws import authenticate
 
@@ -24,9 +25,6 @@ MAX_HISTORY = 500
 DEFAULT_HISTORY = 50
 MAX_INITIAL_MEMBERS = 1000
 
-
-def problem(status: int, code: str, message: str) -> HTTPResponse:
-    return response.json({"error": {"code": code, "message": message}}, status=status)
 
 
 def _query_int(request: Request, name: str, low: int, high: int) -> int | None:

@@ -22,12 +22,13 @@ import asyncio
 import logging
 
 import orjson
-from sanic import Blueprint, Request, response
+from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic.response.types import BaseHTTPResponse as StreamResponse
 
 from gateway import streams
 from gateway.connection import Connection
+from gateway.http_json import problem
 from gateway.node import Node, Unavailable
 from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
@@ -37,9 +38,6 @@ log = logging.getLogger(__name__)
 RETRY_MS = 2000  # what EventSource waits before it reconnects
 _KEEPALIVE = ""  # an outbox entry that is not a frame: write a comment
 
-
-def problem(status: int, code: str, message: str) -> HTTPResponse:
-    return response.json({"error": {"code": code, "message": message}}, status=status)
 
 
 class SseTransport:

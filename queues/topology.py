@@ -217,8 +217,13 @@ def build(shards: int = DEFAULT_SHARDS,
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
 
 
+def configured_families(settings: Settings) -> tuple[JobFamily, ...]:
+    """The push, digest and email families with the tiers *settings* ask for."""
+    return job_families(settings.push_delay, settings.push_retries,
+                        (settings.digest_hourly, settings.digest_daily),
+                        settings.email_retries)
+
+
 def for_settings(settings: Settings) -> Topology:
     """The topology a worker declares: the shard count and job tiers it is configured with."""
-    return build(settings.shards, job_families(
-        settings.push_delay, settings.push_retries,
-        (settings.digest_hourly, settings.digest_daily), settings.email_retries))
+    return build(settings.shards, configured_families(settings))

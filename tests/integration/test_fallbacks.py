@@ -134,7 +134,6 @@ async def test_long_polling_continues_exactly_where_the_last_poll_stopped(
         assert pending["cursor"] == "general:2"
 
         waiting = asyncio.ensure_future(poll(1, pending["cursor"], 30))  # the other gateway
-        await asyncio.sleep(0)
         await post(http, stack, "alice", "general", {"body": "m3"}, "k3")
         live = (await waiting).json()
         assert [(e["seq"], e["body"]) for e in live["events"]] == [(3, "m3")]
