@@ -16,17 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from burrow.envelopes import Stored
+from burrow.sequencing import Clash, DedupKey
 
-DedupKey = tuple[str, str, str]
 Database = AsyncDatabase[dict[str, Any]]
-
-
-class SeqTaken(Exception):
-    """Another writer stored some of these rooms' messages first; plan them again."""
-
-    def __init__(self, rooms: set[str]) -> None:
-        super().__init__(f"seq already taken in {sorted(rooms)}")
-        self.rooms = rooms
 
 
 class MessageStore:
@@ -61,7 +53,7 @@ class MessageStore:
         return found
 
     async def insert(self, messages: Sequence[Stored]) -> None:
-        """Store *messages* in one round trip; raises :exc:`SeqTaken` on a unique clash.
+        """Store *messages* in one round trip; raises :exc:`Clash` on a unique clash.
 
         ``ordered=True`` stops at the first clash, so what got in is a prefix of each
         room's new seqs: planning again (the caller learns the rooms' last seq anew and
@@ -77,7 +69,7 @@ class MessageStore:
             if any(e.get("code") != 11000 for e in errors):
                 raise
             first = min(e["index"] for e in errors)
-            raise SeqTaken({m.room for m in messages[first:]}) from None
+            raise Clash({m.room for m in messages[first:]}) from None
 
     async def history(self, room: str, after: int | None = None, before: int | None = None,
                       limit: int = 100) -> list[Stored]:

@@ -5,18 +5,52 @@ room's last seq in memory and number a whole batch at once. It learns a room's l
 from the database the first time it sees the room (after a failover the new sequencer
 starts empty) and forgets it when the database refuses a seq as taken: the unique
 (room, seq) index is the fence against a second writer.
+
+Storing is optimistic (:func:`store_batch`): a batch is numbered as if every send were
+new and inserted in one round trip. Only when a unique index refuses part of it (a
+redelivered send, or a seq another writer took) does it look the batch's sends up and
+number it again. The lookup costs a query per batch, and on the embedded database a scan
+of the collection; skipping it when nothing clashes made the sequencer ~N times faster
+(bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from burrow.envelopes import Send, Stored
 
 T = TypeVar("T")  # whatever the adapter needs to answer a send (its delivery, reply address)
 DedupKey = tuple[str, str, str]
+
+# How often a batch is numbered again after a unique index refused part of it. The first
+# clash of a redelivered batch costs one more attempt; more mean another writer keeps
+# taking this shard's seqs.
+MAX_ATTEMPTS = 6
+
+
+class Clash(Exception):
+    """A unique index refused a message of an ordered insert; those before it are stored.
+
+    *rooms* are the rooms of the refused message and of every message after it.
+    """
+
+    def __init__(self, rooms: set[str]) -> None:
+        super().__init__(f"unique index clash in {sorted(rooms)}")
+        self.rooms = rooms
+
+
+class Storage(Protocol):
+    """What :func:`store_batch` needs of the messages collection."""
+
+    async def last_seqs(self, rooms: Iterable[str]) -> dict[str, int]: ...
+
+    async def existing(self, keys: Sequence[DedupKey]) -> dict[DedupKey, Stored]: ...
+
+    async def insert(self, messages: Sequence[Stored]) -> None:
+        """Insert in order, stopping at the first clash (raised as :exc:`Clash`)."""
 
 
 @dataclass(frozen=True)
@@ -86,3 +120,35 @@ class Numbering:
     def rollback(self, plan: Plan[T]) -> None:
         """Forget the rooms of a plan whose insert failed, so they are read again."""
         self.forget({s.room for s in plan.new})
+
+
+async def store_batch(numbering: Numbering, batch: Sequence[tuple[Send, T]],
+                      storage: Storage, now_ms: int, new_id: Callable[[], str]) -> Plan[T]:
+    """Number *batch* and store its new messages; the plan says what each send became.
+
+    First try: no lookup, every send numbered as new. A clash (a send already stored, or
+    a seq taken) leaves a stored prefix; the rooms are forgotten, the sends looked up
+    (the prefix now counts as stored) and the rest numbered again from the database's
+    last seqs, so no room gets a gap and no send is stored twice. Any other failure also
+    forgets the plan's rooms and propagates: the caller retries the whole batch, whose
+    stored prefix then clashes like a redelivery.
+    """
+    look_up = False
+    for _ in range(MAX_ATTEMPTS):
+        missing = numbering.missing(send for send, _ in batch)
+        if missing:
+            numbering.learn(await storage.last_seqs(missing))
+        existing = (await storage.existing([dedup_key(s) for s, _ in batch])
+                    if look_up else {})
+        plan = numbering.plan(batch, existing, now_ms, new_id)
+        try:
+            await storage.insert(plan.new)
+        except Clash:
+            numbering.rollback(plan)
+            look_up = True
+            continue
+        except BaseException:
+            numbering.rollback(plan)
+            raise
+        return plan
+    raise Clash({send.room for send, _ in batch})

@@ -33,17 +33,13 @@ from pymongo.errors import PyMongoError
 
 from burrow import database, ids
 from burrow.envelopes import EnvelopeError, Send
-from burrow.message_store import MessageStore, SeqTaken
+from burrow.message_store import MessageStore
 from burrow.runtime import Runtime
-from burrow.sequencing import Numbering, Plan
+from burrow.sequencing import Clash, Numbering, Plan, store_batch
 from burrow.settings import Settings
 from queues import topology
 
 log = logging.getLogger(__name__)
-
-# How often a batch is planned again after another writer took some of its seqs.
-MAX_REPLANS = 5
-
 
 @dataclass(frozen=True)
 class Reply:
@@ -118,6 +114,18 @@ class Sequencer:
                 # The channel went away: the broker redelivers the batch to whichever
                 # sequencer is active next; dedup makes that harmless.
                 log.warning("%s: batch of %d left for redelivery: %s", shard, len(batch), exc)
+            except Clash as exc:
+                # Seqs taken attempt after attempt: another sequencer writes these rooms
+                # (a split brain the unique index fences). Give the batch back and pause.
+                log.error("%s: giving a batch of %d back: %s", shard, len(batch), exc)
+                await self._give_back(batch)
+                await asyncio.sleep(self.retry_interval)
+
+    async def _give_back(self, batch: list[AbstractIncomingMessage]) -> None:
+        try:
+            await batch[-1].nack(multiple=True, requeue=True)
+        except aio_pika.exceptions.AMQPError:
+            pass  # the channel is gone: the broker requeues the batch anyway
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         sends: list[tuple[Send, Reply]] = []
@@ -137,27 +145,10 @@ class Sequencer:
     async def _store(self, sends: list[tuple[Send, Reply]]) -> Plan[Reply]:
         """Number and store *sends*, retrying while the database is unreachable."""
         assert self.store is not None
-        replans = 0
         while True:
             try:
-                missing = self.numbering.missing(s for s, _ in sends)
-                if missing:
-                    self.numbering.learn(await self.store.last_seqs(missing))
-                existing = await self.store.existing([(s.room, s.sender, s.client_id)
-                                                      for s, _ in sends])
-                plan = self.numbering.plan(sends, existing, int(time.time() * 1000),
-                                           lambda: uuid.uuid4().hex)
-                try:
-                    await self.store.insert(plan.new)
-                except BaseException:
-                    self.numbering.rollback(plan)
-                    raise
-                return plan
-            except SeqTaken as exc:
-                replans += 1
-                log.warning("another writer took seqs in %s; planning again", sorted(exc.rooms))
-                if replans >= MAX_REPLANS:
-                    raise
+                return await store_batch(self.numbering, sends, self.store,
+                                         int(time.time() * 1000), lambda: uuid.uuid4().hex)
             except PyMongoError as exc:
                 log.warning("database unavailable, retrying a batch of %d: %s", len(sends), exc)
                 await asyncio.sleep(self.retry_interval)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from burrow.envelopes import Send, Stored
-from burrow.sequencing import DedupKey, Numbering, Plan, dedup_key
+from burrow.sequencing import MAX_ATTEMPTS, Clash, DedupKey, Numbering, Plan, dedup_key, store_batch
 
 NOW = 1_767_225_600_000
 
@@ -152,54 +153,104 @@ batches = st.lists(st.tuples(st.lists(sends, min_size=1, max_size=8), events),
 
 
 class Database:
-    """Stored messages with the two unique indexes of the messages collection."""
+    """Stored messages with the two unique indexes of the messages collection, as the
+    :class:`burrow.sequencing.Storage` the sequencer's store step talks to.
+
+    ``fail_after`` makes the next insert store that many documents and then fail the way
+    a lost connection does; ``taken`` are (room, seq) another writer holds.
+    """
 
     def __init__(self) -> None:
         self.by_key: dict[DedupKey, Stored] = {}
         self.by_seq: dict[tuple[str, int], Stored] = {}
+        self.fail_after: int | None = None
+        self.lookups = 0
 
-    def last_seqs(self, rooms: set[str]) -> dict[str, int]:
+    async def last_seqs(self, rooms: Iterable[str]) -> dict[str, int]:
         return {r: max((seq for room, seq in self.by_seq if room == r), default=0)
                 for r in rooms}
 
-    def existing(self, keys: list[DedupKey]) -> dict[DedupKey, Stored]:
+    async def existing(self, keys: Sequence[DedupKey]) -> dict[DedupKey, Stored]:
+        self.lookups += 1
         return {k: self.by_key[k] for k in keys if k in self.by_key}
 
-    def insert(self, message: Stored) -> None:
-        assert message.dedup_key not in self.by_key, f"stored twice: {message}"
-        assert (message.room, message.seq) not in self.by_seq, f"seq taken: {message}"
-        self.by_key[message.dedup_key] = message
-        self.by_seq[(message.room, message.seq)] = message
+    async def insert(self, messages: Sequence[Stored]) -> None:
+        for index, message in enumerate(messages):
+            if self.fail_after is not None and index >= self.fail_after:
+                self.fail_after = None
+                raise ConnectionError("connection lost mid-insert")
+            if message.dedup_key in self.by_key or (message.room, message.seq) in self.by_seq:
+                raise Clash({m.room for m in messages[index:]})
+            self.by_key[message.dedup_key] = message
+            self.by_seq[(message.room, message.seq)] = message
+        self.fail_after = None
+
+
+def store(numbering: Numbering, db: Database, batch: list[Send],
+          new_id: Callable[[], str]) -> Plan[int]:
+    return asyncio.run(store_batch(numbering, [(s, i) for i, s in enumerate(batch)], db,
+                                   NOW, new_id))
+
+
+def test_store_batch_looks_nothing_up_when_nothing_clashes() -> None:
+    """The common case costs one insert: no dedup lookup."""
+    db = Database()
+    plan = store(Numbering(), db, [send("a", "1"), send("a", "2"), send("b", "3")], id_maker())
+    assert [(m.room, m.seq) for m in plan.new] == [("a", 1), ("a", 2), ("b", 1)]
+    assert db.lookups == 0
+
+
+def test_store_batch_answers_a_redelivered_send_with_its_stored_seq() -> None:
+    """A send stored before (by a sequencer that died before acking) clashes, is looked
+    up, and keeps its seq; the new sends after it are numbered without a gap."""
+    db = Database()
+    first = store(Numbering(), db, [send("a", "1"), send("a", "2")], id_maker("x"))
+    again = store(Numbering(), db, [send("a", "0"), send("a", "2"), send("a", "3")],
+                  id_maker("y"))
+    assert [o.stored.seq for o in again.outcomes] == [3, 2, 4]
+    assert again.outcomes[1].stored == first.outcomes[1].stored
+    assert sorted(seq for _, seq in db.by_seq) == [1, 2, 3, 4]
+    assert db.lookups == 1
+
+
+def test_store_batch_gives_up_when_seqs_keep_being_taken() -> None:
+    """A writer that takes every seq first (a split brain) makes the batch fail with
+    Clash after a bounded number of attempts, with nothing stored by this one."""
+    class Hostile(Database):
+        async def insert(self, messages: Sequence[Stored]) -> None:
+            if messages:
+                m = messages[0]
+                self.by_seq[(m.room, m.seq)] = Stored(id="other", room=m.room, seq=m.seq,
+                                                      sender="mallory", client_id=str(m.seq),
+                                                      body="", ts=NOW)
+                raise Clash({m.room})
+
+    db = Hostile()
+    with pytest.raises(Clash):
+        store(Numbering(), db, [send("a", "1")], id_maker())
+    assert db.lookups == MAX_ATTEMPTS - 1
+    assert not db.by_key
 
 
 @settings(max_examples=300, deadline=None)
 @given(batches)
 def test_rooms_stay_gap_free_and_sends_stored_once(
         script: list[tuple[list[Send], str | int]]) -> None:
-    """Batch after batch, through failovers and failed inserts, each room holds seqs
-    1..n exactly once, each send is stored once, and every ack of a send agrees."""
+    """Batch after batch, through failovers and inserts cut after n documents, each room
+    holds seqs 1..n exactly once, each send is stored once, and every ack agrees."""
     db = Database()
     numbering = Numbering()
     new_id = id_maker()
     acked: dict[DedupKey, list[tuple[int, str, bool]]] = defaultdict(list)
     pending: list[list[Send]] = []
-    now = NOW
 
     def process(batch: list[Send], fail_after: int | None) -> bool:
-        nonlocal now
-        now += 1
-        numbering.learn(db.last_seqs(numbering.missing(batch)))
-        existing = db.existing([dedup_key(s) for s in batch])
-        plan: Plan[int] = numbering.plan([(s, i) for i, s in enumerate(batch)], existing,
-                                         now, new_id)
-        assert len(plan.outcomes) == len(batch)
-        if fail_after is not None and fail_after < len(plan.new):
-            for message in plan.new[:fail_after]:
-                db.insert(message)
-            numbering.rollback(plan)
+        db.fail_after = fail_after
+        try:
+            plan = store(numbering, db, batch, new_id)
+        except ConnectionError:
             return False
-        for message in plan.new:
-            db.insert(message)
+        assert len(plan.outcomes) == len(batch)
         for outcome in plan.outcomes:
             key = dedup_key(outcome.send)
             assert outcome.stored == db.by_key[key]
