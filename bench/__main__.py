@@ -46,10 +46,14 @@ def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False) ->
         before = report.sample(pids)
         connected: dict[str, dict[str, float]] = {}
 
-        def on_connected() -> None:
+        settled: list[float] = []
+
+        async def on_connected() -> None:
+            settled.append(await report.settle(pids))
             connected.update(report.sample(pids))
-            print(f"bench: {config.connections} clients subscribed; sending "
-                  f"{config.rate:g}/s for {config.duration:g}s", file=sys.stderr, flush=True)
+            print(f"bench: {config.connections} clients subscribed, stack idle after "
+                  f"{settled[0]:.1f} s; sending {config.rate:g}/s for {config.duration:g}s",
+                  file=sys.stderr, flush=True)
 
         runner: Any = asyncio.run
         try:
@@ -62,6 +66,7 @@ def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False) ->
                                  on_connected=on_connected))
         after = report.sample(pids)
         summary = report.summarize(result, before, connected, after)
+        summary["settle_s"] = round(settled[0], 2) if settled else None
     path, table = report.write(summary, results)
     print(table)
     print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)

@@ -16,7 +16,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -149,11 +149,12 @@ class _Client:
 
 async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: Sequence[str],
                    jwt_secret: str, run: str | None = None,
-                   on_connected: Callable[[], None] | None = None) -> LoadResult:
+                   on_connected: Callable[[], Awaitable[None]] | None = None,
+                   ) -> LoadResult:
     """Create the rooms, connect and subscribe every client, send, drain; return records.
 
-    *on_connected* is called once every client is subscribed, before the first send (the
-    caller samples process memory there).
+    *on_connected* is awaited once every client is subscribed, before the first send (the
+    caller samples process memory there and waits for the stack to settle).
     """
     run = run or time.strftime("%H%M%S")
     result = LoadResult(config, len(gateway_ws))
@@ -196,7 +197,7 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
         result.connect_seconds = time.monotonic() - connect_start
         result.setup_seconds = time.monotonic() - setup_start
         if on_connected is not None:
-            on_connected()
+            await on_connected()
 
         gc.collect()
         gc.freeze()

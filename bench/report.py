@@ -9,6 +9,7 @@ increasing; a disagreement is two clients seeing different messages under one (r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -78,6 +79,26 @@ def sample(pids: Mapping[str, int]) -> dict[str, dict[str, float]]:
         out[name] = {"rss_kib": float(sum(rss_kib(p) for p in members)),
                      "cpu_s": sum(cpu_seconds(p) for p in members)}
     return out
+
+
+async def settle(pids: Mapping[str, int], idle_cores: float = 0.15, quiet: float = 1.0,
+                 timeout: float = 180.0) -> float:
+    """Wait until the stack's processes together use under *idle_cores* for *quiet* s.
+
+    Connecting clients leaves work behind (presence records, bindings) that would be
+    counted against the first seconds of the send phase; on the embedded database it can
+    take longer than the connecting itself. Returns the seconds waited (*timeout* at most).
+    """
+    start = time.monotonic()
+    last = sum(v["cpu_s"] for v in sample(pids).values())
+    calm = 0.0
+    step = 0.25
+    while time.monotonic() - start < timeout and calm < quiet:
+        await asyncio.sleep(step)
+        now = sum(v["cpu_s"] for v in sample(pids).values())
+        calm = calm + step if (now - last) / step < idle_cores else 0.0
+        last = now
+    return time.monotonic() - start
 
 
 # ---- statistics ----------------------------------------------------------------------
@@ -191,6 +212,7 @@ def markdown(report: Mapping[str, Any]) -> str:
          f"{lat['p50']} / {lat['p90']} / {lat['p99']} / {lat['max']}"),
         ("ack latency p50 / p99 (ms)", f"{ack['p50']} / {ack['p99']}"),
         ("connect + subscribe all (s)", report["connect_s"]),
+        ("stack busy after that (s)", report.get("settle_s")),
     ]
     for name, g in report["gateways"].items():
         mib = [f"{g[k] / 1024:.1f}" for k in ("rss_idle_kib", "rss_connected_kib",
