@@ -38,6 +38,7 @@ NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 log = logging.getLogger(__name__)
 UPSERT_ATTEMPTS = 5
+ID_PAGE = 50  # ids per $in query (see _pages)
 
 
 class PresenceStore:
@@ -82,10 +83,12 @@ class PresenceStore:
             {"$set": {"user": user, "gateway": gateway, "seen_at": datetime.now(UTC)},
              "$setOnInsert": {"active_at": NEVER}}, upsert=True)
 
-    async def active(self, conn_id: str) -> None:
+    async def active(self, conn_ids: Collection[str]) -> None:
+        """The connections *conn_ids* did something just now (they count as seen too)."""
         now = datetime.now(UTC)
-        await self.presence.update_one({"_id": conn_id},
-                                       {"$set": {"active_at": now, "seen_at": now}})
+        for page in _pages(conn_ids):
+            await self.presence.update_many({"_id": {"$in": page}},
+                                            {"$set": {"active_at": now, "seen_at": now}})
 
     async def heartbeat(self, conn_ids: Collection[str]) -> int:
         """Vouch for *conn_ids* (the gateway's open connections); how many documents matched.
@@ -93,15 +96,20 @@ class PresenceStore:
         By id rather than by gateway: a document the gateway no longer holds (a closed
         connection whose delete failed, one in its grace) must expire, not be kept alive.
         """
-        if not conn_ids:
-            return 0
-        result = await self.presence.update_many({"_id": {"$in": list(conn_ids)}},
-                                                 {"$set": {"seen_at": datetime.now(UTC)}})
-        return result.matched_count
+        now = datetime.now(UTC)
+        matched = 0
+        for page in _pages(conn_ids):
+            result = await self.presence.update_many({"_id": {"$in": page}},
+                                                     {"$set": {"seen_at": now}})
+            matched += result.matched_count
+        return matched
 
     async def existing(self, conn_ids: Collection[str]) -> set[str]:
-        return {str(d["_id"]) async for d in
-                self.presence.find({"_id": {"$in": list(conn_ids)}}, {"_id": 1})}
+        found: set[str] = set()
+        for page in _pages(conn_ids):
+            found.update([str(d["_id"]) async for d in
+                          self.presence.find({"_id": {"$in": page}}, {"_id": 1})])
+        return found
 
     async def closing(self, conn_id: str, grace: float) -> None:
         """The connection closed: let it count for *grace* more seconds, then expire."""
@@ -125,9 +133,12 @@ class PresenceStore:
         The ``seen_at`` condition spares a document that its gateway vouched for again
         since it was read (a late heartbeat).
         """
-        result = await self.presence.delete_many(
-            {"_id": {"$in": list(conn_ids)}, "seen_at": {"$lte": self._cutoff()}})
-        return result.deleted_count
+        deleted = 0
+        for page in _pages(conn_ids):
+            result = await self.presence.delete_many(
+                {"_id": {"$in": page}, "seen_at": {"$lte": self._cutoff()}})
+            deleted += result.deleted_count
+        return deleted
 
     # -- queries -----------------------------------------------------------------------
 
@@ -197,6 +208,16 @@ class PresenceStore:
             {"$set": {"online": online, "settled": version}},
             return_document=ReturnDocument.BEFORE)
         return before is not None and bool(before.get("online")) != online
+
+
+def _pages(ids: Collection[str]) -> list[list[str]]:
+    """*ids* in lists of at most ``ID_PAGE``, for ``$in`` queries.
+
+    The embedded database matches each document against the whole ``$in`` list: 1,000
+    ids in one update took 1.6 s there, 20 pages of 50 took 0.15 s. mongod does not care.
+    """
+    listed = list(ids)
+    return [listed[i:i + ID_PAGE] for i in range(0, len(listed), ID_PAGE)]
 
 
 def _aware(moment: datetime) -> datetime:

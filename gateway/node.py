@@ -120,6 +120,8 @@ class Node:
         self._setup: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._active: set[str] = set()  # connections active since the last activity write
+        self._activity: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -354,18 +356,29 @@ class Node:
             expiration=self.settings.typing_interval)))
 
     def touch(self, conn: Connection) -> None:
-        """The client did something: it is active (written at most every idle/4 s)."""
+        """The client did something: it is active (noted at most every idle/4 s).
+
+        Written in one update for all the connections active within a second: one write
+        per connection cost more database time than storing the messages did.
+        """
         now = time.monotonic()
         if now - conn.active_written < max(1.0, self.settings.idle_after / 4):
             return
         conn.active_written = now
-        self._hold(asyncio.create_task(self._record_active(conn.id)))
+        self._active.add(conn.id)
+        if self._activity is None or self._activity.done():
+            self._activity = self._hold(asyncio.create_task(self._record_activity()))
 
-    async def _record_active(self, conn_id: str) -> None:
-        try:
-            await self.presence.active(conn_id)
-        except PyMongoError as exc:
-            log.warning("activity of %s not recorded: %s", conn_id, exc)
+    async def _record_activity(self) -> None:
+        while self._active:
+            await asyncio.sleep(min(1.0, self.settings.idle_after / 4))
+            # Only open ones: writing seen_at of a connection in its grace would revive it.
+            conn_ids = [c for c in self._active if c in self.local]
+            self._active = set()
+            try:
+                await self.presence.active(conn_ids)
+            except PyMongoError as exc:
+                log.warning("activity of %d connections not recorded: %s", len(conn_ids), exc)
 
     def _hold(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._cleanups.add(task)
