@@ -5,6 +5,11 @@ as a :class:`Send`; the sequencer stores it as a :class:`Stored` message, publis
 stored message on ``chat.fanout`` already encoded as the client frame (so gateways never
 re-encode it, whatever the number of receivers), and answers the sending gateway with the
 ack frame. Bodies are JSON (orjson); nothing is pickled.
+
+A gateway asks for its acks batched (:data:`BATCHED_ACKS` header on its sends): the
+sequencer then answers all of one batch's sends from that gateway in one message
+(:func:`encode_acks`), one publish and one delivery instead of one per send. Backend
+services that do not ask get one ack message per send, as docs/queues.md promises.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ import orjson
 from burrow import ids
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # exact integer ms; float timestamps round down
+
+# The header a gateway puts on its sends to get batched acks, and the AMQP ``type`` of
+# a batched ack message.
+BATCHED_ACKS = "x-burrow-acks"
+ACKS_TYPE = "burrow.acks"
 
 
 class EnvelopeError(ValueError):
@@ -96,3 +106,23 @@ class Stored:
         return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"], sender=doc["sender"],
                    client_id=doc["client_id"], body=doc["body"],
                    ts=(doc["ts"] - EPOCH) // timedelta(milliseconds=1))
+
+
+def encode_acks(acks: list[tuple[str, bytes]]) -> bytes:
+    """One message for many acks: a line ``<correlation id> <ack frame>`` per send.
+
+    Lines, not a JSON array: the gateway hands each ack frame to its client as it is,
+    so it splits the body without parsing a byte of JSON. Correlation ids are the
+    gateway's own hex ids; ack frames are compact JSON (no newline).
+    """
+    return b"\n".join(cid.encode() + b" " + frame for cid, frame in acks)
+
+
+def decode_acks(body: bytes) -> list[tuple[str, str]]:
+    """(correlation id, ack frame) of each line of :func:`encode_acks`; bad lines skipped."""
+    found = []
+    for line in body.split(b"\n"):
+        cid, space, frame = line.partition(b" ")
+        if space and cid and frame.startswith(b"{"):
+            found.append((cid.decode(errors="replace"), frame.decode(errors="replace")))
+    return found

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 
 import aio_pika
@@ -32,7 +33,7 @@ from aio_pika.abc import (
 from pymongo.errors import PyMongoError
 
 from burrow import database, ids
-from burrow.envelopes import EnvelopeError, Send
+from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, EnvelopeError, Send, encode_acks
 from burrow.message_store import MessageStore
 from burrow.runtime import Runtime
 from burrow.sequencing import Clash, Numbering, Plan, store_batch
@@ -48,6 +49,12 @@ class Reply:
     delivery: AbstractIncomingMessage
     reply_to: str | None
     correlation_id: str | None
+    batched: bool  # the sender takes its acks batched (a gateway)
+
+    @classmethod
+    def to(cls, message: AbstractIncomingMessage) -> Reply:
+        return cls(message, message.reply_to, message.correlation_id,
+                   bool((message.headers or {}).get(BATCHED_ACKS)))
 
 
 class Sequencer:
@@ -136,7 +143,7 @@ class Sequencer:
                 log.error("rejecting malformed send %s: %s", message.message_id, exc)
                 await message.reject(requeue=False)  # dead-letters into chat.seq.dead
                 continue
-            sends.append((send, Reply(message, message.reply_to, message.correlation_id)))
+            sends.append((send, Reply.to(message)))
         if sends:
             plan = await self._store(sends)
             await self._publish(plan)
@@ -154,9 +161,14 @@ class Sequencer:
                 await asyncio.sleep(self.retry_interval)
 
     async def _publish(self, plan: Plan[Reply]) -> None:
-        """Fan every message out, answer every sender, and wait for all the confirms."""
+        """Fan every message out, answer every sender, and wait for all the confirms.
+
+        Acks go one message per gateway for the whole batch (:func:`encode_acks`), one
+        message per send to senders that did not ask for that (backend services).
+        """
         assert self.fanout is not None and self.reply is not None
         publishes = []
+        batched: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         for outcome in plan.outcomes:
             stored = outcome.stored
             publishes.append(self.fanout.publish(
@@ -165,11 +177,20 @@ class Sequencer:
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 ids.message_key(stored.room), mandatory=False))
             reply = outcome.ref
-            if reply.reply_to:
+            if not reply.reply_to:
+                continue
+            if reply.batched and reply.correlation_id:
+                batched[reply.reply_to].append((reply.correlation_id, stored.ack_frame()))
+            else:
                 publishes.append(self.reply.publish(
                     aio_pika.Message(stored.ack_frame(), content_type="application/json",
                                      correlation_id=reply.correlation_id),
                     reply.reply_to, mandatory=False))
+        for reply_to, acks in batched.items():
+            publishes.append(self.reply.publish(
+                aio_pika.Message(encode_acks(acks), content_type="text/plain",
+                                 type=ACKS_TYPE),
+                reply_to, mandatory=False))
         await asyncio.gather(*publishes)
 
     async def drain(self) -> None:

@@ -37,7 +37,7 @@ from aio_pika.abc import (
 from pymongo.errors import PyMongoError
 
 from burrow import database, ids
-from burrow.envelopes import Send
+from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, Send, decode_acks
 from burrow.message_store import MessageStore
 from burrow.presence_store import PresenceStore
 from burrow.room_store import RoomStore
@@ -446,7 +446,7 @@ class Node:
             Send(frame.room, conn.user, frame.client_id, frame.body).to_json(),
             content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=uuid.uuid4().hex, correlation_id=correlation_id,
-            reply_to=self.queue_name)
+            reply_to=self.queue_name, headers={BATCHED_ACKS: 1})
         try:
             await self.ingress.publish(message, ids.message_key(frame.room),
                                                  timeout=self.settings.send_timeout)
@@ -498,12 +498,19 @@ class Node:
             self._on_event(room, kind, message.body)
 
     def _on_ack(self, message: AbstractIncomingMessage) -> None:
-        pending = self.pending.pop(message.correlation_id or "", None)
+        if message.type == ACKS_TYPE:
+            for correlation_id, frame in decode_acks(message.body):
+                self._answer(correlation_id, frame)
+        else:
+            self._answer(message.correlation_id or "", message.body.decode())
+
+    def _answer(self, correlation_id: str, ack: str) -> None:
+        pending = self.pending.pop(correlation_id, None)
         if pending is None:
             return
         if pending.timer is not None:
             pending.timer.cancel()
-        pending.connection.push([message.body.decode()])
+        pending.connection.push([ack])
 
     def _on_message(self, room: str, message: AbstractIncomingMessage) -> None:
         seq = (message.headers or {}).get("seq")

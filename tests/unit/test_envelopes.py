@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from burrow.envelopes import EnvelopeError, Send, Stored
+from burrow.envelopes import EnvelopeError, Send, Stored, decode_acks, encode_acks
 
 LIMIT = 32  # max_body_bytes in these tests
 TS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
@@ -172,3 +172,23 @@ def test_document_round_trip_keeps_every_ms(ts: int) -> None:
     assert Stored.from_document(stored.to_document()).ts == ts
     as_read = stored.to_document() | {"ts": EPOCH + timedelta(milliseconds=ts)}
     assert Stored.from_document(as_read).ts == ts
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.text(alphabet="0123456789abcdef", min_size=1, max_size=32),
+                          st.builds(Stored, id=st.text(max_size=8), room=st.just("r"),
+                                    seq=st.integers(1, 2**40), sender=st.text(max_size=8),
+                                    client_id=st.text(max_size=40), body=st.text(max_size=20),
+                                    ts=st.just(0))), max_size=20))
+def test_batched_acks_round_trip(acks: list[tuple[str, Stored]]) -> None:
+    """Every (correlation id, ack frame) comes back as sent, whatever the client ids hold
+    (newlines and spaces are escaped inside the JSON frame)."""
+    body = encode_acks([(cid, stored.ack_frame()) for cid, stored in acks])
+    assert decode_acks(body) == [(cid, stored.ack_frame().decode()) for cid, stored in acks]
+
+
+def test_batched_acks_skip_malformed_lines() -> None:
+    """A damaged message costs its bad lines, not the good ones (nor a crash)."""
+    body = b'c1 {"type":"ack"}\n\nnospace\n c2missing {"x":1}\nc3 notjson\nc4 {"type":"ack","seq":2}'
+    assert decode_acks(body) == [("c1", '{"type":"ack"}'), ("c4", '{"type":"ack","seq":2}')]
+    assert decode_acks(b"\xff\xfe {\xff}") == [("\ufffd\ufffd", "{\ufffd}")]
