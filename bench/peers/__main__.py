@@ -1,0 +1,111 @@
+"""Run one peer under the benchmark's load: ``python -m bench.peers --kind socketio``.
+
+Starts the peer's private stack (``socketio``: RabbitMQ + N Socket.IO servers;
+``websockets``: one broadcast server), drives it with the same clients, rooms and send
+schedule as ``python -m bench``, stops it and prints the same Markdown table. The peers
+have no acks: "sent / acked" reads ``N / 0`` and the ack latency is empty. The exit
+status is 1 when loss or duplicates are not 0 (the peers promise no order, so order
+disagreements are reported, not failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+from bench import report
+from bench.load import LoadConfig
+from bench.peers import runner
+from bench.peers.load import run_peer_load
+from bench.peers.stack import KINDS, PeerFailed, PeerStack
+from burrow.devstack.rabbitmq import NodeFailed
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _raise_fd_limit() -> None:
+    """C clients are C sockets in this process: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run(config: LoadConfig, kind: str, servers: int, keep: bool = False) -> dict[str, Any]:
+    """One whole run; returns the report (printed as a table, not written anywhere)."""
+    with PeerStack(kind, servers=servers, keep=keep) as stack:
+        print(f"bench.peers: {kind} up in {stack.directory} ({len(stack.servers)} "
+              f"server(s){', RabbitMQ' if stack.node else ''})", file=sys.stderr, flush=True)
+        time.sleep(0.5)  # let the servers settle before the idle sample
+        pids = stack.pids()
+        before = report.sample(pids)
+        connected: dict[str, dict[str, float]] = {}
+        settled: list[float] = []
+
+        async def on_connected() -> None:
+            settled.append(await report.settle(pids))
+            connected.update(report.sample(pids))
+            print(f"bench.peers: {config.connections} clients joined, stack idle after "
+                  f"{settled[0]:.1f} s; sending {config.rate:g}/s for {config.duration:g}s",
+                  file=sys.stderr, flush=True)
+
+        result = runner.run(run_peer_load(config, kind, stack.ws_urls,
+                                          on_connected=on_connected))
+        after = report.sample(pids)
+        summary = report.summarize(result, before, connected, after)
+        summary["settle_s"] = round(settled[0], 2) if settled else None
+    summary["peer"] = kind
+    print(report.markdown(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", required=True, choices=KINDS,
+                        help="socketio (RabbitMQ-backed) or websockets (broker-less ceiling)")
+    parser.add_argument("--connections", "-C", type=int, default=200,
+                        help="WebSocket clients (default 200)")
+    parser.add_argument("--room-size", "-S", type=int, default=10,
+                        help="members per room, all joined (default 10)")
+    parser.add_argument("--rate", "-M", type=float, default=200.0,
+                        help="sends per second, all clients together (default 200)")
+    parser.add_argument("--duration", "-D", type=float, default=10.0,
+                        help="seconds of sending (default 10)")
+    parser.add_argument("--servers", "-N", type=int, default=2,
+                        help="Socket.IO server processes (default 2; websockets runs 1)")
+    parser.add_argument("--drain", type=float, default=15.0,
+                        help="at most this many seconds to wait for the last deliveries")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the stack's temp dir (logs) after the run")
+    parser.add_argument("--json", action="store_true",
+                        help="also print the JSON report on stdout, after the table")
+    args = parser.parse_args(argv)
+    if args.connections < 1 or args.room_size < 1 or args.servers < 1 or args.rate <= 0:
+        parser.error("connections, room-size, servers and rate must be positive")
+    config = LoadConfig(connections=args.connections, room_size=args.room_size,
+                        rate=args.rate, duration=args.duration, drain=args.drain)
+    _raise_fd_limit()
+    # Ctrl-C and SIGTERM stop the stack (also when started with SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = run(config, args.kind, args.servers, keep=args.keep)
+    except (PeerFailed, NodeFailed) as exc:
+        sys.exit(f"bench.peers: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("bench.peers: interrupted; the stack is stopped")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    sys.exit(0 if summary["loss"] == summary["duplicates"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
