@@ -15,9 +15,16 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 log = logging.getLogger(__name__)
+
+# What aio-pika raises while the broker is away: its protocol errors, socket errors, and
+# ChannelInvalidStateError for a publish, bind or ack on a channel that closed while the
+# robust connection reconnects. That one is a RuntimeError, not an AMQPError: catching
+# AMQPError alone let a broker restart kill a sequencer shard's task for good.
+BROKER_ERRORS: tuple[type[Exception], ...] = (AMQPError, ChannelInvalidStateError,
+                                              ConnectionError)
 
 OnChannel = Callable[[AbstractRobustChannel], Awaitable[None]]
 

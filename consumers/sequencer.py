@@ -33,6 +33,7 @@ from aio_pika.abc import (
 from pymongo.errors import PyMongoError
 
 from burrow import database, ids
+from burrow.broker import BROKER_ERRORS
 from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, EnvelopeError, Send, encode_acks
 from burrow.message_store import MessageStore
 from burrow.runtime import Runtime
@@ -117,21 +118,29 @@ class Sequencer:
                 batch.append(message)
             try:
                 await self._process(batch)
-            except aio_pika.exceptions.AMQPError as exc:
-                # The channel went away: the broker redelivers the batch to whichever
-                # sequencer is active next; dedup makes that harmless.
-                log.warning("%s: batch of %d left for redelivery: %s", shard, len(batch), exc)
+            except BROKER_ERRORS as exc:
+                # A channel went away. If it was the shard's, the broker redelivers the
+                # batch to whichever sequencer is active next; if only the publisher's,
+                # the batch is given back here. Dedup makes either harmless.
+                log.warning("%s: batch of %d given back: %s", shard, len(batch), exc)
+                await self._give_back(batch)
             except Clash as exc:
                 # Seqs taken attempt after attempt: another sequencer writes these rooms
                 # (a split brain the unique index fences). Give the batch back and pause.
                 log.error("%s: giving a batch of %d back: %s", shard, len(batch), exc)
                 await self._give_back(batch)
                 await asyncio.sleep(self.retry_interval)
+            except Exception:
+                # A bug. The shard must not stop for it: nothing else would take its
+                # deliveries while this process holds them. Give the batch back and go on.
+                log.exception("%s: batch of %d failed; given back", shard, len(batch))
+                await self._give_back(batch)
+                await asyncio.sleep(self.retry_interval)
 
     async def _give_back(self, batch: list[AbstractIncomingMessage]) -> None:
         try:
             await batch[-1].nack(multiple=True, requeue=True)
-        except aio_pika.exceptions.AMQPError:
+        except BROKER_ERRORS:
             pass  # the channel is gone: the broker requeues the batch anyway
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
@@ -202,7 +211,7 @@ class Sequencer:
         for queue, tag in self.consumer_tags:
             try:
                 await queue.cancel(tag)
-            except aio_pika.exceptions.AMQPError:
+            except BROKER_ERRORS:
                 pass
         for inbox in self.inboxes:
             inbox.put_nowait(None)

@@ -37,6 +37,7 @@ from aio_pika.abc import (
 from pymongo.errors import PyMongoError
 
 from burrow import database, ids
+from burrow.broker import BROKER_ERRORS
 from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, Send, decode_acks
 from burrow.message_store import MessageStore
 from burrow.presence_store import PresenceStore
@@ -84,6 +85,10 @@ class Throttle:
 
 class Unavailable(Exception):
     """The broker link is not up (yet); the client may retry."""
+
+
+# A publish that got no confirm: the broker is away, or too slow to answer.
+PUBLISH_FAILED: tuple[type[Exception], ...] = (Unavailable, *BROKER_ERRORS, TimeoutError)
 
 
 @dataclass
@@ -340,8 +345,7 @@ class Node:
                 aio_pika.Message(frame.encode(), content_type="application/json",
                                  expiration=expiration),
                 ids.event_key(room, kind), mandatory=False, timeout=self.settings.send_timeout)
-        except (Unavailable, aio_pika.exceptions.AMQPError, aio_pika.exceptions.PublishError,
-                ConnectionError, TimeoutError) as exc:
+        except PUBLISH_FAILED as exc:  # Unavailable too
             log.warning("%s event of %s not published: %s", kind, room, exc)
 
     async def typing(self, conn: Connection, room: str) -> None:
@@ -393,7 +397,10 @@ class Node:
         async with self.bind_locks[room]:
             if room not in self.bound:
                 assert self.queue is not None and self.fanout is not None
-                await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
+                try:
+                    await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
+                except BROKER_ERRORS as exc:
+                    raise Unavailable("the broker is not reachable") from exc
                 self.bound.add(room)
 
     async def _unbind(self, room: str) -> None:
@@ -404,7 +411,7 @@ class Node:
                 self.subscribers.pop(room, None)
                 try:
                     await self.queue.unbind(self.fanout, routing_key=ids.event_key(room, "*"))
-                except aio_pika.exceptions.AMQPError as exc:  # gone with the connection
+                except BROKER_ERRORS as exc:  # gone with the connection
                     log.debug("unbind %s: %s", room, exc)
 
     # -- replay from the database ----------------------------------------------------
@@ -450,8 +457,7 @@ class Node:
         try:
             await self.ingress.publish(message, ids.message_key(frame.room),
                                                  timeout=self.settings.send_timeout)
-        except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.PublishError,
-                ConnectionError, TimeoutError) as exc:
+        except PUBLISH_FAILED as exc:
             self.pending.pop(correlation_id, None)
             log.warning("send %s of %s not confirmed: %s", frame.client_id, conn.user, exc)
             raise ProtocolError("unavailable", "the message was not accepted; retry with the "

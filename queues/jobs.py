@@ -39,6 +39,7 @@ from aio_pika.abc import (
 from pymongo.errors import PyMongoError
 
 from burrow import metrics
+from burrow.broker import BROKER_ERRORS
 from burrow.settings import Settings
 from queues import topology
 
@@ -148,7 +149,7 @@ class JobQueue:
         async with self.slots:
             try:
                 await self._process(message)
-            except aio_pika.exceptions.AMQPError as exc:
+            except BROKER_ERRORS as exc:
                 # The channel went away: the broker redelivers the job to someone.
                 log.warning("%s: job left unacked (%s); it will be redelivered", self.name, exc)
 
@@ -219,7 +220,7 @@ class JobQueue:
         if self.queue is not None and self.tag is not None:
             try:
                 await self.queue.cancel(self.tag)
-            except aio_pika.exceptions.AMQPError as exc:
+            except BROKER_ERRORS as exc:
                 log.debug("cancel %s: %s", self.name, exc)
         if self.tasks:
             _, late = await asyncio.wait(set(self.tasks), timeout=timeout)
