@@ -87,7 +87,7 @@ class Unavailable(Exception):
     """The broker link is not up (yet); the client may retry."""
 
 
-# A publish that got no confirm: the broker is away, or too slow to answer.
+# A publish (or bind) that got no answer: the broker is away, or too slow to answer.
 PUBLISH_FAILED: tuple[type[Exception], ...] = (Unavailable, *BROKER_ERRORS, TimeoutError)
 
 
@@ -159,6 +159,8 @@ class Node:
         try:
             async with asyncio.timeout(self.settings.send_timeout):
                 await self._ready.wait()
+                while not self.runtime.broker.is_up:  # reconnecting: a short outage
+                    await asyncio.sleep(0.05)
         except TimeoutError:
             raise Unavailable("the broker is not reachable") from None
 
@@ -398,8 +400,12 @@ class Node:
             if room not in self.bound:
                 assert self.queue is not None and self.fanout is not None
                 try:
-                    await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
-                except BROKER_ERRORS as exc:
+                    # bounded: a robust channel's bind waits out a reconnect, and the
+                    # client's next frames wait behind this one
+                    async with asyncio.timeout(self.settings.send_timeout):
+                        await self.queue.bind(self.fanout,
+                                              routing_key=ids.event_key(room, "*"))
+                except PUBLISH_FAILED as exc:
                     raise Unavailable("the broker is not reachable") from exc
                 self.bound.add(room)
 

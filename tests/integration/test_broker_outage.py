@@ -1,0 +1,47 @@
+"""A client connected while the broker is away gets retryable errors, not a closed socket."""
+
+from __future__ import annotations
+
+import pytest
+
+from burrow.devstack import rabbitmq
+from tests.integration.conftest import Stack, raw_ws
+
+pytestmark = pytest.mark.integration
+T = 30
+
+
+async def test_sends_and_subscribes_during_a_broker_outage_are_refused_then_work(
+        stack: Stack, broker: rabbitmq.RabbitNode) -> None:
+    """While the broker is down a send gets ``unavailable`` (or ``timeout``) for its
+    client_id and a subscribe gets ``unavailable``; the socket stays open. Once the broker
+    is back, the same send goes through and is stored once."""
+    stack.room("lobby", "alice")
+    stack.room("hall", "alice")
+    gateway = stack.gateways[0]
+    async with raw_ws(gateway.ws_url, stack.token("alice")) as ws:
+        await ws.send({"type": "subscribe", "room": "lobby"})
+        await ws.recv_until("subscribed")
+        broker.stop()
+        try:
+            send = {"type": "send", "room": "lobby", "client_id": "c1", "body": "hi"}
+            await ws.send(send)
+            error = await ws.recv_until("error", T)
+            assert error["code"] in ("unavailable", "timeout")
+            assert error.get("client_id") in ("c1", None)
+            await ws.send({"type": "subscribe", "room": "hall"})
+            error = await ws.recv_until("error", T)
+            assert error["code"] == "unavailable"
+            assert ws.ws.close_code is None
+        finally:
+            broker.start()
+            broker.wait_ready()
+        gateway.wait("up", "up")
+        await ws.send(send)
+        ack = await ws.recv_until("ack", T)
+        assert (ack["client_id"], ack["seq"]) == ("c1", 1)
+        await ws.send({"type": "subscribe", "room": "hall"})
+        assert (await ws.recv_until("subscribed", T))["room"] == "hall"
+    status, history = stack.http("GET", "/v1/rooms/lobby/messages", "alice")
+    assert status == 200
+    assert [(m["seq"], m["client_id"]) for m in history["messages"]] == [(1, "c1")]
