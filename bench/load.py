@@ -6,6 +6,15 @@ user ``u<i>``, a member of room ``i // S`` (created over ``POST /v1/rooms`` with
 round-robin over the clients at a fixed total rate; each body is 100 bytes and starts
 with the send time. Every ``message`` frame a client receives is recorded with its
 receive time; every ``ack`` with its latency. :mod:`bench.report` reads the records.
+
+Each client behaves as docs/protocol.md asks of a real one, so the same load survives
+the fault mode (:mod:`bench.faults`): when its connection ends (a killed gateway, a 1001
+or 1011 close) it reconnects with exponential backoff and jitter to the next gateway,
+subscribes its room again with ``since`` = the highest seq it received, and sends again
+every send that has no ack yet, with the same ``client_id``; an ``error`` frame
+``timeout``/``unavailable``/``rate_limited`` for a send means: send it again a little later,
+with the same ``client_id`` (the sequencer stores it once). None of this adds work per
+frame on the normal path: one comparison per message and one list append per send.
 """
 
 from __future__ import annotations
@@ -13,20 +22,29 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from burrow import tokens
 
 BODY_BYTES = 100
 HANDSHAKES = 100  # concurrent handshakes (Sanic's listen backlog is 100)
+# Error codes after which a send is sent again, same client_id (docs/protocol.md).
+RETRYABLE = frozenset({"timeout", "unavailable", "rate_limited"})
+RESEND_AFTER = (0.5, 1.5)       # seconds, uniform: the wait before such a resend
+BACKOFF_FIRST = 0.1             # seconds before the first reconnect attempt (x 0.5-1 jitter)
+BACKOFF_MAX = 2.0               # doubling per failed attempt, up to this
+RECONNECT_OPEN_TIMEOUT = 10.0   # one reconnect attempt's handshake
+SUBSCRIBED_WITHIN = 15.0        # no `subscribed` after a reconnect: reconnect again
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,19 @@ class Delivery:
 
 
 @dataclass
+class Reconnect:
+    """One reconnect of one client: closed (time.time()) until open again elsewhere."""
+
+    client: int
+    closed: float            # when the client saw its connection end
+    code: int | None         # the close code it got (1006: no close frame, e.g. kill -9)
+    opened: float            # when the new connection was open (0.0: never, run over)
+    attempts: int            # connection attempts it took
+    gateway: int             # index of the gateway it reached
+    resent: int              # unacked sends it sent again on the new connection
+
+
+@dataclass
 class LoadResult:
     config: LoadConfig
     gateways: int
@@ -69,7 +100,14 @@ class LoadResult:
     acked_seq: dict[str, tuple[str, int]] = field(default_factory=dict)  # client_id -> (room, seq)
     sent_room: dict[str, str] = field(default_factory=dict)  # client_id -> room
     errors: dict[str, int] = field(default_factory=dict)    # error code -> count
-    closed: int = 0          # connections the server closed during the run
+    closed: int = 0          # connections that ended (server close, kill, or ours at the end)
+    reconnects: list[Reconnect] = field(default_factory=list)
+    resent: int = 0          # send frames sent again (same client_id): reconnects and errors
+    deferred: int = 0        # sends made while the client was reconnecting (sent on reconnect)
+    unacked: list[str] = field(default_factory=list)  # client_ids without an ack at the end
+    faults: list[dict[str, Any]] = field(default_factory=list)  # bench.faults' records
+    # per client at the end: gateway, connected, subscribed, last_seq, unacked (diagnosis)
+    final: dict[int, dict[str, Any]] = field(default_factory=dict)
     send_started: float = 0.0
     send_ended: float = 0.0
     last_received: float = 0.0
@@ -95,6 +133,15 @@ def body_for(client_id: str, sent: float) -> str:
     return head + "x" * (BODY_BYTES - len(head))
 
 
+def send_frame(room: str, client_id: str) -> str:
+    """The ``send`` frame of *client_id* (``<client>-<k>:<send time>``), byte for byte the
+    one first sent: the body is rebuilt from the send time's text in the client_id."""
+    prefix, sent = client_id.split(":", 1)
+    head = f"{sent} {prefix} "
+    return orjson.dumps({"type": "send", "room": room, "client_id": client_id,
+                         "body": head + "x" * (BODY_BYTES - len(head))}).decode()
+
+
 def _post(url: str, token: str, body: object) -> tuple[int, str]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Authorization": f"Bearer {token}",
@@ -107,31 +154,55 @@ def _post(url: str, token: str, body: object) -> tuple[int, str]:
 
 
 class _Client:
-    def __init__(self, index: int, room: str, result: LoadResult) -> None:
+    """One user's connection, its room, and what it must resume after a reconnect."""
+
+    def __init__(self, index: int, room: str, result: LoadResult, urls: Sequence[str],
+                 token: str, handshakes: asyncio.Semaphore) -> None:
         self.index, self.room, self.result = index, room, result
-        self.ws: ClientConnection | None = None
+        self.urls, self.token, self.handshakes = urls, token, handshakes
+        self.gateway = index % len(urls)
+        self.ws: ClientConnection | None = None   # None while reconnecting
         self.subscribed = asyncio.Event()
+        self.last_seq = 0          # the highest seq received in the room (resume point)
+        self.sent: list[str] = []  # this client's client_ids, in send order
+        self._acked_upto = 0       # self.sent[:_acked_upto] are all acked
+        self.stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self, url: str, token: str) -> None:
         self.ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"},
                                 compression=None, ping_interval=None, open_timeout=60,
                                 max_size=2**22)
 
+    async def run(self) -> None:
+        """Read frames; when the connection ends, reconnect elsewhere and resume."""
+        while True:
+            await self.read()
+            if self.stopping:
+                return
+            await self._reconnect()
+            if self.ws is None:
+                return
+
     async def read(self) -> None:
-        assert self.ws is not None
+        ws = self.ws
+        assert ws is not None
         result, index, loads, now = self.result, self.index, orjson.loads, time.time
         deliveries = result.deliveries
+        last = self.last_seq
         try:
-            async for raw in self.ws:
+            async for raw in ws:
                 frame = loads(raw)
                 kind = frame["type"]
                 if kind == "message":
                     received = now()
                     body = frame["body"]
-                    deliveries.append(Delivery(index, frame["room"], frame["seq"],
-                                               frame["client_id"],
+                    seq = frame["seq"]
+                    deliveries.append(Delivery(index, frame["room"], seq, frame["client_id"],
                                                float(body[:body.index(" ")]), received))
                     result.last_received = received
+                    if seq > last:  # noqa: PLR1730 - cheaper than max() per frame
+                        last = seq
                 elif kind == "ack":
                     client_id = frame["client_id"]
                     sent = float(client_id.split(":", 1)[1])
@@ -140,21 +211,153 @@ class _Client:
                 elif kind == "subscribed":
                     self.subscribed.set()
                 elif kind == "error":
-                    code = str(frame.get("code"))
-                    result.errors[code] = result.errors.get(code, 0) + 1
+                    self.last_seq = last
+                    self._on_error(frame)
         except ConnectionClosed:
             pass
+        finally:
+            self.last_seq = last
         result.closed += 1
+
+    # -- the fault path (nothing here runs per frame) ---------------------------------
+
+    def _later(self, delay: float, action: Callable[[], Awaitable[None]]) -> None:
+        async def run_later() -> None:
+            await asyncio.sleep(delay)
+            if not self.stopping:
+                await action()
+
+        task = asyncio.create_task(run_later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        code = str(frame.get("code"))
+        result = self.result
+        result.errors[code] = result.errors.get(code, 0) + 1
+        if code not in RETRYABLE:
+            return
+        delay = random.uniform(*RESEND_AFTER)
+        retry_ms = frame.get("retry_after_ms")
+        if isinstance(retry_ms, (int, float)):
+            delay = max(delay, retry_ms / 1000)
+        client_id = frame.get("client_id")
+        if isinstance(client_id, str):
+            self._later(delay, lambda: self._resend([client_id]))
+        elif not self.subscribed.is_set():
+            # a subscribe failed (the error names no send): subscribe again
+            self._later(delay, self._resubscribe)
+        else:
+            # a send failed without saying which: send every unacked one again
+            self._later(delay, lambda: self._resend(self.unacked()))
+
+    def unacked(self) -> list[str]:
+        """This client's sends without an ack, oldest first."""
+        acks, sent = self.result.acks, self.sent
+        i = self._acked_upto
+        while i < len(sent) and sent[i] in acks:
+            i += 1
+        self._acked_upto = i
+        return [client_id for client_id in sent[i:] if client_id not in acks]
+
+    async def _resend(self, client_ids: Sequence[str]) -> None:
+        ws = self.ws
+        if ws is None:
+            return  # reconnecting: the reconnect sends every unacked one
+        acks = self.result.acks
+        try:
+            for client_id in client_ids:
+                if client_id not in acks:
+                    await ws.send(send_frame(self.room, client_id))
+                    self.result.resent += 1
+        except ConnectionClosed:
+            pass  # the reader reconnects and sends them again
+
+    async def _resubscribe(self) -> None:
+        ws = self.ws
+        if ws is None or self.subscribed.is_set():
+            return
+        try:
+            await ws.send(orjson.dumps({"type": "subscribe", "room": self.room,
+                                        "since": self.last_seq}).decode())
+        except ConnectionClosed:
+            pass
+
+    async def _watch_subscribed(self, ws: ClientConnection) -> None:
+        """No ``subscribed`` on the new connection in time: drop it, reconnect again."""
+        try:
+            await asyncio.wait_for(self.subscribed.wait(), SUBSCRIBED_WITHIN)
+        except TimeoutError:
+            if self.ws is ws and not self.stopping:
+                self.result.errors["subscribe_timeout"] = (
+                    self.result.errors.get("subscribe_timeout", 0) + 1)
+                ws.transport.abort()
+
+    async def _reconnect(self) -> None:
+        """Connect to the next gateway (backoff with jitter), resubscribe, resend."""
+        old = self.ws
+        closed = time.time()
+        code = None if old is None else old.close_code
+        self.ws = None
+        self.subscribed.clear()
+        attempts, delay = 0, BACKOFF_FIRST
+        ws: ClientConnection | None = None
+        while ws is None and not self.stopping:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            self.gateway = (self.gateway + 1) % len(self.urls)
+            attempts += 1
+            try:
+                async with self.handshakes:
+                    ws = await connect(self.urls[self.gateway], additional_headers={
+                        "Authorization": f"Bearer {self.token}"}, compression=None,
+                        ping_interval=None, open_timeout=RECONNECT_OPEN_TIMEOUT,
+                        max_size=2**22)
+            except (OSError, TimeoutError, WebSocketException):
+                delay = min(BACKOFF_MAX, delay * 2)
+        record = Reconnect(self.index, closed, code, 0.0, attempts, self.gateway, 0)
+        self.result.reconnects.append(record)
+        if ws is None:
+            return
+        if self.stopping:
+            await ws.close()
+            return
+        record.opened = time.time()
+        # From here on new sends go to the new connection; the snapshot of the unacked
+        # ones is taken before any await, so each send goes out at least once more.
+        self.ws = ws
+        unacked = self.unacked()
+        record.resent = len(unacked)
+        try:
+            await ws.send(orjson.dumps({"type": "subscribe", "room": self.room,
+                                        "since": self.last_seq}).decode())
+            for client_id in unacked:
+                await ws.send(send_frame(self.room, client_id))
+            self.result.resent += len(unacked)
+        except ConnectionClosed:
+            pass  # the read loop sees it and reconnects again
+        task = asyncio.create_task(self._watch_subscribed(ws))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self.stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self.ws is not None:
+            await self.ws.close()
 
 
 async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: Sequence[str],
                    jwt_secret: str, run: str | None = None,
                    on_connected: Callable[[], Awaitable[None]] | None = None,
+                   during_send: Callable[[LoadResult], Coroutine[Any, Any, None]] | None = None,
                    ) -> LoadResult:
     """Create the rooms, connect and subscribe every client, send, drain; return records.
 
     *on_connected* is awaited once every client is subscribed, before the first send (the
     caller samples process memory there and waits for the stack to settle).
+    *during_send* (the fault schedule) starts with the first send, runs alongside the
+    send phase and is awaited before the drain, whose time starts after it.
     """
     run = run or time.strftime("%H%M%S")
     result = LoadResult(config, len(gateway_ws))
@@ -177,15 +380,16 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
 
     await asyncio.gather(*(create(r) for r in range(config.rooms)))
 
-    clients = [_Client(i, room_id(run, config.room_of(i)), result)
-               for i in range(config.connections)]
     handshakes = asyncio.Semaphore(HANDSHAKES)
+    clients = [_Client(i, room_id(run, config.room_of(i)), result, gateway_ws, token[i],
+                       handshakes)
+               for i in range(config.connections)]
     readers: list[asyncio.Task[None]] = []
 
     async def open_one(client: _Client) -> None:
         async with handshakes:
-            await client.open(gateway_ws[client.index % len(gateway_ws)], token[client.index])
-        readers.append(asyncio.create_task(client.read()))
+            await client.open(gateway_ws[client.gateway], token[client.index])
+        readers.append(asyncio.create_task(client.run()))
         assert client.ws is not None
         await client.ws.send(orjson.dumps({"type": "subscribe", "room": client.room,
                                            "since": 0}).decode())
@@ -202,18 +406,35 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
         gc.collect()
         gc.freeze()
         gc.disable()
+        faults: asyncio.Task[None] | None = None
         try:
+            if during_send is not None:
+                faults = asyncio.create_task(during_send(result), name="faults")
             await _send_phase(config, clients, result)
+            if faults is not None:
+                await faults
             await _drain(config, result)
         finally:
+            if faults is not None and not faults.done():
+                faults.cancel()
+                await asyncio.gather(faults, return_exceptions=True)
             gc.enable()
             gc.unfreeze()
     finally:
-        await asyncio.gather(*(c.ws.close() for c in clients if c.ws is not None),
-                             return_exceptions=True)
+        for client in clients:
+            client.stopping = True
+        for client in clients:
+            unacked = client.unacked()
+            result.unacked += unacked
+            result.final[client.index] = {
+                "gateway": client.gateway, "connected": client.ws is not None,
+                "subscribed": client.subscribed.is_set(), "unacked": len(unacked)}
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         for task in readers:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
+        for client in clients:  # the read loops keep it in a local until they end
+            result.final[client.index]["last_seq"] = client.last_seq
         result.load_cpu_seconds = time.process_time() - cpu_start
     return result
 
@@ -232,11 +453,16 @@ async def _send_phase(config: LoadConfig, clients: list[_Client], result: LoadRe
             frame = {"type": "send", "room": client.room, "client_id": client_id,
                      "body": body_for(client_id.split(":", 1)[0], sent)}
             result.sent_room[client_id] = client.room
-            assert client.ws is not None
-            try:
-                await client.ws.send(orjson.dumps(frame).decode())
-            except ConnectionClosed:
-                result.errors["send_on_closed"] = result.errors.get("send_on_closed", 0) + 1
+            client.sent.append(client_id)  # before the write: a reconnect resends it
+            ws = client.ws
+            if ws is None:
+                result.deferred += 1  # reconnecting: it goes out with the unacked ones
+            else:
+                try:
+                    await ws.send(orjson.dumps(frame).decode())
+                except ConnectionClosed:  # the reconnect sends it again
+                    result.errors["send_on_closed"] = result.errors.get("send_on_closed",
+                                                                        0) + 1
             result.sent += 1
             k += 1
         next_due = start + k / config.rate
@@ -245,13 +471,17 @@ async def _send_phase(config: LoadConfig, clients: list[_Client], result: LoadRe
 
 
 async def _drain(config: LoadConfig, result: LoadResult) -> None:
-    """Wait until every expected delivery and ack arrived, or nothing arrived for a while."""
+    """Wait until every expected delivery and ack arrived, or nothing arrived (no delivery,
+    no ack) for max(5 s, drain / 3), or *drain* seconds are over."""
     expected = result.expected()
     deadline = time.monotonic() + config.drain
     last_count, quiet_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        count = len(result.deliveries)
-        if count >= expected and len(result.acks) >= result.sent:
+        count = len(result.deliveries) + len(result.acks)
+        if (count != last_count and count - len(result.acks) >= expected
+                and len(result.acks) >= result.sent
+                # enough frames: done unless duplicates hide a missing one
+                and len({(d.client, d.room, d.seq) for d in result.deliveries}) >= expected):
             return
         if count != last_count:
             last_count, quiet_since = count, time.monotonic()

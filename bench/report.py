@@ -5,6 +5,13 @@ send->ack per send. Loss is expected deliveries (each sent message times its roo
 members) minus distinct deliveries. A duplicate is the same (room, seq) delivered twice
 to one client; an order violation is a client seeing a room's seq not strictly
 increasing; a disagreement is two clients seeing different messages under one (room, seq).
+
+The resume guarantees, which the fault mode (:mod:`bench.faults`) puts to the test: an
+acked-but-lost message is one whose sender got an ``ack`` but that some member of its
+room never received; a gap is a seq missing from what one client saw of one room, between
+1 and the highest seq it saw; "stored twice" is a ``client_id`` that members received
+under two seqs (the sequencer's dedup failed). A fault's recovery time runs from the fault
+until every client has received a message sent after the fault.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.load import LoadResult
+from bench.load import LoadResult, Reconnect
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -71,13 +78,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def sample(pids: Mapping[str, int]) -> dict[str, dict[str, float]]:
-    """Per named process: RSS (KiB) and CPU seconds, summed over its process tree."""
+    """Per named process: RSS (KiB) and CPU seconds, summed over its process tree, and
+    its root pid (to tell a restarted process from the one it replaced)."""
     children = _children()
     out: dict[str, dict[str, float]] = {}
     for name, pid in pids.items():
         members = tree(pid, children)
         out[name] = {"rss_kib": float(sum(rss_kib(p) for p in members)),
-                     "cpu_s": sum(cpu_seconds(p) for p in members)}
+                     "cpu_s": sum(cpu_seconds(p) for p in members), "pid": float(pid)}
     return out
 
 
@@ -113,6 +121,145 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
+
+
+def _s(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _cpu(result: LoadResult, connected: Mapping[str, Mapping[str, float]],
+         after: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """CPU seconds per process from "all subscribed" to the end of the run.
+
+    A process a fault killed counts until the sample taken just before the fault (its
+    name gets " (until killed)"); a restarted one (another pid under the same name) sums
+    both runs (" (2 runs)"). Without faults: after - connected, per process.
+    """
+    snapshots: list[Mapping[str, Mapping[str, float]]] = [connected]
+    snapshots += [f["cpu_before"] for f in result.faults if "cpu_before" in f]
+    snapshots.append(after)
+    cpu: dict[str, float] = {}
+    names = list(after) + [n for n in connected if n not in after]
+    for name in names:
+        last: dict[float | None, float] = {}  # pid -> its latest CPU seconds
+        first: dict[float | None, float] = {}
+        for index, snapshot in enumerate(snapshots):
+            if name in snapshot:
+                pid = snapshot[name].get("pid")
+                last[pid] = snapshot[name]["cpu_s"]
+                # a pid first seen after "connected" started after it: count from 0
+                first.setdefault(pid, snapshot[name]["cpu_s"] if index == 0 else 0.0)
+        label = name
+        if name not in after:
+            label += " (until killed)"
+        elif len(last) > 1:
+            label += f" ({len(last)} runs)"
+        cpu[label] = round(sum(last[pid] - first[pid] for pid in last), 2)
+    return cpu
+
+
+def integrity(result: LoadResult) -> dict[str, Any]:
+    """The resume guarantees, from the records: acked-but-lost, gaps, stored twice."""
+    config = result.config
+    received: set[tuple[int, str]] = set()          # (client, client_id)
+    seqs: dict[tuple[int, str], set[int]] = {}       # (client, room) -> seqs seen
+    stored_as: dict[str, set[int]] = {}              # client_id -> seqs it arrived under
+    for d in result.deliveries:
+        received.add((d.client, d.client_id))
+        seqs.setdefault((d.client, d.room), set()).add(d.seq)
+        stored_as.setdefault(d.client_id, set()).add(d.seq)
+    lost = lost_deliveries = ack_mismatches = 0
+    examples: list[str] = []
+    for client_id, (room, seq) in result.acked_seq.items():
+        members = config.members(int(room.rsplit("-", 1)[1]))
+        missing = [m for m in members if (m, client_id) not in received]
+        if missing:
+            lost += 1
+            lost_deliveries += len(missing)
+            if len(examples) < 10:
+                examples.append(f"{room} seq {seq} {client_id}: not received by "
+                                f"{len(missing)} of {len(members)} (e.g. client {missing[0]})")
+        if client_id in stored_as and seq not in stored_as[client_id]:
+            ack_mismatches += 1
+    gaps = streams = 0
+    for seen in seqs.values():
+        missing_here = max(seen) - len(seen)  # seqs are >= 1: distinct seqs below the top
+        if missing_here:
+            gaps += missing_here
+            streams += 1
+    return {
+        "acked_but_lost": lost,
+        "acked_but_lost_deliveries": lost_deliveries,
+        "acked_but_lost_examples": examples,
+        "gaps": gaps,
+        "streams_with_gaps": streams,
+        "stored_twice": sum(1 for s in stored_as.values() if len(s) > 1),
+        "ack_seq_mismatches": ack_mismatches,
+    }
+
+
+def _reconnect_stats(reconnects: Sequence[Reconnect]) -> dict[str, Any]:
+    took = sorted(r.opened - r.closed for r in reconnects if r.opened)
+    codes: dict[str, int] = {}
+    for r in reconnects:
+        codes[str(r.code)] = codes.get(str(r.code), 0) + 1
+    return {"count": len(reconnects), "clients": len({r.client for r in reconnects}),
+            "failed": sum(1 for r in reconnects if not r.opened),
+            "close_codes": codes,
+            "attempts_max": max((r.attempts for r in reconnects), default=0),
+            "resent": sum(r.resent for r in reconnects),
+            "seconds_p50": _s(percentile(took, 50)), "seconds_max": _s(took[-1] if took else None)}
+
+
+def recoveries(result: LoadResult) -> list[dict[str, Any]]:
+    """Per fault: when deliveries flowed again (seconds after the fault).
+
+    ``recovery_s``: until every client has received at least one message sent after the
+    fault (None if some client never did); ``first_delivery_s``: until the first such
+    delivery to any client; ``first_ack_s``: until the first ack of a send made after it;
+    ``first_send_wait_s``: until every room has had a send after it (sends go round-robin
+    over the clients, a room's members one after the other, so a room can be idle for
+    up to C / M seconds: a fault-free stack would show about this plus the usual latency
+    as ``recovery_s``).
+    """
+    out: list[dict[str, Any]] = []
+    faults = sorted(result.faults, key=lambda f: float(f["time"]))
+    for index, fault in enumerate(faults):
+        t = float(fault["time"])
+        until = float(faults[index + 1]["time"]) if index + 1 < len(faults) else float("inf")
+        first: dict[int, float] = {}
+        for d in result.deliveries:
+            if d.sent >= t and d.received < first.get(d.client, float("inf")):
+                first[d.client] = d.received
+        first_send: dict[str, float] = {}  # room -> its first send after the fault
+        for cid, room in result.sent_room.items():
+            sent = float(cid.split(":", 1)[1])
+            if t <= sent < first_send.get(room, float("inf")):
+                first_send[room] = sent
+        acked = [float(cid.split(":", 1)[1]) + latency
+                 for cid, latency in result.acks.items()
+                 if float(cid.split(":", 1)[1]) >= t]
+        window = [r for r in result.reconnects if t <= r.closed < until]
+        recovered = len(first) == result.config.connections
+        stuck = [c for c in range(result.config.connections) if c not in first]
+        rooms_stuck = sorted({result.config.room_of(c) for c in stuck})
+        entry = {k: v for k, v in fault.items() if k not in ("cpu_before", "time")}
+        entry.update({
+            "recovery_s": _s(max(first.values()) - t) if recovered and first else None,
+            "first_delivery_s": _s(min(first.values()) - t) if first else None,
+            "first_ack_s": _s(min(acked) - t) if acked else None,
+            # the schedule's share of recovery_s: no room has a send before this
+            "first_send_wait_s": _s(max(first_send.values()) - t) if first_send else None,
+            "clients_recovered": len(first),
+            "rooms_recovered": result.config.rooms - len(rooms_stuck),
+            "rooms_unrecovered": rooms_stuck,
+            # the first clients that never got a message sent after the fault, as they
+            # were at the end of the run
+            "unrecovered": {c: result.final.get(c) for c in stuck[:10]},
+            "reconnects": _reconnect_stats(window),
+        })
+        out.append(entry)
+    return out
 
 
 def summarize(result: LoadResult, before: Mapping[str, Mapping[str, float]],
@@ -156,9 +303,10 @@ def summarize(result: LoadResult, before: Mapping[str, Mapping[str, float]],
             "rss_end_kib": after[name]["rss_kib"],
             "rss_per_connection_kib": round(grown / per_gateway, 1),
         }
-    cpu = {name: round(after[name]["cpu_s"] - connected.get(name, {}).get("cpu_s", 0.0), 2)
-           for name in after}
+    cpu = _cpu(result, connected, after)
     cpu["load-generator (whole run)"] = round(result.load_cpu_seconds, 2)
+    checks = integrity(result)
+    faults = recoveries(result)
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "params": {"connections": config.connections, "rooms": config.rooms,
@@ -174,6 +322,25 @@ def summarize(result: LoadResult, before: Mapping[str, Mapping[str, float]],
         "duplicates": duplicates,
         "order_violations": order,
         "order_disagreements": disagreements,
+        "acked_but_lost": checks["acked_but_lost"],
+        "acked_but_lost_deliveries": checks["acked_but_lost_deliveries"],
+        "acked_but_lost_examples": checks["acked_but_lost_examples"],
+        "gaps": checks["gaps"],
+        "streams_with_gaps": checks["streams_with_gaps"],
+        "stored_twice": checks["stored_twice"],
+        "ack_seq_mismatches": checks["ack_seq_mismatches"],
+        "unacked": len(result.unacked),
+        "unacked_examples": result.unacked[:10],
+        "resent": result.resent,
+        "sent_while_reconnecting": result.deferred,
+        "reconnects": _reconnect_stats(result.reconnects),
+        # client, closed and opened (s after the first send), close code, gateway, resent
+        "reconnect_log": [[r.client, round(r.closed - result.send_started, 3),
+                           round(r.opened - result.send_started, 3) if r.opened else None,
+                           r.code, r.gateway, r.resent] for r in result.reconnects],
+        "faults": faults,
+        "faults_recovered": all(f["recovery_s"] is not None and "failed" not in f
+                                for f in faults),
         "errors": dict(result.errors),
         "connections_closed_early": result.closed,
         "deliveries_per_s": round(distinct / window, 1),
@@ -206,6 +373,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         ("duplicates", report["duplicates"]),
         ("order violations", report["order_violations"]),
         ("order disagreements between receivers", report["order_disagreements"]),
+        ("acked but lost (messages / deliveries)",
+         f"{report['acked_but_lost']} / {report['acked_but_lost_deliveries']}"),
+        ("gaps (seqs / client-room streams)",
+         f"{report['gaps']} / {report['streams_with_gaps']}"),
+        ("stored twice (dedup failures)", report["stored_twice"]),
+        ("unacked at the end", report["unacked"]),
         ("errors", report["errors"] or "none"),
         ("delivered deliveries/s", rate),
         ("e2e latency p50 / p90 / p99 / max (ms)",
@@ -214,6 +387,33 @@ def markdown(report: Mapping[str, Any]) -> str:
         ("connect + subscribe all (s)", report["connect_s"]),
         ("stack busy after that (s)", report.get("settle_s")),
     ]
+    reconnects = report.get("reconnects") or {}
+    if reconnects.get("count") or report.get("faults"):
+        rows += [
+            ("resent (same client_id) / sent while reconnecting",
+             f"{report['resent']} / {report['sent_while_reconnecting']}"),
+            ("reconnects (clients; close codes; p50 / max s)",
+             (f"{reconnects['count']} ({reconnects['clients']}; {reconnects['close_codes']}; "
+              f"{reconnects['seconds_p50']} / {reconnects['seconds_max']})")),
+        ]
+    shards = report.get("shard_queues_at_end")
+    if isinstance(shards, dict):
+        rows.append(("shard queues at the end: ready / unacked (active consumer)",
+                     "; ".join(f"{name} {q['ready']} / {q['unacked']} ({q['active']})"
+                               for name, q in shards.items())))
+    elif shards:
+        rows.append(("shard queues at the end", shards))
+    for number, fault in enumerate(report.get("faults") or [], 1):
+        extra = {k: fault[k] for k in ("victim", "successor", "standby_alone_s", "takeover_s",
+                                       "down_s", "failed")
+                 if fault.get(k) is not None}
+        rows.append((f"fault {number}: {fault['fault']} at {fault['at_s']} s",
+                     (f"recovery {fault['recovery_s']} s (rooms' first send "
+                      f"{fault['first_send_wait_s']} s, first delivery "
+                      f"{fault['first_delivery_s']} s, first ack {fault['first_ack_s']} s, "
+                      f"{fault['clients_recovered']} clients and "
+                      f"{fault['rooms_recovered']} rooms recovered, "
+                      f"{fault['reconnects']['count']} reconnects); {extra}")))
     for name, g in report["gateways"].items():
         mib = [f"{g[k] / 1024:.1f}" for k in ("rss_idle_kib", "rss_connected_kib",
                                               "rss_end_kib")]

@@ -1,9 +1,14 @@
 """A private Burrow stack for one benchmark run, on free loopback ports in a temp dir.
 
 A RabbitMQ node with Burrow's definitions (random passwords), the embedded database,
-``gateways`` gateway processes and one sequencer, built from :mod:`burrow.devstack`.
-Use it as a context manager: everything it started is stopped on exit, also on Ctrl-C
-or an exception; the temp dir is removed unless ``keep`` is set.
+``gateways`` gateway processes and ``sequencers`` sequencer processes (the first is the
+active consumer of every shard queue, the others stand by), built from
+:mod:`burrow.devstack`. Use it as a context manager: everything it started is stopped on
+exit, also on Ctrl-C or an exception; the temp dir is removed unless ``keep`` is set.
+
+The fault mode (:mod:`bench.faults`) uses :meth:`BenchStack.kill_gateway`,
+:meth:`BenchStack.kill_active_sequencer` and :meth:`BenchStack.restart_rabbitmq`; they
+block, so call them in a thread while the load runs.
 """
 
 from __future__ import annotations
@@ -13,14 +18,22 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
+from bench.report import tree
 from burrow.devstack import mongo, ports, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
 from queues import definitions, topology
 
+T = TypeVar("T")
 PROJECT = Path(__file__).resolve().parents[1]
 READY = 90.0
 # Limits off: the benchmark measures throughput, not the rate limiter.
@@ -29,6 +42,10 @@ UNLIMITED = "1000000000/1000000000"
 
 class StackFailed(RuntimeError):
     """A process of the stack did not become ready; the message ends with its log."""
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class Gateway:
@@ -48,8 +65,11 @@ class BenchStack:
     """``with BenchStack(gateways=2) as stack:`` then ``stack.gateways``, ``stack.pids()``."""
 
     def __init__(self, gateways: int = 2, keep: bool = False,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, sequencers: int = 1) -> None:
+        if gateways < 1 or sequencers < 1:
+            raise ValueError("a stack needs at least one gateway and one sequencer")
         self.gateway_count = gateways
+        self.sequencer_count = sequencers
         self.keep = keep
         self.extra_env = dict(extra_env or {})
         self.jwt_secret = secrets.token_hex(32)
@@ -65,8 +85,17 @@ class BenchStack:
             definitions.render(topology.build(), self.passwords))
         self.db = mongo.EmbeddedMongo(self.directory / "mongo", ports.free_port())
         self.gateways: list[Gateway] = []
-        self.sequencer: AppProcess | None = None
+        self.sequencers: list[AppProcess] = []
+        self.shards = int(self.extra_env.get("BURROW_SHARDS", topology.DEFAULT_SHARDS))
         self._apps: list[AppProcess] = []
+        # held while the node restarts (a fault, in a thread): stop() waits for it, so
+        # an interrupted run cannot leave a node started after the stop
+        self._node_lock = threading.Lock()
+
+    @property
+    def sequencer(self) -> AppProcess | None:
+        """The first sequencer (the active one until a fault)."""
+        return self.sequencers[0] if self.sequencers else None
 
     def __enter__(self) -> Self:
         try:
@@ -100,16 +129,21 @@ class BenchStack:
         self.db.start()
         self.db.wait_ready()
         self.node.wait_ready()
-        metrics_port = ports.free_port()
-        self.sequencer = AppProcess(
-            "sequencer", "consumers", self._env("burrow-worker", {
+        probes: list[tuple[AppProcess, str, Path]] = []
+        for i in range(self.sequencer_count):
+            name = "sequencer" if self.sequencer_count == 1 else f"sequencer-{i}"
+            metrics_port = ports.free_port()
+            log = logs / f"{name}.log"
+            app = AppProcess(name, "consumers", self._env("burrow-worker", {
                 "BURROW_METRICS_PORT": str(metrics_port),
-                "BURROW_METRICS_DIR": str(self.directory / "metrics" / "sequencer")}),
-            args=["sequencer"], log=logs / "sequencer.log")
-        self._apps.append(self.sequencer)
-        self.sequencer.start()
-        probes = [(self.sequencer, f"http://127.0.0.1:{metrics_port}/readyz",
-                   logs / "sequencer.log")]
+                # names its AMQP connection "worker bench-<name> (sequencer)"
+                "BURROW_INSTANCE_ID": f"bench-{name}",
+                "BURROW_METRICS_DIR": str(self.directory / "metrics" / name)}),
+                args=["sequencer"], log=log)
+            self._apps.append(app)
+            self.sequencers.append(app)
+            probes.append((app, f"http://127.0.0.1:{metrics_port}/readyz", log))
+        self.sequencers[0].start()
         for i in range(self.gateway_count):
             port = ports.free_port()
             log = logs / f"gateway-{i}.log"
@@ -121,12 +155,213 @@ class BenchStack:
             app.start()
             self.gateways.append(Gateway(app, port, log))
             probes.append((app, f"http://127.0.0.1:{port}/readyz", log))
+        if self.sequencer_count > 1:
+            # The first one must be the active consumer of every shard before the
+            # standbys subscribe: then "the active sequencer" is one process.
+            self._wait_active(self.sequencers[0], probes[0][2])
+            for app in self.sequencers[1:]:
+                app.start()
         for app, url, log in probes:
             status, body = wait_status(url, 200, READY, alive=app)
             if status != 200:
                 tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                 raise StackFailed(f"{app.name} not ready: {url} answered {status} {body}; "
                                   f"exit {app.exited}\n{tail}")
+        if self.sequencer_count > 1:
+            self._wait_consumers(self.sequencer_count)
+
+    # ---- the shard queues' consumers (RabbitMQ management API) -------------------------
+
+    def shard_consumers(self) -> dict[str, list[tuple[str, bool]]]:
+        """Per shard queue: (connection name, active) of each consumer, as the broker sees it."""
+        # A consumer's channel names its connection by address; the client-provided name
+        # (``worker bench-<name> (sequencer)``) is on the connection.
+        # (The API shows an object it has no stats for yet as [] instead of {}.)
+        named: dict[str, str] = {}
+        for connection in self.node.api("GET", "/api/connections", timeout=5):
+            properties = _mapping(connection.get("client_properties"))
+            provided = (connection.get("user_provided_name")
+                        or properties.get("connection_name"))
+            named[str(connection.get("name"))] = str(provided or "")
+        out: dict[str, list[tuple[str, bool]]] = {}
+        for index in range(self.shards):
+            name = topology.shard_queue(index)
+            path = (f"/api/queues/{urllib.parse.quote(definitions.VHOST, safe='')}/"
+                    f"{urllib.parse.quote(name, safe='')}")
+            info: dict[str, Any] = self.node.api("GET", path, timeout=5)
+            active_tag = info.get("single_active_consumer_tag")
+            found = []
+            for consumer in info.get("consumer_details", []):
+                channel = _mapping(consumer.get("channel_details"))
+                address = str(channel.get("connection_name", ""))
+                connection = named.get(address, address)
+                active = (consumer.get("activity_status") == "single_active"
+                          or consumer.get("consumer_tag") == active_tag)
+                found.append((connection, active))
+            out[name] = found
+        return out
+
+    def shard_queues(self, wait: float = 10.0) -> dict[str, dict[str, Any]]:
+        """Per shard queue: messages ready and unacknowledged, consumers, and the active
+        one's name (a stalled shard: messages ready and a full prefetch unacknowledged).
+
+        The management API's figures are up to ``collect_statistics_interval`` (5 s) old
+        and missing (None) until the first collection after a restart: this waits up to
+        *wait* seconds for them.
+        """
+        def complete() -> dict[str, dict[str, Any]] | None:
+            found = self._shard_queues()
+            if found and all(None not in q.values() for q in found.values()):
+                return found
+            return None
+
+        return self._poll(complete, wait) or self._shard_queues()
+
+    def _shard_queues(self) -> dict[str, dict[str, Any]]:
+        active = self.active_sequencers()
+        out: dict[str, dict[str, Any]] = {}
+        path = (f"/api/queues/{urllib.parse.quote(definitions.VHOST, safe='')}"
+                "?columns=name,messages_ready,messages_unacknowledged,consumers")
+        for queue in self.node.api("GET", path, timeout=5):
+            if queue.get("name") in active:
+                out[queue["name"]] = {"ready": queue.get("messages_ready"),
+                                      "unacked": queue.get("messages_unacknowledged"),
+                                      "consumers": queue.get("consumers"),
+                                      "active": active[queue["name"]]}
+        return dict(sorted(out.items()))
+
+    def _sequencer_of(self, connection_name: str) -> AppProcess | None:
+        for app in self.sequencers:
+            if f"bench-{app.name} " in connection_name:
+                return app
+        return None
+
+    def active_sequencers(self) -> dict[str, str | None]:
+        """Per shard queue: the name of the sequencer that is its active consumer (or None)."""
+        out: dict[str, str | None] = {}
+        for queue, consumers in self.shard_consumers().items():
+            apps = [self._sequencer_of(c) for c, active in consumers if active]
+            out[queue] = apps[0].name if apps and apps[0] is not None else None
+        return out
+
+    def active_sequencer(self) -> AppProcess | None:
+        """The sequencer active on the most shard queues (all of them, normally)."""
+        counts = Counter(name for name in self.active_sequencers().values() if name)
+        if not counts:
+            return None
+        name = counts.most_common(1)[0][0]
+        return next(app for app in self.sequencers if app.name == name)
+
+    @staticmethod
+    def _poll(done: Callable[[], T], timeout: float) -> T | None:
+        """Call *done* until it returns a true value (management API errors count as not
+        yet); return it, or the last value after *timeout* seconds."""
+        deadline = time.monotonic() + timeout
+        value: T | None = None
+        while True:
+            try:
+                value = done()
+            except (OSError, urllib.error.URLError, ValueError, KeyError):
+                value = None
+            if value or time.monotonic() > deadline:
+                return value
+            time.sleep(0.1)
+
+    def _wait_active(self, app: AppProcess, log: Path) -> None:
+        active = self._poll(lambda: set(self.active_sequencers().values()) == {app.name}
+                            and app.exited is None, READY)
+        if not active:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise StackFailed(f"{app.name} did not become the active consumer of every "
+                              f"shard: {self._describe()}; exit {app.exited}\n{tail}")
+
+    def _wait_consumers(self, count: int) -> None:
+        ok = self._poll(lambda: all(len(c) >= count
+                                    for c in self.shard_consumers().values()), READY)
+        if not ok:
+            raise StackFailed(f"not every sequencer consumes every shard: {self._describe()}")
+
+    def _describe(self) -> str:
+        try:
+            return str(self.shard_consumers())
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            return f"(management API: {exc})"
+
+    # ---- faults ----------------------------------------------------------------------
+
+    @staticmethod
+    def _kill9(app: AppProcess) -> list[int]:
+        """kill -9 the process and everything under it; wait until the root is reaped."""
+        process = app.process
+        if process is None or process.poll() is not None:
+            return []
+        members = tree(process.pid)
+        app.signal(signal.SIGKILL)  # its process group (it runs in a session of its own)
+        for pid in members:  # and anything that left the group
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
+        return members
+
+    def kill_gateway(self, index: int) -> dict[str, Any]:
+        """kill -9 gateway *index* (Sanic manager and worker); it is not restarted."""
+        gateway = self.gateways[index]
+        start = time.monotonic()
+        pids = self._kill9(gateway.app)
+        return {"victim": gateway.app.name, "pids": pids,
+                "action_s": round(time.monotonic() - start, 3)}
+
+    def kill_active_sequencer(self, takeover_timeout: float = 10.0) -> dict[str, Any]:
+        """kill -9 the sequencer that is active on the shard queues, then watch the
+        standby take over, as the management API shows it.
+
+        ``standby_alone_s``: until the victim's consumers are gone and one other sequencer
+        is the only consumer of every shard (a single-active-consumer queue activates it
+        at once); ``takeover_s``: until the API also reports it active on every shard,
+        which lags up to ~5 s (the quorum queues report consumer status on their tick).
+        Either is None when not seen within *takeover_timeout* seconds.
+        """
+        victim = self._poll(self.active_sequencer, 15.0)
+        if victim is None:
+            raise StackFailed(f"no active sequencer found: {self._describe()}")
+        start = time.monotonic()
+        pids = self._kill9(victim)
+        killed = time.monotonic()
+
+        def alone() -> str | None:
+            names = set()
+            for consumers in self.shard_consumers().values():
+                found = {app.name if app else None
+                         for app in (self._sequencer_of(c) for c, _ in consumers)}
+                if len(found) != 1:
+                    return None
+                names |= found
+            name = names.pop() if len(names) == 1 else None
+            return name if name != victim.name else None
+
+        successor = self._poll(alone, takeover_timeout)
+        alone_at = time.monotonic()
+        active = successor is not None and self._poll(
+            lambda: set(self.active_sequencers().values()) == {successor},
+            max(0.0, start + takeover_timeout - time.monotonic()))
+        return {"victim": victim.name, "pids": pids, "successor": successor,
+                "action_s": round(killed - start, 3),
+                "standby_alone_s": round(alone_at - start, 3) if successor else None,
+                "takeover_s": round(time.monotonic() - start, 3) if active else None}
+
+    def restart_rabbitmq(self) -> dict[str, Any]:
+        """Stop the node (SIGTERM, clean) and start it again on the same ports and data
+        directory; returns when it is ready again (``down_s``: stop to ready)."""
+        with self._node_lock:
+            start = time.monotonic()
+            self.node.stop()
+            stopped = time.monotonic()
+            self.node.start()
+            self.node.wait_ready()
+        return {"victim": "rabbitmq", "stop_s": round(stopped - start, 3),
+                "down_s": round(time.monotonic() - start, 3)}
 
     def pids(self) -> dict[str, int]:
         """The root pid of each process of the stack, by name."""
@@ -152,7 +387,8 @@ class BenchStack:
                 app.stop()
             self._apps.clear()
             self.db.stop()
-            self.node.stop()
+            with self._node_lock:
+                self.node.stop()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)

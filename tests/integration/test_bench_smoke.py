@@ -41,3 +41,39 @@ def test_bench_smoke_is_lossless(tmp_path: Path) -> None:
     assert (tmp_path / "latest.md").read_text().count("| loss | 0 |") == 1
     assert set(report["cpu_s_during_run"]) >= {"gateway-0", "sequencer", "rabbitmq",
                                                "database"}
+
+
+def test_bench_fault_mode_loses_nothing_acked(tmp_path: Path) -> None:
+    """``--faults``: kill -9 gateway-0, kill -9 the active sequencer, restart RabbitMQ,
+    while 20 clients send; every acked message reaches every member, with no gap."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--faults", "--connections", "20", "--room-size",
+         "5", "--rate", "20", "--duration", "5", "--drain", "30",
+         "--results", str(tmp_path)],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    report = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert report["params"]["gateways"] == 2
+    assert report["sent"] == 100
+    assert report["acked"] == 100
+    assert report["acked_but_lost"] == 0
+    assert report["gaps"] == 0
+    assert report["duplicates"] == 0
+    assert report["order_violations"] == 0
+    assert report["stored_twice"] == 0
+    faults = report["faults"]
+    assert [f["fault"] for f in faults] == ["kill -9 gateway-0", "kill -9 the active sequencer",
+                                            "restart RabbitMQ (stop + start)"]
+    assert report["faults_recovered"]
+    for fault in faults:
+        assert fault["recovery_s"] is not None, fault
+        assert fault["clients_recovered"] == 20, fault
+    assert faults[0]["victim"] == "gateway-0"
+    assert faults[0]["reconnects"]["count"] >= 10  # gateway-0 had clients 0, 2, ..., 18
+    assert faults[1]["victim"] == "sequencer-0"
+    assert faults[1]["successor"] == "sequencer-1"
+    assert set(report["cpu_s_during_run"]) >= {"gateway-1", "sequencer-1",
+                                               "gateway-0 (until killed)",
+                                               "sequencer-0 (until killed)",
+                                               "rabbitmq (2 runs)"}
