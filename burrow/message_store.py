@@ -8,6 +8,7 @@ message have a seq even if two sequencers believed they were active (G2), and
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -41,16 +42,24 @@ class MessageStore:
         return dict(await asyncio.gather(*(last(r) for r in rooms)))
 
     async def existing(self, keys: Sequence[DedupKey]) -> dict[DedupKey, Stored]:
-        """The already stored messages among *keys*, by (room, sender, client_id)."""
-        if not keys:
-            return {}
+        """The already stored messages among *keys*, by (room, sender, client_id).
+
+        One query per (room, sender) with the client ids in ``$in``: each is a range of
+        the unique index. A single ``$or`` of every key is not, on the embedded database:
+        50 keys among 30,000 messages took 5.2 s that way and 24 ms this way, and this
+        lookup runs when clients retry sends after an outage, when time matters most.
+        """
         wanted = set(keys)
-        query = {"$or": [{"room": r, "sender": s, "client_id": c} for r, s, c in wanted]}
-        found: dict[DedupKey, Stored] = {}
-        async for doc in self.messages.find(query):
-            stored = Stored.from_document(doc)
-            found[stored.dedup_key] = stored
-        return found
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for room, sender, client_id in wanted:
+            groups[(room, sender)].append(client_id)
+
+        async def find(room: str, sender: str, client_ids: list[str]) -> list[Stored]:
+            query = {"room": room, "sender": sender, "client_id": {"$in": client_ids}}
+            return [Stored.from_document(doc) async for doc in self.messages.find(query)]
+
+        found = await asyncio.gather(*(find(r, s, c) for (r, s), c in groups.items()))
+        return {m.dedup_key: m for batch in found for m in batch if m.dedup_key in wanted}
 
     async def insert(self, messages: Sequence[Stored]) -> None:
         """Store *messages* in one round trip; raises :exc:`Clash` on a unique clash.
