@@ -184,8 +184,29 @@ class Node:
 
     def _on_reconnect(self, connection: AbstractRobustConnection) -> None:
         # The exclusive queue died with the old connection, and whatever was fanned out
-        # meanwhile with it: replay every subscribed room from the database.
+        # meanwhile with it: bind every room again, then replay them from the database.
         log.info("broker reconnected: catching up %d rooms", len(self.subscribers))
+        self._hold(asyncio.create_task(self._catch_up()))
+
+    async def _catch_up(self) -> None:
+        """Bind every subscribed room again, then replay each subscription.
+
+        aio-pika's robust queue restores the bindings it made, but a fault run once
+        left one room of twenty unbound after a broker restart, its subscribers
+        waiting for messages that were stored and acked. Binding twice is harmless,
+        so the node does not rely on the restore; a bind that fails here is retried
+        on the next reconnect, and the replay still runs.
+        """
+        assert self.queue is not None and self.fanout is not None
+        for room in list(self.bound):
+            async with self.bind_locks[room]:
+                if room not in self.bound:
+                    continue
+                try:
+                    async with asyncio.timeout(self.settings.send_timeout):
+                        await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
+                except PUBLISH_FAILED as exc:
+                    log.warning("room %s not bound again after a reconnect: %s", room, exc)
         for subscriptions in self.subscribers.values():
             for sub in subscriptions:
                 self._replay_soon(sub)
