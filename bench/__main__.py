@@ -8,38 +8,32 @@ D seconds, stops everything, prints a Markdown table and writes
 ``--faults``: the same run with 2 gateways and 2 sequencers while :mod:`bench.faults`
 kills gateway-0 and the active sequencer (kill -9) and restarts RabbitMQ; the report
 adds each fault's recovery time, and acked-but-lost and gaps must be 0.
+
+``--compare``: Burrow, python-socketio with its RabbitMQ manager and a broker-less
+websockets server under the same load, one table with the ratios (:mod:`bench.compare`).
+
+``--curve``: deliveries/s and p99 as connections and room size grow (:mod:`bench.curve`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import resource
-import signal
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from bench import compare, curve, report
 from bench import faults as fault_mode
-from bench import report
 from bench.load import LoadConfig, run_load
+from bench.measure import measure, prepare_process
+from bench.peers.stack import PeerFailed
 from bench.stack import BenchStack, StackFailed
+from burrow.devstack.rabbitmq import NodeFailed
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def failures(summary: dict[str, Any]) -> list[str]:
@@ -53,9 +47,9 @@ def failures(summary: dict[str, Any]) -> list[str]:
     return bad
 
 
-def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
-        faults: bool = False) -> dict[str, Any]:
-    """One whole run; returns the report (also written under *results*).
+def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
+               faults: bool = False) -> dict[str, Any]:
+    """One run against a fresh Burrow stack; returns the report.
 
     *faults*: 2 sequencers (one active, one standby) and :data:`bench.faults.SCHEDULE`
     during the send phase (the caller passes at least 2 gateways).
@@ -64,39 +58,57 @@ def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
     with BenchStack(gateways=gateways, keep=keep, sequencers=sequencers) as stack:
         print(f"bench: stack up in {stack.directory} ({gateways} gateways, {sequencers} "
               f"sequencer{'s' if sequencers > 1 else ''})", file=sys.stderr, flush=True)
-        time.sleep(0.5)  # let the gateways settle before the idle sample
-        pids = stack.pids()
-        before = report.sample(pids)
-        connected: dict[str, dict[str, float]] = {}
-
-        settled: list[float] = []
-
-        async def on_connected() -> None:
-            settled.append(await report.settle(pids))
-            connected.update(report.sample(pids))
-            print(f"bench: {config.connections} clients subscribed, stack idle after "
-                  f"{settled[0]:.1f} s; sending {config.rate:g}/s for {config.duration:g}s",
-                  file=sys.stderr, flush=True)
-
-        runner: Any = asyncio.run
-        try:
-            import uvloop
-            runner = uvloop.run
-        except ImportError:
-            pass
         during = partial(fault_mode.run_schedule, stack, config.duration) if faults else None
-        result = runner(run_load(config, [g.http_url for g in stack.gateways],
-                                 [g.ws_url for g in stack.gateways], stack.jwt_secret,
-                                 on_connected=on_connected, during_send=during))
-        after = report.sample(stack.pids())  # without the killed, with the restarted
-        summary = report.summarize(result, before, connected, after)
-        summary["settle_s"] = round(settled[0], 2) if settled else None
+        summary = measure(config, stack.pids, lambda on_connected: run_load(
+            config, [g.http_url for g in stack.gateways], [g.ws_url for g in stack.gateways],
+            stack.jwt_secret, on_connected=on_connected, during_send=during), "burrow")
         if faults:  # a shard that stopped consuming shows here
             try:
                 summary["shard_queues_at_end"] = stack.shard_queues()
             except (OSError, ValueError) as exc:
                 summary["shard_queues_at_end"] = f"management API: {exc}"
+    return summary
+
+
+def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
+        faults: bool = False) -> dict[str, Any]:
+    """One Burrow run, written under *results* and printed; returns the report."""
+    summary = run_burrow(config, gateways, keep, faults)
     path, table = report.write(summary, results)
+    print(table)
+    print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)
+    return summary
+
+
+def run_compare(config: LoadConfig, gateways: int, results: Path,
+                keep: bool = False) -> dict[str, Any]:
+    """Burrow, then python-socketio on as many servers, then the broker-less ceiling,
+    under the same load; one table with the ratios (:mod:`bench.compare`)."""
+    from bench.peers.__main__ import run_peer
+
+    reports = {"burrow": run_burrow(config, gateways, keep)}
+    reports["socketio"] = run_peer(config, "socketio", gateways, keep)
+    reports["websockets"] = run_peer(config, "websockets", 1, keep)
+    table = compare.markdown(reports)
+    summary = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "compare": reports,
+               "ratios": compare.ratios(reports)}
+    path = report.write_named(summary, results, "compare", f"Burrow and its peers\n\n{table}")
+    print(table)
+    print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)
+    return summary
+
+
+def run_curve(gateways: int, results: Path, scale: float, duration: float,
+              drain: float) -> dict[str, Any]:
+    """The scaling curve (:mod:`bench.curve`), one fresh stack per point."""
+    def point(p: curve.Point) -> dict[str, Any]:
+        config = LoadConfig(connections=p.connections, room_size=p.room_size, rate=p.rate,
+                            duration=duration, drain=drain)
+        return run_burrow(config, gateways)
+
+    table, reports = curve.run(point, scale, on_row=lambda row: print(row, flush=True))
+    summary = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "curve": reports}
+    path = report.write_named(summary, results, "curve", f"Scaling curve\n\n{table}")
     print(table)
     print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)
     return summary
@@ -124,6 +136,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="kill -9 gateway-0 at 25%% of D, the active sequencer at 50%%, "
                              "restart RabbitMQ at 75%%; implies 2 gateways (at least) and "
                              "2 sequencers (bench/README.md, Fault mode)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run python-socketio (AsyncAioPikaManager, G servers) and a "
+                             "broker-less websockets server under the same load; one table "
+                             "with the Burrow/peer ratios")
+    parser.add_argument("--curve", type=float, nargs="?", const=1.0, default=None,
+                        metavar="SCALE",
+                        help="the scaling curve: C 1k/5k/10k at room 10, room 10/100/1000 at "
+                             "C=1k (one stack per point; SCALE < 1 shrinks C; ignores C, S, M)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"directory of the reports (default {RESULTS})")
     parser.add_argument("--keep", action="store_true",
@@ -145,14 +165,18 @@ def main(argv: list[str] | None = None) -> None:
         args.drain = 60.0 if args.faults else 15.0
     config = LoadConfig(connections=args.connections, room_size=args.room_size,
                         rate=args.rate, duration=args.duration, drain=args.drain)
-    _raise_fd_limit()
-    # Ctrl-C and SIGTERM stop the stack (even when started with SIGINT ignored, as a
-    # background job of a script is)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    prepare_process()
     try:
-        summary = run(config, args.gateways, args.results, keep=args.keep, faults=args.faults)
-    except StackFailed as exc:
+        if args.curve is not None:
+            run_curve(args.gateways, args.results, args.curve, args.duration, args.drain)
+            return
+        if args.compare:
+            compared = run_compare(config, args.gateways, args.results, keep=args.keep)
+            summary = compared["compare"]["burrow"]
+        else:
+            summary = run(config, args.gateways, args.results, keep=args.keep,
+                          faults=args.faults)
+    except (StackFailed, PeerFailed, NodeFailed) as exc:
         sys.exit(f"bench: {exc}")
     except KeyboardInterrupt:
         sys.exit("bench: interrupted; the stack is stopped")

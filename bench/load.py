@@ -40,7 +40,11 @@ BODY_BYTES = 100
 HANDSHAKES = 100  # concurrent handshakes (Sanic's listen backlog is 100)
 # Error codes after which a send is sent again, same client_id (docs/protocol.md).
 RETRYABLE = frozenset({"timeout", "unavailable", "rate_limited"})
-RESEND_AFTER = (0.5, 1.5)       # seconds, uniform: the wait before such a resend
+# The wait before such a resend: doubling per refusal of the same send, with jitter
+# (x 0.5-1.5). Resending every refused send at once after an outage floods the stack
+# with duplicates just when it is catching up.
+RESEND_FIRST = 0.5
+RESEND_MAX = 8.0
 BACKOFF_FIRST = 0.1             # seconds before the first reconnect attempt (x 0.5-1 jitter)
 BACKOFF_MAX = 2.0               # doubling per failed attempt, up to this
 RECONNECT_OPEN_TIMEOUT = 10.0   # one reconnect attempt's handshake
@@ -165,6 +169,7 @@ class _Client:
         self.subscribed = asyncio.Event()
         self.last_seq = 0          # the highest seq received in the room (resume point)
         self.sent: list[str] = []  # this client's client_ids, in send order
+        self.refusals: dict[str, int] = {}  # client_id -> retryable errors it got
         self._acked_upto = 0       # self.sent[:_acked_upto] are all acked
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -237,11 +242,14 @@ class _Client:
         result.errors[code] = result.errors.get(code, 0) + 1
         if code not in RETRYABLE:
             return
-        delay = random.uniform(*RESEND_AFTER)
+        client_id = frame.get("client_id")
+        refused = 1
+        if isinstance(client_id, str):
+            refused = self.refusals[client_id] = self.refusals.get(client_id, 0) + 1
+        delay = min(RESEND_MAX, RESEND_FIRST * 2 ** (refused - 1)) * random.uniform(0.5, 1.5)
         retry_ms = frame.get("retry_after_ms")
         if isinstance(retry_ms, (int, float)):
             delay = max(delay, retry_ms / 1000)
-        client_id = frame.get("client_id")
         if isinstance(client_id, str):
             self._later(delay, lambda: self._resend([client_id]))
         elif not self.subscribed.is_set():

@@ -428,9 +428,15 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 def write(report: Mapping[str, Any], directory: Path) -> tuple[Path, str]:
     """``<directory>/<timestamp>.json`` and ``latest.md``; returns the JSON path and the table."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    (directory / "latest.md").write_text(f"# Burrow benchmark, {report['time']}\n\n{table}")
-    return path, table
+    return write_named(report, directory, "", f"Burrow benchmark, {report['time']}\n\n{table}"), table
+
+
+def write_named(summary: Mapping[str, Any], directory: Path, kind: str, text: str) -> Path:
+    """``<directory>/<timestamp>[-<kind>].json``, and *text* (a title line, then Markdown)
+    as ``latest.md``; returns the JSON path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{time.strftime('%Y%m%d-%H%M%S')}{'-' + kind if kind else ''}.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    (directory / "latest.md").write_text(f"# {text}")
+    return path

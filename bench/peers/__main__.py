@@ -12,57 +12,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import signal
 import sys
-import time
-from types import FrameType
 from typing import Any
 
 from bench import report
 from bench.load import LoadConfig
-from bench.peers import runner
+from bench.measure import measure, prepare_process
 from bench.peers.load import run_peer_load
 from bench.peers.stack import KINDS, PeerFailed, PeerStack
 from burrow.devstack.rabbitmq import NodeFailed
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def _raise_fd_limit() -> None:
-    """C clients are C sockets in this process: lift the soft limit to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def run(config: LoadConfig, kind: str, servers: int, keep: bool = False) -> dict[str, Any]:
-    """One whole run; returns the report (printed as a table, not written anywhere)."""
+def run_peer(config: LoadConfig, kind: str, servers: int, keep: bool = False) -> dict[str, Any]:
+    """One run against a fresh peer stack; returns the report."""
     with PeerStack(kind, servers=servers, keep=keep) as stack:
         print(f"bench.peers: {kind} up in {stack.directory} ({len(stack.servers)} "
               f"server(s){', RabbitMQ' if stack.node else ''})", file=sys.stderr, flush=True)
-        time.sleep(0.5)  # let the servers settle before the idle sample
-        pids = stack.pids()
-        before = report.sample(pids)
-        connected: dict[str, dict[str, float]] = {}
-        settled: list[float] = []
-
-        async def on_connected() -> None:
-            settled.append(await report.settle(pids))
-            connected.update(report.sample(pids))
-            print(f"bench.peers: {config.connections} clients joined, stack idle after "
-                  f"{settled[0]:.1f} s; sending {config.rate:g}/s for {config.duration:g}s",
-                  file=sys.stderr, flush=True)
-
-        result = runner.run(run_peer_load(config, kind, stack.ws_urls,
-                                          on_connected=on_connected))
-        after = report.sample(pids)
-        summary = report.summarize(result, before, connected, after)
-        summary["settle_s"] = round(settled[0], 2) if settled else None
+        summary = measure(config, stack.pids, lambda on_connected: run_peer_load(
+            config, kind, stack.ws_urls, on_connected=on_connected), kind)
     summary["peer"] = kind
-    print(report.markdown(summary))
     return summary
 
 
@@ -92,12 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("connections, room-size, servers and rate must be positive")
     config = LoadConfig(connections=args.connections, room_size=args.room_size,
                         rate=args.rate, duration=args.duration, drain=args.drain)
-    _raise_fd_limit()
-    # Ctrl-C and SIGTERM stop the stack (also when started with SIGINT ignored)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    prepare_process()
     try:
-        summary = run(config, args.kind, args.servers, keep=args.keep)
+        summary = run_peer(config, args.kind, args.servers, keep=args.keep)
+        print(report.markdown(summary))
     except (PeerFailed, NodeFailed) as exc:
         sys.exit(f"bench.peers: {exc}")
     except KeyboardInterrupt:

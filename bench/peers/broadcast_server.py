@@ -21,7 +21,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from bench.peers import runner
+from bench.measure import run_async
 
 
 class Rooms:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     args = parser.parse_args(argv)
-    runner.run(run(args.port))
+    run_async(run(args.port))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from bench.peers import runner
+from bench.measure import run_async
 
 PING_SECONDS = 3600
 BOUND_TIMEOUT = 60.0
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     parser.add_argument("--amqp", required=True, help="RabbitMQ URL shared by all servers")
     args = parser.parse_args(argv)
-    runner.run(serve(args.port, args.amqp))
+    run_async(serve(args.port, args.amqp))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""One measured run of a load against a running stack, whatever the system under test.
+
+Burrow (:mod:`bench.stack`) and the peers (:mod:`bench.peers.stack`) are measured the
+same way: sample the stack idle, connect every client, wait until the stack is idle
+again, sample, send, drain, sample, summarize. Also the process setup every entry point
+needs: a higher fd limit, Ctrl-C and SIGTERM that stop the stack, uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import FrameType
+from typing import Any, TypeVar
+
+from bench import report
+from bench.load import LoadConfig, LoadResult
+
+T = TypeVar("T")
+OnConnected = Callable[[], Awaitable[None]]
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``uvloop.run(main)``, or ``asyncio.run(main)`` without uvloop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def prepare_process() -> None:
+    """C clients are C sockets in this process: lift the soft fd limit to the hard one.
+    Ctrl-C and SIGTERM raise KeyboardInterrupt, so the stack's ``with`` stops it (even
+    when started with SIGINT ignored, as a background job of a script is)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def measure(config: LoadConfig, pids: Callable[[], Mapping[str, int]],
+            load: Callable[[OnConnected], Coroutine[Any, Any, LoadResult]],
+            label: str) -> dict[str, Any]:
+    """Run *load* (given the on-connected hook) against the stack whose processes
+    *pids* names (asked again at the end: a fault run kills and restarts some)."""
+    time.sleep(0.5)  # let the servers settle before the idle sample
+    first = pids()
+    before = report.sample(first)
+    connected: dict[str, dict[str, float]] = {}
+    settled: list[float] = []
+
+    async def on_connected() -> None:
+        settled.append(await report.settle(first))
+        connected.update(report.sample(first))
+        print(f"bench: {label}: {config.connections} clients in, stack idle after "
+              f"{settled[0]:.1f} s; sending {config.rate:g}/s for {config.duration:g}s",
+              file=sys.stderr, flush=True)
+
+    result = run_async(load(on_connected))
+    after = report.sample(pids())
+    summary = report.summarize(result, before, connected, after)
+    summary["settle_s"] = round(settled[0], 2) if settled else None
+    summary["system"] = label
+    return summary
