@@ -60,11 +60,18 @@ HEADER = ("| sweep | C | room size | gateways | sends/s | deliveries/s offered |
 def run(run_point: Callable[[Point], Report], scale: float = 1.0,
         on_row: Callable[[str], None] | None = None) -> tuple[str, list[Report]]:
     """Run every point with *run_point*; returns the Markdown table and the reports."""
-    lines, reports = [HEADER], []
+    lines: list[str] = [HEADER]
+    reports: list[Report] = []
     for point in points(scale):
-        report = run_point(point)
-        reports.append(report)
-        lines.append(row(point, report))
+        try:
+            report = run_point(point)
+        except Exception as exc:  # noqa: BLE001 - one point failing is a result too
+            reports.append({"point": vars(point), "failed": f"{type(exc).__name__}: {exc}"})
+            lines.append(f"| {point.sweep} | {point.connections:,} | {point.room_size:,} | "
+                         f"failed: {type(exc).__name__} {exc} |")
+        else:
+            reports.append(report)
+            lines.append(row(point, report))
         if on_row is not None:
             on_row(lines[-1])
     return "\n".join(lines) + "\n", reports

@@ -68,3 +68,14 @@ def test_the_curve_runs_every_point_and_tabulates_it() -> None:
     assert seen == curve.points(0.02) and len(reports) == len(seen)
     assert table.count("\n") == 2 + len(seen)
     assert "| connections | 100 | 10 | 2 | 300 | 3,000 | 3,000 | 1.0 | 50 | 0 | 41.0 |" in table
+
+
+def test_a_failed_point_is_a_row_and_the_curve_goes_on() -> None:
+    def run_point(point: curve.Point) -> dict[str, Any]:
+        if point.connections == 100:
+            raise TimeoutError("subscribed too late")
+        return report(3000, 50, 100, 1)
+
+    table, reports = curve.run(run_point, 0.02)
+    assert "| connections | 100 | 10 | failed: TimeoutError subscribed too late |" in table
+    assert len(reports) == 4 and reports[1]["failed"] == "TimeoutError: subscribed too late"
