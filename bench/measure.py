@@ -9,13 +9,14 @@ needs: a higher fd limit, Ctrl-C and SIGTERM that stop the stack, uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from types import FrameType
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from types import FrameType, TracebackType
+from typing import Any, Self, TypeVar
 
 from bench import report
 from bench.load import LoadConfig, LoadResult
@@ -35,6 +36,45 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+class Stack:
+    """A set of processes used as ``with``: started on entry (and stopped again when
+    starting fails half-way), stopped on exit, also on Ctrl-C or an exception."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C is ignored inside: a stack being stopped must stop whole, or it leaves
+    processes behind. Outside the main thread there is nothing to mask."""
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def prepare_process() -> None:

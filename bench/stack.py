@@ -25,9 +25,9 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
+from bench.measure import Stack, ctrl_c_ignored
 from bench.report import tree
 from burrow.devstack import mongo, ports, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
@@ -61,7 +61,7 @@ class Gateway:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
 
-class BenchStack:
+class BenchStack(Stack):
     """``with BenchStack(gateways=2) as stack:`` then ``stack.gateways``, ``stack.pids()``."""
 
     def __init__(self, gateways: int = 2, keep: bool = False,
@@ -96,18 +96,6 @@ class BenchStack:
     def sequencer(self) -> AppProcess | None:
         """The first sequencer (the active one until a fault)."""
         return self.sequencers[0] if self.sequencers else None
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def _env(self, user: str, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
@@ -377,20 +365,14 @@ class BenchStack:
 
     def stop(self) -> None:
         """Stop every process (reverse order), ignoring Ctrl-C meanwhile; remove the dir."""
-        previous = signal.getsignal(signal.SIGINT)
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        except ValueError:  # not the main thread: nothing to mask
-            previous = None
-        try:
-            for app in reversed(self._apps):
-                app.stop()
-            self._apps.clear()
-            self.db.stop()
-            with self._node_lock:
-                self.node.stop()
+            with ctrl_c_ignored():
+                for app in reversed(self._apps):
+                    app.stop()
+                self._apps.clear()
+                self.db.stop()
+                with self._node_lock:
+                    self.node.stop()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
             if not self.keep:
                 shutil.rmtree(self.directory, ignore_errors=True)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from bench.measure import Stack, ctrl_c_ignored
 from burrow.devstack import ports, rabbitmq
 from burrow.devstack.processes import AppProcess
 from queues.definitions import RABBIT_VERSION, password_hash
@@ -63,7 +62,7 @@ class Server:
         return f"ws://127.0.0.1:{self.port}{self.path}"
 
 
-class PeerStack:
+class PeerStack(Stack):
     """``with PeerStack("socketio", servers=2) as stack:`` then ``stack.ws_urls``."""
 
     def __init__(self, kind: str, servers: int = 2, keep: bool = False) -> None:
@@ -90,18 +89,6 @@ class PeerStack:
     @property
     def ws_urls(self) -> list[str]:
         return [s.ws_url for s in self.servers]
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         logs = self.directory / "logs"
@@ -136,19 +123,13 @@ class PeerStack:
 
     def stop(self) -> None:
         """Stop the servers, then the broker, ignoring Ctrl-C meanwhile; remove the dir."""
-        previous = signal.getsignal(signal.SIGINT)
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        except ValueError:  # not the main thread: nothing to mask
-            previous = None
-        try:
-            for server in reversed(self.servers):
-                server.app.stop()
-            if self.node is not None:
-                self.node.stop()
+            with ctrl_c_ignored():
+                for server in reversed(self.servers):
+                    server.app.stop()
+                if self.node is not None:
+                    self.node.stop()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
             if not self.keep:
                 shutil.rmtree(self.directory, ignore_errors=True)
 
