@@ -9,9 +9,9 @@ starts empty) and forgets it when the database refuses a seq as taken: the uniqu
 Storing is optimistic (:func:`store_batch`): a batch is numbered as if every send were
 new and inserted in one round trip. Only when a unique index refuses part of it (a
 redelivered send, or a seq another writer took) does it look the batch's sends up and
-number it again. The lookup costs a query per batch, and on the embedded database a scan
-of the collection; skipping it when nothing clashes made the sequencer ~N times faster
-(bench/RESULTS.md).
+number it again. The lookup costs a query per batch (on the embedded database it was a
+scan of the collection); skipping it when nothing clashes took the database's CPU from
+17 to 5 s and the e2e p50 from 1 s to 13 ms in a 200 sends/s run (bench/RESULTS.md).
 """
 
 from __future__ import annotations

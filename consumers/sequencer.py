@@ -1,10 +1,11 @@
 """The sequencer: consumes the shard queues ``chat.seq.N``, stores, fans out, acks.
 
 For each shard it takes what the broker has delivered (up to ``BURROW_SEQUENCER_BATCH``
-messages) as one batch: deduplicate by (room, sender, client_id), number per room
-(:mod:`burrow.sequencing`), store with one ``insert_many``, publish every message to
-``chat.fanout`` and every ack to its gateway through ``chat.reply``, wait for the
-broker's confirms, and only then ack the batch to the broker. A crash anywhere before
+messages) as one batch: number per room and store with one ordered ``insert_many``,
+deduplicating by (room, sender, client_id) when a unique index refuses a send
+(:func:`burrow.sequencing.store_batch`), publish every message to ``chat.fanout`` and
+the acks to each gateway through ``chat.reply`` (one message per gateway and batch),
+wait for the broker's confirms, and only then ack the batch to the broker. A crash anywhere before
 that ack means redelivery, which dedup turns into the same seqs: at-least-once inside,
 idempotent at every step (G1, G3, G5).
 
@@ -42,6 +43,7 @@ from burrow.settings import Settings
 from queues import topology
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Reply:
