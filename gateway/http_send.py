@@ -82,7 +82,7 @@ def blueprint() -> Blueprint:
             return refused("timeout", "not stored in time; retry with the same "
                            "Idempotency-Key")
         finally:
-            conn.writer.cancel()
+            conn.stop_writing()
             await asyncio.shield(node.drop_soon(conn))
         if answer["type"] == "error":
             return refused(answer["code"], answer["message"])

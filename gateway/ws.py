@@ -49,6 +49,8 @@ async def authenticate(request: Request) -> HTTPResponse | None:
 
 
 class SanicTransport:
+    __slots__ = ("ws",)
+
     def __init__(self, ws: Websocket) -> None:
         self.ws = ws
 
@@ -65,25 +67,30 @@ class SanicTransport:
 def blueprint() -> Blueprint:
     bp = Blueprint("ws", url_prefix="/v1")
     bp.on_request(authenticate)
-
-    @bp.websocket("/ws")  # type: ignore[untyped-decorator]
-    async def ws_endpoint(request: Request, ws: Websocket) -> None:
-        await serve(request.app.ctx.node, request.app.ctx.connections, request.ctx.claims,
-                    ws, request.app.ctx.limits)
-
+    bp.websocket("/ws")(serve)
     return bp
 
 
-async def serve(node: Node, connections: set[Connection], claims: Claims, ws: Websocket,
-                limits: Limits) -> None:
-    """Run one client: read frames until it leaves, its token expires, or we stop."""
+async def serve(request: Request, ws: Websocket) -> None:
+    """Run one client: read frames until it leaves, its token expires, or we stop.
+
+    The route's handler itself, and ``recv`` rather than ``async for``: an idle client
+    waits here for hours, so every coroutine or generator suspended on its behalf is
+    memory held per connection.
+    """
+    node: Node = request.app.ctx.node
+    limits: Limits = request.app.ctx.limits
+    claims: Claims = request.ctx.claims
     conn = Connection(uuid.uuid4().hex[:12], claims.user, claims.is_admin,
                       SanicTransport(ws), node.settings.client_buffer)
-    async with streams.attached(node, connections, conn, claims):
+    async with streams.attached(node, request.app.ctx.connections, conn, claims):
         try:
-            async for raw in ws:
+            while True:
+                raw = await ws.recv()
                 if conn.close_code is not None:
                     break
+                if raw is None:  # without a timeout only a race in Sanic's assembler
+                    continue
                 await handle(node, conn, raw, limits)
         except ConnectionClosed:
             pass
