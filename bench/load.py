@@ -403,7 +403,7 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
                                            "since": 0}).decode())
         # Connecting is bounded by the database (presence and membership, ~7 queries per
         # client): on the embedded one ~50 clients/s, and subscribes queue behind that.
-        await asyncio.wait_for(client.subscribed.wait(), max(60.0, config.connections / 20))
+        await asyncio.wait_for(client.subscribed.wait(), max(60.0, config.connections / 8))
 
     connect_start = time.monotonic()
     try:

@@ -29,15 +29,16 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
 Database = AsyncDatabase[dict[str, Any]]
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 log = logging.getLogger(__name__)
 UPSERT_ATTEMPTS = 5
+DUPLICATE_KEY = 11000
 ID_PAGE = 50  # ids per $in query (see _pages)
 
 
@@ -70,10 +71,19 @@ class PresenceStore:
     # -- connections -------------------------------------------------------------------
 
     async def connected(self, conn_id: str, user: str, gateway: str) -> None:
+        await self.connected_many([(conn_id, user)], gateway)
+
+    async def connected_many(self, conns: Collection[tuple[str, str]], gateway: str) -> None:
+        """Record the (connection id, user) pairs that just connected, in one write.
+
+        One write for all that arrived together: a reconnect storm (a gateway restart
+        sends thousands at once) is bounded by the database's writes per second.
+        """
         now = datetime.now(UTC)
-        await self.presence.replace_one(
-            {"_id": conn_id},
-            {"user": user, "gateway": gateway, "seen_at": now, "active_at": now}, upsert=True)
+        await self.presence.bulk_write([
+            ReplaceOne({"_id": conn_id}, {"user": user, "gateway": gateway, "seen_at": now,
+                                          "active_at": now}, upsert=True)
+            for conn_id, user in conns], ordered=False)
 
     async def restore(self, conn_id: str, user: str, gateway: str) -> None:
         """Put back the document of a connection that is still open but lost it (swept while
@@ -142,9 +152,14 @@ class PresenceStore:
 
     # -- queries -----------------------------------------------------------------------
 
-    async def is_online(self, user: str) -> bool:
-        return await self.presence.count_documents(
-            {"user": user, "seen_at": {"$gt": self._cutoff()}}, limit=1) > 0
+    async def online(self, users: Collection[str]) -> set[str]:
+        """Those of *users* with a connection that counts, in a query per page of users."""
+        cutoff = self._cutoff()
+        found: set[str] = set()
+        for page in _pages(users):
+            found.update([str(d["user"]) async for d in self.presence.find(
+                {"user": {"$in": page}, "seen_at": {"$gt": cutoff}}, {"user": 1, "_id": 0})])
+        return found
 
     async def is_active(self, user: str, idle_after: float) -> bool:
         """Connected (a live gateway vouches for it) and did something in *idle_after* s."""
@@ -171,43 +186,69 @@ class PresenceStore:
 
     # -- announced status --------------------------------------------------------------
 
-    async def bump(self, user: str) -> int:
-        """The next version of *user*'s status: take it after a change, before counting.
+    async def bump_many(self, users: Collection[str]) -> dict[str, int]:
+        """The next version of each of *users*' status: take it after a change, before
+        counting. One write for all, and one read per page of users.
 
-        Concurrent first upserts of a user can lose the race for the insert: mongod may
-        raise DuplicateKeyError, and SecantusDB answers no document although it applied the
-        increment. Either way take another version: skipped numbers are harmless, only the
-        order matters.
+        The version read back may be higher than the one this call's increment made (a
+        gateway bumped in between): that is as good, since it too was taken after this
+        call's change, and the count follows the read. Concurrent first upserts of a
+        user can lose the race for the insert (mongod answers DuplicateKeyError): those
+        increment again; skipped numbers are harmless, only the order matters.
         """
-        for _ in range(UPSERT_ATTEMPTS - 1):
+        pending = list(dict.fromkeys(users))
+        for attempt in range(UPSERT_ATTEMPTS):
             try:
-                doc = await self._bump(user)
-            except DuplicateKeyError:
-                continue
-            if doc is not None:
-                return int(doc["version"])
-        doc = await self._bump(user)
-        if doc is None:
-            raise OperationFailure(f"no presence version for {user}")
-        return int(doc["version"])
-
-    async def _bump(self, user: str) -> dict[str, Any] | None:
-        return await self.status.find_one_and_update(
-            {"_id": user}, {"$inc": {"version": 1},
-                            "$setOnInsert": {"online": False, "settled": 0}},
-            upsert=True, return_document=ReturnDocument.AFTER)
+                await self.status.bulk_write([
+                    UpdateOne({"_id": user}, {"$inc": {"version": 1},
+                                              "$setOnInsert": {"online": False, "settled": 0}},
+                              upsert=True) for user in pending], ordered=False)
+                break
+            except BulkWriteError as exc:
+                # Only the upserts that lost an insert race to another gateway failed
+                # (mongod answers DuplicateKeyError): they increment on the next attempt.
+                errors = exc.details.get("writeErrors", [])
+                if attempt == UPSERT_ATTEMPTS - 1 or any(
+                        e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                pending = [pending[e["index"]] for e in errors]
+        versions: dict[str, int] = {}
+        for page in _pages(users):
+            async for doc in self.status.find({"_id": {"$in": page}}, {"version": 1}):
+                versions[str(doc["_id"])] = int(doc["version"])
+        missing = set(users) - versions.keys()
+        if missing:
+            raise OperationFailure(f"no presence version for {sorted(missing)[:5]}")
+        return versions
 
     async def settle(self, user: str, version: int, online: bool) -> bool:
         """Store *online* as of *version*; True if that changed the announced status.
 
         Nothing is stored when a later version was stored already: that one counted after
         this one's change, so it knows at least as much. Whoever gets True announces it.
+
+        Two conditional updates rather than one ``findAndModify`` returning the old
+        status: the embedded database scans the whole collection for every
+        findAndModify (33 ms at 5,000 users, against 0.8 ms for an update by ``_id``),
+        which made connecting quadratic in the number of users. Each update names the
+        state it expects, so a settle racing in between makes both miss; then the
+        status is read and the pair is tried again unless a later version is stored.
         """
-        before = await self.status.find_one_and_update(
-            {"_id": user, "settled": {"$lt": version}},
-            {"$set": {"online": online, "settled": version}},
-            return_document=ReturnDocument.BEFORE)
-        return before is not None and bool(before.get("online")) != online
+        for _ in range(UPSERT_ATTEMPTS):
+            flipped = await self.status.update_one(
+                {"_id": user, "settled": {"$lt": version}, "online": {"$ne": online}},
+                {"$set": {"online": online, "settled": version}})
+            if flipped.modified_count:
+                return True
+            kept = await self.status.update_one(
+                {"_id": user, "settled": {"$lt": version}, "online": online},
+                {"$set": {"settled": version}})
+            if kept.matched_count:
+                return False
+            doc = await self.status.find_one({"_id": user}, {"settled": 1})
+            if doc is None or int(doc.get("settled", 0)) >= version:
+                return False
+        raise OperationFailure(f"presence status of {user} kept changing")
 
 
 def _pages(ids: Collection[str]) -> list[list[str]]:

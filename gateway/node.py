@@ -37,6 +37,7 @@ from aio_pika.abc import (
 from pymongo.errors import PyMongoError
 
 from burrow import database, ids
+from burrow.batches import Batches
 from burrow.broker import BROKER_ERRORS
 from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, Send, decode_acks
 from burrow.message_store import MessageStore
@@ -125,8 +126,11 @@ class Node:
         self._setup: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._active: set[str] = set()  # connections active since the last activity write
-        self._activity: asyncio.Task[None] | None = None
+        # Presence writes, one per batch of what arrived together (see burrow.batches).
+        self._arrivals: Batches[Connection] = Batches(self._record_arrivals, "arrivals")
+        self._unsettled: Batches[str] = Batches(self._settle, "presence-settle")
+        self._activity: Batches[str] = Batches(
+            self._record_activity, "activity", linger=min(1.0, settings.idle_after / 4))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -169,6 +173,8 @@ class Node:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        for batches in (self._arrivals, self._unsettled, self._activity):
+            await batches.close()
         await asyncio.gather(*self._cleanups, return_exceptions=True)
         # Connections in their grace are left to expire: another gateway's sweep (or this
         # one's successor) deletes them and announces who went offline, while users who
@@ -297,7 +303,7 @@ class Node:
             await self.presence.restore(conn_id, conn.user, self.queue_name)
             if conn_id not in self.local and not await self.presence.disconnected(conn_id):
                 continue  # closed meanwhile: its own expiry announces it
-            self._settle_soon(conn.user)
+            self._unsettled.add(conn.user)
 
     async def _sweep(self) -> None:
         """Delete connections that no gateway vouched for in the TTL; settle their users.
@@ -308,20 +314,30 @@ class Node:
         while True:
             stale = await self.presence.stale(SWEEP_PAGE)
             if stale and await self.presence.expire([conn_id for conn_id, _ in stale]):
-                for user in {user for _, user in stale}:
-                    self._settle_soon(user)
+                for _, user in stale:
+                    self._unsettled.add(user)
             if len(stale) < SWEEP_PAGE:
                 return
 
     async def connected(self, conn: Connection) -> None:
+        """Record *conn* as present (with the others that arrive meanwhile: a gateway
+        restart brings thousands at once) and settle its user's status."""
         conn.active_written = time.monotonic()
         self.local[conn.id] = conn
+        await self._arrivals.put(conn)
+
+    async def _record_arrivals(self, conns: list[Connection]) -> None:
+        # Those that closed while they waited are left out: their close found no
+        # document to end, so writing one now would keep them present for the TTL.
+        open_ = [conn for conn in conns if conn.id in self.local]
         try:
-            await self.presence.connected(conn.id, conn.user, self.queue_name)
+            await self.presence.connected_many([(c.id, c.user) for c in open_],
+                                               self.queue_name)
         except PyMongoError as exc:  # presence is advisory: the heartbeat restores it
-            log.warning("presence of %s not recorded: %s", conn.id, exc)
+            log.warning("presence of %d connections not recorded: %s", len(open_), exc)
             return
-        self._settle_soon(conn.user)
+        for conn in open_:
+            self._unsettled.add(conn.user)
 
     def _expire_soon(self, conn_id: str, user: str) -> None:
         self._expiries.pop(conn_id, None)
@@ -334,26 +350,35 @@ class Node:
         except PyMongoError as exc:  # the sweep ends it instead
             log.warning("presence of %s not removed: %s", conn_id, exc)
             return
-        await self._settle(user)
+        self._unsettled.add(user)
 
-    def _settle_soon(self, user: str) -> None:
-        self._hold(asyncio.create_task(self._settle(user)))
+    async def _settle(self, users: list[str]) -> None:
+        """Count each user's live connections; where that changes their status, tell
+        their rooms.
 
-    async def _settle(self, user: str) -> None:
-        """Count *user*'s live connections; if that changes their status, tell their rooms.
-
-        The version is taken before the count (see :meth:`PresenceStore.settle`).
+        The versions are taken before the count (see :meth:`PresenceStore.settle`); the
+        version and the count are one query each for the whole batch, the settle is one
+        write per user because it must tell whether the status changed.
         """
+        users = list(dict.fromkeys(users))
         try:
-            version = await self.presence.bump(user)
-            online = await self.presence.is_online(user)
-            if not await self.presence.settle(user, version, online):
-                return
-            rooms = await self.rooms.room_ids(user)
+            versions = await self.presence.bump_many(users)
+            online = await self.presence.online(users)
         except PyMongoError as exc:
-            log.warning("presence of %s not settled: %s", user, exc)
+            log.warning("presence of %d users not settled: %s", len(users), exc)
             return
-        status = "online" if online else "offline"
+        for user in users:
+            try:
+                if not await self.presence.settle(user, versions[user], user in online):
+                    continue
+                rooms = await self.rooms.room_ids(user)
+            except PyMongoError as exc:
+                log.warning("presence of %s not settled: %s", user, exc)
+                continue
+            status = "online" if user in online else "offline"
+            self._hold(asyncio.create_task(self._announce(user, status, versions[user], rooms)))
+
+    async def _announce(self, user: str, status: str, version: int, rooms: list[str]) -> None:
         await asyncio.gather(*(
             self._publish_event(room, "presence", protocol.presence(room, user, status, version))
             for room in rooms))
@@ -392,20 +417,15 @@ class Node:
         if now - conn.active_written < max(1.0, self.settings.idle_after / 4):
             return
         conn.active_written = now
-        self._active.add(conn.id)
-        if self._activity is None or self._activity.done():
-            self._activity = self._hold(asyncio.create_task(self._record_activity()))
+        self._activity.add(conn.id)
 
-    async def _record_activity(self) -> None:
-        while self._active:
-            await asyncio.sleep(min(1.0, self.settings.idle_after / 4))
-            # Only open ones: writing seen_at of a connection in its grace would revive it.
-            conn_ids = [c for c in self._active if c in self.local]
-            self._active = set()
-            try:
-                await self.presence.active(conn_ids)
-            except PyMongoError as exc:
-                log.warning("activity of %d connections not recorded: %s", len(conn_ids), exc)
+    async def _record_activity(self, conn_ids: list[str]) -> None:
+        # Only open ones: writing seen_at of a connection in its grace would revive it.
+        open_ = [c for c in dict.fromkeys(conn_ids) if c in self.local]
+        try:
+            await self.presence.active(open_)
+        except PyMongoError as exc:
+            log.warning("activity of %d connections not recorded: %s", len(open_), exc)
 
     def _hold(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._cleanups.add(task)

@@ -10,10 +10,11 @@ no seq), throttled per connection and room, for members only.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -236,10 +237,10 @@ class Change:
         self.online = False
 
     async def bump(self) -> None:
-        self.version = await self.store.bump("u")
+        self.version = (await self.store.bump_many(["u"]))["u"]
 
     async def count(self) -> None:
-        self.online = await self.store.is_online("u")
+        self.online = "u" in await self.store.online(["u"])
 
     async def settle(self) -> None:
         if await self.store.settle("u", self.version, self.online):
@@ -315,13 +316,9 @@ async def test_an_offline_then_online_pair_is_ordered_by_version(
 
 
 async def test_racing_connection_changes_end_on_the_true_status(store: PresenceStore) -> None:
-    """Truly concurrent changes: the stored status always ends on the user's true status.
-
-    Not asserted here: that announcements alternate and the last one is the truth. That
-    holds on mongod (findAndModify is atomic per document) but not on the embedded
-    SecantusDB 0.7.0b3, whose concurrent find_one_and_update calls can return the same
-    pre-image, so two settles may both announce; the sequential race tests above cover the
-    announcement rules."""
+    """Truly concurrent changes: the stored status always ends on the user's true status,
+    and the announcements, in version order (the order clients apply them in),
+    alternate and end on it: each flip of the stored status is announced once."""
     announced: list[tuple[int, bool]] = []
 
     async def change(conn_id: str, up: bool) -> None:
@@ -341,8 +338,75 @@ async def test_racing_connection_changes_end_on_the_true_status(store: PresenceS
         conns = [f"{round_}-{i}" for i in range(4)]
         await asyncio.gather(*(change(c, True) for c in conns))
         await asyncio.gather(*(change(c, False) for c in conns[: 4 if round_ % 2 else 3]))
-        truth = await store.is_online("u")
+        truth = "u" in await store.online(["u"])
         status = await store.status.find_one({"_id": "u"})
         assert status is not None and status["online"] is truth
+        statuses = [online for _, online in sorted(announced)]
+        assert statuses[-1] is truth
+        assert all(a is not b for a, b in itertools.pairwise(statuses)), statuses
         await asyncio.gather(*(store.disconnected(c) for c in conns))
         await change("reset", False)
+
+
+async def test_a_batch_of_users_gets_versions_counts_and_statuses_in_one_go(
+        store: PresenceStore) -> None:
+    """The batched forms the gateway uses: more users than one ``$in`` page, some seen
+    before and some new, some online; each gets a fresh version and its own count."""
+    users = [f"b{i}" for i in range(120)]
+    await store.connected_many([(f"conn-{u}", u) for u in users[::3]], "gw")
+    first = await store.bump_many(users[:60])
+    second = await store.bump_many(users)
+    assert sorted(second) == sorted(users)
+    assert all(second[u] > first[u] for u in users[:60])
+    online = await store.online(users)
+    assert online == set(users[::3])
+    changed = [u for u in users if await store.settle(u, second[u], u in online)]
+    assert changed == users[::3]  # the others were offline already
+
+
+async def test_concurrent_batches_never_hand_out_one_version_twice(store: PresenceStore) -> None:
+    users = [f"c{i}" for i in range(30)]
+    batches = await asyncio.gather(*(store.bump_many(users) for _ in range(4)))
+    for user in users:
+        # Each batch may read a version a later increment made, but the highest is the
+        # number of increments: none was lost, whatever raced the first upserts.
+        assert max(b[user] for b in batches) == 4
+
+
+class Interleaved:
+    """The real status collection, with *between* run right after its first update: a
+    settle of another gateway landing between the two updates of ours."""
+
+    def __init__(self, collection: Any, between: Callable[[], Awaitable[object]]) -> None:
+        self.collection, self.between, self.updates = collection, between, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.collection, name)
+
+    async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self.collection.update_one(*args, **kwargs)
+        self.updates += 1
+        if self.updates == 1:
+            await self.between()
+        return result
+
+
+async def test_a_settle_that_races_in_between_is_answered_by_trying_again(
+        store: PresenceStore) -> None:
+    """u is online (settled at 1). Our count at version 5 says online: nothing to flip.
+    Before we record that, another gateway stores "offline" at version 3 (an older
+    count). Ours must not be lost: it flips the status back and announces it."""
+    await store.status.insert_one({"_id": "u", "version": 5, "online": True, "settled": 1})
+    other = PresenceStore(store.status.database, ttl=60)
+    store.status = Interleaved(store.status, lambda: other.settle("u", 3, False))  # type: ignore[assignment]
+    assert await store.settle("u", 5, True) is True
+    assert store.status.updates == 3  # no flip, no keep (raced), then the flip
+    assert await other.status.find_one({"_id": "u"}) == {
+        "_id": "u", "version": 5, "online": True, "settled": 5}
+
+
+async def test_a_settle_older_than_the_stored_one_changes_nothing(store: PresenceStore) -> None:
+    await store.status.insert_one({"_id": "u", "version": 7, "online": False, "settled": 7})
+    assert await store.settle("u", 6, True) is False
+    assert await store.settle("u", 7, True) is False
+    assert (await store.status.find_one({"_id": "u"}))["online"] is False
