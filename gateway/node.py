@@ -114,6 +114,7 @@ class Node:
         self.subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self.bind_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.bound: set[str] = set()
+        self._binding: dict[str, asyncio.Task[None]] = {}  # binds in flight, by room
         self.pending: dict[str, PendingSend] = {}
         self.local: dict[str, Connection] = {}  # open connections the heartbeat vouches for
         self.typing_throttle = Throttle(settings.typing_interval)
@@ -145,9 +146,11 @@ class Node:
         self.ingress = await self.channel.get_exchange(topology.INGRESS, ensure=False)
         self.fanout = await self.channel.get_exchange(topology.FANOUT, ensure=False)
         reply = await self.channel.get_exchange(topology.REPLY, ensure=False)
+        # Exclusive: it goes with this process's connection. Not auto-delete: that would
+        # also delete it when its consumer goes with a closed channel, which the robust
+        # channel then cannot restore (it re-binds a queue that no longer exists).
         self.queue = await self.channel.declare_queue(
-            self.queue_name, exclusive=True, auto_delete=True,
-            arguments={"x-queue-type": "classic"})
+            self.queue_name, exclusive=True, arguments={"x-queue-type": "classic"})
         await self.queue.bind(reply, routing_key=self.queue_name)
         # no_ack: the queue is this process's alone and what it misses is replayed from
         # the database (gap fill), so broker-side acks would buy nothing but latency.
@@ -208,9 +211,8 @@ class Node:
             async with self.bind_locks[room]:
                 if room not in self.bound:
                     continue
-                try:
-                    async with asyncio.timeout(self.settings.send_timeout):
-                        await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
+                try:  # not bounded by a timeout: a cancelled bind closes the channel
+                    await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
                 except PUBLISH_FAILED as exc:
                     log.warning("room %s not bound again after a reconnect: %s", room, exc)
         for subscriptions in self.subscribers.values():
@@ -251,7 +253,8 @@ class Node:
             sub.replay.cancel()
         self.subscribers[room].discard(sub)
         if not self.subscribers[room]:
-            await self._unbind(room)
+            # shielded: a cancelled unbind would close the channel (see _bind)
+            await asyncio.shield(self._hold(asyncio.create_task(self._unbind(room))))
 
     async def drop(self, conn: Connection) -> None:
         """Forget a closed connection."""
@@ -437,18 +440,39 @@ class Node:
         return self._hold(asyncio.create_task(self.drop(conn)))
 
     async def _bind(self, room: str) -> None:
-        async with self.bind_locks[room]:
-            if room not in self.bound:
+        """Bind *room* to this node's queue; :exc:`Unavailable` if not done in time.
+
+        The bind runs in a task of its own that nobody cancels, and callers only stop
+        waiting for it: aiormq closes the whole channel when an RPC is cancelled in
+        flight (a timeout here, or Sanic cancelling the handler of a client that
+        left), and this node's queue and consumer went with it.
+        """
+        if room in self.bound:
+            return
+        binding = self._binding.get(room)
+        if binding is None:
+            binding = self._binding[room] = self._hold(
+                asyncio.create_task(self._bind_now(room), name=f"bind-{room}"))
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                await asyncio.shield(binding)
+        except TimeoutError:
+            raise Unavailable("the broker is not reachable") from None
+        if room not in self.bound:
+            raise Unavailable("the broker is not reachable")
+
+    async def _bind_now(self, room: str) -> None:
+        try:
+            async with self.bind_locks[room]:
+                if room in self.bound:
+                    return
                 assert self.queue is not None and self.fanout is not None
-                try:
-                    # bounded: a robust channel's bind waits out a reconnect, and the
-                    # client's next frames wait behind this one
-                    async with asyncio.timeout(self.settings.send_timeout):
-                        await self.queue.bind(self.fanout,
-                                              routing_key=ids.event_key(room, "*"))
-                except PUBLISH_FAILED as exc:
-                    raise Unavailable("the broker is not reachable") from exc
+                await self.queue.bind(self.fanout, routing_key=ids.event_key(room, "*"))
                 self.bound.add(room)
+        except PUBLISH_FAILED as exc:  # the subscriber is told unavailable, and retries
+            log.warning("room %s not bound: %s", room, exc)
+        finally:
+            self._binding.pop(room, None)
 
     async def _unbind(self, room: str) -> None:
         async with self.bind_locks[room]:
