@@ -28,7 +28,7 @@ from typing import Any
 from bench import compare, curve, report
 from bench import faults as fault_mode
 from bench.load import LoadConfig, run_load
-from bench.measure import measure, prepare_process
+from bench.measure import add_load_arguments, measure, prepare_process
 from bench.peers.stack import PeerFailed
 from bench.stack import BenchStack, StackFailed
 from burrow.devstack.rabbitmq import NodeFailed
@@ -117,16 +117,9 @@ def run_curve(gateways: int, results: Path, scale: float, duration: float,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", "-C", type=int, default=None,
-                        help="WebSocket clients (default 200, or rooms x room-size)")
+    add_load_arguments(parser, connections=None)
     parser.add_argument("--rooms", "-R", type=int, default=None,
                         help="rooms (default connections / room-size; must match it)")
-    parser.add_argument("--room-size", "-S", type=int, default=10,
-                        help="members per room, all subscribed (default 10)")
-    parser.add_argument("--rate", "-M", type=float, default=200.0,
-                        help="sends per second, all clients together (default 200)")
-    parser.add_argument("--duration", "-D", type=float, default=10.0,
-                        help="seconds of sending (default 10)")
     parser.add_argument("--gateways", "-G", type=int, default=2,
                         help="gateway processes (default 2)")
     parser.add_argument("--drain", type=float, default=None,
@@ -146,10 +139,6 @@ def main(argv: list[str] | None = None) -> None:
                              "C=1k (one stack per point; SCALE < 1 shrinks C; ignores C, S, M)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"directory of the reports (default {RESULTS})")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the stack's temp dir (logs) after the run")
-    parser.add_argument("--json", action="store_true",
-                        help="also print the JSON report on stdout, after the table")
     args = parser.parse_args(argv)
     if args.connections is None:
         args.connections = 200 if args.rooms is None else args.rooms * args.room_size

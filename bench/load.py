@@ -20,7 +20,6 @@ frame on the normal path: one comparison per message and one list append per sen
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import random
 import time
@@ -34,6 +33,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from bench import driver
 from burrow import tokens
 
 BODY_BYTES = 100
@@ -405,22 +405,13 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
         # client): on the embedded one ~50 clients/s, and subscribes queue behind that.
         await asyncio.wait_for(client.subscribed.wait(), max(60.0, config.connections / 8))
 
-    connect_start = time.monotonic()
-    try:
-        await asyncio.gather(*(open_one(c) for c in clients))
-        result.connect_seconds = time.monotonic() - connect_start
-        result.setup_seconds = time.monotonic() - setup_start
-        if on_connected is not None:
-            await on_connected()
-
-        gc.collect()
-        gc.freeze()
-        gc.disable()
+    async def load() -> None:
         faults: asyncio.Task[None] | None = None
         try:
             if during_send is not None:
                 faults = asyncio.create_task(during_send(result), name="faults")
-            await _send_phase(config, clients, result)
+            await driver.paced(config, result, lambda k: _send(clients[k % len(clients)], k,
+                                                               result))
             if faults is not None:
                 await faults
             await _drain(config, result)
@@ -428,8 +419,11 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
             if faults is not None and not faults.done():
                 faults.cancel()
                 await asyncio.gather(faults, return_exceptions=True)
-            gc.enable()
-            gc.unfreeze()
+
+    try:
+        await driver.measure(result, setup_start,
+                             lambda: asyncio.gather(*(open_one(c) for c in clients)),
+                             on_connected, load)
     finally:
         for client in clients:
             client.stopping = True
@@ -449,52 +443,32 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
     return result
 
 
-async def _send_phase(config: LoadConfig, clients: list[_Client], result: LoadResult) -> None:
-    total = int(config.rate * config.duration)
-    start = time.monotonic()
-    result.send_started = time.time()
-    k = 0
-    while k < total:
-        due = min(total, int((time.monotonic() - start) * config.rate) + 1)
-        while k < due:
-            client = clients[k % len(clients)]
-            sent = time.time()
-            client_id = f"{client.index}-{k}:{sent:.6f}"
-            frame = {"type": "send", "room": client.room, "client_id": client_id,
-                     "body": body_for(client_id.split(":", 1)[0], sent)}
-            result.sent_room[client_id] = client.room
-            client.sent.append(client_id)  # before the write: a reconnect resends it
-            ws = client.ws
-            if ws is None:
-                result.deferred += 1  # reconnecting: it goes out with the unacked ones
-            else:
-                try:
-                    await ws.send(orjson.dumps(frame).decode())
-                except ConnectionClosed:  # the reconnect sends it again
-                    result.errors["send_on_closed"] = result.errors.get("send_on_closed",
-                                                                        0) + 1
-            result.sent += 1
-            k += 1
-        next_due = start + k / config.rate
-        await asyncio.sleep(max(0.0, next_due - time.monotonic()))
-    result.send_ended = time.time()
+async def _send(client: _Client, k: int, result: LoadResult) -> None:
+    """Send k of the schedule, from *client*."""
+    sent = time.time()
+    client_id = f"{client.index}-{k}:{sent:.6f}"
+    frame = {"type": "send", "room": client.room, "client_id": client_id,
+             "body": body_for(client_id.split(":", 1)[0], sent)}
+    result.sent_room[client_id] = client.room
+    client.sent.append(client_id)  # before the write: a reconnect resends it
+    ws = client.ws
+    if ws is None:
+        result.deferred += 1  # reconnecting: it goes out with the unacked ones
+        return
+    try:
+        await ws.send(orjson.dumps(frame).decode())
+    except ConnectionClosed:  # the reconnect sends it again
+        result.errors["send_on_closed"] = result.errors.get("send_on_closed", 0) + 1
 
 
 async def _drain(config: LoadConfig, result: LoadResult) -> None:
-    """Wait until every expected delivery and ack arrived, or nothing arrived (no delivery,
-    no ack) for max(5 s, drain / 3), or *drain* seconds are over."""
+    """Until every expected delivery and ack arrived (no delivery, no ack for a while
+    also ends it: :func:`bench.driver.drain`)."""
     expected = result.expected()
-    deadline = time.monotonic() + config.drain
-    last_count, quiet_since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = len(result.deliveries) + len(result.acks)
-        if (count != last_count and count - len(result.acks) >= expected
-                and len(result.acks) >= result.sent
+
+    def done() -> bool:
+        return (len(result.deliveries) >= expected and len(result.acks) >= result.sent
                 # enough frames: done unless duplicates hide a missing one
-                and len({(d.client, d.room, d.seq) for d in result.deliveries}) >= expected):
-            return
-        if count != last_count:
-            last_count, quiet_since = count, time.monotonic()
-        elif time.monotonic() - quiet_since > max(5.0, config.drain / 3):
-            return
-        await asyncio.sleep(0.05)
+                and len({(d.client, d.room, d.seq) for d in result.deliveries}) >= expected)
+
+    await driver.drain(config, lambda: len(result.deliveries) + len(result.acks), done)

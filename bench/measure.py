@@ -8,6 +8,7 @@ needs: a higher fd limit, Ctrl-C and SIGTERM that stop the stack, uvloop.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import resource
@@ -112,3 +113,20 @@ def measure(config: LoadConfig, pids: Callable[[], Mapping[str, int]],
     summary["settle_s"] = round(settled[0], 2) if settled else None
     summary["system"] = label
     return summary
+
+
+def add_load_arguments(parser: argparse.ArgumentParser, connections: int | None) -> None:
+    """The options every load takes, Burrow's or a peer's, with the same meaning."""
+    parser.add_argument("--connections", "-C", type=int, default=connections,
+                        help=f"WebSocket clients (default {connections or 200}"
+                             f"{'' if connections else ', or rooms x room-size'})")
+    parser.add_argument("--room-size", "-S", type=int, default=10,
+                        help="members per room, all subscribed (default 10)")
+    parser.add_argument("--rate", "-M", type=float, default=200.0,
+                        help="sends per second, all clients together (default 200)")
+    parser.add_argument("--duration", "-D", type=float, default=10.0,
+                        help="seconds of sending (default 10)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the stack's temp dir (logs) after the run")
+    parser.add_argument("--json", action="store_true",
+                        help="also print the JSON report on stdout, after the table")

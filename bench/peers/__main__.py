@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import report
 from bench.load import LoadConfig
-from bench.measure import measure, prepare_process
+from bench.measure import add_load_arguments, measure, prepare_process
 from bench.peers.load import run_peer_load
 from bench.peers.stack import KINDS, PeerFailed, PeerStack
 from burrow.devstack.rabbitmq import NodeFailed
@@ -39,22 +39,11 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", required=True, choices=KINDS,
                         help="socketio (RabbitMQ-backed) or websockets (broker-less ceiling)")
-    parser.add_argument("--connections", "-C", type=int, default=200,
-                        help="WebSocket clients (default 200)")
-    parser.add_argument("--room-size", "-S", type=int, default=10,
-                        help="members per room, all joined (default 10)")
-    parser.add_argument("--rate", "-M", type=float, default=200.0,
-                        help="sends per second, all clients together (default 200)")
-    parser.add_argument("--duration", "-D", type=float, default=10.0,
-                        help="seconds of sending (default 10)")
+    add_load_arguments(parser, connections=200)
     parser.add_argument("--servers", "-N", type=int, default=2,
                         help="Socket.IO server processes (default 2; websockets runs 1)")
     parser.add_argument("--drain", type=float, default=15.0,
                         help="at most this many seconds to wait for the last deliveries")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the stack's temp dir (logs) after the run")
-    parser.add_argument("--json", action="store_true",
-                        help="also print the JSON report on stdout, after the table")
     args = parser.parse_args(argv)
     if args.connections < 1 or args.room_size < 1 or args.servers < 1 or args.rate <= 0:
         parser.error("connections, room-size, servers and rate must be positive")

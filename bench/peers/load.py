@@ -23,7 +23,6 @@ python-socketio client costs several times more CPU per frame and would measure 
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
+from bench import driver
 from bench.load import HANDSHAKES, Delivery, LoadConfig, LoadResult, body_for, room_id
 
 PING = "ping"
@@ -184,44 +184,10 @@ async def run_peer_load(config: LoadConfig, kind: str, ws_urls: Sequence[str],
         await client.ws.send(codec.join(client.room))
         await asyncio.wait_for(client.joined.wait(), 60)
 
-    connect_start = time.monotonic()
-    try:
-        await asyncio.gather(*(open_one(c) for c in clients))
-        result.connect_seconds = time.monotonic() - connect_start
-        result.setup_seconds = time.monotonic() - setup_start
-        if on_connected is not None:
-            await on_connected()
+    async def load() -> None:
+        encode = codec.send
 
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        try:
-            await _send_phase(config, clients, codec, result)
-            await _drain(config, result)
-        finally:
-            gc.enable()
-            gc.unfreeze()
-    finally:
-        await asyncio.gather(*(c.ws.close() for c in clients if c.ws is not None),
-                             return_exceptions=True)
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        result.load_cpu_seconds = time.process_time() - cpu_start
-    return result
-
-
-async def _send_phase(config: LoadConfig, clients: list[_Client], codec: Codec,
-                      result: LoadResult) -> None:
-    """bench.load's schedule exactly: send k is due at k / rate, from client k % C."""
-    total = int(config.rate * config.duration)
-    encode = codec.send
-    start = time.monotonic()
-    result.send_started = time.time()
-    k = 0
-    while k < total:
-        due = min(total, int((time.monotonic() - start) * config.rate) + 1)
-        while k < due:
+        async def send(k: int) -> None:
             client = clients[k % len(clients)]
             sent = time.time()
             client_id = f"{client.index}-{k}:{sent:.6f}"
@@ -232,25 +198,22 @@ async def _send_phase(config: LoadConfig, clients: list[_Client], codec: Codec,
                 await client.ws.send(frame)
             except ConnectionClosed:
                 result.errors["send_on_closed"] = result.errors.get("send_on_closed", 0) + 1
-            result.sent += 1
-            k += 1
-        next_due = start + k / config.rate
-        await asyncio.sleep(max(0.0, next_due - time.monotonic()))
-    result.send_ended = time.time()
 
+        await driver.paced(config, result, send)
+        # No acks here: done when every expected delivery arrived.
+        expected = result.expected()
+        await driver.drain(config, lambda: len(result.deliveries),
+                           lambda: len(result.deliveries) >= expected)
 
-async def _drain(config: LoadConfig, result: LoadResult) -> None:
-    """Wait until every expected delivery arrived (there are no acks to wait for), or
-    nothing arrived for a while (bench.load's quiet rule)."""
-    expected = result.expected()
-    deadline = time.monotonic() + config.drain
-    last_count, quiet_since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = len(result.deliveries)
-        if count >= expected:
-            return
-        if count != last_count:
-            last_count, quiet_since = count, time.monotonic()
-        elif time.monotonic() - quiet_since > max(5.0, config.drain / 3):
-            return
-        await asyncio.sleep(0.05)
+    try:
+        await driver.measure(result, setup_start,
+                             lambda: asyncio.gather(*(open_one(c) for c in clients)),
+                             on_connected, load)
+    finally:
+        await asyncio.gather(*(c.ws.close() for c in clients if c.ws is not None),
+                             return_exceptions=True)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        result.load_cpu_seconds = time.process_time() - cpu_start
+    return result
