@@ -57,6 +57,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_INSTANCE_ID", "",
              "name of this process in queue names and logs (default: host-pid)"),
     Variable("BURROW_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Variable("BURROW_LOG_FORMAT", "auto",
+             "json (one object per line), text, or auto: text on a terminal, else json"),
     Variable("BURROW_JWT_SECRET", "", "HS256 secret (at least 32 bytes) that signs client tokens"),
     Variable("BURROW_JWT_PUBLIC_KEY", "",
              "PEM public key (RS256 / ES256), or the path of a PEM file, that verifies tokens"),
@@ -154,6 +156,7 @@ class Settings:
     db_timeout: float
     instance_id: str
     log_level: str
+    log_format: str
     jwt_secret: str
     jwt_public_key: str
     jwks_url: str
@@ -234,6 +237,7 @@ class Settings:
             instance_id=(get("BURROW_INSTANCE_ID")
                          or f"{socket.gethostname()}-{os.getpid()}"),
             log_level=get("BURROW_LOG_LEVEL", _level),
+            log_format=get("BURROW_LOG_FORMAT", _log_format),
             jwt_secret=get("BURROW_JWT_SECRET"),
             jwt_public_key=get("BURROW_JWT_PUBLIC_KEY"),
             jwks_url=get("BURROW_JWKS_URL"),
@@ -364,6 +368,13 @@ def _bool(raw: str) -> bool:
     if value not in {"true", "false", "1", "0", "yes", "no"}:
         raise ValueError("expected true or false")
     return value in {"true", "1", "yes"}
+
+
+def _log_format(raw: str) -> str:
+    fmt = raw.lower()
+    if fmt not in {"auto", "json", "text"}:
+        raise ValueError("expected auto, json or text")
+    return fmt
 
 
 def _level(raw: str) -> str:

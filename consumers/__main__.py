@@ -24,12 +24,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f"consumers: {exc}")
-    logs.setup(settings.log_level)
+    names = args.names or list(CONSUMERS)
+    logs.setup(settings.log_level, settings.log_format, "+".join(names))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.fresh_metrics_dir()
 
     from queues.worker import WorkerProcess
-
-    names = args.names or list(CONSUMERS)
 
     async def serve() -> None:
         await WorkerProcess(settings, {name: CONSUMERS[name]() for name in names}).run()

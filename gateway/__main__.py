@@ -17,7 +17,7 @@ def main() -> None:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f"gateway: {exc}")
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format, "gateway")
     # Before prometheus_client is imported anywhere: Sanic's workers are spawned processes
     # that inherit the variable and write their metrics into the same directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.fresh_metrics_dir()

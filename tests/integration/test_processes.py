@@ -8,6 +8,7 @@ back, with no restart of the process itself.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 
 from burrow.devstack import ports
 from burrow.devstack.processes import get
+from consumers import CONSUMERS
 from queues import topology
 from tests.conftest import Vhost, eventually
 
@@ -58,6 +60,14 @@ def test_sigterm_stops_both_cleanly(start, vhost: Vhost, mongo_url: str) -> None
     assert gateway.app.stop() == 0
     assert worker.app.stop() == 0
     assert "stopped" in worker.log.read_text()
+    # Not on a terminal: every line either wrote is a JSON object a log shipper indexes.
+    for app, process in ((gateway, "gateway"), (worker, "+".join(CONSUMERS))):
+        lines = app.log.read_text().splitlines()
+        assert lines, app.log
+        for line in lines:
+            entry = json.loads(line)
+            assert {"ts", "level", "process", "logger", "event"} <= entry.keys(), line
+            assert entry["process"] == process
 
 
 def test_not_ready_while_the_broker_is_unreachable(start, mongo_url: str) -> None:

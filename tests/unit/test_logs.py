@@ -1,0 +1,66 @@
+"""burrow.logs: JSON lines for machines, readable lines for people, the same context."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+
+from burrow import logs
+from burrow.settings import ConfigError, Settings
+
+
+def record(message: str, *args: object, exc: bool = False, **extra: object) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            exc_info = sys.exc_info()
+    rec = logging.LogRecord("gateway.node", logging.WARNING, __file__, 1, message, args,
+                            exc_info)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_json_lines_carry_the_fields_and_the_context_a_log_shipper_indexes() -> None:
+    line = logs.JsonFormatter("gateway").format(
+        record("send %s refused", "c1", room="lobby", user="ann", msg_id="m-1", color="red"))
+    assert "\n" not in line
+    out = json.loads(line)
+    assert out["event"] == "send c1 refused"
+    assert (out["level"], out["process"], out["logger"]) == ("WARNING", "gateway", "gateway.node")
+    assert out["ts"].endswith("+00:00") and "T" in out["ts"]
+    assert (out["room"], out["user"], out["msg_id"]) == ("lobby", "ann", "m-1")
+    assert "color" not in out  # only the known context fields
+
+
+def test_a_json_line_holds_the_traceback_and_survives_odd_values() -> None:
+    out = json.loads(logs.JsonFormatter("sequencer").format(
+        record("with \"quotes\"\nand a newline", exc=True, seq=object())))
+    assert out["event"] == "with \"quotes\"\nand a newline"
+    assert "ValueError: boom" in out["exc"]
+    assert out["seq"].startswith("<object")
+
+
+def test_text_lines_append_the_context() -> None:
+    line = logs.TextFormatter().format(record("hello", room="lobby", conn="c9"))
+    assert line.endswith("WARNING gateway.node: hello [room=lobby conn=c9]")
+    assert logs.TextFormatter().format(record("plain")).endswith("gateway.node: plain")
+
+
+@pytest.mark.parametrize(("fmt", "tty", "kind"), [
+    ("auto", True, logs.TextFormatter), ("auto", False, logs.JsonFormatter),
+    ("json", True, logs.JsonFormatter), ("text", False, logs.TextFormatter)])
+def test_the_format_follows_the_setting_and_the_terminal(fmt: str, tty: bool,
+                                                         kind: type) -> None:
+    assert isinstance(logs.formatter(fmt, "gateway", tty), kind)
+
+
+def test_an_unknown_log_format_is_a_config_error() -> None:
+    env = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1:5672/burrow"}
+    assert Settings.from_env(env).log_format == "auto"
+    with pytest.raises(ConfigError, match="BURROW_LOG_FORMAT='xml' is invalid"):
+        Settings.from_env({**env, "BURROW_LOG_FORMAT": "xml"})
