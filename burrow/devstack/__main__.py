@@ -5,6 +5,9 @@ plugins; Burrow's config and definitions loaded), the embedded MongoDB-wire serv
 ``BURROW_MONGO_URL`` is set, one gateway and one worker; waits until every ``/readyz``
 says 200; prints the URLs; and on Ctrl-C (or SIGTERM) stops everything it started, in
 reverse order. Data is kept between runs in ``BURROW_DEV_DIR`` (default ``.burrow/``).
+
+``up --prometheus`` also runs a real Prometheus (Debian's package) that scrapes every
+process of the stack and RabbitMQ, with Burrow's alert rules loaded (docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from burrow.devstack import mongo, ports, rabbitmq
+from burrow.devstack import mongo, ports, prometheus, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
 from burrow.settings import ConfigError, Settings
 from queues import definitions, topology
@@ -90,6 +93,25 @@ class DevConfig:
         return wanted
 
 
+@dataclass(frozen=True)
+class PrometheusOptions:
+    """``--prometheus``: where it listens (0: a free port), how often it scrapes."""
+
+    port: int = 0
+    interval: float = 15.0
+    rule_for: str | None = None
+
+
+def prometheus_jobs(config: DevConfig) -> list[prometheus.ScrapeJob]:
+    """Scrape jobs for every process of the local stack and for RabbitMQ."""
+    return [
+        prometheus.ScrapeJob("burrow-gateway", (f"127.0.0.1:{config.gateway_port}",)),
+        # one process runs the sequencer, notifier and digester here
+        prometheus.ScrapeJob("burrow-workers", (f"127.0.0.1:{config.worker_metrics_port}",)),
+        *prometheus.rabbitmq_jobs(f"127.0.0.1:{config.prometheus_port}"),
+    ]
+
+
 class Stopped(Exception):
     """Ctrl-C or SIGTERM arrived."""
 
@@ -102,11 +124,21 @@ def say(line: str) -> None:
     print(f"burrow-dev: {line}", flush=True)
 
 
-def up(env: Mapping[str, str]) -> int:
+def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
     started = time.monotonic()
     config = DevConfig.from_env(env)
     for port, service, variable in config.needed_ports():
         ports.ensure_free(port, service, variable)
+    scraper: prometheus.PrometheusServer | None = None
+    if monitor is not None:
+        if monitor.port:
+            ports.ensure_free(monitor.port, "Prometheus", "--prometheus-port")
+        if prometheus.binary() is None:
+            raise prometheus.PrometheusFailed(
+                "prometheus is not installed: ./dev up installs it (Debian's prometheus)")
+        scraper = prometheus.PrometheusServer(
+            config.directory / "prometheus", prometheus_jobs(config),
+            monitor.port or ports.free_port(), monitor.interval, rule_for=monitor.rule_for)
     # Validate the processes' own settings now rather than in two crashing children.
     Settings.from_env({**env, "BURROW_AMQP_URL": "amqp://x@127.0.0.1/burrow"})
 
@@ -158,6 +190,10 @@ def up(env: Mapping[str, str]) -> int:
                 say(f"{app.name} is not ready: /readyz answered {status} {body}"
                     + (f"; it exited with {app.exited}" if app.exited is not None else ""))
                 return 1
+        if scraper is not None:
+            say(f"starting Prometheus (config: {scraper.config_path}, log: {scraper.log_path})")
+            scraper.start()
+            scraper.wait_ready()
         admin = config.passwords["burrow-admin"]
         smtp = env.get("BURROW_SMTP_URL") or "smtp://127.0.0.1:1025 (BURROW_SMTP_URL)"
         say(f"Burrow is up in {time.monotonic() - started:.1f}s\n"
@@ -171,6 +207,8 @@ def up(env: Mapping[str, str]) -> int:
             f"  email          digests go to {smtp}\n"
             f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
             f"  database       {mongo_url}\n"
+            + (f"  prometheus     {scraper.url}  (targets: /targets, alerts: /alerts; "
+               f"every {scraper.interval:g}s)\n" if scraper else "")
             + (f"  JWT secret     {DEV_SECRET} (HS256, dev only)\n" if jwt else "")
             + "Ctrl-C stops everything.")
         while True:
@@ -182,13 +220,15 @@ def up(env: Mapping[str, str]) -> int:
     except Stopped as why:
         say(f"{why}: stopping")
         return 0
-    except (rabbitmq.NodeFailed, mongo.DatabaseFailed) as exc:
+    except (rabbitmq.NodeFailed, mongo.DatabaseFailed, prometheus.PrometheusFailed) as exc:
         say(str(exc))
         return 1
     finally:
         # Ignore further Ctrl-C while stopping: a half-stopped node is worse than a wait.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if scraper is not None:
+            scraper.stop()
         for app in reversed(apps):
             app.stop()
         db.stop()
@@ -200,12 +240,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m burrow.devstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up"], help="up: run the whole stack")
-    parser.parse_args(argv)
+    parser.add_argument("--prometheus", action="store_true",
+                        help="also run a Prometheus (Debian's package) scraping the stack, "
+                             "with monitoring/alerts.yml loaded")
+    parser.add_argument("--prometheus-port", type=int, default=0, metavar="PORT",
+                        help="its loopback port (default: a free one, printed)")
+    parser.add_argument("--scrape-interval", type=float, default=15.0, metavar="SECONDS",
+                        help="scrape and rule evaluation interval (default 15; 1 for a demo)")
+    parser.add_argument("--alert-for", default=None, metavar="DURATION",
+                        help="replace every rule's `for:` (e.g. 0s: alerts fire at once; "
+                             "for demos and tests, never production)")
+    args = parser.parse_args(argv)
+    if args.scrape_interval <= 0:
+        parser.error("--scrape-interval must be positive")
+    monitor = (PrometheusOptions(args.prometheus_port, args.scrape_interval, args.alert_for)
+               if args.prometheus else None)
     signal.signal(signal.SIGINT, _raise_stopped)
     signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        sys.exit(up(os.environ))
-    except (ConfigError, ports.PortTaken) as exc:
+        sys.exit(up(os.environ, monitor))
+    except (ConfigError, ports.PortTaken, prometheus.PrometheusFailed) as exc:
         sys.exit(f"burrow-dev: {exc}")
 
 

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,9 @@ from burrow.devstack import ports
 from burrow.devstack.__main__ import DEV_SECRET
 from burrow.devstack.processes import get
 from queues import topology
+from tests.conftest import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 ADMIN = "launcher-admin-pw"
@@ -48,11 +52,11 @@ class Launcher:
     def port(self, name: str) -> int:
         return int(self.env[name])
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
         self.offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "burrow.devstack", "up"], env=self.env, stdout=out,
+                [sys.executable, "-m", "burrow.devstack", "up", *args], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def wait_line(self, text: str, timeout: float = 120.0) -> None:
@@ -178,3 +182,37 @@ def test_a_taken_port_is_reported_before_anything_starts(launcher: Launcher) -> 
     text = launcher.log.read_text()
     assert "is taken" in text and "set BURROW_DEV_MANAGEMENT_PORT to another port" in text
     assert "starting RabbitMQ" not in text
+
+
+def test_up_with_prometheus_scrapes_every_process_and_rabbitmq(launcher: Launcher) -> None:
+    launcher.start("--prometheus", "--scrape-interval", "1")
+    launcher.wait_line("Burrow is up")
+    found = re.search(r"prometheus +(http://127\.0\.0\.1:(\d+))", launcher.log.read_text())
+    assert found, launcher.log.read_text()
+    url, port = found.group(1), int(found.group(2))
+    config = json.loads((Path(launcher.env["BURROW_DEV_DIR"]) / "prometheus" / "prometheus.yml")
+                        .read_text())
+    assert config["global"]["scrape_interval"] == "1000ms"
+    assert config["rule_files"] == [str(ROOT / "monitoring" / "alerts.yml")]
+
+    def targets() -> dict[str, tuple[str, str]]:
+        status, body = get(f"{url}/api/v1/targets")
+        assert status == 200, body
+        return {t["labels"]["job"]: (t["health"], t["scrapeUrl"])
+                for t in body["data"]["activeTargets"]}
+
+    eventually(lambda: {h for h, _ in targets().values()} == {"up"}, timeout=30)
+    prom = launcher.port("BURROW_DEV_PROMETHEUS_PORT")
+    assert {job: u for job, (_, u) in targets().items()} == {
+        "burrow-gateway": f"http://127.0.0.1:{launcher.port('BURROW_PORT')}/metrics",
+        "burrow-workers": f"http://127.0.0.1:{launcher.port('BURROW_METRICS_PORT')}/metrics",
+        "rabbitmq": f"http://127.0.0.1:{prom}/metrics",
+        "rabbitmq-detailed": f"http://127.0.0.1:{prom}/metrics/detailed"
+                             "?family=queue_coarse_metrics&family=queue_consumer_count"}
+    status, rules = get(f"{url}/api/v1/rules")
+    assert status == 200
+    assert len([r for g in rules["data"]["groups"] for r in g["rules"]]) == 9
+
+    assert launcher.interrupt() == 0
+    ports.ensure_free(port, "Prometheus", "--prometheus-port")
+    assert_all_ports_free(launcher)

@@ -5,6 +5,7 @@ processes or the launcher read, every mounted file exists, every service is heal
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,42 @@ def test_prometheus_scrapes_services_that_exist() -> None:
                for t in c["targets"]]
     assert {t.split(":")[0] for t in targets} <= set(SERVICES)
     assert "gateway:8000" in targets and "rabbitmq:15692" in targets
+
+
+def test_prometheus_loads_the_alert_rules_it_is_given() -> None:
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    mounts = dict(v.split(":")[:2] for v in SERVICES["prometheus"]["volumes"])
+    config_dir = Path(mounts["./monitoring/prometheus.yml"]).parent
+    for rule_file in config["rule_files"]:
+        assert str(config_dir / rule_file) in mounts.values(), f"{rule_file} is not mounted"
+    assert mounts["./monitoring/alerts.yml"] == str(config_dir / "alerts.yml")
+    detailed = next(j for j in config["scrape_configs"] if j["job_name"] == "rabbitmq-detailed")
+    assert detailed["metrics_path"] == "/metrics/detailed"
+    assert {"queue_coarse_metrics", "queue_consumer_count"} <= set(detailed["params"]["family"])
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
+    provisioning = ROOT / "monitoring" / "grafana" / "provisioning"
+    mounts = dict(v.split(":")[:2] for v in SERVICES["grafana"]["volumes"])
+    assert mounts["./monitoring/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "burrow.yml").read_text())[
+        "providers"]
+    assert mounts["./monitoring/grafana/dashboards"] == provider["options"]["path"]
+
+    dashboard = json.loads((ROOT / "monitoring" / "grafana" / "dashboards" / "burrow.json")
+                           .read_text())
+    assert dashboard["uid"] == "burrow" and dashboard["title"] == "Burrow"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert panels and all(p["targets"] for p in panels)
+    for panel in panels:  # every query goes to the provisioned datasource
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert all(t["datasource"]["uid"] == source["uid"] for t in panel["targets"])
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in ("sends", "ack", "fan-out", "connections", "queue depth", "dead queues",
+                  "lag", "ownership", "push", "email", "dependencies"):
+        assert topic in titles, topic
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
