@@ -27,6 +27,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # exact integer ms; float timestamps r
 # The header a gateway puts on its sends to get batched acks, and the AMQP ``type`` of
 # a batched ack message.
 BATCHED_ACKS = "x-burrow-acks"
+#: Header of a message on ``chat.fanout``: when the sequencer stored it, float epoch
+#: seconds; the gateway measures store-to-delivery latency against it (fan-out metric).
+STORED_AT = "x-burrow-stored-at"
 ACKS_TYPE = "burrow.acks"
 
 

@@ -3,7 +3,12 @@
 Gateways run several Sanic worker processes, so metrics use prometheus-client's
 multiprocess mode whenever ``PROMETHEUS_MULTIPROC_DIR`` is set (the composition roots set
 it before this module is imported); a scrape then sums every worker's files.
-Gauges say ``livemin``: the process set counts as connected only if every live process is.
+Each gauge says how the processes' values merge: ``livemin`` for "up" gauges (the process
+set counts as connected only if every live process is), ``livesum`` for counts of things
+held, ``max`` for per-shard values that one process owns.
+
+Every metric defined here is catalogued in docs/metrics.md with what to do when it moves;
+a unit test fails when one is missing there.
 """
 
 from __future__ import annotations
@@ -38,6 +43,77 @@ PUSH_SECONDS = Histogram("burrow_push_seconds", "Time of one provider request",
 EMAILS = Counter("burrow_emails_total", "SMTP outcomes: sent, retry, rejected", ["outcome"])
 EMAIL_SECONDS = Histogram("burrow_email_seconds", "Time to hand one email to the SMTP server",
                           buckets=LATENCY_BUCKETS)
+
+
+# Gateway. Labels are bounded sets fixed in code: a transport (ws, sse, poll), an
+# AuthError reason, a frame type of the protocol, a limiter scope. Never a room, a user,
+# a connection or a message id: a label value per client would grow without end.
+TRANSPORTS = ("ws", "sse", "poll")
+GATEWAY_CONNECTIONS = Gauge("burrow_gateway_connections",
+                            "Open client connections on this gateway, by transport",
+                            ["transport"], multiprocess_mode="livesum")
+GATEWAY_HANDSHAKES = Counter("burrow_gateway_handshakes_total",
+                             "Client connections accepted (token valid), by transport",
+                             ["transport"])
+GATEWAY_AUTH_FAILURES = Counter("burrow_gateway_auth_failures_total",
+                                "Requests refused for their token, by AuthError reason",
+                                ["reason"])
+GATEWAY_FRAMES_IN = Counter("burrow_gateway_frames_in_total",
+                            "Client frames received, by type; invalid: unparseable or "
+                            "unknown", ["type"])
+GATEWAY_FRAMES_OUT = Counter("burrow_gateway_frames_out_total",
+                             "Frames queued to clients, by type", ["type"])
+GATEWAY_ACK_SECONDS = Histogram("burrow_gateway_ack_seconds",
+                                "From a send frame's arrival to its ack being queued to the "
+                                "client", buckets=LATENCY_BUCKETS)
+GATEWAY_FANOUT_SECONDS = Histogram("burrow_gateway_fanout_seconds",
+                                   "From the sequencer storing a message to its frame being "
+                                   "queued to this gateway's subscribers (once per message)",
+                                   buckets=LATENCY_BUCKETS)
+GATEWAY_SLOW_CLIENT_CLOSES = Counter("burrow_gateway_slow_client_closes_total",
+                                     "Connections closed with 4008: their outbox filled up")
+GATEWAY_RATE_LIMITED = Counter("burrow_gateway_rate_limited_total",
+                               "Requests and sends refused by a rate limit, by scope "
+                               "(connection, user, ip; flood: a 4429 close)", ["scope"])
+_gateway_ready: Gauge | None = None
+
+
+def gateway_ready() -> Gauge:
+    """``burrow_gateway_ready``, made on first use, by gateway workers only.
+
+    An unlabelled metric writes its 0 into the multiprocess files the moment it exists.
+    Made at import, it would be 0 in Sanic's main process (which serves no client, so
+    ``livemin`` would always say 0) and in every queue worker (an alert on it would
+    fire for processes that are no gateways). livemin: with several workers the node
+    counts as ready only if every live one is.
+    """
+    global _gateway_ready
+    if _gateway_ready is None:
+        _gateway_ready = Gauge("burrow_gateway_ready",
+                               "1 when the gateway can serve (broker connected, node ready)",
+                               multiprocess_mode="livemin")
+    return _gateway_ready
+
+# Sequencer. A shard label is the index N of the shard queue chat.seq.N: a handful.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+SEQUENCER_BATCH_SIZE = Histogram("burrow_sequencer_batch_size",
+                                 "Deliveries taken from a shard queue as one batch",
+                                 buckets=BATCH_BUCKETS)
+SEQUENCER_STORE_SECONDS = Histogram("burrow_sequencer_store_seconds",
+                                    "Time to number and store one batch in the database",
+                                    buckets=LATENCY_BUCKETS)
+SEQUENCER_MESSAGES = Counter("burrow_sequencer_messages_total",
+                             "Messages sequenced and stored (new, not duplicates)")
+SEQUENCER_DUPLICATES = Counter("burrow_sequencer_duplicates_total",
+                               "Sends dropped as already stored (redeliveries, client retries)")
+SEQUENCER_LAG_SECONDS = Gauge("burrow_sequencer_lag_seconds",
+                              "Seconds the oldest stored message whose fan-out is not yet "
+                              "confirmed has waited, per shard; 0 when caught up",
+                              ["shard"], multiprocess_mode="max")
+SEQUENCER_SHARD_ACTIVE = Gauge("burrow_sequencer_shard_active",
+                               "1 while this process is the shard queue's single active "
+                               "consumer (it received a delivery since it last connected)",
+                               ["shard"], multiprocess_mode="max")
 
 
 def render(accept: str | None) -> tuple[bytes, str]:

@@ -13,6 +13,11 @@ Each shard queue has a single active consumer: every sequencer process subscribe
 every shard, the first one is active, the others wait as standbys and take over when
 its connection drops (G2 under failover). The unique (room, seq) index fences a writer
 that still believes it is active.
+
+Metrics are observed here, in the adapter (:mod:`burrow.sequencing` stays free of I/O):
+batch sizes, store time, messages and duplicates, per-shard lag and shard ownership.
+AMQP 0-9-1 does not tell a single-active consumer that it became active, so a shard
+counts as active here from its first delivery until its channel closes.
 """
 
 from __future__ import annotations
@@ -33,9 +38,16 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
-from burrow import database, ids
+from burrow import database, ids, metrics
 from burrow.broker import BROKER_ERRORS
-from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, EnvelopeError, Send, encode_acks
+from burrow.envelopes import (
+    ACKS_TYPE,
+    BATCHED_ACKS,
+    STORED_AT,
+    EnvelopeError,
+    Send,
+    encode_acks,
+)
 from burrow.message_store import MessageStore
 from burrow.runtime import Runtime
 from burrow.sequencing import Clash, Numbering, Plan, store_batch
@@ -43,6 +55,8 @@ from burrow.settings import Settings
 from queues import topology
 
 log = logging.getLogger(__name__)
+
+LAG_INTERVAL = 1.0  # seconds between updates of burrow_sequencer_lag_seconds
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,11 @@ class Sequencer:
         self.fanout: AbstractExchange | None = None
         self.reply: AbstractExchange | None = None
         self.retry_interval = settings.reconnect_interval
+        # Per shard index: whether it delivered to us since its channel last opened, and
+        # when the oldest batch stored but not yet confirmed as fanned out was stored.
+        self.active: dict[int, bool] = {}
+        self.unconfirmed: dict[int, float] = {}
+        self._lag: asyncio.Task[None] | None = None
 
     async def start(self, runtime: Runtime) -> None:
         self.store = MessageStore(database.database(runtime.db))
@@ -83,12 +102,40 @@ class Sequencer:
         self.reply = await publisher.get_exchange(topology.REPLY, ensure=False)
         topo = topology.build(self.settings.shards)
         for index in range(self.settings.shards):
-            await self._consume_shard(connection, topo.queue(topology.shard_queue(index)))
+            self._inactive(index)
+            await self._consume_shard(connection, topo.queue(topology.shard_queue(index)),
+                                      index)
+        self._lag = asyncio.create_task(self._export_lag(), name="sequencer-lag")
+        # The shard channels may have closed with the connection without saying so: after
+        # a reconnect this process may be a standby everywhere until deliveries say not.
+        connection.reconnect_callbacks.add(self._reconnected)
+
+    def _reconnected(self, *_: object) -> None:
+        for index in self.active:
+            self._inactive(index)
+
+    def _inactive(self, index: int) -> None:
+        """Shard *index* may have another active consumer now (its channel closed)."""
+        self.active[index] = False
+        self.unconfirmed.pop(index, None)  # redelivered to whoever is active: theirs
+        metrics.SEQUENCER_SHARD_ACTIVE.labels(str(index)).set(0)
+
+    async def _export_lag(self) -> None:
+        """Keep ``burrow_sequencer_lag_seconds`` current, also while a publish hangs."""
+        while True:
+            now = time.time()
+            for index in range(self.settings.shards):
+                stored_at = self.unconfirmed.get(index)
+                metrics.SEQUENCER_LAG_SECONDS.labels(str(index)).set(
+                    0.0 if stored_at is None else max(0.0, now - stored_at))
+            await asyncio.sleep(LAG_INTERVAL)
 
     async def _consume_shard(self, connection: AbstractRobustConnection,
-                             shard: topology.Queue) -> None:
+                             shard: topology.Queue, index: int) -> None:
         channel = await connection.channel()
         self.channels.append(channel)  # strong reference: the connection keeps a WeakSet
+        channel.close_callbacks.add(lambda *_: self._inactive(index))
+        active = metrics.SEQUENCER_SHARD_ACTIVE.labels(str(index))
         await channel.set_qos(prefetch_count=self.settings.sequencer_batch)
         queue = await channel.declare_queue(shard.name, durable=True,
                                             arguments=dict(shard.arguments))
@@ -96,14 +143,17 @@ class Sequencer:
         self.inboxes.append(inbox)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
+            if not self.active[index]:  # the broker delivers to the active consumer only
+                self.active[index] = True
+                active.set(1)
             inbox.put_nowait(message)  # bounded by the prefetch count
 
         tag = await queue.consume(deliver)
         self.consumer_tags.append((queue, tag))
-        self.tasks.append(asyncio.create_task(self._run(shard.name, inbox),
+        self.tasks.append(asyncio.create_task(self._run(shard.name, index, inbox),
                                               name=f"sequencer-{shard.name}"))
 
-    async def _run(self, shard: str,
+    async def _run(self, shard: str, index: int,
                    inbox: asyncio.Queue[AbstractIncomingMessage | None]) -> None:
         """Process batches until :meth:`drain` puts ``None`` (stop) into the inbox."""
         stopping = False
@@ -118,8 +168,9 @@ class Sequencer:
                     stopping = True
                     break
                 batch.append(message)
+            metrics.SEQUENCER_BATCH_SIZE.observe(len(batch))
             try:
-                await self._process(batch)
+                await self._process(batch, index)
             except BROKER_ERRORS as exc:
                 # A channel went away. If it was the shard's, the broker redelivers the
                 # batch to whichever sequencer is active next; if only the publisher's,
@@ -145,7 +196,7 @@ class Sequencer:
         except BROKER_ERRORS:
             pass  # the channel is gone: the broker requeues the batch anyway
 
-    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _process(self, batch: list[AbstractIncomingMessage], index: int) -> None:
         sends: list[tuple[Send, Reply]] = []
         for message in batch:
             try:
@@ -157,34 +208,50 @@ class Sequencer:
             sends.append((send, Reply.to(message)))
         if sends:
             plan = await self._store(sends)
+            self.unconfirmed.setdefault(index, time.time())  # an older given-back one stays
+            metrics.SEQUENCER_MESSAGES.inc(len(plan.new))
+            duplicates = sum(1 for outcome in plan.outcomes if outcome.duplicate)
+            if duplicates:
+                metrics.SEQUENCER_DUPLICATES.inc(duplicates)
             await self._publish(plan)
+            self.unconfirmed.pop(index, None)
         await batch[-1].ack(multiple=True)
 
     async def _store(self, sends: list[tuple[Send, Reply]]) -> Plan[Reply]:
         """Number and store *sends*, retrying while the database is unreachable."""
         assert self.store is not None
         while True:
+            started = time.perf_counter()
             try:
-                return await store_batch(self.numbering, sends, self.store,
+                plan = await store_batch(self.numbering, sends, self.store,
                                          int(time.time() * 1000), lambda: uuid.uuid4().hex)
             except PyMongoError as exc:
                 log.warning("database unavailable, retrying a batch of %d: %s", len(sends), exc)
                 await asyncio.sleep(self.retry_interval)
+                continue
+            metrics.SEQUENCER_STORE_SECONDS.observe(time.perf_counter() - started)
+            return plan
 
     async def _publish(self, plan: Plan[Reply]) -> None:
         """Fan every message out, answer every sender, and wait for all the confirms.
+
+        Each fan-out message carries the time it was stored (epoch seconds; this runs
+        right after the store) in its ``STORED_AT`` header, for the gateways'
+        store-to-delivery latency.
 
         Acks go one message per gateway for the whole batch (:func:`encode_acks`), one
         message per send to senders that did not ask for that (backend services).
         """
         assert self.fanout is not None and self.reply is not None
+        stored_at = time.time()
         publishes = []
         batched: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         for outcome in plan.outcomes:
             stored = outcome.stored
             publishes.append(self.fanout.publish(
                 aio_pika.Message(stored.frame(), content_type="application/json",
-                                 headers={"seq": stored.seq}, message_id=stored.id,
+                                 headers={"seq": stored.seq, STORED_AT: stored_at},
+                                 message_id=stored.id,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 ids.message_key(stored.room), mandatory=False))
             reply = outcome.ref
@@ -218,5 +285,10 @@ class Sequencer:
         for inbox in self.inboxes:
             inbox.put_nowait(None)
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._lag is not None:
+            self._lag.cancel()
+            await asyncio.gather(self._lag, return_exceptions=True)
+        for index in self.active:
+            self._inactive(index)
         for channel in self.channels:
             await channel.close()

@@ -20,6 +20,7 @@ import logging
 from collections import deque
 from typing import Protocol
 
+from burrow import metrics
 from burrow.seam import Cursor
 from gateway import protocol
 
@@ -89,6 +90,7 @@ class Connection:
             if len(outbox) >= self.buffer:
                 log.warning("connection %s (%s) is too slow: %d frames queued", self.id,
                             self.user, len(outbox))
+                metrics.GATEWAY_SLOW_CLIENT_CLOSES.inc()
                 self.close(protocol.SLOW_CLIENT, "too slow: reconnect and resume")
                 return
             outbox.append(frame)

@@ -17,6 +17,7 @@ import weakref
 from sanic import Request, response
 from sanic.response import HTTPResponse
 
+from burrow import metrics
 from burrow.ratelimit import CONNECTION, IP, USER, Decision, Flood, RateLimiter
 from burrow.settings import Settings
 from gateway import protocol
@@ -37,7 +38,10 @@ class Limits:
         if not request.path.startswith("/v1/"):
             return None  # probes and metrics are for the platform, not for clients
         decision = await self.limiter.hit(IP, request.remote_addr or request.ip)
-        return None if decision.allowed else too_many(decision, "requests from this address")
+        if decision.allowed:
+            return None
+        metrics.GATEWAY_RATE_LIMITED.labels(IP).inc()
+        return too_many(decision, "requests from this address")
 
     async def send(self, conn: Connection, client_id: str | None = None,
                    room: str | None = None) -> str | None:
@@ -45,10 +49,12 @@ class Limits:
         decision = await self.limiter.hit_all([(CONNECTION, conn.id), (USER, conn.user)])
         if decision.allowed:
             return None
+        metrics.GATEWAY_RATE_LIMITED.labels(decision.kind or USER).inc()
         flood = self.floods.get(conn)
         if flood is None:
             flood = self.floods[conn] = Flood(self.flood_rule)
         if flood.rejected():
+            metrics.GATEWAY_RATE_LIMITED.labels("flood").inc()
             conn.close(protocol.FLOODING, "too many messages: slow down, then reconnect")
         return protocol.error("rate_limited", f"too many messages ({decision.kind} limit); "
                               "not stored: retry later with the same client_id",
@@ -57,7 +63,10 @@ class Limits:
 
     async def http_send(self, user: str) -> HTTPResponse | None:
         decision = await self.limiter.hit(USER, user)
-        return None if decision.allowed else too_many(decision, "messages from this user")
+        if decision.allowed:
+            return None
+        metrics.GATEWAY_RATE_LIMITED.labels(USER).inc()
+        return too_many(decision, "messages from this user")
 
     async def close(self) -> None:
         await self.limiter.close()

@@ -36,10 +36,10 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
-from burrow import database, ids
+from burrow import database, ids, metrics
 from burrow.batches import Batches
 from burrow.broker import BROKER_ERRORS
-from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, Send, decode_acks
+from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, STORED_AT, Send, decode_acks
 from burrow.message_store import MessageStore
 from burrow.presence_store import PresenceStore
 from burrow.room_store import RoomStore
@@ -59,6 +59,12 @@ REPLAY_PAGE = 500
 # offline to the room. A constant, not a setting: clients reconnect within a few seconds.
 OFFLINE_GRACE = 5.0
 SWEEP_PAGE = 1000
+READY_INTERVAL = 1.0  # seconds between updates of burrow_gateway_ready
+
+# Children bound once: ``labels()`` takes a lock and a dict lookup on every call, and
+# fan-out counts every message.
+OUT = {kind: metrics.GATEWAY_FRAMES_OUT.labels(kind) for kind in (
+    "message", "ack", "error", "subscribed", "unsubscribed", "presence", "typing")}
 
 
 class Throttle:
@@ -97,6 +103,7 @@ class PendingSend:
     connection: Connection
     client_id: str
     room: str
+    arrived: float  # perf_counter() when the send frame arrived: burrow_gateway_ack_seconds
     timer: asyncio.TimerHandle | None = None
 
 
@@ -127,6 +134,7 @@ class Node:
         self._setup: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._readiness: asyncio.Task[None] | None = None
         # Presence writes, one per batch of what arrived together (see burrow.batches).
         self._arrivals: Batches[Connection] = Batches(self._record_arrivals, "arrivals")
         self._unsettled: Batches[str] = Batches(self._settle, "presence-settle")
@@ -138,6 +146,7 @@ class Node:
     def start(self) -> None:
         self._setup = asyncio.create_task(self._open(), name="gateway-node")
         self._heartbeat = asyncio.create_task(self._beat(), name="presence-heartbeat")
+        self._readiness = asyncio.create_task(self._export_ready(), name="gateway-ready")
 
     async def _open(self) -> None:
         connection = await self.runtime.broker.opened()
@@ -157,7 +166,24 @@ class Node:
         await self.queue.consume(self._on_delivery, no_ack=True)
         connection.reconnect_callbacks.add(self._on_reconnect)  # type: ignore[arg-type]
         self._ready.set()
+        metrics.gateway_ready().set(1 if self.is_ready else 0)  # not a second later
         log.info("gateway node %s ready", self.queue_name)
+
+    @property
+    def is_ready(self) -> bool:
+        """The node can subscribe and send now: set up, and the broker link is up."""
+        return self._ready.is_set() and self.runtime.broker.is_up
+
+    async def _export_ready(self) -> None:
+        """Keep ``burrow_gateway_ready`` current. Each worker writes its own value (the
+        scrape takes the minimum), so it is refreshed here rather than at scrape time."""
+        gauge = metrics.gateway_ready()
+        try:
+            while True:
+                gauge.set(1 if self.is_ready else 0)
+                await asyncio.sleep(READY_INTERVAL)
+        finally:
+            gauge.set(0)
 
     async def ready(self) -> None:
         """Wait until the node can subscribe and send; raises :exc:`Unavailable` if not soon."""
@@ -172,7 +198,7 @@ class Node:
             raise Unavailable("the broker is not reachable") from None
 
     async def stop(self) -> None:
-        for task in (self._setup, self._heartbeat):
+        for task in (self._setup, self._heartbeat, self._readiness):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -243,6 +269,7 @@ class Node:
         conn.subscriptions[room] = sub
         self.subscribers[room].add(sub)
         conn.push([protocol.subscribed(room, last)])
+        OUT["subscribed"].inc()
         await self._replay(sub)
 
     async def unsubscribe(self, conn: Connection, room: str) -> None:
@@ -492,12 +519,16 @@ class Node:
         cursor.start_replay()
         while True:
             page = await self.messages.history(sub.room, after=cursor.last, limit=REPLAY_PAGE)
-            sub.connection.push(cursor.replayed((m.seq, m.frame().decode()) for m in page))
+            frames = cursor.replayed((m.seq, m.frame().decode()) for m in page)
+            sub.connection.push(frames)
+            OUT["message"].inc(len(frames))
             if sub.connection.close_code is not None:
                 return  # closed (too slow, a full long-poll answer): it resumes from its seq
             if len(page) < REPLAY_PAGE:
                 break
-        sub.connection.push(cursor.caught_up())
+        frames = cursor.caught_up()
+        sub.connection.push(frames)
+        OUT["message"].inc(len(frames))
 
     def _replay_soon(self, sub: Subscription) -> None:
         if sub.replay is None or sub.replay.done():
@@ -512,13 +543,20 @@ class Node:
 
     # -- sends -----------------------------------------------------------------------
 
-    async def send(self, conn: Connection, frame: protocol.SendFrame) -> None:
-        """Publish a send with a confirm; its ack arrives later through ``chat.reply``."""
+    async def send(self, conn: Connection, frame: protocol.SendFrame,
+                   arrived: float | None = None) -> None:
+        """Publish a send with a confirm; its ack arrives later through ``chat.reply``.
+
+        *arrived* is the ``perf_counter()`` of the frame's arrival (default: now), the
+        start of its ``burrow_gateway_ack_seconds``.
+        """
+        if arrived is None:
+            arrived = time.perf_counter()
         await self.check_member(conn, frame.room, frame.client_id)
         await self.ready()
         assert self.ingress is not None
         correlation_id = uuid.uuid4().hex
-        pending = PendingSend(conn, frame.client_id, frame.room)
+        pending = PendingSend(conn, frame.client_id, frame.room, arrived)
         self.pending[correlation_id] = pending
         message = aio_pika.Message(
             Send(frame.room, conn.user, frame.client_id, frame.body).to_json(),
@@ -548,6 +586,7 @@ class Node:
         pending.connection.push([protocol.error(
             "timeout", "no ack in time; retry with the same client_id",
             client_id=pending.client_id, room=pending.room)])
+        OUT["error"].inc()
         # Keep the entry a while: a late ack is still worth forwarding.
         asyncio.get_running_loop().call_later(
             10 * self.settings.send_timeout, self.pending.pop, correlation_id, None)
@@ -588,13 +627,17 @@ class Node:
         if pending.timer is not None:
             pending.timer.cancel()
         pending.connection.push([ack])
+        OUT["ack"].inc()
+        metrics.GATEWAY_ACK_SECONDS.observe(time.perf_counter() - pending.arrived)
 
     def _on_message(self, room: str, message: AbstractIncomingMessage) -> None:
-        seq = (message.headers or {}).get("seq")
+        headers = message.headers or {}
+        seq = headers.get("seq")
         if not isinstance(seq, int):
             log.error("message without a seq header on %s", message.routing_key)
             return
         frame = message.body.decode()  # once, for every local subscriber
+        sent = 0
         for sub in tuple(self.subscribers.get(room, ())):
             try:
                 frames = sub.cursor.live(seq, frame)
@@ -603,8 +646,16 @@ class Node:
                 continue
             if frames:
                 sub.connection.push(frames)
+                sent += len(frames)
             if sub.cursor.needs_replay:
                 self._replay_soon(sub)
+        # Once per message, not per client: the metrics cost nothing per subscriber.
+        OUT["message"].inc(sent)
+        stored_at = headers.get(STORED_AT)
+        if sent and isinstance(stored_at, float | int) and not isinstance(stored_at, bool):
+            # Wall clocks of two hosts: skew between them shows up here (NTP keeps it
+            # well under the buckets that matter on one host; see docs/metrics.md).
+            metrics.GATEWAY_FANOUT_SECONDS.observe(max(0.0, time.time() - stored_at))
 
     def _on_event(self, room: str, kind: str, body: bytes) -> None:
         """Hand a presence or typing event to every local subscriber of the room but the
@@ -614,9 +665,12 @@ class Node:
             log.warning("malformed %s event on room %s", kind, room)
             return
         frame, user = event
+        sent = 0
         for sub in tuple(self.subscribers.get(room, ())):
             if sub.connection.user != user:
                 sub.connection.push([frame])
+                sent += 1
+        OUT[kind].inc(sent)
 
     async def _on_member_event(self, room: str, body: bytes) -> None:
         try:
@@ -631,6 +685,7 @@ class Node:
                 conn.member_of.discard(room)
                 await self.unsubscribe(conn, room)
                 conn.push([protocol.unsubscribed(room, "removed")])
+                OUT["unsubscribed"].inc()
 
     async def publish_member_event(self, room: str, user: str, action: str) -> None:
         """Tell every gateway that *user* joined or left *room* (they drop its streams)."""

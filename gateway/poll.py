@@ -73,7 +73,7 @@ def blueprint() -> Blueprint:
         position = streams.Position(cursor)
         conn = streams.connection(request, claims, collector)
         events: list[Any] = []
-        async with streams.attached(node, request.app.ctx.connections, conn, claims):
+        async with streams.attached(node, request.app.ctx.connections, conn, claims, "poll"):
             try:
                 for room in rooms:
                     await node.subscribe(conn, room, cursor.get(room))

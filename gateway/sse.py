@@ -26,6 +26,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic.response.types import BaseHTTPResponse as StreamResponse
 
+from burrow import metrics
 from gateway import streams
 from gateway.connection import Connection
 from gateway.http_json import problem
@@ -104,7 +105,7 @@ def blueprint() -> Blueprint:
         await stream.send(f"retry: {RETRY_MS}\n\n")
         conn = streams.connection(request, claims, SseTransport(stream,
                                                                 streams.Position(since)))
-        async with streams.attached(node, request.app.ctx.connections, conn, claims):
+        async with streams.attached(node, request.app.ctx.connections, conn, claims, "sse"):
             every = request.app.ctx.settings.sse_heartbeat
             beat = asyncio.create_task(keepalive(conn, every))
             try:
@@ -113,6 +114,7 @@ def blueprint() -> Blueprint:
                         await node.subscribe(conn, room, since.get(room))
                     except ProtocolError as exc:  # removed from the room meanwhile
                         conn.push([exc.frame()])
+                        metrics.GATEWAY_FRAMES_OUT.labels("error").inc()
                     except Unavailable as exc:
                         conn.push([streams.unavailable(str(exc))])
                 await conn.closed.wait()

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import orjson
 from sanic import Request
 
-from burrow import ids
+from burrow import ids, metrics
 from gateway import protocol
 from gateway.auth import Claims
 from gateway.connection import Connection, Transport
@@ -113,12 +113,13 @@ def connection(request: Request, claims: Claims, transport: Transport) -> Connec
 
 
 def attached(node: Node, connections: set[Connection], conn: Connection,
-             claims: Claims) -> Attached:
+             claims: Claims, transport: str) -> Attached:
     """``async with attached(...)``: *conn* is one of the gateway's connections for the
     body's duration, whatever the transport: counted for SIGTERM's 1001, present, closed
-    with 4401 when its token expires, and cleaned up to the end even if the request is
-    cancelled."""
-    return Attached(node, connections, conn, claims.expires_at)
+    with 4401 when its token expires, counted in ``burrow_gateway_connections`` under
+    *transport* (one of :data:`burrow.metrics.TRANSPORTS`), and cleaned up to the end
+    even if the request is cancelled."""
+    return Attached(node, connections, conn, claims.expires_at, transport)
 
 
 class Attached:
@@ -126,10 +127,11 @@ class Attached:
     WebSocket stays inside it for hours, and a suspended generator with its context
     manager is ~0.7 KiB per connection."""
 
-    __slots__ = ("conn", "connections", "expires_at", "expiry", "node")
+    __slots__ = ("conn", "connections", "expires_at", "expiry", "node", "transport")
 
     def __init__(self, node: Node, connections: set[Connection], conn: Connection,
-                 expires_at: float) -> None:
+                 expires_at: float, transport: str) -> None:
+        self.transport = transport
         self.node = node
         self.connections = connections
         self.conn = conn
@@ -139,6 +141,8 @@ class Attached:
     async def __aenter__(self) -> Connection:
         conn = self.conn
         self.connections.add(conn)
+        metrics.GATEWAY_HANDSHAKES.labels(self.transport).inc()
+        metrics.GATEWAY_CONNECTIONS.labels(self.transport).inc()
         self.expiry = asyncio.get_running_loop().call_later(
             max(0.0, self.expires_at - time.time()), conn.close, protocol.UNAUTHORIZED,
             "token expired")
@@ -155,7 +159,9 @@ class Attached:
     async def _detach(self) -> None:
         if self.expiry is not None:
             self.expiry.cancel()
-        self.connections.discard(self.conn)
+        if self.conn in self.connections:
+            self.connections.discard(self.conn)
+            metrics.GATEWAY_CONNECTIONS.labels(self.transport).dec()
         self.conn.stop_writing()
         # Sanic cancels the handler when the client goes: the cleanup (unbinding rooms,
         # forgetting pending sends, presence) must still run to its end.
@@ -163,4 +169,5 @@ class Attached:
 
 
 def unavailable(message: str) -> str:
+    metrics.GATEWAY_FRAMES_OUT.labels("error").inc()
     return protocol.error("unavailable", f"{message}; retry")

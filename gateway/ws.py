@@ -12,13 +12,16 @@ both kinds of client.)
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
+from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 from sanic import Blueprint, Request, Websocket, response
 from sanic.response import HTTPResponse
 from websockets.exceptions import ConnectionClosed
 
+from burrow import metrics
 from gateway import protocol, streams
 from gateway.auth import AuthError, Claims
 from gateway.connection import Connection
@@ -27,6 +30,18 @@ from gateway.node import Node, Unavailable
 from gateway.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
+
+# Children bound once: ``labels()`` looks its child up under a lock on every call.
+FRAMES_IN: dict[type, Counter] = {
+    kind: metrics.GATEWAY_FRAMES_IN.labels(name) for kind, name in (
+        (protocol.Subscribe, "subscribe"), (protocol.Unsubscribe, "unsubscribe"),
+        (protocol.SendFrame, "send"), (protocol.Read, "read"), (protocol.Typing, "typing"),
+        (protocol.Ping, "ping"))}
+FRAMES_INVALID = metrics.GATEWAY_FRAMES_IN.labels("invalid")
+OUT_PONG = metrics.GATEWAY_FRAMES_OUT.labels("pong")
+OUT_ERROR = metrics.GATEWAY_FRAMES_OUT.labels("error")
+OUT_UNSUBSCRIBED = metrics.GATEWAY_FRAMES_OUT.labels("unsubscribed")
+
 
 def bearer_token(request: Request) -> str | None:
     """The token from ``Authorization: Bearer`` or ``?access_token=``."""
@@ -42,6 +57,7 @@ async def authenticate(request: Request) -> HTTPResponse | None:
     try:
         request.ctx.claims = await request.app.ctx.verifier.verify(bearer_token(request))
     except AuthError as exc:
+        metrics.GATEWAY_AUTH_FAILURES.labels(exc.reason).inc()
         return response.json({"error": {"code": "unauthorized", "reason": exc.reason,
                                         "message": exc.message}}, status=401,
                              headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -83,7 +99,7 @@ async def serve(request: Request, ws: Websocket) -> None:
     claims: Claims = request.ctx.claims
     conn = Connection(uuid.uuid4().hex[:12], claims.user, claims.is_admin,
                       SanicTransport(ws), node.settings.client_buffer)
-    async with streams.attached(node, request.app.ctx.connections, conn, claims):
+    async with streams.attached(node, request.app.ctx.connections, conn, claims, "ws"):
         try:
             while True:
                 raw = await ws.recv()
@@ -98,24 +114,33 @@ async def serve(request: Request, ws: Websocket) -> None:
 
 async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits) -> None:
     """Act on one client frame; a bad frame gets an error frame, never a closed socket."""
+    arrived = time.perf_counter()  # for burrow_gateway_ack_seconds
     try:
-        frame = protocol.parse(raw, node.settings.max_body_bytes)
+        try:
+            frame = protocol.parse(raw, node.settings.max_body_bytes)
+        except ProtocolError:
+            FRAMES_INVALID.inc()
+            raise
+        FRAMES_IN[type(frame)].inc()
         if not isinstance(frame, protocol.Ping):  # clients ping by themselves: not activity
             node.touch(conn)
         match frame:
             case protocol.Ping(ping_id):
                 conn.push([protocol.pong(ping_id)])
+                OUT_PONG.inc()
             case protocol.Subscribe(room, since):
                 await node.subscribe(conn, room, since)
             case protocol.Unsubscribe(room):
                 await node.unsubscribe(conn, room)
                 conn.push([protocol.unsubscribed(room, "requested")])
+                OUT_UNSUBSCRIBED.inc()
             case protocol.SendFrame():
                 refused = await limits.send(conn, frame.client_id, frame.room)
                 if refused is not None:
                     conn.push([refused])  # not stored: G7
+                    OUT_ERROR.inc()
                     return
-                await node.send(conn, frame)
+                await node.send(conn, frame, arrived)
             case protocol.Read(room, seq):
                 await node.check_member(conn, room)
                 await node.rooms.mark_read(room, conn.user, seq)
@@ -123,8 +148,11 @@ async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits)
                 await node.typing(conn, room)
     except ProtocolError as exc:
         conn.push([exc.frame()])
+        OUT_ERROR.inc()
     except Unavailable as exc:
         conn.push([protocol.error("unavailable", str(exc))])
+        OUT_ERROR.inc()
     except PyMongoError as exc:
         log.warning("database error for %s: %s", conn.id, exc)
         conn.push([protocol.error("unavailable", "the database is not reachable; retry")])
+        OUT_ERROR.inc()
