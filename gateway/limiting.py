@@ -32,6 +32,8 @@ class Limits:
         self.flood_rule = settings.rate_flood
         self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
             weakref.WeakKeyDictionary())
+        for scope in (CONNECTION, USER, IP, "flood"):  # exported at 0 from the start, so
+            metrics.GATEWAY_RATE_LIMITED.labels(scope)  # rate() and alerts see a series
 
     async def request(self, request: Request) -> HTTPResponse | None:
         """Request middleware: 429 for a client IP over its limit (``/v1`` only)."""

@@ -42,11 +42,6 @@ SHARDS = {f"chat.seq.{i}" for i in range(4)}
 # FCM / APNs fakes (tests/integration/test_push_jobs.py covers the values). Here they must
 # at least be declared by burrow.metrics.
 NEEDS_A_PUSH = {"burrow_pushes_total", "burrow_push_seconds_bucket"}
-# Being implemented right now by the gateway/sequencer metrics work: a name under these
-# prefixes that no target exports yet (not declared by burrow.metrics, or declared with
-# labels that have no sample yet) is tolerated and printed. Set to () once that work is
-# merged: every name must then be exported.
-IN_PROGRESS_PREFIXES: tuple[str, ...] = ("burrow_gateway_", "burrow_sequencer_")
 
 
 @pytest.fixture
@@ -145,15 +140,10 @@ async def test_prometheus_scrapes_the_stack_and_alerts_when_a_shard_loses_its_se
         exported |= exported_names(scrape(target["scrapeUrl"]))
     used = monitoring_metric_names()
     declared = declared_names()
-    unexported = set(used) - exported
-    in_progress = {n for n in unexported if n.startswith(IN_PROGRESS_PREFIXES)}
-    missing = unexported - in_progress - NEEDS_A_PUSH
+    missing = set(used) - exported - NEEDS_A_PUSH
     assert not missing, (
         "used by the dashboard or the alert rules but exported by no target: "
         + ", ".join(f"{n} ({sorted(used[n])})" for n in sorted(missing)))
-    print("tolerated while the gateway/sequencer metrics are in progress: "
-          f"not declared {sorted(in_progress - declared)}, "
-          f"declared without samples {sorted(in_progress & declared)}")
     assert NEEDS_A_PUSH <= declared
 
     # every dashboard query runs, and every rule evaluates without error
