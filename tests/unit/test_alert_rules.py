@@ -63,6 +63,14 @@ def test_every_rule_is_there_with_severity_summary_and_runbook() -> None:
         assert labels["severity"] in {"page", "ticket"}, rule["alert"]
         assert notes["summary"], rule["alert"]
         assert re.fullmatch(r"docs/(admin|metrics)\.md#[a-z0-9_-]+", notes["runbook_url"])
+        doc, anchor = str(notes["runbook_url"]).split("#")
+        assert anchor in heading_anchors(MONITORING.parent / doc), notes["runbook_url"]
+
+
+def heading_anchors(doc: Path) -> set[str]:
+    """The anchors GitHub makes of a Markdown file's headings (lower case, spaces to -)."""
+    return {re.sub(r"[^a-z0-9 _-]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for line in doc.read_text().splitlines() if line.startswith("#")}
 
 
 def test_every_rule_has_unit_tests_that_see_it_fire_and_stay_quiet() -> None:
