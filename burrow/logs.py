@@ -25,6 +25,7 @@ import orjson
 # so a log line never grows a field per call site).
 CONTEXT: Final = ("room", "user", "conn", "msg_id", "client_id", "seq", "shard", "queue",
                   "device")
+OWN_LOGGERS: Final = ("burrow", "gateway", "consumers", "queues")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -76,7 +77,11 @@ def setup(level: str, fmt: str = "auto", process: str = "burrow") -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    # DEBUG is for Burrow's own per-message lines (gateway, sequencer, notifier): the
+    # libraries' debug output (every AMQP frame, every database command) stays out.
+    root.setLevel(max(logging.getLevelName(level), logging.INFO))
+    for ours in OWN_LOGGERS:
+        logging.getLogger(ours).setLevel(level)
     # aio-pika logs every failed reconnect attempt at WARNING with a traceback-sized line;
     # Burrow's own monitor already says "broker is down/up" once per change.
     logging.getLogger("aio_pika.robust_connection").setLevel(max(logging.getLevelName(level),

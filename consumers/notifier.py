@@ -161,9 +161,13 @@ class Notifier:
                           + 60)
         with_devices = await self.devices.users_with_devices(members)
         for user in await self.store.claim_push(room, sorted(with_devices), seq, stale):
+            # msg_id: the message that scheduled it, so logs follow it to the push
             await publish_job(self.jobs, self.family.delay(self.settings.push_delay),
-                              {"kind": "room", "user": user, "room": room, "seq": seq},
+                              {"kind": "room", "user": user, "room": room, "seq": seq,
+                               "msg_id": job.message_id},
                               f"push:{room}:{user}:{seq}")
+            log.debug("push scheduled", extra={"msg_id": job.message_id, "room": room,
+                                                 "seq": seq, "user": user})
         key = f"{room}:{seq}"
         stale = timedelta(seconds=2 * max(self.periods.values()) + 60)
         for user, setting in (await self.store.claim_digest(members, key, stale)).items():
@@ -178,6 +182,9 @@ class Notifier:
         body = job.body
         match body.get("kind"):
             case "room":
+                log.debug("room push due", extra={
+                    "msg_id": body.get("msg_id"), "room": body.get("room"),
+                    "seq": body.get("seq"), "user": body.get("user")})
                 await self._room_push(_user(body), _room(body))
             case "direct":
                 user = _user(body)

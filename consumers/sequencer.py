@@ -213,6 +213,13 @@ class Sequencer:
             duplicates = sum(1 for outcome in plan.outcomes if outcome.duplicate)
             if duplicates:
                 metrics.SEQUENCER_DUPLICATES.inc(duplicates)
+            if log.isEnabledFor(logging.DEBUG):  # per message: only when asked for
+                for outcome in plan.outcomes:
+                    stored = outcome.stored
+                    log.debug("duplicate dropped" if outcome.duplicate else "stored",
+                              extra={"msg_id": stored.id, "room": stored.room,
+                                     "seq": stored.seq, "client_id": stored.client_id,
+                                     "user": stored.sender, "shard": index})
             await self._publish(plan)
             self.unconfirmed.pop(index, None)
         await batch[-1].ack(multiple=True)

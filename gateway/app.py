@@ -15,7 +15,7 @@ from sanic import Request, Sanic
 from sanic.config import Config
 from sanic.response import HTTPResponse
 
-from burrow import database, probes
+from burrow import database, logs, probes
 from burrow.device_store import DeviceStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
@@ -53,7 +53,12 @@ GatewayApp = Sanic[Config, Context]
 
 
 def create_app(settings: Settings) -> GatewayApp:
-    """Build the app; raises :exc:`~burrow.settings.ConfigError` for a bad JWT setup."""
+    """Build the app; raises :exc:`~burrow.settings.ConfigError` for a bad JWT setup.
+
+    Runs in every Sanic worker (spawned processes inherit no logging setup), hence the
+    logs here too.
+    """
+    logs.setup(settings.log_level, settings.log_format, "gateway")
     app: GatewayApp = Sanic("burrow-gateway", ctx=Context(), configure_logging=False)
     app.config.ACCESS_LOG = False
     app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes

@@ -628,6 +628,12 @@ class Node:
             pending.timer.cancel()
         pending.connection.push([ack])
         OUT["ack"].inc()
+        if log.isEnabledFor(logging.DEBUG):  # per message: only when asked for
+            frame = orjson.loads(ack)
+            log.debug("send answered", extra={
+                "msg_id": frame.get("id"), "seq": frame.get("seq"), "room": pending.room,
+                "client_id": pending.client_id, "user": pending.connection.user,
+                "conn": pending.connection.id})
         metrics.GATEWAY_ACK_SECONDS.observe(time.perf_counter() - pending.arrived)
 
     def _on_message(self, room: str, message: AbstractIncomingMessage) -> None:
@@ -651,6 +657,9 @@ class Node:
                 self._replay_soon(sub)
         # Once per message, not per client: the metrics cost nothing per subscriber.
         OUT["message"].inc(sent)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("message delivered to %d local frames", sent, extra={
+                "msg_id": message.message_id, "room": room, "seq": seq})
         stored_at = headers.get(STORED_AT)
         if sent and isinstance(stored_at, float | int) and not isinstance(stored_at, bool):
             # Wall clocks of two hosts: skew between them shows up here (NTP keeps it

@@ -10,6 +10,7 @@ before the stack, so the worker processes stop before the servers they talk to.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -22,11 +23,11 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from tests.conftest import eventually, until
+from tests.conftest import Vhost, eventually, until
 from tests.fakes.apns import ApnsFake, device_token, write_p8_key
 from tests.fakes.fcm import FcmFake
 from tests.fakes.smtp import FakeSmtpServer
-from tests.integration.conftest import Running, Stack, raw_ws
+from tests.integration.conftest import Running, Stack, Start, raw_ws
 from tests.integration.test_mail_jobs import dead_letters, publish, scrape
 
 pytestmark = pytest.mark.integration
@@ -375,3 +376,35 @@ async def test_the_backend_example_posts_a_message_a_push_and_an_email(
     assert pushes[0].payload["aps"]["alert"]["title"] == "Hello"
     assert eventually(lambda: [(m["sender"], m["seq"]) for m in find(
         stack, "messages", {"room": "lobby"})] == [("system:example", 1)])
+
+
+def logged(app: Running, msg_id: str) -> list[str]:
+    """The events of *app*'s JSON log lines that name *msg_id*."""
+    return [entry["event"] for entry in map(json.loads, app.log.read_text().splitlines())
+            if entry.get("msg_id") == msg_id]
+
+
+async def test_one_message_is_followed_through_every_process_by_its_id(
+        providers: Providers, vhost: Vhost, mongo_url: str, start: Start) -> None:
+    """With debug logs on, grepping one message id finds it in the gateway (answered,
+    fanned out), the sequencer (stored) and the notifier (push scheduled, push due)."""
+    debug = {"BURROW_LOG_LEVEL": "DEBUG", "BURROW_LOG_FORMAT": "json"}
+    stack = Stack(start, vhost, mongo_url)
+    sequencer = stack.add_sequencer(**debug)
+    gateway = stack.add_gateway(**debug)
+    worker = notifier(stack, providers, **debug)
+    stack.room("general", "alice", "bob")
+    register(stack, "bob", "fcm", "fid-" + "c" * 18, token_kind="fid")
+    alice = await stack.client("alice")
+    try:
+        await asyncio.wait_for(alice.subscribe("general"), 30)
+        ack = await asyncio.wait_for(alice.send("general", "follow me"), 30)
+        await providers.fcm.wait_for_async(1, timeout=60)  # bob is offline: pushed
+        await until(lambda: "room push due" in logged(worker, ack.id))
+        assert "stored" in logged(sequencer, ack.id)
+        assert "push scheduled" in logged(worker, ack.id)
+        await until(lambda: len(logged(gateway, ack.id)) == 2)
+        assert sorted(logged(gateway, ack.id)) == ["message delivered to 1 local frames",
+                                                   "send answered"]
+    finally:
+        await alice.close()
