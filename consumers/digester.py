@@ -59,6 +59,8 @@ class Digester:
         self.jobs: AbstractExchange | None = None
 
     async def start(self, runtime: Runtime) -> None:
+        for outcome in Outcome:  # exported at 0 from the start (the failure-ratio alert)
+            metrics.EMAILS.labels(outcome.value)
         db = database.database(runtime.db)
         self.store = NotifyStore(db)
         self.users = UserStore(db)

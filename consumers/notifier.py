@@ -112,6 +112,12 @@ class Notifier:
         self.jobs: AbstractExchange | None = None
 
     async def start(self, runtime: Runtime) -> None:
+        # Every (platform, outcome) exported at 0 from the start: a failure ratio or a
+        # dashboard panel has its series before the first push.
+        for platform in ("fcm", "apns"):
+            metrics.PUSH_SECONDS.labels(platform)
+            for outcome in Outcome:
+                metrics.PUSHES.labels(platform, outcome.value)
         db = database.database(runtime.db)
         self.store = NotifyStore(db)
         self.devices = DeviceStore(db)
