@@ -8,8 +8,6 @@ to any mongod. It is GPL-2.0: Burrow only ever runs it as its own process.
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,8 @@ from pathlib import Path
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+from burrow.devstack.processes import stop_group
 
 
 class DatabaseFailed(RuntimeError):
@@ -89,14 +89,7 @@ class EmbeddedMongo:
 
     def stop(self, timeout: float = 20.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, timeout)
 
     def restart(self, timeout: float = 60.0) -> None:
         self.stop()

@@ -16,6 +16,19 @@ from pathlib import Path
 from typing import Any
 
 
+def stop_group(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM *process*'s group (started with ``start_new_session``), SIGKILL it after
+    *timeout*; nothing if it is not running."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
     """GET *url*: its status and JSON body (None if not JSON); raises ``OSError`` if unreachable."""
     try:

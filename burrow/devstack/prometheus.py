@@ -10,10 +10,8 @@ alert fire within seconds), the TSDB and the log. It listens on loopback only.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -23,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from burrow.devstack.processes import stop_group
 
 PROJECT = Path(__file__).resolve().parents[2]
 ALERTS = PROJECT / "monitoring" / "alerts.yml"
@@ -178,11 +178,4 @@ class PrometheusServer:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (Prometheus flushes and exits), SIGKILL after *timeout*."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, timeout)
