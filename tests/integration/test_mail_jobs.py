@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
-from tests.conftest import eventually
+from tests.conftest import eventually, until
 from tests.fakes.smtp import FakeSmtpServer
 from tests.integration.conftest import Running, Stack
 
@@ -191,6 +191,9 @@ async def test_an_email_refused_for_now_is_retried_then_sent(relay: FakeSmtpServ
     [mail] = await relay.wait_for_async(1, timeout=60)
     assert mail.message["Subject"] == "Later"
     assert dead_letters(stack, "email.dead") == []
+    # The relay has the mail a moment before the worker counts the job done: wait for it.
+    done = ("burrow_jobs_total", (("outcome", "done"), ("queue", "email.due")))
+    await until(lambda: scrape(worker).get(done) == 1)
     seen = scrape(worker)
     assert seen[("burrow_emails_total", (("outcome", "retry"),))] == 1
     assert seen[("burrow_emails_total", (("outcome", "sent"),))] == 1

@@ -206,6 +206,9 @@ async def test_a_push_that_keeps_failing_ends_in_the_dead_queue(providers: Provi
     assert "gave up after 3 attempts" in headers["x-burrow-error"]
     assert "TooManyRequests" in headers["x-burrow-error"]
     assert len(providers.apns.requests) == 3
+    # parked a moment before the worker counts it: wait for the count
+    dead = ("burrow_jobs_total", (("outcome", "dead"), ("queue", "push.due")))
+    await until(lambda: scrape(worker).get(dead) == 1)
     seen = scrape(worker)
     assert seen[("burrow_pushes_total", (("outcome", "retry"), ("platform", "apns")))] == 3
     assert seen[("burrow_jobs_total", (("outcome", "retried"), ("queue", "push.due")))] == 2
