@@ -176,9 +176,14 @@ class Raw:
 
     async def recv_until(self, kind: str, timeout: float = 30) -> dict[str, Any]:
         """Skip frames until one of type *kind* (e.g. past message frames to an ack)."""
+        return await self.recv_until_any((kind,), timeout)
+
+    async def recv_until_any(self, kinds: tuple[str, ...],
+                             timeout: float = 30) -> dict[str, Any]:
+        """Skip frames until one whose type is one of *kinds*."""
         while True:
             frame = await self.recv(timeout)
-            if frame["type"] == kind:
+            if frame["type"] in kinds:
                 return frame
 
     async def closed(self, timeout: float = 30) -> int | None:
