@@ -115,6 +115,7 @@ async def serve(request: Request, ws: Websocket) -> None:
 async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits) -> None:
     """Act on one client frame; a bad frame gets an error frame, never a closed socket."""
     arrived = time.perf_counter()  # for burrow_gateway_ack_seconds
+    frame: protocol.ClientFrame | None = None
     try:
         try:
             frame = protocol.parse(raw, node.settings.max_body_bytes)
@@ -150,9 +151,16 @@ async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits)
         conn.push([exc.frame()])
         OUT_ERROR.inc()
     except Unavailable as exc:
-        conn.push([protocol.error("unavailable", str(exc))])
+        conn.push([_unavailable(str(exc), frame)])
         OUT_ERROR.inc()
     except PyMongoError as exc:
         log.warning("database error for %s: %s", conn.id, exc)
-        conn.push([protocol.error("unavailable", "the database is not reachable; retry")])
+        conn.push([_unavailable("the database is not reachable; retry", frame)])
         OUT_ERROR.inc()
+
+
+def _unavailable(message: str, frame: protocol.ClientFrame | None) -> str:
+    """The error frame names the room and client_id of the frame it answers, so that the
+    client knows which subscribe or send to retry."""
+    return protocol.error("unavailable", message, room=getattr(frame, "room", None),
+                          client_id=getattr(frame, "client_id", None))
