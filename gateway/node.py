@@ -61,10 +61,11 @@ OFFLINE_GRACE = 5.0
 SWEEP_PAGE = 1000
 READY_INTERVAL = 1.0  # seconds between updates of burrow_gateway_ready
 
-# Children bound once: ``labels()`` takes a lock and a dict lookup on every call, and
-# fan-out counts every message.
+# Children bound once (``labels()`` takes a lock and a dict lookup on every call, and
+# fan-out counts every message), for every frame type the gateway sends; the transports
+# count theirs here too.
 OUT = {kind: metrics.GATEWAY_FRAMES_OUT.labels(kind) for kind in (
-    "message", "ack", "error", "subscribed", "unsubscribed", "presence", "typing")}
+    "message", "ack", "error", "subscribed", "unsubscribed", "presence", "typing", "pong")}
 
 
 class Throttle:

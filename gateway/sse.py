@@ -26,11 +26,10 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic.response.types import BaseHTTPResponse as StreamResponse
 
-from burrow import metrics
 from gateway import streams
 from gateway.connection import Connection
 from gateway.http_json import problem
-from gateway.node import Node, Unavailable
+from gateway.node import OUT, Node, Unavailable
 from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
 
@@ -114,7 +113,7 @@ def blueprint() -> Blueprint:
                         await node.subscribe(conn, room, since.get(room))
                     except ProtocolError as exc:  # removed from the room meanwhile
                         conn.push([exc.frame()])
-                        metrics.GATEWAY_FRAMES_OUT.labels("error").inc()
+                        OUT["error"].inc()
                     except Unavailable as exc:
                         conn.push([streams.unavailable(str(exc))])
                 await conn.closed.wait()

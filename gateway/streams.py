@@ -25,7 +25,7 @@ from burrow import ids, metrics
 from gateway import protocol
 from gateway.auth import Claims
 from gateway.connection import Connection, Transport
-from gateway.node import Node
+from gateway.node import OUT, Node
 
 MAX_ROOMS = 50
 MAX_CURSOR = 4096
@@ -169,5 +169,5 @@ class Attached:
 
 
 def unavailable(message: str) -> str:
-    metrics.GATEWAY_FRAMES_OUT.labels("error").inc()
+    OUT["error"].inc()
     return protocol.error("unavailable", f"{message}; retry")

@@ -26,7 +26,7 @@ from gateway import protocol, streams
 from gateway.auth import AuthError, Claims
 from gateway.connection import Connection
 from gateway.limiting import Limits
-from gateway.node import Node, Unavailable
+from gateway.node import OUT, Node, Unavailable
 from gateway.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,7 @@ FRAMES_IN: dict[type, Counter] = {
         (protocol.SendFrame, "send"), (protocol.Read, "read"), (protocol.Typing, "typing"),
         (protocol.Ping, "ping"))}
 FRAMES_INVALID = metrics.GATEWAY_FRAMES_IN.labels("invalid")
-OUT_PONG = metrics.GATEWAY_FRAMES_OUT.labels("pong")
-OUT_ERROR = metrics.GATEWAY_FRAMES_OUT.labels("error")
-OUT_UNSUBSCRIBED = metrics.GATEWAY_FRAMES_OUT.labels("unsubscribed")
+OUT_PONG, OUT_ERROR, OUT_UNSUBSCRIBED = OUT["pong"], OUT["error"], OUT["unsubscribed"]
 
 
 def bearer_token(request: Request) -> str | None:
