@@ -135,6 +135,11 @@ VARIABLES: tuple[Variable, ...] = (
              "connection (4429)"),
     Variable("BURROW_SSE_HEARTBEAT", "15",
              "seconds between keep-alive comments on an idle SSE stream"),
+    Variable("BURROW_DEV_MODE", "false",
+             "true: the gateway serves the web demo at /demo/ and mints tokens for any user "
+             "name at POST /v1/dev/token (needs BURROW_JWT_SECRET); never in production"),
+    Variable("BURROW_DEV_TOKEN_TTL", "900",
+             "seconds a dev-mode token lives at most (a request may ask for less)"),
 )
 NAMES = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -199,6 +204,8 @@ class Settings:
     rate_ip: Rule
     rate_flood: FloodRule
     sse_heartbeat: float
+    dev_mode: bool
+    dev_token_ttl: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -280,6 +287,8 @@ class Settings:
             rate_ip=get("BURROW_RATE_IP", Rule.parse),
             rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),
             sse_heartbeat=get("BURROW_SSE_HEARTBEAT", _positive(float)),
+            dev_mode=get("BURROW_DEV_MODE", _bool),
+            dev_token_ttl=get("BURROW_DEV_TOKEN_TTL", _positive(int)),
         )
 
     def unsubscribe_key(self) -> str:

@@ -20,7 +20,9 @@ from burrow.device_store import DeviceStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
 from gateway import (
+    dev_api,
     devices_api,
+    http_events,
     http_send,
     poll,
     protocol,
@@ -64,6 +66,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
     app.ctx.settings = settings
     app.ctx.verifier = Verifier.from_settings(settings)
+    dev_api.check(settings)
     app.blueprint(probes.blueprint())
     app.blueprint(ws.blueprint())
     app.blueprint(rooms_api.blueprint())
@@ -73,6 +76,8 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(sse.blueprint())
     app.blueprint(poll.blueprint())
     app.blueprint(http_send.blueprint())
+    app.blueprint(http_events.blueprint())
+    app.blueprint(dev_api.blueprint(settings))
     app.on_request(_limit_ip)  # app-wide and first: before the JWT is even looked at
     app.before_server_start(_open)
     # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,

@@ -63,6 +63,7 @@ async def json_object(request: Request, allowed: tuple[str, ...],
     return data
 
 
-def problem(status: int, code: str, message: str) -> HTTPResponse:
-    """The API's error answer: ``{"error": {"code", "message"}}`` with *status*."""
-    return response.json({"error": {"code": code, "message": message}}, status=status)
+def problem(status: int, code: str, message: str, **extra: str) -> HTTPResponse:
+    """The API's error answer: ``{"error": {"code", "message", **extra}}`` with *status*."""
+    return response.json({"error": {"code": code, "message": message, **extra}},
+                         status=status)

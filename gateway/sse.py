@@ -66,7 +66,7 @@ async def check_rooms(node: Node, user: str, rooms: list[str]) -> HTTPResponse |
     """403 before any byte of the stream if the user is not in every room (G6)."""
     for room in rooms:
         if await node.rooms.role(room, user) is None:
-            return problem(403, "forbidden", f"not a member of room {room}")
+            return problem(403, "forbidden", f"not a member of room {room}", room=room)
     try:
         await node.ready()
     except Unavailable as exc:

@@ -170,8 +170,12 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
         if not env.get("BURROW_JWT_SECRET") and not env.get("BURROW_UNSUBSCRIBE_SECRET"):
             # unsubscribe links need a secret of their own when tokens are not HS256
             jwt["BURROW_UNSUBSCRIBE_SECRET"] = f"{DEV_SECRET}-unsubscribe"
+        # The web demo and its dev login, unless told otherwise; they need the HS256 secret.
+        secret = jwt.get("BURROW_JWT_SECRET") or env.get("BURROW_JWT_SECRET")
+        dev_mode = {"BURROW_DEV_MODE": env.get("BURROW_DEV_MODE") or str(bool(secret)).lower()}
+        demo = dev_mode["BURROW_DEV_MODE"].strip().lower() in ("true", "1", "yes")
         apps = [
-            AppProcess("gateway", "gateway", app_env("burrow-gateway", {**jwt,
+            AppProcess("gateway", "gateway", app_env("burrow-gateway", {**jwt, **dev_mode,
                 "BURROW_PORT": str(config.gateway_port),
                 "BURROW_METRICS_DIR": str(config.directory / "metrics" / "gateway")})),
             # one process runs every worker kind here; compose runs one service each
@@ -199,7 +203,9 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
         say(f"Burrow is up in {time.monotonic() - started:.1f}s\n"
             f"  gateway        http://127.0.0.1:{config.gateway_port}  "
             "(/v1/rooms, /healthz /readyz /metrics)\n"
-            f"  WebSocket      ws://127.0.0.1:{config.gateway_port}/v1/ws  (docs/protocol.md)\n"
+            + (f"  web demo       http://127.0.0.1:{config.gateway_port}/demo/  (dev mode: "
+               "anyone may mint a token; BURROW_DEV_MODE=false turns it off)\n" if demo else "")
+            + f"  WebSocket      ws://127.0.0.1:{config.gateway_port}/v1/ws  (docs/protocol.md)\n"
             f"  management UI  {node.config.management_url}  login burrow-admin / {admin}\n"
             f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
             f"  workers        http://127.0.0.1:{config.worker_metrics_port}/metrics  "

@@ -1,0 +1,740 @@
+// Burrow's browser client: one dependency-free ES module (docs/clients.md).
+//
+//   import { BurrowClient } from "./burrow.js";
+//   const chat = new BurrowClient({ url: "https://chat.example.com", token: getToken });
+//   chat.on("message", (m) => show(m));          // {room, seq, id, sender, client_id, ts, body}
+//   chat.on("state", (s) => badge(s));           // connecting, connected, reconnecting, resumed, closed
+//   await chat.connect();
+//   await chat.subscribe("lobby", { since: 0 });
+//   const ack = await chat.send("lobby", "hello"); // {room, seq, id, client_id} once stored
+//
+// What it does for you (docs/protocol.md, "Resuming"): keeps per room the highest seq it
+// delivered and, on every reconnect, subscribes each room again from there, so a message
+// is delivered once and in order (a repeat is dropped by (room, seq)); resends every send
+// without an ack with the same client_id, so a retry is stored once; reconnects with
+// exponential back-off and jitter; asks `token()` for a fresh token before a connection
+// and again after a 401 or a 4401 close; and falls back to Server-Sent Events plus HTTP
+// sends when a WebSocket cannot be opened but the HTTP API answers (a proxy that strips
+// upgrades), with the same guarantees.
+
+const RETRYABLE = new Set(["timeout", "unavailable", "rate_limited"]);
+// Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
+const FINAL = new Set([4403]);
+
+/** The server refused something for good; `code` is its error code, `status` the HTTP one. */
+export class ChatError extends Error {
+  constructor(code, message, status = 0) {
+    super(`${code}: ${message}`);
+    this.name = "ChatError";
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** Milliseconds to wait before attempt `n` (0-based): doubling, capped, times 0.5-1.5. */
+export function backoff(n, initial = 500, max = 8000, random = Math.random) {
+  return Math.min(max, initial * 2 ** n) * (0.5 + random());
+}
+
+/** Seconds since the epoch at which a JWT expires, or null (it is not verified here). */
+export function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    return typeof claims.exp === "number" ? claims.exp : null;
+  } catch {
+    return null;
+  }
+}
+
+function newClientId() {
+  return globalThis.crypto?.randomUUID?.().replace(/-/g, "") ??
+    Math.random().toString(36).slice(2) + Date.now().toString(36);
+}
+
+/**
+ * Parses a Server-Sent Events byte stream (the WHATWG event-stream format) into
+ * {event, data, id} objects; comments (keep-alives) come out as {event: "comment"}.
+ */
+export class SseParser {
+  constructor() {
+    this.buffer = "";
+    this.reset();
+  }
+  reset() {
+    this.event = "";
+    this.data = [];
+    this.id = null;
+  }
+  /** Feed decoded text; returns the events it completes. */
+  feed(text) {
+    this.buffer += text;
+    const out = [];
+    let end;
+    while ((end = this.buffer.search(/\r\n|\r|\n/)) >= 0) {
+      const line = this.buffer.slice(0, end);
+      const eol = this.buffer.startsWith("\r\n", end) ? 2 : 1;
+      if (this.buffer[end] === "\r" && eol === 1 && end === this.buffer.length - 1) break;
+      this.buffer = this.buffer.slice(end + eol);
+      if (line === "") {
+        if (this.data.length) {
+          out.push({ event: this.event || "message", data: this.data.join("\n"), id: this.id });
+        }
+        this.reset();
+      } else if (line.startsWith(":")) {
+        out.push({ event: "comment", data: line.slice(1), id: null });
+      } else {
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "event") this.event = value;
+        else if (field === "data") this.data.push(value);
+        else if (field === "id") this.id = value;
+      }
+    }
+    return out;
+  }
+}
+
+/**
+ * A connection to Burrow that survives disconnects.
+ *
+ * Options: `url` (the gateway, http(s)://host:port), `token` (a function returning a JWT
+ * or a promise of one; called before each connection and after a 401 / 4401),
+ * `transport` ("auto", "websocket" or "sse"), `backoff` ({initial, max} ms),
+ * `pingInterval` (ms between liveness checks of a quiet WebSocket).
+ */
+export class BurrowClient {
+  constructor(options) {
+    const { url, token, transport = "auto", pingInterval = 15000 } = options;
+    if (!url || typeof token !== "function") {
+      throw new TypeError("BurrowClient needs {url, token: () => jwt}");
+    }
+    this.url = url.replace(/\/+$/, "");
+    this.tokenSource = token;
+    this.transport = transport === "auto" ? "websocket" : transport;
+    this.auto = transport === "auto";
+    this.backoffOptions = { initial: 500, max: 8000, ...options.backoff };
+    this.pingInterval = pingInterval;
+    this.state = "idle";
+    this.last = new Map(); // room -> highest seq delivered
+    this.rooms = new Map(); // room -> {since, waiters: [{resolve, reject}]}
+    this.pending = new Map(); // client_id -> {room, body, resolve, reject, attempt, timer}
+    this.violations = []; // seqs that skipped ahead: a server bug, never expected
+    this.listeners = new Map();
+    this.token = null;
+    this.attempt = 0;
+    this.wsRefusedWhileHttpWorks = 0;
+    this.closing = false;
+    this.socket = null; // the WebSocket, or the AbortController of the SSE request
+    this.timers = new Set();
+    this.typingSent = new Map();
+    this.readSent = new Map();
+  }
+
+  /** `on("message" | "state" | "presence" | "typing" | "error" | "unsubscribed" |
+   * "transport", fn)`; returns a function that removes the listener. */
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+    return () => this.listeners.get(type).delete(fn);
+  }
+
+  emit(type, value) {
+    for (const fn of this.listeners.get(type) ?? []) {
+      try {
+        fn(value);
+      } catch (err) {
+        console.error(`burrow: a ${type} listener threw`, err);
+      }
+    }
+  }
+
+  setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    this.emit("state", state);
+  }
+
+  /** Open the connection; resolves once connected, rejects on a refused token. */
+  connect() {
+    this.closing = false;
+    return new Promise((resolve, reject) => {
+      const offs = [
+        this.on("state", (s) => {
+          if (s === "connected" || s === "resumed") done(resolve);
+          if (s === "closed") done(reject, this.closeError ?? new ChatError("closed", "closed"));
+        }),
+      ];
+      const done = (fn, value) => {
+        offs.forEach((off) => off());
+        fn(value);
+      };
+      this.setState("connecting");
+      this.open();
+    });
+  }
+
+  /** Close for good: no reconnect; sends still without an ack reject with `closed`. */
+  close() {
+    this.closing = true;
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.dropSocket();
+    this.failAll(new ChatError("closed", "client closed"));
+    this.setState("closed");
+  }
+
+  later(ms, fn) {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    this.timers.add(timer);
+    return timer;
+  }
+
+  // -- tokens and the HTTP API --------------------------------------------------------
+
+  async currentToken(force = false) {
+    const exp = this.token && tokenExpiry(this.token);
+    // Refresh a little early: a token that expires on the way is refused on arrival.
+    if (force || !this.token || (exp !== null && exp - Date.now() / 1000 < 30)) {
+      this.token = await this.tokenSource();
+    }
+    return this.token;
+  }
+
+  /** Call the HTTP API: resolves with the JSON answer (null for 204), rejects with a
+   * ChatError carrying the server's code and the HTTP status. One retry after a 401,
+   * with a fresh token. */
+  async api(method, path, body, headers = {}) {
+    for (let tries = 0; ; tries++) {
+      const token = await this.currentToken(tries > 0);
+      const response = await fetch(this.url + path, {
+        method,
+        headers: {
+          Authorization: `Bearer ${token}`,
+          ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+          ...headers,
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      if (response.status === 401 && tries === 0) continue;
+      const text = await response.text();
+      const data = text ? JSON.parse(text) : null;
+      if (!response.ok) {
+        const error = data?.error ?? {};
+        throw new ChatError(error.code ?? `http_${response.status}`,
+          error.message ?? response.statusText, response.status);
+      }
+      return data;
+    }
+  }
+
+  /** My rooms: [{id, name, role, read_seq}]. */
+  async listRooms() {
+    return (await this.api("GET", "/v1/rooms")).rooms;
+  }
+
+  /** Create a room I own, with initial members. */
+  createRoom(id, { name = "", members = [] } = {}) {
+    return this.api("POST", "/v1/rooms", { id, name, members });
+  }
+
+  /** Add *user* to *room* (owners and admins). */
+  addMember(room, user) {
+    return this.api("PUT", `/v1/rooms/${room}/members/${encodeURIComponent(user)}`);
+  }
+
+  /** Stored messages, ascending: {after, before, limit}; only `before`: the newest. */
+  async history(room, { after, before, limit } = {}) {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries({ after, before, limit })) {
+      if (value !== undefined) query.set(key, String(value));
+    }
+    return (await this.api("GET", `/v1/rooms/${room}/messages?${query}`)).messages;
+  }
+
+  /** Who of *room* is online now: [{user, online, active}]. Subscribe first, then
+   * apply the presence events that follow (docs/protocol.md, "Presence and typing"). */
+  async presence(room) {
+    return (await this.api("GET", `/v1/rooms/${room}/presence`)).members;
+  }
+
+  /** My read pointers and roles of *room*'s members: [{user, role, read_seq}]. */
+  async members(room) {
+    return (await this.api("GET", `/v1/rooms/${room}/members`)).members;
+  }
+
+  // -- rooms ----------------------------------------------------------------------------
+
+  /** Subscribe; resolves with the seq the stream starts after. `since`: resume from
+   * there (every later message comes, then the live ones); without it, live only. */
+  subscribe(room, { since } = {}) {
+    return new Promise((resolve, reject) => {
+      const entry = this.rooms.get(room) ?? { waiters: [] };
+      entry.waiters.push({ resolve, reject });
+      this.rooms.set(room, entry);
+      if (since !== undefined) this.last.set(room, since);
+      this.subscribeOnWire([room]);
+    });
+  }
+
+  /** Stop receiving *room*. */
+  unsubscribe(room) {
+    this.rooms.delete(room);
+    this.last.delete(room);
+    if (this.transport === "websocket") this.frame({ type: "unsubscribe", room });
+    else this.reopenStream();
+  }
+
+  /** Tell the room's other members this user is typing (at most every 2 s from here;
+   * the server throttles too). */
+  typing(room) {
+    const now = Date.now();
+    if (now - (this.typingSent.get(room) ?? 0) < 2000) return;
+    this.typingSent.set(room, now);
+    if (this.transport === "websocket") this.frame({ type: "typing", room });
+    else this.api("POST", `/v1/rooms/${room}/typing`).catch(() => {}); // best effort
+  }
+
+  /** Move this user's read pointer of *room* to *seq* (forward only). */
+  read(room, seq) {
+    if (seq <= (this.readSent.get(room) ?? 0)) return;
+    this.readSent.set(room, seq);
+    if (this.transport === "websocket") this.frame({ type: "read", room, seq });
+    else this.api("PUT", `/v1/rooms/${room}/read`, { seq }).catch(() => this.readSent.delete(room));
+  }
+
+  /** Send; resolves with the ack once stored. Retried with the same client_id across
+   * reconnects, timeouts and outages until it is stored or refused for good. */
+  send(room, body, { clientId = newClientId() } = {}) {
+    return new Promise((resolve, reject) => {
+      this.pending.set(clientId, { room, body, resolve, reject, attempt: 0, timer: null });
+      this.sendOnWire(clientId);
+    });
+  }
+
+  // -- transports -----------------------------------------------------------------------
+
+  open() {
+    if (this.closing) return;
+    if (this.transport === "websocket" && typeof WebSocket === "undefined") {
+      this.useSse("this browser has no WebSocket");
+    }
+    if (this.transport === "websocket") this.openWebSocket();
+    else this.openStream();
+  }
+
+  useSse(reason) {
+    this.transport = "sse";
+    this.emit("transport", { transport: "sse", reason });
+  }
+
+  dropSocket() {
+    const socket = this.socket;
+    this.socket = null;
+    if (socket instanceof AbortController) socket.abort();
+    else if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+      try {
+        socket.close();
+      } catch {
+        /* already closed */
+      }
+    }
+    clearTimeout(this.pingTimer);
+  }
+
+  /** The connection is gone: reconnect after a back-off, unless we are closing. */
+  lost(delay) {
+    this.dropSocket();
+    if (this.closing) return;
+    if (this.state !== "connecting") this.setState("reconnecting");
+    const wait = delay ?? backoff(this.attempt, this.backoffOptions.initial, this.backoffOptions.max);
+    this.attempt += 1;
+    this.later(wait, () => this.open());
+  }
+
+  fail(error) {
+    this.closeError = error;
+    this.emit("error", error);
+    this.dropSocket();
+    this.failAll(error);
+    this.closing = true;
+    this.setState("closed");
+  }
+
+  /** After a close code: what to do next (docs/protocol.md, "Close codes"). */
+  closed(code, reason) {
+    if (FINAL.has(code)) {
+      this.fail(new ChatError("forbidden", `closed ${code}: ${reason}`));
+    } else if (code === 4401) {
+      this.token = null; // expired: the next connection asks for a fresh one
+      this.lost(0);
+    } else if (code === 4429) {
+      this.lost(this.backoffOptions.max);
+    } else {
+      this.lost();
+    }
+  }
+
+  async openWebSocket() {
+    let token;
+    try {
+      token = await this.currentToken();
+    } catch (err) {
+      this.emit("error", err);
+      return this.lost();
+    }
+    if (this.closing) return;
+    const ws = new WebSocket(
+      `${this.url.replace(/^http/, "ws")}/v1/ws?access_token=${encodeURIComponent(token)}`);
+    this.socket = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.wsRefusedWhileHttpWorks = 0;
+      this.connectionOpen();
+      this.watchPing(ws);
+    };
+    ws.onmessage = (event) => {
+      this.heard = true;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return; // not ours: the gateway only sends JSON
+      }
+      this.onFrame(frame);
+    };
+    ws.onclose = (event) => {
+      if (this.socket !== ws) return;
+      if (opened) return this.closed(event.code, event.reason);
+      this.refusedBeforeOpen();
+    };
+  }
+
+  /** A WebSocket that never opened: a bad token (the browser hides the 401), the
+   * gateway down, or a proxy that refuses upgrades. The HTTP API tells which. */
+  async refusedBeforeOpen() {
+    this.socket = null;
+    let status = 0;
+    try {
+      const token = await this.currentToken();
+      const response = await fetch(`${this.url}/v1/rooms`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      status = response.status;
+    } catch {
+      status = 0; // unreachable
+    }
+    if (this.closing) return;
+    if (status === 401) {
+      this.token = null;
+      if (this.attempt > 2) return this.fail(new ChatError("unauthorized", "token refused", 401));
+      return this.lost();
+    }
+    if (status >= 200 && status < 300 && this.auto) {
+      // Twice in a row, not once: the gateway may have come up between the two tries.
+      this.wsRefusedWhileHttpWorks += 1;
+      if (this.wsRefusedWhileHttpWorks >= 2) {
+        this.useSse("the WebSocket is refused but HTTP works");
+        return this.lost(0);
+      }
+    }
+    this.lost();
+  }
+
+  watchPing(ws) {
+    this.heard = true;
+    const check = () => {
+      if (this.socket !== ws) return;
+      if (!this.heard) {
+        ws.onclose = null; // silent for a whole interval after a ping: the link is dead
+        return this.lost();
+      }
+      this.heard = false;
+      this.frame({ type: "ping" }); // its pong (or any frame) proves the link
+      this.pingTimer = setTimeout(check, this.pingInterval);
+    };
+    this.pingTimer = setTimeout(check, this.pingInterval);
+  }
+
+  /** A connection (WebSocket or stream) is open: subscribe every room, resend. */
+  connectionOpen() {
+    this.awaiting = new Set(this.rooms.keys());
+    if (this.transport === "websocket") {
+      for (const room of this.rooms.keys()) this.subscribeFrame(room);
+    }
+    for (const clientId of this.pending.keys()) this.sendOnWire(clientId);
+    this.maybeSettled();
+  }
+
+  /** Every room is subscribed (again): connected the first time, resumed after a loss.
+   * (A stream reopened to add a room, on SSE, changes no state.) */
+  maybeSettled() {
+    if (this.awaiting && this.awaiting.size === 0) {
+      this.awaiting = null;
+      this.attempt = 0;
+      if (this.state === "connecting") this.setState("connected");
+      else if (this.state === "reconnecting") this.setState("resumed");
+    }
+  }
+
+  get isOpen() {
+    if (this.transport === "websocket") return this.socket?.readyState === WebSocket.OPEN;
+    return this.streamOpen === true;
+  }
+
+  frame(frame) {
+    if (this.transport === "websocket" && this.isOpen) this.socket.send(JSON.stringify(frame));
+  }
+
+  subscribeFrame(room) {
+    const frame = { type: "subscribe", room };
+    if (this.last.has(room)) frame.since = this.last.get(room);
+    this.frame(frame);
+  }
+
+  subscribeOnWire(rooms) {
+    if (this.transport === "websocket") {
+      if (this.isOpen) {
+        for (const room of rooms) this.awaiting?.add(room);
+        rooms.forEach((room) => this.subscribeFrame(room));
+      }
+    } else {
+      this.reopenStream();
+    }
+  }
+
+  // -- SSE + HTTP -----------------------------------------------------------------------
+
+  reopenStream() {
+    if (this.state === "idle" || this.closing) return;
+    if (this.socket instanceof AbortController) {
+      this.dropSocket();
+      this.openStream();
+    } else if (this.streamOpen === false && this.state !== "reconnecting") {
+      this.openStream();
+    }
+  }
+
+  /** SSE over fetch, not EventSource: the token goes in a header, and the status of a
+   * refusal (401, 403 for a room) is visible, which EventSource hides. */
+  async openStream() {
+    this.streamOpen = false;
+    const rooms = [...this.rooms.keys()];
+    if (rooms.length === 0) {
+      // Nothing to stream: an SSE stream names at least one room. Sends still go.
+      this.awaiting = new Set();
+      for (const clientId of this.pending.keys()) this.sendOnWire(clientId);
+      return this.maybeSettled();
+    }
+    const controller = new AbortController();
+    this.socket = controller;
+    const since = rooms.filter((r) => this.last.has(r)).map((r) => `${r}:${this.last.get(r)}`);
+    const query = `rooms=${rooms.join(",")}` + (since.length ? `&since=${since.join(",")}` : "");
+    let response;
+    try {
+      const token = await this.currentToken();
+      response = await fetch(`${this.url}/v1/sse?${query}`, {
+        headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
+        signal: controller.signal,
+        cache: "no-store",
+      });
+    } catch (err) {
+      if (this.socket === controller) this.lost();
+      return;
+    }
+    if (this.socket !== controller) return;
+    if (!response.ok) return this.streamRefused(response);
+    this.streamOpen = true;
+    this.awaiting = new Set(rooms);
+    for (const clientId of this.pending.keys()) this.sendOnWire(clientId);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    const parser = new SseParser();
+    const watchdog = () => {
+      // The server writes a comment at least every BURROW_SSE_HEARTBEAT (15 s).
+      this.streamTimer = this.later(45000, () => controller.abort());
+    };
+    watchdog();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        clearTimeout(this.streamTimer);
+        this.timers.delete(this.streamTimer);
+        watchdog();
+        for (const event of parser.feed(value)) {
+          if (event.event === "comment") continue;
+          const frame = JSON.parse(event.data);
+          if (event.event === "close") {
+            this.streamOpen = false;
+            this.socket = null;
+            return this.closed(frame.code, frame.reason);
+          }
+          this.onFrame(frame);
+        }
+      }
+    } catch {
+      /* aborted or cut: handled below */
+    } finally {
+      clearTimeout(this.streamTimer);
+    }
+    if (this.socket === controller) {
+      this.streamOpen = false;
+      this.lost();
+    }
+  }
+
+  async streamRefused(response) {
+    let error = {};
+    try {
+      error = (await response.json()).error ?? {};
+    } catch {
+      /* not JSON */
+    }
+    this.socket = null;
+    if (response.status === 401) {
+      this.token = null;
+      if (this.attempt > 2) return this.fail(new ChatError("unauthorized", error.message ?? "token refused", 401));
+      return this.lost(this.attempt === 0 ? 0 : undefined);
+    }
+    if (response.status === 403 && error.room && this.rooms.has(error.room)) {
+      // Not (or no longer) a member: that room fails, the others stream on.
+      this.refuseRoom(error.room, new ChatError("forbidden", error.message, 403));
+      this.streamOpen = false;
+      return this.openStream();
+    }
+    if (response.status >= 400 && response.status < 500 && response.status !== 429) {
+      return this.fail(new ChatError(error.code ?? "bad_request", error.message ?? "", response.status));
+    }
+    this.lost();
+  }
+
+  refuseRoom(room, error) {
+    const entry = this.rooms.get(room);
+    this.rooms.delete(room);
+    this.last.delete(room);
+    this.awaiting?.delete(room);
+    for (const waiter of entry?.waiters ?? []) waiter.reject(error);
+    this.emit("error", error);
+  }
+
+  async httpSend(clientId) {
+    const pending = this.pending.get(clientId);
+    if (!pending || pending.inFlight) return;
+    pending.inFlight = true;
+    let ack = null;
+    let retry = null;
+    try {
+      ack = await this.api("POST", `/v1/rooms/${pending.room}/messages`, { body: pending.body },
+        { "Idempotency-Key": clientId });
+    } catch (err) {
+      if (!(err instanceof ChatError) || RETRYABLE.has(err.code) || err.status >= 500) retry = err;
+      else {
+        this.pending.delete(clientId);
+        pending.reject(err);
+      }
+    } finally {
+      pending.inFlight = false;
+    }
+    if (ack) this.onAck({ type: "ack", ...ack });
+    else if (retry) this.retrySend(clientId, 0);
+  }
+
+  // -- frames from the server -----------------------------------------------------------
+
+  sendOnWire(clientId) {
+    const pending = this.pending.get(clientId);
+    if (!pending) return;
+    if (this.transport === "sse") return this.httpSend(clientId);
+    this.frame({ type: "send", room: pending.room, client_id: clientId, body: pending.body });
+  }
+
+  retrySend(clientId, afterMs) {
+    const pending = this.pending.get(clientId);
+    if (!pending || pending.timer) return;
+    const wait = Math.max(afterMs, backoff(pending.attempt, this.backoffOptions.initial, this.backoffOptions.max));
+    pending.attempt += 1;
+    pending.timer = this.later(wait, () => {
+      pending.timer = null;
+      this.sendOnWire(clientId);
+    });
+  }
+
+  onAck(frame) {
+    const pending = this.pending.get(frame.client_id);
+    if (!pending) return;
+    this.pending.delete(frame.client_id);
+    if (pending.timer) clearTimeout(pending.timer);
+    pending.resolve({ room: frame.room, seq: frame.seq, id: frame.id, client_id: frame.client_id });
+  }
+
+  onFrame(frame) {
+    switch (frame.type) {
+      case "message": {
+        const last = this.last.get(frame.room) ?? 0;
+        if (frame.seq <= last) return; // seen: a repeat across a resume
+        if (this.last.has(frame.room) && frame.seq !== last + 1) {
+          this.violations.push(`${frame.room}: seq ${frame.seq} after ${last}`);
+        }
+        this.last.set(frame.room, frame.seq);
+        this.emit("message", frame);
+        return;
+      }
+      case "ack":
+        return this.onAck(frame);
+      case "subscribed": {
+        if (!this.last.has(frame.room)) this.last.set(frame.room, frame.since);
+        const entry = this.rooms.get(frame.room);
+        for (const waiter of entry?.waiters.splice(0) ?? []) waiter.resolve(frame.since);
+        this.awaiting?.delete(frame.room);
+        return this.maybeSettled();
+      }
+      case "unsubscribed":
+        if (frame.reason === "removed") {
+          this.refuseRoom(frame.room, new ChatError("removed", `removed from ${frame.room}`));
+        }
+        return this.emit("unsubscribed", frame);
+      case "error":
+        return this.onError(frame);
+      case "presence":
+      case "typing":
+        return this.emit(frame.type, frame);
+      default:
+        return; // pong and anything newer than this client
+    }
+  }
+
+  onError(frame) {
+    const error = new ChatError(frame.code, frame.message);
+    if (frame.client_id && this.pending.has(frame.client_id)) {
+      if (RETRYABLE.has(frame.code)) {
+        return this.retrySend(frame.client_id, frame.retry_after_ms ?? 0);
+      }
+      const pending = this.pending.get(frame.client_id);
+      this.pending.delete(frame.client_id);
+      return pending.reject(error);
+    }
+    if (frame.room && this.rooms.has(frame.room) && !frame.client_id) {
+      if (RETRYABLE.has(frame.code)) {
+        // the subscribe could not be served now: again after a back-off
+        return this.later(backoff(this.attempt), () => this.subscribeOnWire([frame.room]));
+      }
+      return this.refuseRoom(frame.room, error);
+    }
+    this.emit("error", error);
+  }
+
+  failAll(error) {
+    for (const pending of this.pending.values()) pending.reject(error);
+    this.pending.clear();
+    for (const entry of this.rooms.values()) {
+      for (const waiter of entry.waiters.splice(0)) waiter.reject(error);
+    }
+  }
+}

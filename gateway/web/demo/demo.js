@@ -1,0 +1,323 @@
+// The development demo: a whole chat on the browser client (/client/burrow.js), no build.
+// Everything a user types is shown with textContent, never as HTML.
+import { BurrowClient, ChatError } from "/client/burrow.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const TYPING_SHOWN_MS = 6000; // about twice the server's typing interval (3 s)
+const HISTORY = 50;
+const MAX_SEQ = 2 ** 53;
+
+const demo = {
+  client: null,
+  user: null,
+  active: null,
+  rooms: new Map(), // id -> {id, name, role, readSeq, messages: Map(seq -> message), dividerAt}
+  online: new Map(), // user -> {online, version}
+  typing: new Map(), // room -> Map(user -> until ms)
+  pending: new Map(), // client_id -> {room, body}
+  states: [],
+};
+window.burrowDemo = demo; // for the browser tests and for poking at it in the console
+
+async function devToken(user) {
+  const response = await fetch("/v1/dev/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user }),
+  });
+  const data = await response.json();
+  if (!response.ok) throw new ChatError(data.error?.code ?? "error", data.error?.message ?? "");
+  return data.token;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function clock(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+// -- rendering ------------------------------------------------------------------------
+
+function lastSeq(room) {
+  let last = 0;
+  for (const seq of room.messages.keys()) last = Math.max(last, seq);
+  return last;
+}
+
+function renderRooms() {
+  const list = $("rooms");
+  list.replaceChildren();
+  for (const room of [...demo.rooms.values()].sort((a, b) => a.id.localeCompare(b.id))) {
+    const item = el("li", room.id === demo.active ? "active" : "");
+    item.dataset.room = room.id;
+    item.append(el("span", "name", room.name || room.id));
+    const unread = [...room.messages.keys()].filter((s) => s > room.readSeq).length;
+    if (unread && room.id !== demo.active) item.append(el("span", "unread", String(unread)));
+    item.addEventListener("click", () => openRoom(room.id));
+    list.append(item);
+  }
+  $("empty").hidden = demo.rooms.size > 0 && demo.active !== null;
+}
+
+function renderMessages() {
+  const room = demo.rooms.get(demo.active);
+  const list = $("messages");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.replaceChildren();
+  if (!room) return;
+  for (const seq of [...room.messages.keys()].sort((a, b) => a - b)) {
+    const message = room.messages.get(seq);
+    if (room.dividerAt !== null && seq === room.dividerAt) list.append(el("li", "divider", "new"));
+    const item = el("li", "message");
+    item.dataset.seq = String(seq);
+    item.dataset.sender = message.sender;
+    item.append(el("span", "time", clock(message.ts)), el("span", "seq", `#${seq}`),
+      el("span", "sender", message.sender), el("span", "body", message.body));
+    list.append(item);
+  }
+  if (atBottom) list.scrollTop = list.scrollHeight;
+  const pending = $("pending");
+  pending.replaceChildren();
+  for (const [clientId, send] of demo.pending) {
+    if (send.room !== demo.active) continue;
+    const item = el("li", "pending", `${send.body} (sending…)`);
+    item.dataset.clientId = clientId;
+    pending.append(item);
+  }
+}
+
+function renderMembers(members) {
+  const list = $("members");
+  list.replaceChildren();
+  for (const member of members) {
+    const status = demo.online.get(member.user);
+    const online = member.user === demo.user || status?.online;
+    const item = el("li", online ? "member online" : "member offline");
+    item.dataset.user = member.user;
+    item.append(el("span", "dot"), el("span", "name", member.user));
+    if (member.read_seq !== undefined) item.append(el("span", "read", `read #${member.read_seq}`));
+    list.append(item);
+  }
+}
+
+function renderTyping() {
+  const now = Date.now();
+  const typing = demo.typing.get(demo.active) ?? new Map();
+  const who = [...typing].filter(([, until]) => until > now).map(([user]) => user);
+  $("typing").textContent = who.length ? `${who.join(", ")} ${who.length > 1 ? "are" : "is"} typing…` : "";
+}
+
+function showState(state) {
+  demo.states.push(state);
+  const badge = $("state");
+  badge.dataset.state = state;
+  badge.textContent = { connecting: "connecting…", reconnecting: "reconnecting…" }[state] ?? state;
+}
+
+// -- rooms ----------------------------------------------------------------------------
+
+let membersOfActive = [];
+
+async function refreshMembers() {
+  if (!demo.active) return;
+  const room = demo.active;
+  try {
+    const [members, presence] = await Promise.all([
+      demo.client.members(room), demo.client.presence(room)]);
+    for (const entry of presence) {
+      const known = demo.online.get(entry.user);
+      // the answer has no version: it stands until a newer event arrives
+      if (!known || known.fromFetch) demo.online.set(entry.user, { online: entry.online, version: -1, fromFetch: true });
+    }
+    if (room === demo.active) {
+      membersOfActive = members;
+      renderMembers(members);
+    }
+  } catch (err) {
+    $("room-error").textContent = err.message;
+  }
+}
+
+async function openRoom(id) {
+  demo.active = id;
+  const room = demo.rooms.get(id);
+  $("room").hidden = false;
+  $("room-title").textContent = room.name ? `${room.name} (${room.id})` : room.id;
+  $("add-member").hidden = room.role !== "owner";
+  $("room-error").textContent = "";
+  room.dividerAt = [...room.messages.keys()].sort((a, b) => a - b).find((s) => s > room.readSeq) ?? null;
+  renderRooms();
+  renderMessages();
+  renderTyping();
+  markRead();
+  await refreshMembers();
+  $("compose-body").focus();
+}
+
+/** Load a room's newest messages, then follow it from the last one (no gap, no repeat). */
+async function follow(info) {
+  const room = { id: info.id, name: info.name, role: info.role, readSeq: info.read_seq ?? 0,
+    messages: new Map(), dividerAt: null };
+  demo.rooms.set(info.id, room);
+  const newest = await demo.client.history(info.id, { before: MAX_SEQ, limit: HISTORY });
+  for (const message of newest) room.messages.set(message.seq, message);
+  await demo.client.subscribe(info.id, { since: lastSeq(room) });
+}
+
+async function refreshRooms() {
+  try {
+    const rooms = await demo.client.listRooms();
+    await Promise.all(rooms.filter((r) => !demo.rooms.has(r.id)).map(follow));
+    renderRooms();
+    if (!demo.active && demo.rooms.size) await openRoom(rooms[0].id);
+    else await refreshMembers(); // their read pointers move
+  } catch (err) {
+    if (!(err instanceof TypeError)) console.warn("rooms not refreshed:", err); // offline: later
+  }
+}
+
+function markRead() {
+  const room = demo.rooms.get(demo.active);
+  if (!room || document.visibilityState !== "visible") return;
+  const last = lastSeq(room);
+  if (last > room.readSeq) {
+    room.readSeq = last;
+    demo.client.read(room.id, last);
+  }
+}
+
+// -- events ---------------------------------------------------------------------------
+
+function onMessage(message) {
+  const room = demo.rooms.get(message.room);
+  if (!room) return;
+  room.messages.set(message.seq, message);
+  demo.typing.get(message.room)?.delete(message.sender);
+  if (message.room === demo.active) {
+    renderMessages();
+    renderTyping();
+    markRead();
+  }
+  renderRooms();
+}
+
+function onPresence(event) {
+  const known = demo.online.get(event.user);
+  if (known && !known.fromFetch && known.version > event.version) return; // older news
+  demo.online.set(event.user, { online: event.status === "online", version: event.version });
+  renderMembers(membersOfActive);
+}
+
+function onTyping(event) {
+  if (!demo.typing.has(event.room)) demo.typing.set(event.room, new Map());
+  demo.typing.get(event.room).set(event.user, Date.now() + TYPING_SHOWN_MS);
+  renderTyping();
+  setTimeout(renderTyping, TYPING_SHOWN_MS + 50);
+}
+
+async function sendMessage(body) {
+  const room = demo.active;
+  const clientId = crypto.randomUUID().replace(/-/g, "");
+  demo.pending.set(clientId, { room, body });
+  renderMessages();
+  try {
+    await demo.client.send(room, body, { clientId });
+  } catch (err) {
+    $("room-error").textContent = `not sent: ${err.message}`;
+  } finally {
+    demo.pending.delete(clientId);
+    renderMessages();
+  }
+}
+
+async function start(user) {
+  demo.user = user;
+  const transport = params.get("transport") ?? "auto";
+  const client = new BurrowClient({ url: location.origin, token: () => devToken(user), transport });
+  demo.client = client;
+  client.on("state", (state) => {
+    showState(state);
+    if (state === "resumed") refreshMembers();
+  });
+  client.on("transport", (t) => { $("transport").textContent = `${t.transport} (${t.reason})`; });
+  client.on("message", onMessage);
+  client.on("presence", onPresence);
+  client.on("typing", onTyping);
+  client.on("error", (err) => { $("room-error").textContent = err.message; });
+  client.on("unsubscribed", (frame) => {
+    if (frame.reason !== "removed") return;
+    demo.rooms.delete(frame.room);
+    if (demo.active === frame.room) demo.active = null;
+    renderRooms();
+  });
+  $("me").textContent = user;
+  $("login").hidden = true;
+  $("chat").hidden = false;
+  $("transport").textContent = client.transport;
+  await client.connect();
+  await refreshRooms();
+  setInterval(refreshRooms, 10000); // rooms someone added me to
+}
+
+$("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const user = $("login-user").value.trim();
+  try {
+    await devToken(user); // a clear error here rather than a reconnect loop later
+    history.replaceState(null, "", `?${new URLSearchParams({ ...Object.fromEntries(params), user })}`);
+    await start(user);
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
+});
+
+$("create").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const id = $("create-id").value.trim();
+  const members = $("create-members").value.split(",").map((m) => m.trim()).filter(Boolean);
+  try {
+    const room = await demo.client.createRoom(id, { members });
+    $("create-error").textContent = "";
+    $("create").reset();
+    await follow({ ...room, read_seq: 0 });
+    await openRoom(id);
+  } catch (err) {
+    $("create-error").textContent = err.message;
+  }
+});
+
+$("add-member").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const user = $("add-member-user").value.trim();
+  try {
+    await demo.client.addMember(demo.active, user);
+    $("add-member").reset();
+    $("add-member-error").textContent = "";
+    await refreshMembers();
+  } catch (err) {
+    $("add-member-error").textContent = err.message;
+  }
+});
+
+$("compose").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("compose-body");
+  const body = input.value;
+  if (!body.trim() || !demo.active) return;
+  input.value = "";
+  sendMessage(body);
+});
+$("compose-body").addEventListener("input", () => demo.active && demo.client.typing(demo.active));
+$("refresh").addEventListener("click", refreshRooms);
+document.addEventListener("visibilitychange", markRead);
+
+if (params.get("user")) {
+  $("login-user").value = params.get("user");
+  start(params.get("user")).catch((err) => { $("login-error").textContent = err.message; });
+}
