@@ -103,7 +103,8 @@ export class SseParser {
  * Options: `url` (the gateway, http(s)://host:port), `token` (a function returning a JWT
  * or a promise of one; called before each connection and after a 401 / 4401),
  * `transport` ("auto", "websocket" or "sse"), `backoff` ({initial, max} ms),
- * `pingInterval` (ms between liveness checks of a quiet WebSocket).
+ * `pingInterval` (ms between liveness checks of a quiet WebSocket), `typingInterval`
+ * (ms, at least the server's BURROW_TYPING_INTERVAL).
  */
 export class BurrowClient {
   constructor(options) {
@@ -130,11 +131,14 @@ export class BurrowClient {
     this.socket = null; // the WebSocket, or the AbortController of the SSE request
     this.timers = new Set();
     this.typingSent = new Map();
+    this.typingLater = new Map();
+    // the server's BURROW_TYPING_INTERVAL (3 s) and a little: it drops what comes sooner
+    this.typingInterval = options.typingInterval ?? 3100;
     this.readSent = new Map();
   }
 
   /** `on("message" | "state" | "presence" | "typing" | "error" | "unsubscribed" |
-   * "transport", fn)`; returns a function that removes the listener. */
+   * "transport" | "disconnect", fn)`; returns a function that removes the listener. */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
@@ -181,6 +185,7 @@ export class BurrowClient {
     this.closing = true;
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
+    this.typingLater.clear();
     this.dropSocket();
     this.failAll(new ChatError("closed", "client closed"));
     this.setState("closed");
@@ -290,11 +295,21 @@ export class BurrowClient {
     else this.reopenStream();
   }
 
-  /** Tell the room's other members this user is typing (at most every 2 s from here;
-   * the server throttles too). */
+  /** Tell the room's other members this user is typing; call it on every keystroke.
+   * One event per `typingInterval` goes out (the server drops more), the last one at
+   * the end of the interval, so a typist who started within it is still announced. */
   typing(room) {
     const now = Date.now();
-    if (now - (this.typingSent.get(room) ?? 0) < 2000) return;
+    const wait = (this.typingSent.get(room) ?? -Infinity) + this.typingInterval - now;
+    if (wait > 0) {
+      if (!this.typingLater.has(room)) {
+        this.typingLater.set(room, this.later(wait, () => {
+          this.typingLater.delete(room);
+          this.typing(room);
+        }));
+      }
+      return;
+    }
     this.typingSent.set(room, now);
     if (this.transport === "websocket") this.frame({ type: "typing", room });
     else this.api("POST", `/v1/rooms/${room}/typing`).catch(() => {}); // best effort
@@ -369,6 +384,7 @@ export class BurrowClient {
 
   /** After a close code: what to do next (docs/protocol.md, "Close codes"). */
   closed(code, reason) {
+    this.emit("disconnect", { code, reason });
     if (FINAL.has(code)) {
       this.fail(new ChatError("forbidden", `closed ${code}: ${reason}`));
     } else if (code === 4401) {

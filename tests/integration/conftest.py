@@ -56,11 +56,13 @@ Start = Callable[..., Running]
 
 @pytest.fixture
 def start(process_env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
-    """``start(kind, amqp_url, mongo_url, *args, **env)``: kind is gateway or worker."""
+    """``start(kind, amqp_url, mongo_url, *args, port=None, **env)``: kind is gateway or
+    worker; *port* (default: a free one) is the gateway's, or the worker's probes'."""
     started: list[AppProcess] = []
 
-    def run(kind: str, amqp_url: str, mongo_url: str, *args: str, **extra: str) -> Running:
-        port = ports.free_port()
+    def run(kind: str, amqp_url: str, mongo_url: str, *args: str, port: int | None = None,
+            **extra: str) -> Running:
+        port = port or ports.free_port()
         env = {**process_env, "BURROW_AMQP_URL": amqp_url, "BURROW_MONGO_URL": mongo_url,
                **extra}
         env["BURROW_PORT" if kind == "gateway" else "BURROW_METRICS_PORT"] = str(port)
@@ -95,9 +97,10 @@ class Stack:
     sequencers: list[Running] = field(default_factory=list)
     clients: list[ChatClient] = field(default_factory=list)
 
-    def add_gateway(self, **env: str) -> Running:
+    def add_gateway(self, port: int | None = None, **env: str) -> Running:
+        """Start a gateway (on *port*: say, where a killed one listened) and wait until ready."""
         gateway = self.start("gateway", self.vhost.url("burrow-gateway"), self.mongo_url,
-                             **env)
+                             port=port, **env)
         gateway.wait("up", "up")
         self.gateways.append(gateway)
         return gateway

@@ -101,7 +101,9 @@ function renderMembers(members) {
     const item = el("li", online ? "member online" : "member offline");
     item.dataset.user = member.user;
     item.append(el("span", "dot"), el("span", "name", member.user));
-    if (member.read_seq !== undefined) item.append(el("span", "read", `read #${member.read_seq}`));
+    // my own pointer as I move it; the others' as of the last fetch (every 10 s)
+    const read = member.user === demo.user ? demo.rooms.get(demo.active)?.readSeq : member.read_seq;
+    if (read !== undefined) item.append(el("span", "read", `read #${read}`));
     list.append(item);
   }
 }
@@ -189,6 +191,7 @@ function markRead() {
   if (last > room.readSeq) {
     room.readSeq = last;
     demo.client.read(room.id, last);
+    renderMembers(membersOfActive);
   }
 }
 
@@ -313,7 +316,9 @@ $("compose").addEventListener("submit", (event) => {
   input.value = "";
   sendMessage(body);
 });
-$("compose-body").addEventListener("input", () => demo.active && demo.client.typing(demo.active));
+$("compose-body").addEventListener("input", (event) => {
+  if (demo.active && event.target.value) demo.client.typing(demo.active);
+});
 $("refresh").addEventListener("click", refreshRooms);
 document.addEventListener("visibilitychange", markRead);
 
