@@ -17,6 +17,7 @@
 // sends when a WebSocket cannot be opened but the HTTP API answers (a proxy that strips
 // upgrades), with the same guarantees.
 
+const ROOM_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const RETRYABLE = new Set(["timeout", "unavailable", "rate_limited"]);
 // Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
 const FINAL = new Set([4403]);
@@ -45,6 +46,10 @@ export function tokenExpiry(token) {
   } catch {
     return null;
   }
+}
+
+function badRoom(room) {
+  return new ChatError("bad_room", `room ids match [A-Za-z0-9_-]{1,64}, not ${JSON.stringify(room)}`);
 }
 
 function newClientId() {
@@ -250,7 +255,7 @@ export class BurrowClient {
 
   /** Add *user* to *room* (owners and admins). */
   addMember(room, user) {
-    return this.api("PUT", `/v1/rooms/${room}/members/${encodeURIComponent(user)}`);
+    return this.api("PUT", `/v1/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(user)}`);
   }
 
   /** Stored messages, ascending: {after, before, limit}; only `before`: the newest. */
@@ -259,18 +264,18 @@ export class BurrowClient {
     for (const [key, value] of Object.entries({ after, before, limit })) {
       if (value !== undefined) query.set(key, String(value));
     }
-    return (await this.api("GET", `/v1/rooms/${room}/messages?${query}`)).messages;
+    return (await this.api("GET", `/v1/rooms/${encodeURIComponent(room)}/messages?${query}`)).messages;
   }
 
   /** Who of *room* is online now: [{user, online, active}]. Subscribe first, then
    * apply the presence events that follow (docs/protocol.md, "Presence and typing"). */
   async presence(room) {
-    return (await this.api("GET", `/v1/rooms/${room}/presence`)).members;
+    return (await this.api("GET", `/v1/rooms/${encodeURIComponent(room)}/presence`)).members;
   }
 
   /** My read pointers and roles of *room*'s members: [{user, role, read_seq}]. */
   async members(room) {
-    return (await this.api("GET", `/v1/rooms/${room}/members`)).members;
+    return (await this.api("GET", `/v1/rooms/${encodeURIComponent(room)}/members`)).members;
   }
 
   // -- rooms ----------------------------------------------------------------------------
@@ -279,6 +284,7 @@ export class BurrowClient {
    * there (every later message comes, then the live ones); without it, live only. */
   subscribe(room, { since } = {}) {
     return new Promise((resolve, reject) => {
+      if (!ROOM_ID.test(room)) return reject(badRoom(room));
       const entry = this.rooms.get(room) ?? { waiters: [] };
       entry.waiters.push({ resolve, reject });
       this.rooms.set(room, entry);
@@ -312,7 +318,7 @@ export class BurrowClient {
     }
     this.typingSent.set(room, now);
     if (this.transport === "websocket") this.frame({ type: "typing", room });
-    else this.api("POST", `/v1/rooms/${room}/typing`).catch(() => {}); // best effort
+    else this.api("POST", `/v1/rooms/${encodeURIComponent(room)}/typing`).catch(() => {}); // best effort
   }
 
   /** Move this user's read pointer of *room* to *seq* (forward only). */
@@ -320,13 +326,15 @@ export class BurrowClient {
     if (seq <= (this.readSent.get(room) ?? 0)) return;
     this.readSent.set(room, seq);
     if (this.transport === "websocket") this.frame({ type: "read", room, seq });
-    else this.api("PUT", `/v1/rooms/${room}/read`, { seq }).catch(() => this.readSent.delete(room));
+    else this.api("PUT", `/v1/rooms/${encodeURIComponent(room)}/read`, { seq }).catch(() => this.readSent.delete(room));
   }
 
   /** Send; resolves with the ack once stored. Retried with the same client_id across
    * reconnects, timeouts and outages until it is stored or refused for good. */
   send(room, body, { clientId = newClientId() } = {}) {
     return new Promise((resolve, reject) => {
+      // refused here: on SSE a bad room would fail the whole stream, not one call
+      if (!ROOM_ID.test(room)) return reject(badRoom(room));
       this.pending.set(clientId, { room, body, resolve, reject, attempt: 0, timer: null });
       this.sendOnWire(clientId);
     });
@@ -543,12 +551,6 @@ export class BurrowClient {
   async openStream() {
     this.streamOpen = false;
     const rooms = [...this.rooms.keys()];
-    if (rooms.length === 0) {
-      // Nothing to stream: an SSE stream names at least one room. Sends still go.
-      this.awaiting = new Set();
-      for (const clientId of this.pending.keys()) this.sendOnWire(clientId);
-      return this.maybeSettled();
-    }
     const controller = new AbortController();
     this.socket = controller;
     const since = rooms.filter((r) => this.last.has(r)).map((r) => `${r}:${this.last.get(r)}`);
@@ -556,7 +558,9 @@ export class BurrowClient {
     let response;
     try {
       const token = await this.currentToken();
-      response = await fetch(`${this.url}/v1/sse?${query}`, {
+      // A stream names at least one room; with none, check the token (and the gateway)
+      // with my room list instead, so that connect() means the same on every transport.
+      response = await fetch(rooms.length ? `${this.url}/v1/sse?${query}` : `${this.url}/v1/rooms`, {
         headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
         signal: controller.signal,
         cache: "no-store",
@@ -567,6 +571,12 @@ export class BurrowClient {
     }
     if (this.socket !== controller) return;
     if (!response.ok) return this.streamRefused(response);
+    if (rooms.length === 0) {
+      this.socket = null;
+      this.awaiting = new Set();
+      for (const clientId of this.pending.keys()) this.sendOnWire(clientId);
+      return this.maybeSettled();
+    }
     this.streamOpen = true;
     this.awaiting = new Set(rooms);
     for (const clientId of this.pending.keys()) this.sendOnWire(clientId);
@@ -647,7 +657,7 @@ export class BurrowClient {
     let ack = null;
     let retry = null;
     try {
-      ack = await this.api("POST", `/v1/rooms/${pending.room}/messages`, { body: pending.body },
+      ack = await this.api("POST", `/v1/rooms/${encodeURIComponent(pending.room)}/messages`, { body: pending.body },
         { "Idempotency-Key": clientId });
     } catch (err) {
       if (!(err instanceof ChatError) || RETRYABLE.has(err.code) || err.status >= 500) retry = err;

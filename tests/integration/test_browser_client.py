@@ -1,0 +1,151 @@
+"""burrow.js on its own, in Chromium: what the demo does not show on screen.
+
+A token that expires on an open connection (4401) is replaced through ``token()`` and
+the rooms resume; a refused token and a room the user is not in fail with clear errors
+on both transports; the SSE parser and the back-off hold on awkward input. The module is
+loaded from the gateway (``/client/burrow.js``) into a page of the demo's origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page
+
+from tests.browser import PageLog, chromium
+from tests.conftest import Vhost
+from tests.integration.conftest import Stack, Start
+
+pytestmark = pytest.mark.integration
+
+# In the page: a client for *user* whose tokens come from the dev login with *ttl*.
+SETUP = """
+window.lib = await import("/client/burrow.js");
+window.minted = 0;
+window.makeClient = (user, ttl, transport = "auto", token) => {
+  const client = new lib.BurrowClient({
+    url: location.origin, transport, backoff: { initial: 100, max: 400 },
+    token: token ?? (async () => {
+      minted += 1;
+      const r = await fetch("/v1/dev/token", { method: "POST",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ user, ttl }) });
+      return (await r.json()).token;
+    }),
+  });
+  client.seen = { states: [], disconnects: [], messages: [] };
+  client.on("state", (s) => client.seen.states.push(s));
+  client.on("disconnect", (d) => client.seen.disconnects.push(d.code));
+  client.on("message", (m) => client.seen.messages.push([m.room, m.seq, m.body]));
+  return client;
+};
+window.until = (client, state, ms = 20000) => new Promise((resolve, reject) => {
+  if (client.state === state) return resolve();
+  const timer = setTimeout(() => reject(new Error(`no ${state} in ${ms} ms: ${client.seen.states}`)), ms);
+  const off = client.on("state", (s) => { if (s === state) { clearTimeout(timer); off(); resolve(); } });
+});
+window.failure = async (promise) => {
+  try { await promise; return null; } catch (err) { return [err.name, err.code, err.status]; }
+};
+"""
+
+
+@pytest.fixture
+async def page(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Page]:
+    stack = Stack(start, vhost, mongo_url)
+    stack.add_sequencer()
+    gateway = stack.add_gateway(BURROW_DEV_MODE="true")
+    stack.room("theirs", "dave")  # a room carol is not in
+    async with chromium() as browser:
+        page = await new_page(browser)
+        log = PageLog(page, "page")
+        await page.goto(gateway.url("/demo/"))
+        await page.evaluate(f"async () => {{ {SETUP} }}")
+        yield page
+        assert log.errors == [], log
+
+
+async def new_page(browser: Browser) -> Page:
+    return await (await browser.new_context()).new_page()
+
+
+async def run(page: Page, body: str) -> Any:
+    return await page.evaluate(f"async () => {{ {body} }}")
+
+
+async def test_a_token_that_expires_on_the_connection_is_refreshed_and_rooms_resume(
+        page: Page) -> None:
+    result = await run(page, """
+        const client = makeClient("carol", 2);  // each token lives 2 s
+        await client.connect();
+        await client.createRoom("refresh");
+        await client.subscribe("refresh", { since: 0 });
+        const first = await client.send("refresh", "before");
+        await until(client, "reconnecting");     // the gateway closed it: 4401
+        await until(client, "resumed");
+        const second = await client.send("refresh", "after");
+        await new Promise((r) => setTimeout(r, 0));
+        while (client.seen.messages.length < 2) await new Promise((r) => setTimeout(r, 50));
+        client.close();
+        return { first: first.seq, second: second.seq, minted, seen: client.seen };
+    """)
+    assert (result["first"], result["second"]) == (1, 2)
+    assert 4401 in result["seen"]["disconnects"]
+    assert result["minted"] >= 2  # a fresh token for the reconnect
+    assert result["seen"]["messages"] == [["refresh", 1, "before"], ["refresh", 2, "after"]]
+    states = result["seen"]["states"]
+    assert states[:2] == ["connecting", "connected"] and "resumed" in states
+    assert states[-1] == "closed"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_refused_tokens_and_rooms_fail_clearly(page: Page, transport: str) -> None:
+    result = await run(page, f"""
+        const bad = makeClient("carol", 60, "{transport}", () => "not-a-token");
+        const refused = await failure(bad.connect());
+        const client = makeClient("carol", 60, "{transport}");
+        await client.connect();
+        await client.createRoom("mine");
+        const room = await failure(client.subscribe("theirs", {{ since: 0 }}));
+        const send = await failure(client.send("theirs", "let me in"));
+        const badRoom = await failure(client.send("no spaces allowed", "x"));
+        // the refusals cost nothing else: my own room still works
+        await client.subscribe("mine", {{ since: 0 }});
+        const ack = await client.send("mine", "still here");
+        client.close();
+        return {{ refused, badState: bad.state, room, send, badRoom, ack: ack.seq,
+                 transport: client.transport }};
+    """)
+    assert result["refused"][:2] == ["ChatError", "unauthorized"]
+    assert result["badState"] == "closed"
+    assert result["room"][:2] == ["ChatError", "forbidden"]
+    assert result["send"][:2] == ["ChatError", "forbidden"]
+    assert result["badRoom"][:2] == ["ChatError", "bad_room"]
+    assert (result["ack"], result["transport"]) == (1, transport)
+
+
+async def test_the_sse_parser_and_the_back_off(page: Page) -> None:
+    result = await run(page, r"""
+        const parser = new lib.SseParser();
+        const events = [];
+        // split mid-line and mid-CRLF, a comment, multi-line data, no space after colon
+        for (const chunk of ["retry: 2000\n\nid: a:1\r", "\nevent: message\ndata: {\"x\"",
+                             ":1}\n\n: keepalive\n\nevent:typing\ndata:line1\ndata: line2\n",
+                             "\nevent: close\n", "data: {}\n\n"]) {
+          events.push(...parser.feed(chunk));
+        }
+        const waits = [0, 1, 2, 3, 10].map((n) => [lib.backoff(n, 500, 8000, () => 0),
+                                                   lib.backoff(n, 500, 8000, () => 0.999)]);
+        return { events, waits, expiry: lib.tokenExpiry("x.eyJleHAiOjE3fQ.y"),
+                 garbage: lib.tokenExpiry("garbage") };
+    """)
+    assert result["events"] == [
+        {"event": "message", "data": '{"x":1}', "id": "a:1"},
+        {"event": "comment", "data": " keepalive", "id": None},
+        {"event": "typing", "data": "line1\nline2", "id": None},
+        {"event": "close", "data": "{}", "id": None},
+    ]
+    assert [low for low, _ in result["waits"]] == [250, 500, 1000, 2000, 4000]
+    assert [round(high) for _, high in result["waits"]] == [750, 1499, 2998, 5996, 11992]
+    assert (result["expiry"], result["garbage"]) == (17, None)
