@@ -19,8 +19,8 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 
 from tests.browser import NO_WEBSOCKET, PageLog, chromium, messages, shot
-from tests.integration.conftest import Running, Stack, Start
 from tests.conftest import Vhost
+from tests.integration.conftest import Running, Stack, Start
 
 pytestmark = pytest.mark.integration
 T = 30_000  # ms: what a page may take to show something, on a busy 2-core machine
