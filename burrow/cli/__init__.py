@@ -1,0 +1,285 @@
+"""``burrow``: the command-line client (docs/cli.md).
+
+HTTP commands (rooms, members, history, devices, tokens) go through httpx; ``send`` and
+``tail`` through :class:`burrow.client.ChatClient`, which reconnects, resumes from the
+last seq and resends with the same client_id by itself, so ``burrow tail`` survives a
+gateway restart and ``burrow send`` stores each line once. Errors end the command with a
+one-line message on stderr and an exit code from :mod:`burrow.cli.output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import httpx
+from websockets.exceptions import InvalidStatus
+
+from burrow import tokens
+from burrow.cli import output
+from burrow.cli.output import CliError
+from burrow.client import ChatClient, ChatError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+SUBSCRIBE_TIMEOUT = 30.0
+
+
+@dataclass
+class Target:
+    """Where to talk to and as whom; the token is minted lazily (and again, for a long
+    ``tail``, at every reconnect: dev tokens are short-lived)."""
+
+    url: str
+    token_source: Callable[[], str]
+    as_json: bool
+    out: TextIO
+
+    def print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def http(self, method: str, path: str, body: Any = None) -> Any:
+        """The JSON answer (None for 204); raises :exc:`CliError` for any refusal."""
+        try:
+            with httpx.Client(base_url=self.url, timeout=30) as client:
+                response = client.request(method, path, json=body, headers={
+                    "Authorization": f"Bearer {self.token_source()}"})
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from None
+        data = response.json() if response.content else None
+        if response.status_code >= 300:
+            raise output.http_error(response.status_code, data)
+        return data
+
+
+def unreachable(url: str, exc: Exception) -> CliError:
+    return CliError(f"cannot reach the gateway at {url}: {exc or type(exc).__name__}",
+                    output.UNAVAILABLE)
+
+
+def dev_token(url: str, user: str, ttl: int | None, admin: bool, secret: str) -> str:
+    """Mint locally with *secret* (HS256), else ask the gateway's dev login."""
+    roles = ("admin",) if admin else ()
+    if secret:
+        return tokens.mint(secret, user, ttl or 3600, roles)
+    body: dict[str, Any] = {"user": user, **({"ttl": ttl} if ttl else {}),
+                            **({"roles": list(roles)} if roles else {})}
+    try:
+        response = httpx.post(f"{url}/v1/dev/token", json=body, timeout=30)
+    except httpx.TransportError as exc:
+        raise unreachable(url, exc) from None
+    data = response.json() if response.content else None
+    if response.status_code == 404:
+        raise CliError("the gateway is not in dev mode (BURROW_DEV_MODE): give --token, "
+                       "or --secret to mint one", output.NOT_FOUND)
+    if response.status_code != 200:
+        raise output.http_error(response.status_code, data)
+    return str(response.json()["token"])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="burrow", description="Burrow's command-line client.",
+                                epilog="exit codes: " + "; ".join(
+                                    f"{k} {v}" for k, v in output.EXIT_CODES.items()))
+    p.add_argument("--url", default=os.environ.get("BURROW_URL", DEFAULT_URL),
+                   help="the gateway (env BURROW_URL; default %(default)s)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--token", default=os.environ.get("BURROW_TOKEN"),
+                     help="a JWT (env BURROW_TOKEN)")
+    who.add_argument("--user", help="act as USER with a dev token (dev mode, or --secret)")
+    p.add_argument("--secret", default=os.environ.get("BURROW_JWT_SECRET", ""),
+                   help="HS256 secret to mint dev tokens locally (env BURROW_JWT_SECRET)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("token", help="mint a dev token and print it")
+    c.add_argument("name", metavar="USER")
+    c.add_argument("--ttl", type=int, help="seconds it lives")
+    c.add_argument("--admin", action="store_true", help="with roles: [admin]")
+    c.add_argument("--secret", default=argparse.SUPPRESS,
+                   help="mint locally with this HS256 secret (as the global --secret)")
+    sub.add_parser("rooms", help="list my rooms")
+    c = sub.add_parser("create", help="create a room I own")
+    c.add_argument("room")
+    c.add_argument("--name", default="")
+    c.add_argument("--member", action="append", default=[], help="repeat for more")
+    c = sub.add_parser("add", help="add members to a room (owner, admin)")
+    c.add_argument("room")
+    c.add_argument("users", nargs="+", metavar="USER")
+    c = sub.add_parser("remove", help="remove a member (owner, admin, or yourself)")
+    c.add_argument("room")
+    c.add_argument("member", metavar="USER")
+    c = sub.add_parser("members", help="list a room's members")
+    c.add_argument("room")
+    c = sub.add_parser("send", help="send TEXT, or each line of stdin, as messages")
+    c.add_argument("room")
+    c.add_argument("text", nargs="*")
+    c = sub.add_parser("tail", help="print a room's messages as they come (Ctrl-C ends)")
+    c.add_argument("room")
+    c.add_argument("--since", type=int, help="first replay every message after this seq")
+    c.add_argument("--count", type=int, help="exit after this many messages")
+    c = sub.add_parser("history", help="print stored messages")
+    c.add_argument("room")
+    c.add_argument("--after", type=int)
+    c.add_argument("--before", type=int)
+    c.add_argument("--limit", type=int)
+    c = sub.add_parser("device", help="push devices: register, list, remove")
+    dev = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d = dev.add_parser("register")
+    d.add_argument("--platform", choices=("fcm", "apns"), required=True)
+    d.add_argument("--token", dest="device_token", required=True, help="the push token")
+    d.add_argument("--app", default="", help="APNs topic / FCM app id")
+    dev.add_parser("list")
+    d = dev.add_parser("remove")
+    d.add_argument("id")
+    return p
+
+
+def room_path(room: str, rest: str = "") -> str:
+    return f"/v1/rooms/{quote(room, safe='')}{rest}"
+
+
+def run_http(args: argparse.Namespace, target: Target) -> None:
+    show = target.print
+    match args.command:
+        case "rooms":
+            for line in output.rows(target.http("GET", "/v1/rooms")["rooms"],
+                                    ("id", "name", "role", "read_seq"), target.as_json):
+                show(line)
+        case "create":
+            show(output.one(target.http("POST", "/v1/rooms", {
+                "id": args.room, "name": args.name, "members": args.member}),
+                target.as_json))
+        case "add":
+            for user in args.users:
+                show(output.one(target.http("PUT", room_path(args.room, "/members/")
+                                            + quote(user, safe="")), target.as_json))
+        case "remove":
+            target.http("DELETE", room_path(args.room, "/members/") + quote(args.member,
+                                                                            safe=""))
+            show(output.one({"room": args.room, "user": args.member, "removed": True},
+                            target.as_json))
+        case "members":
+            for line in output.rows(target.http("GET", room_path(args.room, "/members"))
+                                    ["members"], ("user", "role", "read_seq"), target.as_json):
+                show(line)
+        case "history":
+            query = {k: v for k in ("after", "before", "limit")
+                     if (v := getattr(args, k)) is not None}
+            path = room_path(args.room, "/messages")
+            if query:
+                path += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+            for message in target.http("GET", path)["messages"]:
+                show(output.message_line(message, target.as_json))
+        case "device":
+            run_device(args, target)
+
+
+def run_device(args: argparse.Namespace, target: Target) -> None:
+    if args.action == "register":
+        show = target.http("POST", "/v1/devices/", {
+            "platform": args.platform, "token": args.device_token, "app": args.app})
+        target.print(output.one(show, target.as_json))
+    elif args.action == "list":
+        for line in output.rows(target.http("GET", "/v1/devices/")["devices"],
+                                ("id", "platform", "app", "token_suffix"), target.as_json):
+            target.print(line)
+    else:
+        target.http("DELETE", f"/v1/devices/{quote(args.id, safe='')}")
+        target.print(output.one({"id": args.id, "removed": True}, target.as_json))
+
+
+async def run_chat(args: argparse.Namespace, target: Target, stdin: TextIO) -> None:
+    def token() -> str:
+        # At a reconnect the gateway (and so its dev login) may be down for a while: an
+        # OSError is what ChatClient retries; anything else ends the command.
+        try:
+            return target.token_source()
+        except CliError as exc:
+            if exc.code == output.UNAVAILABLE:
+                raise OSError(exc.message) from None
+            raise
+
+    client = ChatClient([output.ws_url(target.url)], token)
+    try:
+        await client.connect()
+    except OSError as exc:
+        raise unreachable(target.url, exc) from None
+    except InvalidStatus as exc:
+        raise CliError(f"the gateway refused the connection: HTTP "
+                       f"{exc.response.status_code}",
+                       output.exit_code(exc.response.status_code)) from None
+    try:
+        if args.command == "send":
+            if args.text:
+                await send_line(client, args.room, " ".join(args.text), target)
+            # one message per line, in order: each waits for its ack (read in a thread,
+            # so that the connection is served while stdin is quiet)
+            while not args.text and (line := await asyncio.to_thread(stdin.readline)):
+                if line.strip():
+                    await send_line(client, args.room, line.rstrip("\r\n"), target)
+        else:
+            await tail(client, args, target)
+    finally:
+        await client.close()
+
+
+async def send_line(client: ChatClient, room: str, body: str, target: Target) -> None:
+    ack = await client.send(room, body)
+    target.print(output.ack_line(vars(ack), target.as_json))
+
+
+async def tail(client: ChatClient, args: argparse.Namespace, target: Target) -> None:
+    try:
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+            await client.subscribe(args.room, args.since)
+    except TimeoutError:
+        raise CliError(f"no answer to the subscription within {SUBSCRIBE_TIMEOUT:g}s: the "
+                       "gateway's broker or database is down", output.UNAVAILABLE) from None
+    shown = 0
+    while args.count is None or shown < args.count:
+        message = await client.messages.get()
+        target.print(output.message_line(vars(message), target.as_json))
+        shown += 1
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
+         out: TextIO | None = None) -> int:
+    """Run one command; returns the exit code (the console script exits with it)."""
+    args = parser().parse_args(argv)
+    url = args.url.rstrip("/")
+    try:
+        output.ws_url(url)  # checks the scheme
+        if args.command == "token":
+            print(dev_token(url, args.name, args.ttl, args.admin, args.secret),
+                  file=out or sys.stdout)
+            return output.OK
+
+        def token_source() -> str:
+            if args.user:
+                return dev_token(url, args.user, None, False, args.secret)
+            if not args.token:
+                raise CliError("no token: give --token (or BURROW_TOKEN), or --user NAME "
+                               "against a gateway in dev mode", output.UNAUTHORIZED)
+            return str(args.token)
+
+        target = Target(url, token_source, args.json, out or sys.stdout)
+        if args.command in ("send", "tail"):
+            asyncio.run(run_chat(args, target, stdin or sys.stdin))
+        else:
+            run_http(args, target)
+    except CliError as exc:
+        print(f"burrow: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except ChatError as exc:
+        message = str(exc).removeprefix(f"{exc.code}: ")
+        print(f"burrow: error: {message} ({exc.code})", file=sys.stderr)
+        return output.exit_code(code=exc.code)
+    except KeyboardInterrupt:
+        return output.INTERRUPTED
+    return output.OK

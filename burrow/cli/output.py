@@ -1,0 +1,104 @@
+"""What the CLI prints and how it exits: pure functions, tested without servers.
+
+Readable lines by default; with ``--json`` one JSON object per line (JSON Lines), so a
+script can pipe ``burrow tail`` into ``jq``. Exit codes are part of the interface
+(:data:`EXIT_CODES`, docs/cli.md): scripts branch on them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+OK, REFUSED, USAGE, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, CONFLICT, UNAVAILABLE = range(8)
+INTERRUPTED = 130  # Ctrl-C, as shells count it
+
+EXIT_CODES: Mapping[int, str] = {
+    OK: "done",
+    REFUSED: "the server refused the request (bad input, too large, rate limited...)",
+    USAGE: "wrong command-line arguments",
+    UNAUTHORIZED: "the token is missing, malformed, expired or refused (401, close 4401)",
+    FORBIDDEN: "not allowed: not a member of the room, not its owner (403)",
+    NOT_FOUND: "no such room, member or device (404), or dev mode is off",
+    CONFLICT: "it exists already (409)",
+    UNAVAILABLE: "the gateway cannot be reached, or its broker or database is down (503)",
+    INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+_BY_STATUS = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT,
+              502: UNAVAILABLE, 503: UNAVAILABLE, 504: UNAVAILABLE}
+_BY_CODE = {"unauthorized": UNAUTHORIZED, "forbidden": FORBIDDEN, "not_found": NOT_FOUND,
+            "dev_mode_off": NOT_FOUND, "exists": CONFLICT, "unavailable": UNAVAILABLE,
+            "timeout": UNAVAILABLE, "unreachable": UNAVAILABLE}
+
+
+class CliError(Exception):
+    """Ends the command: *message* goes to stderr, the process exits with *code*."""
+
+    def __init__(self, message: str, code: int = REFUSED) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def exit_code(status: int | None = None, code: str | None = None) -> int:
+    """The exit code for an HTTP status or a Burrow error code (the code wins)."""
+    if code in _BY_CODE:
+        return _BY_CODE[code]
+    return _BY_STATUS.get(status or 0, REFUSED)
+
+
+def http_error(status: int, body: Any) -> CliError:
+    """A CliError from an HTTP error answer ``{"error": {"code", "message"}}``."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return CliError(f"HTTP {status}", exit_code(status))
+    code, message = str(error.get("code", "")), str(error.get("message", ""))
+    return CliError(f"{message} ({code})" if code else message, exit_code(status, code))
+
+
+def ws_url(base: str) -> str:
+    """``http(s)://host:port[/prefix]`` -> the WebSocket URL ``ws(s)://.../v1/ws``."""
+    base = base.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://"):] + "/v1/ws"
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://"):] + "/v1/ws"
+    raise CliError(f"--url must start with http:// or https://, not {base!r}", USAGE)
+
+
+def clock(ts_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
+
+
+def message_line(message: Mapping[str, Any], as_json: bool) -> str:
+    if as_json:
+        return orjson.dumps(dict(message)).decode()
+    return f"[{clock(message['ts'])}] {message['room']} #{message['seq']} " \
+           f"{message['sender']}: {message['body']}"
+
+
+def ack_line(ack: Mapping[str, Any], as_json: bool) -> str:
+    if as_json:
+        return orjson.dumps(dict(ack)).decode()
+    return f"{ack['room']} #{ack['seq']} sent"
+
+
+def rows(items: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> list[str]:
+    """A table as aligned text columns, or one JSON object per row."""
+    if as_json:
+        return [orjson.dumps(item).decode() for item in items]
+    cells = [[str(item.get(c, "")) for c in columns] for item in items]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
+    return [line] + ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells]
+
+
+def one(item: dict[str, Any], as_json: bool) -> str:
+    """One object: JSON, or ``key: value`` pairs."""
+    if as_json:
+        return orjson.dumps(item).decode()
+    return "  ".join(f"{k}: {v}" for k, v in item.items())

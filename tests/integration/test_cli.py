@@ -1,0 +1,158 @@
+"""The ``burrow`` command against the real stack, run as a process (``python -m burrow.cli``).
+
+Send and tail round trip (lines from stdin, one message each, in order), resume from a
+seq, history, rooms and members, devices, dev tokens (local and from a gateway in dev
+mode); and every failure a script must tell apart: a bad or missing token (3), a room
+one is not in (4), nothing there (5), already there (6), no gateway (7), usage (2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import jwt
+import pytest
+
+from burrow.cli import output
+from burrow.devstack import ports
+from tests.conftest import JWT_SECRET
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+T = 60  # seconds a command may take on a busy machine
+
+
+def cli(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``burrow --url URL ARGS...`` to its end (bounded)."""
+    return subprocess.run([sys.executable, "-m", "burrow.cli", "--url", url, *args],
+                          input=stdin, capture_output=True, text=True, timeout=T, check=False)
+
+
+def burrow(stack: Stack, *args: str, user: str | None = None, stdin: str = "",
+           gateway: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as *user* (a test token) against a gateway of the stack."""
+    who = ["--token", stack.token(user)] if user else []
+    return cli(stack.gateways[gateway].url(""), *who, *args, stdin=stdin)
+
+
+def lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+async def test_send_and_tail_round_trip_resume_and_history(stack: Stack) -> None:
+    stack.room("lobby", "alice", "bob")
+    gateway = stack.gateways[0].url("")
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "burrow.cli", "--url", gateway, "--token", stack.token("bob"),
+        "--json", "tail", "lobby", "--since", "0", "--count", "4",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    sent = burrow(stack, "--json", "send", "lobby", user="alice",
+                  stdin="one\ntwo\n\n  \nthree: with spaces \n")
+    acks = [json.loads(line) for line in lines(sent)]
+    assert [(a["room"], a["seq"]) for a in acks] == [("lobby", 1), ("lobby", 2), ("lobby", 3)]
+    assert lines(burrow(stack, "send", "lobby", "hello", "world", user="alice")) == [
+        "lobby #4 sent"]
+    out, err = await asyncio.wait_for(tail.communicate(), T)
+    assert tail.returncode == 0, err
+    got = [json.loads(line) for line in out.decode().splitlines()]
+    assert [(m["seq"], m["sender"], m["body"]) for m in got] == [
+        (1, "alice", "one"), (2, "alice", "two"), (3, "alice", "three: with spaces "),
+        (4, "alice", "hello world")]
+    assert [m["id"] for m in got] == [a["id"] for a in acks] + [got[3]["id"]]
+
+    # resume from a seq: exactly what follows it
+    resumed = lines(burrow(stack, "tail", "lobby", "--since", "2", "--count", "2", user="bob"))
+    assert [line.split("] ", 1)[1] for line in resumed] == [
+        "lobby #3 alice: three: with spaces ", "lobby #4 alice: hello world"]
+    history = lines(burrow(stack, "--json", "history", "lobby", "--after", "1", "--before", "4",
+                           user="bob"))
+    assert [json.loads(line)["seq"] for line in history] == [2, 3]
+
+
+def failed(done: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    message = done.stderr.strip()
+    assert message.startswith("burrow: error: ") and "Traceback" not in message, message
+    for word in words:
+        assert word in message, message
+
+
+async def test_refusals_exit_with_their_codes_and_clear_messages(stack: Stack) -> None:
+    stack.room("club", "alice")
+    url = stack.gateways[0].url("")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return cli(url, *args, stdin=stdin)
+
+    expired = stack.token("alice", ttl=-60)
+    for args in (("send", "club", "hi"), ("tail", "club"), ("rooms",)):
+        failed(run("--token", "not-a-jwt", *args), output.UNAUTHORIZED, "unauthorized")
+        failed(run("--token", expired, *args), output.UNAUTHORIZED, "unauthorized")
+    failed(run("rooms"), output.UNAUTHORIZED, "no token")
+    carol = stack.token("carol")
+    failed(run("--token", carol, "tail", "club", "--since", "0"), output.FORBIDDEN,
+           "not a member of room club")
+    failed(run("--token", carol, "send", "club", stdin="let me in\n"), output.FORBIDDEN,
+           "not a member of room club")
+    failed(run("--token", carol, "history", "club"), output.FORBIDDEN, "not a member")
+    failed(run("--token", carol, "add", "club", "dave"), output.FORBIDDEN, "owner")
+    alice = stack.token("alice")
+    failed(run("--token", alice, "create", "club"), output.CONFLICT, "exists")
+    failed(run("--token", alice, "remove", "club", "zed"), output.NOT_FOUND, "zed")
+    failed(run("--token", alice, "send", "bad room!", "x"), output.REFUSED, "bad_room")
+    failed(run("--token", alice, "send", "club", "x" * 20000), output.REFUSED, "too_large")
+    failed(run("--token", alice, "history", "club", "--limit", "9999"), output.REFUSED,
+           "limit")
+    nobody = f"http://127.0.0.1:{ports.free_port()}"
+    for args in (("rooms",), ("tail", "club")):
+        failed(cli(nobody, "--token", alice, *args), output.UNAVAILABLE,
+               "cannot reach the gateway")
+    usage = run("--token", alice, "tail")
+    assert usage.returncode == output.USAGE and "required" in usage.stderr
+    failed(run("--url", "ftp://x", "--token", alice, "rooms"), output.USAGE, "http://")
+    # nothing of it was stored
+    assert lines(burrow(stack, "--json", "history", "club", user="alice")) == []
+
+
+async def test_dev_tokens_rooms_members_and_devices(stack: Stack) -> None:
+    local = lines(burrow(stack, "token", "zoe", "--secret", JWT_SECRET, "--ttl", "60",
+                         "--admin"))
+    claims = jwt.decode(local[0], JWT_SECRET, algorithms=["HS256"])
+    assert (claims["sub"], claims["exp"] - claims["iat"], claims["roles"]) == (
+        "zoe", 60, ["admin"])
+    failed(burrow(stack, "token", "zoe"), output.NOT_FOUND, "not in dev mode")
+    stack.add_gateway(BURROW_DEV_MODE="true")
+    minted = lines(burrow(stack, "token", "zoe", gateway=1))[0]
+    assert jwt.decode(minted, JWT_SECRET, algorithms=["HS256"])["sub"] == "zoe"
+
+    def as_user(user: str, *args: str) -> list[str]:
+        return lines(cli(stack.gateways[1].url(""), "--user", user, *args))
+
+    def objects(found: list[str]) -> list[Any]:
+        return [json.loads(line) for line in found]
+
+    assert objects(as_user("zoe", "--json", "create", "den", "--name", "Den", "--member",
+                           "yan")) == [{"id": "den", "name": "Den", "role": "owner"}]
+    assert objects(as_user("zoe", "--json", "add", "den", "xi", "wu")) == [
+        {"room": "den", "user": "xi", "added": True}, {"room": "den", "user": "wu",
+                                                       "added": True}]
+    assert as_user("zoe", "members", "den")[0].split() == ["user", "role", "read_seq"]
+    members = objects(as_user("zoe", "--json", "members", "den"))
+    assert sorted(m["user"] for m in members) == ["wu", "xi", "yan", "zoe"]
+    assert objects(as_user("zoe", "--json", "remove", "den", "wu")) == [
+        {"room": "den", "user": "wu", "removed": True}]
+    assert [r["id"] for r in objects(as_user("yan", "--json", "rooms"))] == ["den"]
+
+    device = objects(as_user("yan", "--json", "device", "register", "--platform", "fcm",
+                             "--token", "fcm-token-0123456789", "--app", "demo"))[0]
+    assert (device["platform"], device["app"]) == ("fcm", "demo")
+    listed = objects(as_user("yan", "--json", "device", "list"))
+    assert [(d["id"], d["token_suffix"]) for d in listed] == [(device["id"], "56789")]
+    as_user("yan", "device", "remove", device["id"])
+    assert as_user("yan", "--json", "device", "list") == []
