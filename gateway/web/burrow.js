@@ -233,7 +233,12 @@ export class BurrowClient {
       });
       if (response.status === 401 && tries === 0) continue;
       const text = await response.text();
-      const data = text ? JSON.parse(text) : null;
+      let data = null;
+      try {
+        data = text ? JSON.parse(text) : null;
+      } catch {
+        data = null; // a proxy's error page, say: the status tells
+      }
       if (!response.ok) {
         const error = data?.error ?? {};
         throw new ChatError(error.code ?? `http_${response.status}`,
