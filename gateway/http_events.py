@@ -4,9 +4,9 @@ WebSocket that carry no message, for clients on SSE or long-polling.
 They behave as their frames do: members only (403 otherwise), typing throttled to one
 event per ``BURROW_TYPING_INTERVAL`` per user and room (a throttled request still answers
 204: the client cannot tell and need not care), read pointers only move forward.
-Neither counts as activity for ``BURROW_IDLE_AFTER``: an HTTP request is no connection,
-so there is none to mark active (the browser client's SSE users are active while they
-send).
+Neither counts as activity for ``BURROW_IDLE_AFTER`` (nor does an HTTP send): an HTTP
+request is no connection, so there is none to mark active; an SSE user counts as idle
+for pushes. (Noted as left for later in docs/clients.md.)
 """
 
 from __future__ import annotations
@@ -37,16 +37,27 @@ def blueprint() -> Blueprint:
         conn.id = f"http:{conn.user}"
         return conn
 
+    async def act(request: Request, room: str, seq: int | None = None) -> HTTPResponse:
+        """Typing (*seq* None) or read up to *seq*, as *request*'s user, in *room*."""
+        node: Node = request.app.ctx.node
+        conn = connection(request)
+        try:
+            if seq is None:
+                await node.typing(conn, room)
+            else:
+                await node.check_member(conn, room)
+                await node.rooms.mark_read(room, conn.user, seq)
+        except ProtocolError as exc:
+            return problem(403, exc.code, exc.message)
+        except PyMongoError:
+            return problem(503, "unavailable", "the database is not reachable; retry")
+        return response.empty()
+
     @bp.post("/<room>/typing")
     async def typing(request: Request, room: str) -> HTTPResponse:
         if not ids.is_room_id(room):
             return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")
-        node: Node = request.app.ctx.node
-        try:
-            await node.typing(connection(request), room)
-        except ProtocolError as exc:
-            return problem(403, exc.code, exc.message)
-        return response.empty()
+        return await act(request, room)
 
     @bp.put("/<room>/read", stream=True)
     async def read(request: Request, room: str) -> HTTPResponse:
@@ -58,17 +69,6 @@ def blueprint() -> Blueprint:
                 raise Invalid("seq must be a whole number >= 0", field="seq")
         except Invalid as exc:
             return exc.response()
-        node: Node = request.app.ctx.node
-        try:
-            await node.check_member(connection(request), room)
-        except ProtocolError as exc:
-            return problem(403, exc.code, exc.message)
-        except PyMongoError:
-            return problem(503, "unavailable", "the database is not reachable; retry")
-        try:
-            await node.rooms.mark_read(room, request.ctx.claims.user, seq)
-        except PyMongoError:
-            return problem(503, "unavailable", "the database is not reachable; retry")
-        return response.empty()
+        return await act(request, room, seq)
 
     return bp
