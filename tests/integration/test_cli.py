@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -72,6 +73,23 @@ async def test_send_and_tail_round_trip_resume_and_history(stack: Stack) -> None
     history = lines(burrow(stack, "--json", "history", "lobby", "--after", "1", "--before", "4",
                            user="bob"))
     assert [json.loads(line)["seq"] for line in history] == [2, 3]
+
+    # tail goes on across a gateway restart (kill -9, back on the same port)
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "burrow.cli", "--url", gateway, "--token", stack.token("bob"),
+        "tail", "lobby", "--since", "4", "--count", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    lines(burrow(stack, "send", "lobby", "before the restart", user="alice"))
+    assert tail.stdout is not None
+    first = await asyncio.wait_for(tail.stdout.readline(), T)
+    assert first.decode().endswith("lobby #5 alice: before the restart\n")
+    old = stack.gateways[0]
+    old.app.signal(signal.SIGKILL)
+    await asyncio.to_thread(stack.add_gateway, port=old.port)
+    lines(burrow(stack, "send", "lobby", "after the restart", user="alice", gateway=1))
+    out, err = await asyncio.wait_for(tail.communicate(), T)
+    assert tail.returncode == 0, err
+    assert out.decode().endswith("lobby #6 alice: after the restart\n")
 
 
 def failed(done: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
