@@ -169,17 +169,17 @@ export class BurrowClient {
   /** Open the connection; resolves once connected, rejects on a refused token. */
   connect() {
     this.closing = false;
+    this.closeError = null;
     return new Promise((resolve, reject) => {
-      const offs = [
-        this.on("state", (s) => {
-          if (s === "connected" || s === "resumed") done(resolve);
-          if (s === "closed") done(reject, this.closeError ?? new ChatError("closed", "closed"));
-        }),
-      ];
-      const done = (fn, value) => {
-        offs.forEach((off) => off());
-        fn(value);
-      };
+      const off = this.on("state", (s) => {
+        if (s === "connected" || s === "resumed") {
+          off();
+          resolve();
+        } else if (s === "closed") {
+          off();
+          reject(this.closeError ?? new ChatError("closed", "closed"));
+        }
+      });
       this.setState("connecting");
       this.open();
     });
