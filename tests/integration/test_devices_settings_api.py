@@ -296,6 +296,14 @@ async def test_the_stores_keep_their_promises(mongo_url: str) -> None:
         devices, users = DeviceStore(db), UserStore(db)
         await devices.ensure_indexes()
 
+        # racing first registrations of one token: one device, new for exactly one of
+        # them (many rounds: on a cold connection pool they hardly overlap)
+        for round_ in range(20):
+            token = f"race-{round_}-" + "x" * 20
+            raced = await asyncio.gather(*(devices.register("bea", "fcm", token, "fid")
+                                           for _ in range(8)))
+            assert len({device_id for device_id, _ in raced}) == 1, round_
+            assert [new for _, new in raced].count(True) == 1, (round_, raced)
         results = await asyncio.gather(*(devices.register("ann", "fcm", FCM, "fid")
                                          for _ in range(8)))
         assert len({device_id for device_id, _ in results}) == 1
