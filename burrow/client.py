@@ -162,9 +162,20 @@ class ChatClient:
             else:
                 pending = self._pending.pop(client_id)
                 pending.done.set_exception(ChatError(code, frame.get("message", "")))
-        elif frame.get("room") in self._subscribed and code not in RETRYABLE:
-            waiter = self._subscribed.pop(frame["room"])
-            waiter.set_exception(ChatError(code, frame.get("message", "")))
+        elif frame.get("room") in self._subscribed:
+            if code in RETRYABLE:  # the gateway cannot serve it now (broker away): again
+                asyncio.get_running_loop().call_later(self.retry_delay, self._resubscribe,
+                                                      frame["room"])
+            else:
+                waiter = self._subscribed.pop(frame["room"])
+                waiter.set_exception(ChatError(code, frame.get("message", "")))
+
+    def _resubscribe(self, room: str) -> None:
+        if room in self._subscribed and self._connected.is_set():
+            frame: dict[str, Any] = {"type": "subscribe", "room": room}
+            if room in self.last:
+                frame["since"] = self.last[room]
+            asyncio.ensure_future(self._send_frame(frame))
 
     def _resend(self, client_id: str) -> None:
         pending = self._pending.get(client_id)

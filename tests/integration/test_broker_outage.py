@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from burrow.devstack import rabbitmq
+from tests.conftest import until
 from tests.integration.conftest import Stack, raw_ws
 
 pytestmark = pytest.mark.integration
@@ -15,10 +18,13 @@ async def test_sends_and_subscribes_during_a_broker_outage_are_refused_then_work
         stack: Stack, broker: rabbitmq.RabbitNode) -> None:
     """While the broker is down a send gets ``unavailable`` (or ``timeout``) for its
     client_id and a subscribe gets ``unavailable``; the socket stays open. Once the broker
-    is back, the same send goes through and is stored once."""
+    is back, the same send goes through and is stored once; and the Python client's
+    subscribe, refused meanwhile, is retried by the client until it is served."""
     stack.room("lobby", "alice")
     stack.room("hall", "alice")
+    stack.room("yard", "alice")
     gateway = stack.gateways[0]
+    client = await stack.client("alice")
     async with raw_ws(gateway.ws_url, stack.token("alice")) as ws:
         await ws.send({"type": "subscribe", "room": "lobby"})
         await ws.recv_until("subscribed")
@@ -33,6 +39,9 @@ async def test_sends_and_subscribes_during_a_broker_outage_are_refused_then_work
             error = await ws.recv_until("error", T)
             assert (error["code"], error["room"]) == ("unavailable", "hall")
             assert ws.ws.close_code is None
+            yard = asyncio.create_task(client.subscribe("yard", since=0))
+            await until(lambda: any(e.get("code") == "unavailable" and e.get("room") == "yard"
+                                    for e in client.events))
         finally:
             broker.start()
             broker.wait_ready()
@@ -51,6 +60,7 @@ async def test_sends_and_subscribes_during_a_broker_outage_are_refused_then_work
         assert (answer["client_id"], answer["seq"]) == ("c1", 1)
         await ws.send({"type": "subscribe", "room": "hall"})
         assert (await ws.recv_until("subscribed", T))["room"] == "hall"
+        assert await asyncio.wait_for(yard, T) == 0
     status, history = stack.http("GET", "/v1/rooms/lobby/messages", "alice")
     assert status == 200
     assert [(m["seq"], m["client_id"]) for m in history["messages"]] == [(1, "c1")]
