@@ -135,6 +135,9 @@ VARIABLES: tuple[Variable, ...] = (
              "connection (4429)"),
     Variable("BURROW_SSE_HEARTBEAT", "15",
              "seconds between keep-alive comments on an idle SSE stream"),
+    Variable("BURROW_CORS_ORIGINS", "",
+             "browser origins (scheme://host[:port], comma-separated, or *) whose pages may "
+             "call the HTTP API and SSE; empty: none (same-origin only)"),
     Variable("BURROW_DEV_MODE", "false",
              "true: the gateway serves the web demo at /demo/ and mints tokens for any user "
              "name at POST /v1/dev/token (needs BURROW_JWT_SECRET); never in production"),
@@ -204,6 +207,7 @@ class Settings:
     rate_ip: Rule
     rate_flood: FloodRule
     sse_heartbeat: float
+    cors_origins: frozenset[str]
     dev_mode: bool
     dev_token_ttl: int
 
@@ -287,6 +291,7 @@ class Settings:
             rate_ip=get("BURROW_RATE_IP", Rule.parse),
             rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),
             sse_heartbeat=get("BURROW_SSE_HEARTBEAT", _positive(float)),
+            cors_origins=get("BURROW_CORS_ORIGINS", _origins),
             dev_mode=get("BURROW_DEV_MODE", _bool),
             dev_token_ttl=get("BURROW_DEV_TOKEN_TTL", _positive(int)),
         )
@@ -363,6 +368,16 @@ def _algorithms(raw: str) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"unknown algorithm {bad[0]!r}; 'none' is never accepted")
     return names
+
+
+def _origins(raw: str) -> frozenset[str]:
+    origins = frozenset(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins - {"*"}:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path \
+                or parts.query or parts.fragment or parts.username:
+            raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path")
+    return origins
 
 
 def _tiers(raw: str) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from burrow.device_store import DeviceStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
 from gateway import (
+    cors,
     dev_api,
     devices_api,
     http_events,
@@ -78,6 +79,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(http_send.blueprint())
     app.blueprint(http_events.blueprint())
     app.blueprint(dev_api.blueprint(settings))
+    cors.install(app, settings.cors_origins)
     app.on_request(_limit_ip)  # app-wide and first: before the JWT is even looked at
     app.before_server_start(_open)
     # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,

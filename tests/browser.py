@@ -8,10 +8,12 @@ flags keep it off the network it cannot reach (background updates, sync, QUIC), 
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,35 @@ async def messages(page: Page) -> list[tuple[int, str, str]]:
         "items => items.map(li => [Number(li.dataset.seq), li.dataset.sender,"
         " li.querySelector('.body').textContent])")
     return [(int(seq), str(sender), str(body)) for seq, sender, body in rows]
+
+
+@contextmanager
+def web_app(files: Mapping[str, tuple[str, bytes]]) -> Iterator[int]:
+    """A static web server on loopback for pages of *another* origin than the gateway:
+    ``{path: (content type, body)}``; yields its port. A real server, not a Playwright
+    route: Chromium keeps pages of no known address from calling loopback (Local Network
+    Access), and a web app and the gateway are both on loopback here."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = files.get(self.path)
+            if found is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", found[0])
+            self.send_header("Content-Length", str(len(found[1])))
+            self.end_headers()
+            self.wfile.write(found[1])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

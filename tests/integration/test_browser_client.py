@@ -9,14 +9,15 @@ loaded from the gateway (``/client/burrow.js``) into a page of the demo's origin
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.browser import PageLog, chromium
+from tests.browser import ROOT, PageLog, chromium, web_app
 from tests.conftest import Vhost
-from tests.integration.conftest import Stack, Start
+from tests.integration.conftest import Running, Stack, Start
 
 pytestmark = pytest.mark.integration
 
@@ -51,27 +52,50 @@ window.failure = async (promise) => {
 """
 
 
+@dataclass
+class Lab:
+    browser: Browser
+    gateway: Running
+    page: Page  # a page of the gateway's own origin with SETUP run
+    app: str  # the origin of a web app the gateway allows (BURROW_CORS_ORIGINS)
+    other: str  # the same web server by another name: an origin it does not allow
+
+
 @pytest.fixture
-async def page(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Page]:
-    stack = Stack(start, vhost, mongo_url)
-    stack.add_sequencer()
-    gateway = stack.add_gateway(BURROW_DEV_MODE="true")
-    stack.room("theirs", "dave")  # a room carol is not in
-    async with chromium() as browser:
-        page = await new_page(browser)
-        log = PageLog(page, "page")
-        await page.goto(gateway.url("/demo/"))
-        await page.evaluate(f"async () => {{ {SETUP} }}")
-        yield page
-        assert log.errors == [], log
+async def lab(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Lab]:
+    script = (ROOT / "gateway" / "web" / "burrow.js").read_bytes()
+    files = {"/burrow.js": ("text/javascript", script),
+             "/": ("text/html", b"<!doctype html><title>an app</title>")}
+    with web_app(files) as port:
+        app, other = f"http://localhost:{port}", f"http://127.0.0.1:{port}"
+        stack = Stack(start, vhost, mongo_url)
+        stack.add_sequencer()
+        gateway = stack.add_gateway(BURROW_DEV_MODE="true", BURROW_CORS_ORIGINS=app)
+        stack.room("theirs", "dave")  # a room carol is not in
+        async with chromium() as browser:
+            page = await new_page(browser)
+            log = PageLog(page, "page")
+            await page.goto(gateway.url("/demo/"))
+            await page.evaluate(f"async () => {{ {SETUP} }}")
+            yield Lab(browser, gateway, page, app, other)
+            assert log.errors == [], log
+
+
+@pytest.fixture
+def page(lab: Lab) -> Page:
+    return lab.page
 
 
 async def new_page(browser: Browser) -> Page:
     return await (await browser.new_context()).new_page()
 
 
-async def run(page: Page, body: str) -> Any:
-    return await page.evaluate(f"async () => {{ {body} }}")
+async def run(page: Page, body: str, seconds: int = 60) -> Any:
+    """Run *body* in the page; a client that never gets there fails it clearly."""
+    return await page.evaluate(f"""() => Promise.race([
+        (async () => {{ {body} }})(),
+        new Promise((_, reject) => setTimeout(
+            () => reject(new Error("not done within {seconds} s")), {seconds * 1000}))])""")
 
 
 async def test_a_token_that_expires_on_the_connection_is_refreshed_and_rooms_resume(
@@ -149,3 +173,44 @@ async def test_the_sse_parser_and_the_back_off(page: Page) -> None:
     assert [low for low, _ in result["waits"]] == [250, 500, 1000, 2000, 4000]
     assert [round(high) for _, high in result["waits"]] == [750, 1499, 2998, 5996, 11992]
     assert (result["expiry"], result["garbage"]) == (17, None)
+
+
+async def app_page(lab: Lab, origin: str) -> Page:
+    """A page of *origin* (not the gateway's) that imports burrow.js from its own origin,
+    as a web app that bundles the client does; it talks to the gateway cross-origin."""
+    page = await new_page(lab.browser)
+    await page.goto(f"{origin}/")
+    setup = SETUP.replace('import("/client/burrow.js")', f'import("{origin}/burrow.js")')
+    setup = setup.replace('fetch("/v1/dev/token"', f'fetch("{lab.gateway.url("/v1/dev/token")}"')
+    setup = setup.replace("url: location.origin", f'url: "{lab.gateway.url("")}"')
+    await page.evaluate(f"async () => {{ {setup} }}")
+    return page
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_a_web_app_on_an_allowed_origin_chats_and_others_are_kept_out(
+        lab: Lab, transport: str) -> None:
+    app = await app_page(lab, lab.app)
+    result = await run(app, f"""
+        const client = makeClient("erin", 60, "{transport}");
+        await client.connect();
+        await client.createRoom("cross");
+        await client.subscribe("cross", {{ since: 0 }});
+        const ack = await client.send("cross", "from another origin");
+        while (client.seen.messages.length < 1) await new Promise((r) => setTimeout(r, 50));
+        const rooms = (await client.listRooms()).map((r) => r.id);
+        client.close();
+        return {{ ack: ack.seq, messages: client.seen.messages, rooms, origin: location.origin }};
+    """)
+    assert result == {"ack": 1, "messages": [["cross", 1, "from another origin"]],
+                      "rooms": ["cross"], "origin": lab.app}
+    # a page of an origin not in BURROW_CORS_ORIGINS cannot read the API's answers
+    other = await app_page(lab, lab.other)
+    rooms = lab.gateway.url("/v1/rooms")
+    refused = await run(other, f"""
+        try {{
+          await fetch("{rooms}", {{ headers: {{ Authorization: "Bearer x" }} }});
+          return "read";
+        }} catch (err) {{ return err.name; }}
+    """)
+    assert refused == "TypeError"

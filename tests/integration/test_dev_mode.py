@@ -1,7 +1,8 @@
 """Development mode against real gateways: off, nothing of it answers but a clear 404;
 on, the demo and the client are served and the dev login mints working, short-lived
 tokens, and refuses what is not a plain request for one. Also the HTTP typing and read
-routes that SSE and long-poll clients (the browser client's fallback) use."""
+routes that SSE and long-poll clients (the browser client's fallback) use, and CORS for
+web apps on other origins."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from tests.integration.test_presence import frames_until, subscribe
 pytestmark = pytest.mark.integration
 
 
-def fetch(gateway: Running, path: str, body: bytes | None = None,
-          method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def fetch(gateway: Running, path: str, body: bytes | None = None, method: str = "GET",
+          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(gateway.url(path), data=body, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
 
     class Stay(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any) -> None:
@@ -51,7 +53,8 @@ async def test_dev_mode_off_serves_nothing_of_it_and_on_mints_working_tokens(
     for path in ("/demo/", "/client/burrow.js", "/demo/demo.js"):
         assert fetch(production, path)[0] == 404, path
 
-    dev = stack.add_gateway(BURROW_DEV_MODE="true", BURROW_DEV_TOKEN_TTL="600")
+    dev = stack.add_gateway(BURROW_DEV_MODE="true", BURROW_DEV_TOKEN_TTL="600",
+                            BURROW_CORS_ORIGINS="https://app.example")
     status, headers, _ = fetch(dev, "/")
     assert (status, headers["Location"]) == (302, "/demo/")
     status, headers, page = fetch(dev, "/demo/")
@@ -134,3 +137,30 @@ async def test_typing_and_read_over_http_behave_as_their_frames(stack: Stack) ->
     assert stack.http("PUT", "/v1/rooms/other/read", "alice", {"seq": 9})[0] == 403
     assert stack.http("PUT", "/v1/rooms/bad%20room/read", "alice", {"seq": 9})[0] == 400
     assert read_seq("alice") == 3
+
+
+async def test_cors_answers_allowed_origins_only(stack: Stack) -> None:
+    gateway = stack.add_gateway(BURROW_CORS_ORIGINS="https://app.example")
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, idempotency-key"}
+    status, headers, _ = fetch(gateway, "/v1/rooms/lobby/messages", method="OPTIONS",
+                               headers=preflight)
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "Idempotency-Key" in headers["Access-Control-Allow-Headers"]
+    status, headers, _ = fetch(gateway, "/v1/rooms/lobby/messages", method="OPTIONS",
+                               headers={**preflight, "Origin": "https://evil.example"})
+    assert status == 204 and "Access-Control-Allow-Origin" not in headers
+    # answers, refusals included, carry the header for the allowed origin only
+    status, headers, _ = fetch(gateway, "/v1/rooms", headers={"Origin": "https://app.example"})
+    assert (status, headers["Access-Control-Allow-Origin"]) == (401, "https://app.example")
+    assert "WWW-Authenticate" in headers["Access-Control-Expose-Headers"]
+    status, headers, _ = fetch(gateway, "/v1/rooms", headers={"Origin": "https://evil.example"})
+    assert status == 401 and "Access-Control-Allow-Origin" not in headers
+    # a wrong method is still a 405, preflight or not
+    assert fetch(gateway, "/healthz", method="DELETE")[0] == 405
+    # the default gateway (no BURROW_CORS_ORIGINS) answers no preflight
+    status, headers, _ = fetch(stack.gateways[0], "/v1/rooms", method="OPTIONS",
+                               headers=preflight)
+    assert status == 405 and "Access-Control-Allow-Origin" not in headers
