@@ -25,6 +25,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench import compare, curve, report
 from bench import faults as fault_mode
 from bench.load import LoadConfig, run_load
@@ -34,6 +36,7 @@ from bench.stack import BenchStack, StackFailed
 from burrow.devstack.rabbitmq import NodeFailed
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NOTIFICATION_QUEUES = ("notify.messages", "push.due", "digest.due", "email.due")
 
 
 def failures(summary: dict[str, Any]) -> list[str]:
@@ -48,20 +51,24 @@ def failures(summary: dict[str, Any]) -> list[str]:
 
 
 def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
-               faults: bool = False) -> dict[str, Any]:
+               faults: bool = False, notifications: bool = True) -> dict[str, Any]:
     """One run against a fresh Burrow stack; returns the report.
 
     *faults*: 2 sequencers (one active, one standby) and :data:`bench.faults.SCHEDULE`
     during the send phase (the caller passes at least 2 gateways).
+    *notifications* False: the reduced stack without notifier and digester.
     """
     sequencers = 2 if faults else 1
-    with BenchStack(gateways=gateways, keep=keep, sequencers=sequencers) as stack:
-        print(f"bench: stack up in {stack.directory} ({gateways} gateways, {sequencers} "
-              f"sequencer{'s' if sequencers > 1 else ''})", file=sys.stderr, flush=True)
+    with BenchStack(gateways=gateways, keep=keep, sequencers=sequencers,
+                    notifications=notifications) as stack:
+        print(f"bench: stack up in {stack.directory} ({stack.description})",
+              file=sys.stderr, flush=True)
         during = partial(fault_mode.run_schedule, stack, config.duration) if faults else None
         summary = measure(config, stack.pids, lambda on_connected: run_load(
             config, [g.http_url for g in stack.gateways], [g.ws_url for g in stack.gateways],
             stack.jwt_secret, on_connected=on_connected, during_send=during), "burrow")
+        summary["stack"] = stack.description
+        summary["workers"] = worker_work(stack)
         if faults:  # a shard that stopped consuming shows here
             try:
                 summary["shard_queues_at_end"] = stack.shard_queues()
@@ -70,10 +77,43 @@ def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
     return summary
 
 
+def worker_work(stack: BenchStack) -> dict[str, Any]:
+    """What the workers did in the run, as their metrics say (jobs, pushes and emails
+    sent, the sequencer's mean store time), and the backlog of the notification queues
+    at the end: the notifier must keep up, not only the chat."""
+    done: dict[str, float] = {}
+    for text in stack.worker_metrics().values():
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == "burrow_jobs_total":
+                    key = f"jobs {labels.get('queue')} {labels.get('outcome')}"
+                elif sample.name == "burrow_pushes_total":
+                    key = f"pushes {labels.get('platform')} {labels.get('outcome')}"
+                elif sample.name == "burrow_emails_total":
+                    key = f"emails {labels.get('outcome')}"
+                elif sample.name in ("burrow_sequencer_store_seconds_sum",
+                                     "burrow_sequencer_store_seconds_count"):
+                    key = sample.name.removeprefix("burrow_")  # the database as the chat sees it
+                else:
+                    continue
+                if sample.value:
+                    done[key] = done.get(key, 0) + sample.value
+    if done.get("sequencer_store_seconds_count"):
+        done["sequencer store ms (mean)"] = round(
+            1000 * done.pop("sequencer_store_seconds_sum") /
+            done.pop("sequencer_store_seconds_count"), 2)
+    try:
+        backlog: Any = stack.queue_depths(list(NOTIFICATION_QUEUES))
+    except (OSError, ValueError) as exc:
+        backlog = f"management API: {exc}"
+    return {"done": dict(sorted(done.items())), "backlog_at_end": backlog}
+
+
 def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
-        faults: bool = False) -> dict[str, Any]:
+        faults: bool = False, notifications: bool = True) -> dict[str, Any]:
     """One Burrow run, written under *results* and printed; returns the report."""
-    summary = run_burrow(config, gateways, keep, faults)
+    summary = run_burrow(config, gateways, keep, faults, notifications)
     path, table = report.write(summary, results)
     print(table)
     print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)
@@ -81,12 +121,12 @@ def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
 
 
 def run_compare(config: LoadConfig, gateways: int, results: Path,
-                keep: bool = False) -> dict[str, Any]:
+                keep: bool = False, notifications: bool = True) -> dict[str, Any]:
     """Burrow, then python-socketio on as many servers, then the broker-less ceiling,
     under the same load; one table with the ratios (:mod:`bench.compare`)."""
     from bench.peers.__main__ import run_peer
 
-    reports = {"burrow": run_burrow(config, gateways, keep)}
+    reports = {"burrow": run_burrow(config, gateways, keep, notifications=notifications)}
     reports["socketio"] = run_peer(config, "socketio", gateways, keep)
     reports["websockets"] = run_peer(config, "websockets", 1, keep)
     table = compare.markdown(reports)
@@ -99,12 +139,12 @@ def run_compare(config: LoadConfig, gateways: int, results: Path,
 
 
 def run_curve(gateways: int, results: Path, scale: float, duration: float,
-              drain: float) -> dict[str, Any]:
+              drain: float, notifications: bool = True) -> dict[str, Any]:
     """The scaling curve (:mod:`bench.curve`), one fresh stack per point."""
     def point(p: curve.Point) -> dict[str, Any]:
         config = LoadConfig(connections=p.connections, room_size=p.room_size, rate=p.rate,
                             duration=duration, drain=drain)
-        return run_burrow(config, gateways)
+        return run_burrow(config, gateways, notifications=notifications)
 
     table, reports = curve.run(point, scale, on_row=lambda row: print(row, flush=True))
     summary = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "curve": reports}
@@ -137,6 +177,14 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="SCALE",
                         help="the scaling curve: C 1k/5k/10k at room 10, room 10/100/1000 at "
                              "C=1k (one stack per point; SCALE < 1 shrinks C; ignores C, S, M)")
+    parser.add_argument("--offline", type=int, default=2,
+                        help="members per room who never connect (default 2): pushes and "
+                             "digests are for them")
+    parser.add_argument("--devices", type=float, default=0.5,
+                        help="share of users with a phone and an hourly digest (default 0.5)")
+    parser.add_argument("--reduced", action="store_true",
+                        help="leave the notifier, the digester and the local providers out "
+                             "(a diagnostic: reports say REDUCED)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"directory of the reports (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -146,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("rooms x room-size must equal connections")
     if args.connections < 1 or args.room_size < 1 or args.gateways < 1 or args.rate <= 0:
         parser.error("connections, room-size, gateways and rate must be positive")
+    if args.offline < 0 or not 0 <= args.devices <= 1:
+        parser.error("offline must be >= 0 and devices a share between 0 and 1")
+    if args.room_size + args.offline > 1001:
+        parser.error("room-size + offline is at most 1001 (POST /v1/rooms takes 1000 members)")
     if args.room_size > 1001:
         parser.error("room-size is at most 1001 (POST /v1/rooms takes 1000 members)")
     if args.faults:
@@ -153,18 +205,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.drain is None:
         args.drain = 60.0 if args.faults else 15.0
     config = LoadConfig(connections=args.connections, room_size=args.room_size,
-                        rate=args.rate, duration=args.duration, drain=args.drain)
+                        rate=args.rate, duration=args.duration, drain=args.drain,
+                        offline=args.offline, devices=args.devices)
+    notifications = not args.reduced
     prepare_process()
     try:
         if args.curve is not None:
-            run_curve(args.gateways, args.results, args.curve, args.duration, args.drain)
+            run_curve(args.gateways, args.results, args.curve, args.duration, args.drain,
+                      notifications)
             return
         if args.compare:
-            compared = run_compare(config, args.gateways, args.results, keep=args.keep)
+            compared = run_compare(config, args.gateways, args.results, keep=args.keep,
+                                   notifications=notifications)
             summary = compared["compare"]["burrow"]
         else:
             summary = run(config, args.gateways, args.results, keep=args.keep,
-                          faults=args.faults)
+                          faults=args.faults, notifications=notifications)
     except (StackFailed, PeerFailed, NodeFailed) as exc:
         sys.exit(f"bench: {exc}")
     except KeyboardInterrupt:

@@ -58,6 +58,11 @@ class LoadConfig:
     rate: float = 200.0      # sends per second, all clients together
     duration: float = 10.0   # seconds of sending
     drain: float = 15.0      # seconds to wait for the last deliveries
+    # Burrow only (the peers have no members, devices or emails): members per room who
+    # never connect, and the share of all users with a phone and an hourly digest, so
+    # that the notifier schedules and sends pushes and the digester sends emails.
+    offline: int = 2
+    devices: float = 0.5
 
     @property
     def rooms(self) -> int:
@@ -146,8 +151,12 @@ def send_frame(room: str, client_id: str) -> str:
                          "body": head + "x" * (BODY_BYTES - len(head))}).decode()
 
 
-def _post(url: str, token: str, body: object) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+def offline_user(room: int, k: int) -> str:
+    return f"off{room}-{k}"
+
+
+def _post(url: str, token: str, body: object, method: str = "POST") -> tuple[int, str]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
                                      headers={"Authorization": f"Bearer {token}",
                                               "Content-Type": "application/json"})
     try:
@@ -373,20 +382,22 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
     setup_start = time.monotonic()
     token = {i: tokens.mint(jwt_secret, f"u{i}", 3600) for i in range(config.connections)}
 
-    # Rooms: the first member creates the room with the others as members.
+    # Rooms: the first member creates the room with the others (offline ones too) as members.
     limit = asyncio.Semaphore(8)
 
     async def create(index: int) -> None:
         members = list(config.members(index))
+        offline = [offline_user(index, k) for k in range(config.offline)]
         async with limit:
             status, text = await asyncio.to_thread(
                 _post, gateway_http[index % len(gateway_http)] + "/v1/rooms",
                 token[members[0]], {"id": room_id(run, index),
-                                    "members": [f"u{m}" for m in members[1:]]})
+                                    "members": [f"u{m}" for m in members[1:]] + offline})
         if status != 201:
             raise RuntimeError(f"POST /v1/rooms {room_id(run, index)}: {status} {text}")
 
     await asyncio.gather(*(create(r) for r in range(config.rooms)))
+    await _phones_and_emails(config, run, gateway_http, jwt_secret, limit)
 
     handshakes = asyncio.Semaphore(HANDSHAKES)
     clients = [_Client(i, room_id(run, config.room_of(i)), result, gateway_ws, token[i],
@@ -441,6 +452,33 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
             result.final[client.index]["last_seq"] = client.last_seq
         result.load_cpu_seconds = time.process_time() - cpu_start
     return result
+
+
+async def _phones_and_emails(config: LoadConfig, run: str, gateway_http: Sequence[str],
+                             jwt_secret: str, limit: asyncio.Semaphore) -> None:
+    """Give every n-th user (online and offline) a phone (FCM and APNs in turn) and an
+    hourly digest, through the HTTP API as a client app would."""
+    users = [f"u{i}" for i in range(config.connections)] + [
+        offline_user(r, k) for r in range(config.rooms) for k in range(config.offline)]
+    every = round(1 / config.devices) if config.devices > 0 else 0
+    chosen = users[::every] if every else []
+
+    async def setup(n: int, user: str) -> None:
+        token = tokens.mint(jwt_secret, user, 3600)
+        base = gateway_http[n % len(gateway_http)]
+        device: dict[str, str] = ({"platform": "apns", "token": f"{n:064x}"} if n % 2 else
+                                  {"platform": "fcm", "token": f"bench-{run}-{user}"})
+        async with limit:
+            status, text = await asyncio.to_thread(_post, base + "/v1/devices", token, device)
+            if status not in (200, 201):
+                raise RuntimeError(f"POST /v1/devices as {user}: {status} {text}")
+            status, text = await asyncio.to_thread(
+                _post, base + "/v1/me/settings", token,
+                {"email": f"{user}@bench.invalid", "digest": "hourly"}, "PUT")
+            if status != 200:
+                raise RuntimeError(f"PUT /v1/me/settings as {user}: {status} {text}")
+
+    await asyncio.gather(*(setup(n, user) for n, user in enumerate(chosen)))
 
 
 async def _send(client: _Client, k: int, result: LoadResult) -> None:

@@ -1,10 +1,14 @@
 """A private Burrow stack for one benchmark run, on free loopback ports in a temp dir.
 
-A RabbitMQ node with Burrow's definitions (random passwords), the embedded database,
-``gateways`` gateway processes and ``sequencers`` sequencer processes (the first is the
-active consumer of every shard queue, the others stand by), built from
-:mod:`burrow.devstack`. Use it as a context manager: everything it started is stopped on
-exit, also on Ctrl-C or an exception; the temp dir is removed unless ``keep`` is set.
+The product's process set (:mod:`burrow.devstack.plan`, what ``./dev up`` and compose
+run): a RabbitMQ node with Burrow's definitions (random passwords), the embedded
+database, ``gateways`` gateway processes, ``sequencers`` sequencer processes (the first
+is the active consumer of every shard queue, the others stand by), the notifier and the
+digester, with pushes going to local FCM and APNs servers and digests to a local SMTP
+server (:mod:`bench.providers`, a process of its own). ``notifications=False`` leaves
+the notifier, the digester and the providers out: a reduced stack, and reports say so.
+Use it as a context manager: everything it started is stopped on exit, also on Ctrl-C or
+an exception; the temp dir is removed unless ``keep`` is set.
 
 The fault mode (:mod:`bench.faults`) uses :meth:`BenchStack.kill_gateway`,
 :meth:`BenchStack.kill_active_sequencer` and :meth:`BenchStack.restart_rabbitmq`; they
@@ -13,6 +17,7 @@ block, so call them in a thread while the load runs.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -22,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +35,7 @@ from typing import Any, TypeVar
 
 from bench.measure import Stack, ctrl_c_ignored
 from bench.report import tree
-from burrow.devstack import mongo, ports, rabbitmq
+from burrow.devstack import mongo, plan, ports, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
 from queues import definitions, topology
 
@@ -38,6 +44,17 @@ PROJECT = Path(__file__).resolve().parents[1]
 READY = 90.0
 # Limits off: the benchmark measures throughput, not the rate limiter.
 UNLIMITED = "1000000000/1000000000"
+# Where the bench's configuration differs from ./dev up's, and why (bench/README.md):
+BENCH_ENV = {
+    "BURROW_LOG_LEVEL": "WARNING",
+    "BURROW_RATE_CONNECTION": UNLIMITED, "BURROW_RATE_USER": UNLIMITED,
+    "BURROW_RATE_IP": UNLIMITED, "BURROW_RATE_FLOOD": UNLIMITED,
+    # no server pings in the measurement (clients do not ping either)
+    "SANIC_WEBSOCKET_PING_INTERVAL": "3600", "SANIC_WEBSOCKET_PING_TIMEOUT": "3600",
+    # pushes and hourly digests fall due inside a run of seconds, not after it: the
+    # notifier and the digester do in one run the work 30 s and 1 h would spread out
+    "BURROW_PUSH_DELAY": "10", "BURROW_DIGEST_HOURLY": "30",
+}
 
 
 class StackFailed(RuntimeError):
@@ -65,11 +82,13 @@ class BenchStack(Stack):
     """``with BenchStack(gateways=2) as stack:`` then ``stack.gateways``, ``stack.pids()``."""
 
     def __init__(self, gateways: int = 2, keep: bool = False,
-                 extra_env: dict[str, str] | None = None, sequencers: int = 1) -> None:
+                 extra_env: dict[str, str] | None = None, sequencers: int = 1,
+                 notifications: bool = True) -> None:
         if gateways < 1 or sequencers < 1:
             raise ValueError("a stack needs at least one gateway and one sequencer")
         self.gateway_count = gateways
         self.sequencer_count = sequencers
+        self.notifications = notifications
         self.keep = keep
         self.extra_env = dict(extra_env or {})
         self.jwt_secret = secrets.token_hex(32)
@@ -86,11 +105,25 @@ class BenchStack(Stack):
         self.db = mongo.EmbeddedMongo(self.directory / "mongo", ports.free_port())
         self.gateways: list[Gateway] = []
         self.sequencers: list[AppProcess] = []
+        self.workers: dict[str, int] = {}  # worker process name -> its metrics port
+        self.providers: AppProcess | None = None
         self.shards = int(self.extra_env.get("BURROW_SHARDS", topology.DEFAULT_SHARDS))
         self._apps: list[AppProcess] = []
         # held while the node restarts (a fault, in a thread): stop() waits for it, so
         # an interrupted run cannot leave a node started after the stop
         self._node_lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        """Which stack this is, for the report."""
+        workers = [w.name for w in plan.WORKERS
+                   if self.notifications or w.name == "sequencer"]
+        if self.sequencer_count > 1:
+            workers[0] = f"{self.sequencer_count} sequencers"
+        text = f"{self.gateway_count} gateways, " + ", ".join(workers)
+        if self.notifications:
+            return f"full: {text}; pushes to local FCM/APNs servers, digests to local SMTP"
+        return f"REDUCED (no notifier, no digester): {text}"
 
     @property
     def sequencer(self) -> AppProcess | None:
@@ -102,40 +135,73 @@ class BenchStack(Stack):
         url = self.node.config.amqp_url(user, self.passwords[user], definitions.VHOST)
         env.update({
             "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": self.db.database_url("burrow"),
-            "BURROW_JWT_SECRET": self.jwt_secret, "BURROW_LOG_LEVEL": "WARNING",
-            "BURROW_RATE_CONNECTION": UNLIMITED, "BURROW_RATE_USER": UNLIMITED,
-            "BURROW_RATE_IP": UNLIMITED, "BURROW_RATE_FLOOD": UNLIMITED,
-            # no server pings in the measurement (clients do not ping either)
-            "SANIC_WEBSOCKET_PING_INTERVAL": "3600", "SANIC_WEBSOCKET_PING_TIMEOUT": "3600",
+            "BURROW_JWT_SECRET": self.jwt_secret, **BENCH_ENV,
             "PYTHONUNBUFFERED": "1", **self.extra_env, **extra})
         return env
+
+    def _start_providers(self) -> dict[str, str]:
+        """Start :mod:`bench.providers`; returns the environment that points at it."""
+        directory = self.directory / "providers"
+        providers = self.providers = AppProcess(
+            "providers", "bench.providers", self._env(plan.WORKER_USER, {}),
+            args=[str(directory)], log=self.directory / "logs" / "providers.log")
+        providers.start()
+        path = directory / "providers.json"
+        if not self._poll(lambda: path.exists() or providers.exited is not None, READY) \
+                or not path.exists():
+            raise StackFailed(f"the local push and mail servers did not start: exit "
+                              f"{providers.exited}")
+        env: dict[str, str] = json.loads(path.read_text())
+        return env
+
+    def worker_processes(self) -> list[tuple[str, list[str]]]:
+        """(process name, consumers) of each worker process: the product's set
+        (:data:`burrow.devstack.plan.WORKERS`), the sequencer as many times as asked."""
+        found: list[tuple[str, list[str]]] = []
+        for worker in plan.WORKERS:
+            if worker.name == "sequencer":
+                found += [("sequencer" if self.sequencer_count == 1 else f"sequencer-{i}",
+                           worker.args) for i in range(self.sequencer_count)]
+            elif self.notifications:
+                found.append((worker.name, worker.args))
+        return found
+
+    def _worker(self, name: str, consumers: list[str], logs: Path,
+                extra: dict[str, str]) -> tuple[AppProcess, str, Path]:
+        metrics_port = ports.free_port()
+        log = logs / f"{name}.log"
+        app = AppProcess(name, plan.WORKER_MODULE, self._env(plan.WORKER_USER, {
+            "BURROW_METRICS_PORT": str(metrics_port),
+            # names its AMQP connection "worker bench-<name> (sequencer)"
+            "BURROW_INSTANCE_ID": f"bench-{name}",
+            "BURROW_METRICS_DIR": str(self.directory / "metrics" / name), **extra}),
+            args=consumers, log=log)
+        self._apps.append(app)
+        self.workers[name] = metrics_port
+        return app, f"http://127.0.0.1:{metrics_port}/readyz", log
 
     def start(self) -> None:
         logs = self.directory / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.node.start()
         self.db.start()
+        # every worker process gets the same environment, as under ./dev up
+        providers = self._start_providers() if self.notifications else {}
         self.db.wait_ready()
         self.node.wait_ready()
         probes: list[tuple[AppProcess, str, Path]] = []
-        for i in range(self.sequencer_count):
-            name = "sequencer" if self.sequencer_count == 1 else f"sequencer-{i}"
-            metrics_port = ports.free_port()
-            log = logs / f"{name}.log"
-            app = AppProcess(name, "consumers", self._env("burrow-worker", {
-                "BURROW_METRICS_PORT": str(metrics_port),
-                # names its AMQP connection "worker bench-<name> (sequencer)"
-                "BURROW_INSTANCE_ID": f"bench-{name}",
-                "BURROW_METRICS_DIR": str(self.directory / "metrics" / name)}),
-                args=["sequencer"], log=log)
-            self._apps.append(app)
-            self.sequencers.append(app)
-            probes.append((app, f"http://127.0.0.1:{metrics_port}/readyz", log))
+        for name, consumers in self.worker_processes():
+            probe = self._worker(name, consumers, logs, providers)
+            probes.append(probe)
+            if consumers == ["sequencer"]:
+                self.sequencers.append(probe[0])  # started below, the first one first
+            else:
+                probe[0].start()
         self.sequencers[0].start()
         for i in range(self.gateway_count):
             port = ports.free_port()
             log = logs / f"gateway-{i}.log"
-            app = AppProcess(f"gateway-{i}", "gateway", self._env("burrow-gateway", {
+            app = AppProcess(f"gateway-{i}", plan.GATEWAY_MODULE, self._env(plan.GATEWAY_USER, {
                 "BURROW_PORT": str(port),
                 "BURROW_METRICS_DIR": str(self.directory / "metrics" / f"gateway-{i}")}),
                 log=log)
@@ -157,6 +223,26 @@ class BenchStack(Stack):
                                   f"exit {app.exited}\n{tail}")
         if self.sequencer_count > 1:
             self._wait_consumers(self.sequencer_count)
+
+    def worker_metrics(self) -> dict[str, str]:
+        """Each worker process's ``/metrics`` text, by process name ("" if unreachable)."""
+        found = {}
+        for name, port in self.workers.items():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                            timeout=5) as response:
+                    found[name] = response.read().decode()
+            except OSError:
+                found[name] = ""
+        return found
+
+    def queue_depths(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Messages ready and unacknowledged in each queue of *names* (management API)."""
+        path = (f"/api/queues/{urllib.parse.quote(definitions.VHOST, safe='')}"
+                "?columns=name,messages_ready,messages_unacknowledged")
+        return {q["name"]: {"ready": q.get("messages_ready"),
+                            "unacked": q.get("messages_unacknowledged")}
+                for q in self.node.api("GET", path, timeout=5) if q.get("name") in names}
 
     # ---- the shard queues' consumers (RabbitMQ management API) -------------------------
 
@@ -370,6 +456,8 @@ class BenchStack(Stack):
                 for app in reversed(self._apps):
                     app.stop()
                 self._apps.clear()
+                if self.providers is not None:
+                    self.providers.stop()
                 self.db.stop()
                 with self._node_lock:
                     self.node.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -64,3 +64,17 @@ async def ping(client: AsyncMongoClient[dict[str, object]], timeout: float) -> b
     except (PyMongoError, TimeoutError, OSError):
         return False
     return True
+
+
+ID_PAGE = 50  # values per $in query (see pages)
+V = TypeVar("V")
+
+
+def pages(values: Iterable[V]) -> list[list[V]]:
+    """*values* (sorted, deduplicated) in lists of at most ``ID_PAGE``, for ``$in`` queries.
+
+    The embedded database matches each document against the whole ``$in`` list: 1,000
+    ids in one update took 1.6 s there, 20 pages of 50 took 0.15 s. mongod does not care.
+    """
+    listed = sorted(set(values))  # type: ignore[type-var]
+    return [listed[i:i + ID_PAGE] for i in range(0, len(listed), ID_PAGE)]

@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from burrow.database import pages
 from burrow.push import Device, Platform, TokenKind
 
 Database = AsyncDatabase[dict[str, Any]]
@@ -124,11 +125,11 @@ class DeviceStore:
 
     async def users_with_devices(self, users: Iterable[str]) -> set[str]:
         """Those of *users* who have at least one device (whom a push could reach)."""
-        wanted = list(set(users))
-        if not wanted:
-            return set()
-        return {str(doc["user"]) async for doc in
-                self.devices.find({"user": {"$in": wanted}}, {"_id": 0, "user": 1})}
+        found: set[str] = set()
+        for page in pages(users):
+            found |= {str(doc["user"]) async for doc in
+                      self.devices.find({"user": {"$in": page}}, {"_id": 0, "user": 1})}
+        return found
 
     async def registrations(self, user: str) -> list[Registration]:
         """The user's devices with their times, most recently updated first."""

@@ -16,15 +16,18 @@ deleted by hand), the next message schedules a new one instead of waiting foreve
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from burrow.database import pages
 from burrow.envelopes import Stored
+from burrow.notify_plan import MemberState, UserState
 
 Database = AsyncDatabase[dict[str, Any]]
 LOG_KEPT = timedelta(days=7)
@@ -38,7 +41,29 @@ class Unread:
 
 
 def _absent_or_before(field: str, bound: datetime) -> dict[str, Any]:
-    return {"$or": [{field: {"$exists": False}}, {field: None}, {field: {"$lt": bound}}]}
+    """Matches a record whose *field* is missing, null or older than *bound*.
+
+    Written as ``$not: {$gte}`` rather than an ``$or`` of the three cases: the same
+    documents on MongoDB, but the embedded database plans a top-level ``$or`` as a scan
+    of the whole collection even beside an indexed equality (measured: 77 ms instead of
+    1 ms per update on 12,000 memberships, growing with the data).
+    """
+    return {field: {"$not": {"$gte": bound}}}
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _aware(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime (the driver returns naive UTC by default)."""
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class NotifyStore:
@@ -57,24 +82,43 @@ class NotifyStore:
 
     # -- pushes ----------------------------------------------------------------------
 
-    async def unread_members(self, room: str, sender: str, seq: int) -> list[str]:
-        """Members other than the sender who have not read *seq*."""
-        query = {"room": room, "user": {"$ne": sender}, "read_seq": {"$lt": seq}}
-        return [m["user"] async for m in self.memberships.find(query, {"user": 1})]
+    async def member_states(self, rooms: Collection[str]) -> list[MemberState]:
+        """Every membership of *rooms*, with what scheduling needs: one query a batch
+        (per page of rooms)."""
+        found: list[MemberState] = []
+        for page in pages(rooms):
+            found += [MemberState(m["room"], m["user"], _int(m.get("read_seq")),
+                                  _aware(m.get("push_pending_at")),
+                                  _int_or_none(m.get("push_claim")))
+                      async for m in self.memberships.find(
+                          {"room": {"$in": page}},
+                          {"room": 1, "user": 1, "read_seq": 1, "push_pending_at": 1,
+                           "push_claim": 1, "_id": 0})]
+        return found
 
-    async def claim_push(self, room: str, users: list[str], seq: int,
-                         stale: timedelta) -> list[str]:
-        """Mark a push waiting for those of *users* with none waiting; returns the ones
-        that message *seq* claimed (also when it claimed them before: a redelivery)."""
-        if not users:
-            return []
+    async def claim_pushes(self, claims: Mapping[tuple[str, str], int],
+                           stale_before: datetime) -> dict[tuple[str, str], int]:
+        """Mark a push waiting for each (room, user) of *claims* that has none waiting
+        (or a stale one); returns those whose record now holds this claim. One bulk write
+        and a read per page of rooms, whatever the number: another notifier racing for
+        the same member loses on the write's condition, never both win."""
+        if not claims:
+            return {}
         now = datetime.now(UTC)
-        await self.memberships.update_many(
-            {"room": room, "user": {"$in": users}, **_absent_or_before("push_pending_at",
-                                                                       now - stale)},
-            {"$set": {"push_pending_at": now, "push_claim": seq}})
-        return [m["user"] async for m in self.memberships.find(
-            {"room": room, "user": {"$in": users}, "push_claim": seq}, {"user": 1})]
+        await self.memberships.bulk_write([
+            UpdateOne({"room": room, "user": user,
+                       **_absent_or_before("push_pending_at", stale_before)},
+                      {"$set": {"push_pending_at": now, "push_claim": seq}})
+            for (room, user), seq in claims.items()], ordered=False)
+        won: dict[tuple[str, str], int] = {}
+        for page in pages(room for room, _ in claims):
+            seqs = sorted({seq for (room, _), seq in claims.items() if room in page})
+            async for m in self.memberships.find(
+                    {"room": {"$in": page}, "push_claim": {"$in": seqs}},
+                    {"room": 1, "user": 1, "push_claim": 1, "_id": 0}):
+                if claims.get((m["room"], m["user"])) == m["push_claim"]:
+                    won[(m["room"], m["user"])] = m["push_claim"]
+        return won
 
     async def clear_push(self, room: str, user: str) -> None:
         await self.memberships.update_one({"room": room, "user": user},
@@ -120,18 +164,37 @@ class NotifyStore:
 
     # -- digests ---------------------------------------------------------------------
 
-    async def claim_digest(self, users: list[str], key: str,
-                           stale: timedelta) -> dict[str, str]:
-        """Mark a digest waiting for those of *users* who have an email, digests on and
-        none waiting; returns user -> setting of those *key* claimed (now or before)."""
+    async def digest_states(self, users: Collection[str]) -> list[UserState]:
+        """Those of *users* with an email and digests on, with their digest claim."""
+        found: list[UserState] = []
+        for page in pages(users):
+            found += [UserState(u["_id"], str(u.get("digest", "daily")),
+                                _aware(u.get("digest_pending_at")),
+                                u["digest_claim"] if isinstance(u.get("digest_claim"), str)
+                                else None)
+                      async for u in self.users.find(
+                          {"_id": {"$in": page}, "email": {"$type": "string"},
+                           "digest": {"$ne": "off"}},
+                          {"digest": 1, "digest_pending_at": 1, "digest_claim": 1})]
+        return found
+
+    async def claim_digests(self, claims: Mapping[str, str],
+                            stale_before: datetime) -> set[str]:
+        """Mark a digest waiting for each user of *claims* (user -> key) with none waiting;
+        returns the users whose record now holds this claim."""
+        if not claims:
+            return set()
         now = datetime.now(UTC)
-        wanted = {"_id": {"$in": users}, "email": {"$type": "string"},
-                  "digest": {"$ne": "off"}}
-        await self.users.update_many(
-            {**wanted, **_absent_or_before("digest_pending_at", now - stale)},
-            {"$set": {"digest_pending_at": now, "digest_claim": key}})
-        return {u["_id"]: u.get("digest", "daily") async for u in
-                self.users.find({**wanted, "digest_claim": key}, {"digest": 1})}
+        await self.users.bulk_write([
+            UpdateOne({"_id": user, **_absent_or_before("digest_pending_at", stale_before)},
+                      {"$set": {"digest_pending_at": now, "digest_claim": key}})
+            for user, key in claims.items()], ordered=False)
+        won: set[str] = set()
+        for page in pages(claims):
+            won |= {u["_id"] async for u in self.users.find(
+                {"_id": {"$in": page}}, {"digest_claim": 1})
+                if claims.get(u["_id"]) == u.get("digest_claim")}
+        return won
 
     async def delay_digest(self, user: str) -> None:
         """The digest job goes back to its delay tier: keep it marked as waiting."""

@@ -78,6 +78,9 @@ VARIABLES: tuple[Variable, ...] = (
              "frames queued for one slow client before it is disconnected (4008)"),
     Variable("BURROW_SEQUENCER_BATCH", "256",
              "messages a sequencer takes per shard at once (prefetch and batch size)"),
+    Variable("BURROW_NOTIFY_BATCH", "256",
+             "stored messages the notifier takes from notify.messages at once and schedules "
+             "pushes and digests for with one read of their rooms' members"),
     Variable("BURROW_WORKER_PREFETCH", "32",
              "job messages a notifier or digester takes from each queue before acking"),
     Variable("BURROW_WORKER_CONCURRENCY", "16", "jobs a worker runs at once per queue"),
@@ -177,6 +180,7 @@ class Settings:
     send_timeout: float
     client_buffer: int
     sequencer_batch: int
+    notify_batch: int
     worker_prefetch: int
     worker_concurrency: int
     idle_after: float
@@ -261,6 +265,7 @@ class Settings:
             send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
             client_buffer=get("BURROW_CLIENT_BUFFER", _positive(int)),
             sequencer_batch=get("BURROW_SEQUENCER_BATCH", _positive(int)),
+            notify_batch=get("BURROW_NOTIFY_BATCH", _positive(int)),
             worker_prefetch=get("BURROW_WORKER_PREFETCH", _positive(int)),
             worker_concurrency=get("BURROW_WORKER_CONCURRENCY", _positive(int)),
             idle_after=get("BURROW_IDLE_AFTER", _positive(float)),

@@ -1,12 +1,19 @@
 """The notifier: schedules pushes for stored messages and sends them when they are due.
 
-``notify.messages`` receives every stored message (bound to ``chat.fanout``). For each
+``notify.messages`` receives every stored message (bound to ``chat.fanout``). The
+notifier takes them in batches (up to ``BURROW_NOTIFY_BATCH``) and decides for the whole
+batch from one read of its rooms' memberships (:mod:`burrow.notify_plan`): for each
 member other than the sender who has not read it and has no push waiting for the room,
 it puts a job into ``push.delay.<BURROW_PUSH_DELAY>``; later messages of the room ride
-along with that job (collapse). It schedules for members who look online too: whether a
-push is wanted is decided when it is due, not now, so a laptop closed seconds after a
-message still gets one. The same pass schedules digests (``digest.delay.<period>``) for
-members with an email and digests on.
+along with that job (collapse). A busy room whose members all have a push waiting costs
+that one read per batch and nothing else. It schedules for members who look online too:
+whether a push is wanted is decided when it is due (presence, read pointer, settings),
+not now, so a laptop closed seconds after a message still gets one. The same pass
+schedules digests (``digest.delay.<period>``) for members with an email and digests on,
+with one read of those users.
+
+The notifier runs in a process of its own (:mod:`burrow.devstack.plan`, compose): a
+slow database or a provider outage backs up its queues, never the sequencer's.
 
 ``push.due`` jobs, when they come due, are re-checked: nothing is sent if the member read
 the room meanwhile, turned pushes off, or is active right now on some gateway (connected
@@ -27,13 +34,14 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aio_pika.abc import AbstractExchange
 
-from burrow import database, ids, metrics
+from burrow import database, ids, metrics, notify_plan
 from burrow.device_store import DeviceStore
+from burrow.notify_plan import Notice
 from burrow.notify_store import NotifyStore
 from burrow.presence_store import PresenceStore
 from burrow.push import Device, Notification, Outcome, Result, Sender
@@ -42,12 +50,16 @@ from burrow.runtime import Runtime
 from burrow.settings import Settings
 from burrow.user_store import UserStore
 from queues import topology
-from queues.jobs import Job, JobQueue, Permanent, RetryLater, publish_job
+from queues.jobs import BatchJobQueue, Job, JobQueue, Permanent, RetryLater, publish_job
 
 log = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 120
 DRAIN_TIMEOUT = 10.0
+# Seconds notify.messages waits for more stored messages before deciding on a batch:
+# a push waits BURROW_PUSH_DELAY (30 s) anyway, and at 300 messages/s one batch a second
+# costs the database ~1/5 of what a batch per arrival cost (bench/RESULTS.md).
+NOTIFY_LINGER = 1.0
 
 
 def _text(body: dict[str, Any], name: str, limit: int = 4096) -> str:
@@ -79,6 +91,17 @@ def _data(body: dict[str, Any]) -> dict[str, str]:
     if len(data) > 32 or sum(len(k) + len(v) for k, v in data.items()) > 2048:
         raise Permanent("data is limited to 32 keys and 2048 characters")
     return dict(data)
+
+
+def notice(job: Job) -> Notice:
+    """The stored message of a ``notify.messages`` job; :exc:`Permanent` if malformed."""
+    body = job.body
+    room, sender, seq = _room(body), body.get("sender"), body.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 \
+            or not ids.is_user_id(sender):
+        raise Permanent("a stored message needs seq >= 1 and a sender")
+    msg_id = body.get("id")
+    return Notice(room, str(sender), seq, msg_id if isinstance(msg_id, str) else job.message_id)
 
 
 def preview(text: str) -> str:
@@ -131,8 +154,9 @@ class Notifier:
         self.jobs = await channel.get_exchange(topology.JOBS, ensure=False)
         topo = topology.for_settings(self.settings)
         self.queues = [
-            JobQueue.configured(self.settings, topology.NOTIFY_MESSAGES, topology.NOTIFY_DEAD,
-                                (), None, self.schedule),
+            BatchJobQueue(topology.NOTIFY_MESSAGES, topology.NOTIFY_DEAD, notice, self.schedule,
+                          batch=self.settings.notify_batch,
+                          hold_interval=self.settings.reconnect_interval, linger=NOTIFY_LINGER),
             JobQueue.configured(self.settings, self.family.due, self.family.dead,
                                 self.settings.push_retries, self.family.retry, self.push),
         ]
@@ -149,38 +173,52 @@ class Notifier:
 
     # -- scheduling ------------------------------------------------------------------
 
-    async def schedule(self, job: Job) -> None:
-        """A stored message: schedule what its readers may need (push, digest)."""
-        body = job.body
-        room, sender = _room(body), body.get("sender")
-        seq = body.get("seq")
-        if not isinstance(seq, int) or seq < 1 or not ids.is_user_id(sender):
-            raise Permanent("a stored message needs seq >= 1 and a sender")
+    async def schedule(self, notices: list[Notice]) -> None:
+        """Stored messages: schedule what their readers may need (pushes, digests).
+
+        Idempotent for the whole batch: claims are written before the jobs are published
+        and name the message that made them, so a redelivered batch finds its own claims
+        and publishes their jobs again (same message ids), and never claims twice.
+        """
         assert self.jobs is not None
-        members = await self.store.unread_members(room, str(sender), seq)
-        if not members:
+        now = datetime.now(UTC)
+        members = await self.store.member_states({n.room for n in notices})
+        push_stale = timedelta(seconds=2 * self.settings.push_delay
+                               + sum(self.settings.push_retries) + 60)
+        plan = notify_plan.plan_pushes(notices, members, now - push_stale)
+        if not plan.unread:
             return
-        # Claimed before publishing, and keyed by this message: of messages handled at
-        # once, exactly one schedules a member's push (the rest ride along), and a
-        # redelivery of this message finds its own claims and publishes them again.
-        stale = timedelta(seconds=2 * self.settings.push_delay + sum(self.settings.push_retries)
-                          + 60)
-        with_devices = await self.devices.users_with_devices(members)
-        for user in await self.store.claim_push(room, sorted(with_devices), seq, stale):
+        claims = plan.claim
+        if claims:
+            phones = await self.devices.users_with_devices({user for _, user in claims})
+            claims = {key: seq for key, seq in claims.items() if key[1] in phones}
+        pushes = {**plan.again, **await self.store.claim_pushes(claims, now - push_stale)}
+        msg_ids = {(n.room, n.seq): n.msg_id for n in notices}
+        publishes = [publish_job(
+            self.jobs, self.family.delay(self.settings.push_delay),
             # msg_id: the message that scheduled it, so logs follow it to the push
-            await publish_job(self.jobs, self.family.delay(self.settings.push_delay),
-                              {"kind": "room", "user": user, "room": room, "seq": seq,
-                               "msg_id": job.message_id},
-                              f"push:{room}:{user}:{seq}")
-            log.debug("push scheduled", extra={"msg_id": job.message_id, "room": room,
-                                                 "seq": seq, "user": user})
-        key = f"{room}:{seq}"
-        stale = timedelta(seconds=2 * max(self.periods.values()) + 60)
-        for user, setting in (await self.store.claim_digest(members, key, stale)).items():
-            period = self.periods.get(setting, self.settings.digest_daily)
+            {"kind": "room", "user": user, "room": room, "seq": seq,
+             "msg_id": msg_ids.get((room, seq))}, f"push:{room}:{user}:{seq}")
+            for (room, user), seq in sorted(pushes.items())]
+
+        candidates = notify_plan.digest_candidates(plan.unread)
+        users = await self.store.digest_states(candidates.keys())
+        digest_stale = timedelta(seconds=2 * max(self.periods.values()) + 60)
+        digests = notify_plan.plan_digests(notices, candidates, users, now - digest_stale)
+        won = await self.store.claim_digests(digests.claim, now - digest_stale)
+        settings = {u.user: u.setting for u in users}
+        for user, key in sorted({**digests.again,
+                                 **{u: digests.claim[u] for u in won}}.items()):
+            period = self.periods.get(settings.get(user, ""), self.settings.digest_daily)
             job_id = hashlib.sha256(f"{user}\n{key}".encode()).hexdigest()[:32]
-            await publish_job(self.jobs, self.digest.delay(period),
-                              {"kind": "digest", "user": user, "id": job_id}, job_id)
+            publishes.append(publish_job(self.jobs, self.digest.delay(period),
+                                         {"kind": "digest", "user": user, "id": job_id},
+                                         job_id))
+        await asyncio.gather(*publishes)
+        if log.isEnabledFor(logging.DEBUG):
+            for (room, user), seq in pushes.items():
+                log.debug("push scheduled", extra={"msg_id": msg_ids.get((room, seq)),
+                                                     "room": room, "seq": seq, "user": user})
 
     # -- sending ---------------------------------------------------------------------
 
@@ -217,14 +255,15 @@ class Notifier:
     async def _room_push(self, user: str, room: str) -> None:
         # New messages from now on schedule a new job; this one sends what is unread.
         await self.store.clear_push(room, user)
+        # Cheapest and most often decisive first: an active user is not pushed.
+        if await self.presence.is_active(user, self.settings.idle_after):
+            return  # they are looking at a screen right now; the digest may still tell them
         unread = await self.store.unread_for_push(room, user)
         if unread is None:
             return  # read in time (or left the room)
         settings = await self.users.settings(user)
         if not settings.push:
             return
-        if await self.presence.is_active(user, self.settings.idle_after):
-            return  # they are looking at a screen right now; the digest may still tell them
         devices = await self.devices.of_user(user)
         if not devices:
             return

@@ -2,7 +2,9 @@
 
 Starts a private RabbitMQ node (management, prometheus, consistent-hash and shovel
 plugins; Burrow's config and definitions loaded), the embedded MongoDB-wire server unless
-``BURROW_MONGO_URL`` is set, one gateway and one worker; waits until every ``/readyz``
+``BURROW_MONGO_URL`` is set, the gateway (two Sanic workers) and one process per worker
+kind (sequencer, notifier, digester: :mod:`burrow.devstack.plan`, the set compose and the
+benchmark run too); waits until every ``/readyz``
 says 200; prints the URLs; and on Ctrl-C (or SIGTERM) stops everything it started, in
 reverse order. Data is kept between runs in ``BURROW_DEV_DIR`` (default ``.burrow/``).
 
@@ -17,12 +19,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from burrow.devstack import mongo, ports, prometheus, rabbitmq
+from burrow.devstack import mongo, plan, ports, prometheus, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
 from burrow.settings import ConfigError, Settings
 from queues import definitions, topology
@@ -46,7 +48,7 @@ class DevConfig:
     mongo_port: int
     mongo_url: str | None
     gateway_port: int
-    worker_metrics_port: int
+    worker_metrics_port: int  # the first worker's; the others take the next ports
     passwords: Mapping[str, str]
 
     @classmethod
@@ -79,6 +81,10 @@ class DevConfig:
             admin_password=self.passwords["burrow-admin"],
             base_config=PROJECT / "rabbitmq" / "rabbitmq.conf")
 
+    def worker_ports(self) -> dict[str, int]:
+        """Metrics and probe port of each worker process, from BURROW_METRICS_PORT on."""
+        return {w.name: self.worker_metrics_port + i for i, w in enumerate(plan.WORKERS)}
+
     def needed_ports(self) -> list[tuple[int, str, str]]:
         wanted = [
             (self.amqp_port, "RabbitMQ AMQP", "BURROW_DEV_AMQP_PORT"),
@@ -86,7 +92,8 @@ class DevConfig:
             (self.prometheus_port, "RabbitMQ's Prometheus endpoint", "BURROW_DEV_PROMETHEUS_PORT"),
             (self.dist_port, "RabbitMQ's Erlang distribution", "BURROW_DEV_DIST_PORT"),
             (self.gateway_port, "the gateway", "BURROW_PORT"),
-            (self.worker_metrics_port, "the worker's probes", "BURROW_METRICS_PORT"),
+            *((port, f"the {name}'s probes", "BURROW_METRICS_PORT")
+              for name, port in self.worker_ports().items()),
         ]
         if self.mongo_url is None:
             wanted.append((self.mongo_port, "the embedded database", "BURROW_DEV_MONGO_PORT"))
@@ -106,9 +113,28 @@ def prometheus_jobs(config: DevConfig) -> list[prometheus.ScrapeJob]:
     """Scrape jobs for every process of the local stack and for RabbitMQ."""
     return [
         prometheus.ScrapeJob("burrow-gateway", (f"127.0.0.1:{config.gateway_port}",)),
-        # one process runs the sequencer, notifier and digester here
-        prometheus.ScrapeJob("burrow-workers", (f"127.0.0.1:{config.worker_metrics_port}",)),
+        prometheus.ScrapeJob("burrow-workers", tuple(
+            f"127.0.0.1:{port}" for port in config.worker_ports().values())),
         *prometheus.rabbitmq_jobs(f"127.0.0.1:{config.prometheus_port}"),
+    ]
+
+
+def product_apps(config: DevConfig, env: Mapping[str, str],
+                 app_env: Callable[[str, Mapping[str, str]], dict[str, str]],
+                 gateway_extra: Mapping[str, str],
+                 worker_extra: Mapping[str, str]) -> list[AppProcess]:
+    """The gateway and one process per worker kind (:mod:`burrow.devstack.plan`), not
+    started; *app_env* (broker user, extra variables) makes each one's environment."""
+    return [
+        AppProcess("gateway", plan.GATEWAY_MODULE, app_env(plan.GATEWAY_USER, {
+            "BURROW_GATEWAY_WORKERS": env.get("BURROW_GATEWAY_WORKERS")
+            or str(plan.GATEWAY_WORKERS), **gateway_extra,
+            "BURROW_PORT": str(config.gateway_port),
+            "BURROW_METRICS_DIR": str(config.directory / "metrics" / "gateway")})),
+        *(AppProcess(w.name, plan.WORKER_MODULE, app_env(plan.WORKER_USER, {**worker_extra,
+            "BURROW_METRICS_PORT": str(config.worker_ports()[w.name]),
+            "BURROW_METRICS_DIR": str(config.directory / "metrics" / w.name)}),
+            args=w.args) for w in plan.WORKERS),
     ]
 
 
@@ -162,6 +188,7 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
         node.wait_ready()
 
         def app_env(user: str, extra: Mapping[str, str]) -> dict[str, str]:
+            assert mongo_url is not None
             role = definitions.role(user)
             url = node.config.amqp_url(user, config.passwords[role.user], definitions.VHOST)
             return {**env, "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": mongo_url, **extra}
@@ -174,22 +201,16 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
         secret = jwt.get("BURROW_JWT_SECRET") or env.get("BURROW_JWT_SECRET")
         dev_mode = {"BURROW_DEV_MODE": env.get("BURROW_DEV_MODE") or str(bool(secret)).lower()}
         demo = dev_mode["BURROW_DEV_MODE"].strip().lower() in ("true", "1", "yes")
-        apps = [
-            AppProcess("gateway", "gateway", app_env("burrow-gateway", {**jwt, **dev_mode,
-                "BURROW_PORT": str(config.gateway_port),
-                "BURROW_METRICS_DIR": str(config.directory / "metrics" / "gateway")})),
-            # one process runs every worker kind here; compose runs one service each
-            AppProcess("workers", "consumers", app_env("burrow-worker", {**jwt,
-                "BURROW_METRICS_PORT": str(config.worker_metrics_port),
-                "BURROW_METRICS_DIR": str(config.directory / "metrics" / "worker")}),
-                       args=["sequencer", "notifier", "digester"]),
-        ]
+        apps = product_apps(config, env, app_env, {**jwt, **dev_mode}, jwt)
         for app in apps:
             app.start()
         probes = {"gateway": f"http://127.0.0.1:{config.gateway_port}/readyz",
-                  "workers": f"http://127.0.0.1:{config.worker_metrics_port}/readyz"}
+                  **{name: f"http://127.0.0.1:{port}/readyz"
+                     for name, port in config.worker_ports().items()}}
         for app in apps:
-            status, body = wait_status(probes[app.name], 200, timeout=60, alive=app)
+            # every Sanic worker of the gateway must answer ready, not just the first
+            status, body = wait_status(probes[app.name], 200, timeout=60, alive=app,
+                                       in_a_row=20 if app.name == "gateway" else 1)
             if status != 200:
                 say(f"{app.name} is not ready: /readyz answered {status} {body}"
                     + (f"; it exited with {app.exited}" if app.exited is not None else ""))
@@ -208,9 +229,9 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
             + f"  WebSocket      ws://127.0.0.1:{config.gateway_port}/v1/ws  (docs/protocol.md)\n"
             f"  management UI  {node.config.management_url}  login burrow-admin / {admin}\n"
             f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
-            f"  workers        http://127.0.0.1:{config.worker_metrics_port}/metrics  "
-            "(sequencer, notifier, digester)\n"
-            f"  email          digests go to {smtp}\n"
+            + "".join(f"  {name:<14} http://127.0.0.1:{port}/metrics\n"
+                      for name, port in config.worker_ports().items())
+            + f"  email          digests go to {smtp}\n"
             f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
             f"  database       {mongo_url}\n"
             + (f"  prometheus     {scraper.url}  (targets: /targets, alerts: /alerts; "

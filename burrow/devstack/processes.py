@@ -83,13 +83,17 @@ class AppProcess:
 
 
 def wait_status(url: str, status: int, timeout: float, alive: AppProcess | None = None,
-                body: Any = None) -> tuple[int | None, Any]:
-    """Poll *url* until it answers *status* (and *body*, when given); return the last answer.
+                body: Any = None, in_a_row: int = 1) -> tuple[int | None, Any]:
+    """Poll *url* until it answers *status* (and *body*, when given) *in_a_row* times in
+    a row; return the last answer.
 
+    *in_a_row* > 1 for a server of several processes on one port (Sanic workers): each
+    request is a new connection that any of them may take, and each must be ready.
     Stops early when the process *alive* has exited; the caller checks the result.
     """
     deadline = time.monotonic() + timeout
     last: tuple[int | None, Any] = (None, None)
+    good = 0
     while time.monotonic() < deadline:
         if alive is not None and alive.exited is not None:
             break
@@ -98,6 +102,10 @@ def wait_status(url: str, status: int, timeout: float, alive: AppProcess | None 
         except OSError as exc:
             last = (None, str(exc))
         if last[0] == status and (body is None or last[1] == body):
-            break
+            good += 1
+            if good >= in_a_row:
+                break
+            continue
+        good = 0
         time.sleep(0.1)
     return last

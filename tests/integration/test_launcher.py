@@ -27,7 +27,7 @@ from pymongo import MongoClient
 
 from burrow import tokens
 from burrow.client import ChatClient
-from burrow.devstack import ports
+from burrow.devstack import plan, ports
 from burrow.devstack.__main__ import DEV_SECRET
 from burrow.devstack.processes import get
 from queues import topology
@@ -132,7 +132,8 @@ def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -
     queues = {q["name"] for q in launcher.api("/api/queues/burrow")}  # type: ignore[attr-defined]
     shared = {q for q in queues if not q.startswith("gateway.")}
     assert shared == {q.name for q in topology.build().queues}
-    assert len(queues - shared) == 1  # the gateway's own instance queue
+    # each Sanic worker of the gateway is an instance with a queue of its own
+    assert len(queues - shared) == plan.GATEWAY_WORKERS == 2
     exchanges = {e["name"] for e in launcher.api("/api/exchanges/burrow")}  # type: ignore[attr-defined]
     assert {e.name for e in topology.build().exchanges} <= exchanges
     # The plugins are on: each answers for itself.
@@ -145,9 +146,17 @@ def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -
 
     asyncio.run(chat_round_trip(launcher.port("BURROW_PORT")))
 
+    # every worker process answers its own probes, from BURROW_METRICS_PORT on
+    first = launcher.port("BURROW_METRICS_PORT")
+    for i, worker in enumerate(plan.WORKERS):
+        assert f"{worker.name:<14} http://127.0.0.1:{first + i}/metrics" in text
+        assert get(f"http://127.0.0.1:{first + i}/readyz")[0] == 200
+
     assert launcher.interrupt() == 0
     assert "burrow-dev: stopped" in launcher.log.read_text()
     assert_all_ports_free(launcher)
+    for i in range(len(plan.WORKERS)):
+        ports.ensure_free(first + i, "a worker's probes", "BURROW_METRICS_PORT")
 
 
 def test_data_is_kept_between_runs(launcher: Launcher) -> None:
@@ -195,20 +204,22 @@ def test_up_with_prometheus_scrapes_every_process_and_rabbitmq(launcher: Launche
     assert config["global"]["scrape_interval"] == "1000ms"
     assert config["rule_files"] == [str(ROOT / "monitoring" / "alerts.yml")]
 
-    def targets() -> dict[str, tuple[str, str]]:
+    def targets() -> list[tuple[str, str, str]]:
         status, body = get(f"{url}/api/v1/targets")
         assert status == 200, body
-        return {t["labels"]["job"]: (t["health"], t["scrapeUrl"])
-                for t in body["data"]["activeTargets"]}
+        return [(t["labels"]["job"], t["health"], t["scrapeUrl"])
+                for t in body["data"]["activeTargets"]]
 
-    eventually(lambda: {h for h, _ in targets().values()} == {"up"}, timeout=30)
+    eventually(lambda: {h for _, h, _ in targets()} == {"up"}, timeout=30)
     prom = launcher.port("BURROW_DEV_PROMETHEUS_PORT")
-    assert {job: u for job, (_, u) in targets().items()} == {
-        "burrow-gateway": f"http://127.0.0.1:{launcher.port('BURROW_PORT')}/metrics",
-        "burrow-workers": f"http://127.0.0.1:{launcher.port('BURROW_METRICS_PORT')}/metrics",
-        "rabbitmq": f"http://127.0.0.1:{prom}/metrics",
-        "rabbitmq-detailed": f"http://127.0.0.1:{prom}/metrics/detailed"
-                             "?family=queue_coarse_metrics&family=queue_consumer_count"}
+    first = launcher.port("BURROW_METRICS_PORT")
+    # one target per worker process: sequencer, notifier, digester (burrow.devstack.plan)
+    assert sorted((job, u) for job, _, u in targets()) == sorted([
+        ("burrow-gateway", f"http://127.0.0.1:{launcher.port('BURROW_PORT')}/metrics"),
+        *(("burrow-workers", f"http://127.0.0.1:{first + i}/metrics") for i in range(3)),
+        ("rabbitmq", f"http://127.0.0.1:{prom}/metrics"),
+        ("rabbitmq-detailed", (f"http://127.0.0.1:{prom}/metrics/detailed"
+                               "?family=queue_coarse_metrics&family=queue_consumer_count"))])
     status, rules = get(f"{url}/api/v1/rules")
     assert status == 200
     assert len([r for g in rules["data"]["groups"] for r in g["rules"]]) == 9
