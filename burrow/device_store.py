@@ -32,8 +32,11 @@ MAX_DEVICES_PER_USER = 20
 
 
 def new_id() -> str:
-    """A device id: 16 URL-safe characters, 96 random bits."""
-    return secrets.token_urlsafe(12)
+    """A device id: 16 URL-safe characters, 96 random bits, never starting with ``-``:
+    one in 64 did, and ``burrow device remove -Xy...`` read it as an option."""
+    while (found := secrets.token_urlsafe(12)).startswith("-"):
+        pass
+    return found
 
 
 @dataclass(frozen=True)
