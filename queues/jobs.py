@@ -218,18 +218,28 @@ class JobQueue:
 
     async def drain(self, timeout: float) -> None:
         """Stop taking jobs, let the running ones finish (up to *timeout*), close."""
+        await self._stop_consuming()
+        await self._finish(set(self.tasks), timeout)
+        if self.channel is not None and not self.channel.is_closed:
+            await self.channel.close()
+
+    async def _stop_consuming(self) -> None:
         if self.queue is not None and self.tag is not None:
             try:
                 await self.queue.cancel(self.tag)
             except BROKER_ERRORS as exc:
                 log.debug("cancel %s: %s", self.name, exc)
-        if self.tasks:
-            _, late = await asyncio.wait(set(self.tasks), timeout=timeout)
-            for task in late:  # their jobs stay unacked and are redelivered
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        if self.channel is not None and not self.channel.is_closed:
-            await self.channel.close()
+
+    @staticmethod
+    async def _finish(tasks: set[asyncio.Task[None]], timeout: float) -> None:
+        """Wait up to *timeout* for *tasks*; cancel the late ones (their jobs stay
+        unacked and are redelivered)."""
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 class BatchJobQueue(JobQueue, Generic[T]):
@@ -344,17 +354,10 @@ class BatchJobQueue(JobQueue, Generic[T]):
 
     async def drain(self, timeout: float) -> None:
         """Stop taking jobs, finish the batch in hand and what was prefetched, close."""
-        if self.queue is not None and self.tag is not None:
-            try:
-                await self.queue.cancel(self.tag)
-            except BROKER_ERRORS as exc:
-                log.debug("cancel %s: %s", self.name, exc)
+        await self._stop_consuming()
         if self.runner is not None:
             self.inbox.put_nowait(None)
-            done, _ = await asyncio.wait({self.runner}, timeout=timeout)
-            if not done:  # its jobs stay unacked and are redelivered
-                self.runner.cancel()
-                await asyncio.gather(self.runner, return_exceptions=True)
+            await self._finish({self.runner}, timeout)
         if self.channel is not None and not self.channel.is_closed:
             await self.channel.close()
 
