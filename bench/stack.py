@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -236,12 +236,14 @@ class BenchStack(Stack):
                 found[name] = ""
         return found
 
-    def queue_depths(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        """Messages ready and unacknowledged in each queue of *names* (management API)."""
+    def queue_depths(self, names: Collection[str]) -> dict[str, dict[str, Any]]:
+        """Messages ready and unacknowledged, and consumers, of each queue of *names*
+        (management API)."""
         path = (f"/api/queues/{urllib.parse.quote(definitions.VHOST, safe='')}"
-                "?columns=name,messages_ready,messages_unacknowledged")
+                "?columns=name,messages_ready,messages_unacknowledged,consumers")
         return {q["name"]: {"ready": q.get("messages_ready"),
-                            "unacked": q.get("messages_unacknowledged")}
+                            "unacked": q.get("messages_unacknowledged"),
+                            "consumers": q.get("consumers")}
                 for q in self.node.api("GET", path, timeout=5) if q.get("name") in names}
 
     # ---- the shard queues' consumers (RabbitMQ management API) -------------------------
@@ -293,16 +295,8 @@ class BenchStack(Stack):
 
     def _shard_queues(self) -> dict[str, dict[str, Any]]:
         active = self.active_sequencers()
-        out: dict[str, dict[str, Any]] = {}
-        path = (f"/api/queues/{urllib.parse.quote(definitions.VHOST, safe='')}"
-                "?columns=name,messages_ready,messages_unacknowledged,consumers")
-        for queue in self.node.api("GET", path, timeout=5):
-            if queue.get("name") in active:
-                out[queue["name"]] = {"ready": queue.get("messages_ready"),
-                                      "unacked": queue.get("messages_unacknowledged"),
-                                      "consumers": queue.get("consumers"),
-                                      "active": active[queue["name"]]}
-        return dict(sorted(out.items()))
+        return {name: {**depth, "active": active[name]}
+                for name, depth in sorted(self.queue_depths(active).items())}
 
     def _sequencer_of(self, connection_name: str) -> AppProcess | None:
         for app in self.sequencers:

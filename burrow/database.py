@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from pymongo import AsyncMongoClient
@@ -64,6 +65,12 @@ async def ping(client: AsyncMongoClient[dict[str, object]], timeout: float) -> b
     except (PyMongoError, TimeoutError, OSError):
         return False
     return True
+
+
+def utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime. Burrow's clients are ``tz_aware``; a naive
+    time (written or read by another client) is UTC by MongoDB's convention."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 ID_PAGE = 50  # values per $in query (see pages)

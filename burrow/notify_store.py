@@ -25,7 +25,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from burrow.database import pages
+from burrow.database import pages, utc
 from burrow.envelopes import Stored
 from burrow.notify_plan import MemberState, UserState
 
@@ -51,19 +51,12 @@ def _absent_or_before(field: str, bound: datetime) -> dict[str, Any]:
     return {field: {"$not": {"$gte": bound}}}
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _aware(value: Any) -> datetime | None:
-    """A stored time as an aware UTC datetime (the driver returns naive UTC by default)."""
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _time(value: Any) -> datetime | None:
+    return utc(value) if isinstance(value, datetime) else None
 
 
 class NotifyStore:
@@ -87,8 +80,8 @@ class NotifyStore:
         (per page of rooms)."""
         found: list[MemberState] = []
         for page in pages(rooms):
-            found += [MemberState(m["room"], m["user"], _int(m.get("read_seq")),
-                                  _aware(m.get("push_pending_at")),
+            found += [MemberState(m["room"], m["user"], _int_or_none(m.get("read_seq")) or 0,
+                                  _time(m.get("push_pending_at")),
                                   _int_or_none(m.get("push_claim")))
                       async for m in self.memberships.find(
                           {"room": {"$in": page}},
@@ -169,7 +162,7 @@ class NotifyStore:
         found: list[UserState] = []
         for page in pages(users):
             found += [UserState(u["_id"], str(u.get("digest", "daily")),
-                                _aware(u.get("digest_pending_at")),
+                                _time(u.get("digest_pending_at")),
                                 u["digest_claim"] if isinstance(u.get("digest_claim"), str)
                                 else None)
                       async for u in self.users.find(
@@ -207,8 +200,7 @@ class NotifyStore:
 
     async def last_digest_at(self, user: str) -> datetime | None:
         doc = await self.users.find_one({"_id": user}, {"last_digest_at": 1})
-        at = None if doc is None else doc.get("last_digest_at")
-        return at.replace(tzinfo=UTC) if isinstance(at, datetime) and at.tzinfo is None else at
+        return None if doc is None else _time(doc.get("last_digest_at"))
 
     async def unread_for_digest(self, user: str, per_room: int) -> list[tuple[str, int, list[Stored]]]:
         """Per room: unread messages not already pushed or emailed (count, oldest first)."""

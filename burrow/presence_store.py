@@ -33,7 +33,7 @@ from pymongo import ASCENDING, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from burrow.database import pages
+from burrow.database import pages, utc
 
 Database = AsyncDatabase[dict[str, Any]]
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
@@ -181,7 +181,7 @@ class PresenceStore:
                 {"user": 1, "active_at": 1}):
             user = str(doc["user"])
             active_at = doc.get("active_at")
-            active = isinstance(active_at, datetime) and _aware(active_at) > idle_since
+            active = isinstance(active_at, datetime) and utc(active_at) > idle_since
             found[user] = (True, found[user][1] or active)
         return found
 
@@ -251,7 +251,3 @@ class PresenceStore:
                 return False
         raise OperationFailure(f"presence status of {user} kept changing")
 
-
-def _aware(moment: datetime) -> datetime:
-    """PyMongo returns naive UTC datetimes unless the client is tz_aware."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -340,8 +340,7 @@ class BatchJobQueue(JobQueue, Generic[T]):
             except Exception:
                 log.exception("%s: batch of %d failed; requeued (the delivery limit parks "
                               "a poison job)", self.name, len(kept))
-                for message in kept:
-                    await message.nack(requeue=True)
+                await kept[-1].nack(multiple=True, requeue=True)  # parked ones are acked
                 outcome = "requeued"
             else:
                 await kept[-1].ack(multiple=True)  # batches run one after the other

@@ -188,7 +188,6 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
         node.wait_ready()
 
         def app_env(user: str, extra: Mapping[str, str]) -> dict[str, str]:
-            assert mongo_url is not None
             role = definitions.role(user)
             url = node.config.amqp_url(user, config.passwords[role.user], definitions.VHOST)
             return {**env, "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": mongo_url, **extra}
