@@ -38,3 +38,14 @@ def test_a_taken_port_is_named_with_its_variable() -> None:
 
 def test_a_free_port_passes() -> None:
     ports.ensure_free(ports.free_port(), "x", "X")
+
+
+def test_a_free_port_lies_below_the_outgoing_connection_range() -> None:
+    # a server restarted on it cannot lose it to some client's outgoing connection
+    low = ports._ephemeral_low()
+    if low <= ports.LOWEST + 1000:
+        pytest.skip("no Linux ephemeral port range to stay below")
+    found = {ports.free_port() for _ in range(50)}
+    assert all(ports.LOWEST <= port < low for port in found)
+    for port in found:
+        ports.ensure_free(port, "x", "X")
