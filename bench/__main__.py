@@ -51,16 +51,18 @@ def failures(summary: dict[str, Any]) -> list[str]:
 
 
 def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
-               faults: bool = False, notifications: bool = True) -> dict[str, Any]:
+               faults: bool = False, notifications: bool = True,
+               history: int = 0) -> dict[str, Any]:
     """One run against a fresh Burrow stack; returns the report.
 
     *faults*: 2 sequencers (one active, one standby) and :data:`bench.faults.SCHEDULE`
     during the send phase (the caller passes at least 2 gateways).
     *notifications* False: the reduced stack without notifier and digester.
+    *history*: messages already stored when the run starts (:mod:`bench.seed`).
     """
     sequencers = 2 if faults else 1
     with BenchStack(gateways=gateways, keep=keep, sequencers=sequencers,
-                    notifications=notifications) as stack:
+                    notifications=notifications, history=history) as stack:
         print(f"bench: stack up in {stack.directory} ({stack.description})",
               file=sys.stderr, flush=True)
         during = partial(fault_mode.run_schedule, stack, config.duration) if faults else None
@@ -68,6 +70,7 @@ def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
             config, [g.http_url for g in stack.gateways], [g.ws_url for g in stack.gateways],
             stack.jwt_secret, on_connected=on_connected, during_send=during), "burrow")
         summary["stack"] = stack.description
+        summary["history_messages"] = history
         summary["workers"] = worker_work(stack)
         if faults:  # a shard that stopped consuming shows here
             try:
@@ -111,9 +114,10 @@ def worker_work(stack: BenchStack) -> dict[str, Any]:
 
 
 def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
-        faults: bool = False, notifications: bool = True) -> dict[str, Any]:
+        faults: bool = False, notifications: bool = True, history: int = 0
+        ) -> dict[str, Any]:
     """One Burrow run, written under *results* and printed; returns the report."""
-    summary = run_burrow(config, gateways, keep, faults, notifications)
+    summary = run_burrow(config, gateways, keep, faults, notifications, history)
     path, table = report.write(summary, results)
     print(table)
     print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)
@@ -121,12 +125,14 @@ def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
 
 
 def run_compare(config: LoadConfig, gateways: int, results: Path,
-                keep: bool = False, notifications: bool = True) -> dict[str, Any]:
+                keep: bool = False, notifications: bool = True, history: int = 0
+                ) -> dict[str, Any]:
     """Burrow, then python-socketio on as many servers, then the broker-less ceiling,
     under the same load; one table with the ratios (:mod:`bench.compare`)."""
     from bench.peers.__main__ import run_peer
 
-    reports = {"burrow": run_burrow(config, gateways, keep, notifications=notifications)}
+    reports = {"burrow": run_burrow(config, gateways, keep, notifications=notifications,
+                                    history=history)}
     reports["socketio"] = run_peer(config, "socketio", gateways, keep)
     reports["websockets"] = run_peer(config, "websockets", 1, keep)
     table = compare.markdown(reports)
@@ -185,6 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reduced", action="store_true",
                         help="leave the notifier, the digester and the local providers out "
                              "(a diagnostic: reports say REDUCED)")
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help="start from a database holding N stored messages in other "
+                             "rooms, with their members, read pointers, phones and push "
+                             "records (built once per N under .burrow/bench-seed/)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"directory of the reports (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -194,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("rooms x room-size must equal connections")
     if args.connections < 1 or args.room_size < 1 or args.gateways < 1 or args.rate <= 0:
         parser.error("connections, room-size, gateways and rate must be positive")
+    if args.history < 0:
+        parser.error("history is a number of messages, at least 0")
     if args.offline < 0 or not 0 <= args.devices <= 1:
         parser.error("offline must be >= 0 and devices a share between 0 and 1")
     if args.room_size + args.offline > 1001:
@@ -216,11 +228,12 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.compare:
             compared = run_compare(config, args.gateways, args.results, keep=args.keep,
-                                   notifications=notifications)
+                                   notifications=notifications, history=args.history)
             summary = compared["compare"]["burrow"]
         else:
             summary = run(config, args.gateways, args.results, keep=args.keep,
-                          faults=args.faults, notifications=notifications)
+                          faults=args.faults, notifications=notifications,
+                          history=args.history)
     except (StackFailed, PeerFailed, NodeFailed) as exc:
         sys.exit(f"bench: {exc}")
     except KeyboardInterrupt:

@@ -367,6 +367,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     rate = f"{report['deliveries_per_s']:,.0f} (over {report['window_s']} s)"
     rows: list[tuple[str, object]] = [
         ("parameters", params),
+        ("stack", report.get("stack", "")),
+        ("messages stored before the run", f"{report.get('history_messages', 0):,}"),
         ("sent / acked", f"{report['sent']} / {report['acked']}"),
         ("deliveries expected / distinct", counts),
         ("loss", report["loss"]),

@@ -33,6 +33,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench import seed
 from bench.measure import Stack, ctrl_c_ignored
 from bench.report import tree
 from burrow.devstack import mongo, plan, ports, rabbitmq
@@ -83,12 +84,13 @@ class BenchStack(Stack):
 
     def __init__(self, gateways: int = 2, keep: bool = False,
                  extra_env: dict[str, str] | None = None, sequencers: int = 1,
-                 notifications: bool = True) -> None:
+                 notifications: bool = True, history: int = 0) -> None:
         if gateways < 1 or sequencers < 1:
             raise ValueError("a stack needs at least one gateway and one sequencer")
         self.gateway_count = gateways
         self.sequencer_count = sequencers
         self.notifications = notifications
+        self.history = history
         self.keep = keep
         self.extra_env = dict(extra_env or {})
         self.jwt_secret = secrets.token_hex(32)
@@ -184,6 +186,7 @@ class BenchStack(Stack):
         logs = self.directory / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.node.start()
+        seed.copy_into(self.history, self.db.storage)
         self.db.start()
         # every worker process gets the same environment, as under ./dev up
         providers = self._start_providers() if self.notifications else {}

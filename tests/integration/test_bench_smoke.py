@@ -24,11 +24,12 @@ def test_bench_smoke_is_lossless(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--connections", "20", "--room-size", "5",
          "--rate", "50", "--duration", "2", "--gateways", "1", "--drain", "10",
-         "--results", str(tmp_path), "--json"],
+         "--history", "1500", "--results", str(tmp_path), "--json"],
         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     report = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert report["params"]["rooms"] == 4
+    assert report["history_messages"] == 1500  # on top of a stored history (bench.seed)
     assert report["sent"] == 100
     assert report["acked"] == 100
     assert report["expected_deliveries"] == 100 * 5
