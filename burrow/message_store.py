@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from burrow import last_seq
 from burrow.envelopes import Stored
 from burrow.sequencing import Clash, DedupKey
 
@@ -34,12 +35,21 @@ class MessageStore:
             unique=True, name="room_sender_client_id")
 
     async def last_seqs(self, rooms: Iterable[str]) -> dict[str, int]:
-        """Each room's highest stored seq, 0 for a room with no message."""
-        async def last(room: str) -> tuple[str, int]:
-            doc = await self.messages.find_one({"room": room}, {"seq": 1},
-                                               sort=[("seq", DESCENDING)])
-            return room, (doc["seq"] if doc else 0)
-        return dict(await asyncio.gather(*(last(r) for r in rooms)))
+        """Each room's highest stored seq, 0 for a room with no message: a few bounded
+        index probes per room (:mod:`burrow.last_seq`), not a read of its history."""
+        return dict(await asyncio.gather(*(self._last_seq(r) for r in rooms)))
+
+    async def _last_seq(self, room: str) -> tuple[str, int]:
+        low, high = 0, None
+        while asked := last_seq.probes(low, high):
+            found = {d["seq"] async for d in self.messages.find(
+                {"room": room, "seq": {"$in": asked}}, {"seq": 1, "_id": 0})}
+            low, high = last_seq.narrow(low, high, asked, found)
+        # Dense seqs leave nothing above; a history with gaps is read up to its end.
+        async for doc in self.messages.find({"room": room, "seq": {"$gt": low}},
+                                            {"seq": 1, "_id": 0}):
+            low = max(low, doc["seq"])
+        return room, low
 
     async def existing(self, keys: Sequence[DedupKey]) -> dict[DedupKey, Stored]:
         """The already stored messages among *keys*, by (room, sender, client_id).

@@ -1,0 +1,46 @@
+"""``MessageStore.last_seqs`` on the real database: exact for every room, without reading
+the room's history (the embedded database reads all of it for a descending sort)."""
+
+from __future__ import annotations
+
+import pytest
+
+from burrow import database
+from burrow.envelopes import Stored
+from burrow.message_store import MessageStore
+
+pytestmark = pytest.mark.integration
+
+SIZES = {"empty": 0, "one": 1, "edge": 64, "past-edge": 65, "big": 5000}
+
+
+def message(room: str, seq: int) -> dict[str, object]:
+    return Stored(id=f"{room}-{seq}", room=room, seq=seq, sender="s", client_id=f"c{seq}",
+                  body="x", ts=0).to_document()
+
+
+async def test_last_seqs_are_exact_for_dense_and_gapped_histories(mongo_url: str) -> None:
+    client = database.open_client(mongo_url, 10.0)
+    try:
+        db = client.get_default_database()
+        store = MessageStore(db)
+        await store.ensure_indexes()
+        docs = [message(room, seq) for room, n in SIZES.items() for seq in range(1, n + 1)]
+        # not dense: imported by hand, with holes; the answer is still the highest seq
+        docs += [message("gapped", seq) for seq in (1, 2, 3, 70, 71, 900)]
+        await db.messages.insert_many(docs)
+        expected = {**SIZES, "gapped": 900, "unknown": 0}
+        assert await store.last_seqs(expected) == expected
+
+        # the big room is answered by index probes, not by reading its 5,000 messages
+        await db.command("profile", 2, slowms=0)
+        assert await store.last_seqs(["big"]) == {"big": 5000}
+        await db.command("profile", 0)
+        reads = [p async for p in db["system.profile"].find({"ns": {"$regex": r"\.messages$"}})]
+        assert 1 <= len(reads) <= 6
+        for read in reads:
+            seq = read["command"]["filter"]["seq"]
+            assert "$in" in seq or "$gt" in seq, read["command"]
+            assert len(seq.get("$in", [])) <= 64
+    finally:
+        await client.close()
