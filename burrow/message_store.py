@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -96,14 +96,31 @@ class MessageStore:
 
         With only *before* given, the newest *limit* messages before it (scrolling back).
         """
+        if after is None and before is not None:
+            return await self._before(room, before, limit)
         seq: dict[str, int] = {}
         if after is not None:
             seq["$gt"] = after
         if before is not None:
             seq["$lt"] = before
         query: dict[str, Any] = {"room": room, **({"seq": seq} if seq else {})}
-        newest_first = after is None and before is not None
-        cursor = self.messages.find(query).sort(
-            "seq", DESCENDING if newest_first else ASCENDING).limit(limit)
-        found = [Stored.from_document(doc) async for doc in cursor]
-        return found[::-1] if newest_first else found
+        cursor = self.messages.find(query).sort("seq", ASCENDING).limit(limit)
+        return [Stored.from_document(doc) async for doc in cursor]
+
+    async def _before(self, room: str, before: int, limit: int) -> list[Stored]:
+        """The newest *limit* messages below *before*, read as ascending windows.
+
+        Not a descending sort with a limit: the embedded database reads every message
+        of the room below *before* for that (2.3 s in a room of 100,000). Seqs are
+        dense, so the window (before - limit, before) is the answer in one read; a room
+        with holes is read further back in windows that double.
+        """
+        found: list[Stored] = []
+        high, window = before, limit
+        while high > 1 and len(found) < limit:
+            low = max(0, high - window - 1)  # (low, high) holds `window` seqs
+            page = [Stored.from_document(doc) async for doc in self.messages.find(
+                {"room": room, "seq": {"$gt": low, "$lt": high}}).sort("seq", ASCENDING)]
+            found = page + found
+            high, window = low + 1, window * 2
+        return found[-limit:] if limit else []

@@ -1,5 +1,6 @@
-"""``MessageStore.last_seqs`` on the real database: exact for every room, without reading
-the room's history (the embedded database reads all of it for a descending sort)."""
+"""Reads of the messages collection that must not read a room's whole history: the
+sequencer's ``last_seqs`` and history pages scrolling back (``before``). The embedded
+database reads every message of the room for a descending sort with a limit."""
 
 from __future__ import annotations
 
@@ -42,5 +43,32 @@ async def test_last_seqs_are_exact_for_dense_and_gapped_histories(mongo_url: str
             seq = read["command"]["filter"]["seq"]
             assert "$in" in seq or "$gt" in seq, read["command"]
             assert len(seq.get("$in", [])) <= 64
+    finally:
+        await client.close()
+
+
+async def test_scrolling_back_gives_the_newest_messages_below_before(mongo_url: str) -> None:
+    client = database.open_client(mongo_url, 10.0)
+    try:
+        db = client.get_default_database()
+        store = MessageStore(db)
+        await store.ensure_indexes()
+        gapped = [1, 2, 3, 70, 71, 300, 301, 302, 900, 1000, 1001]
+        await db.messages.insert_many([message("dense", s) for s in range(1, 301)]
+                                      + [message("gapped", s) for s in gapped])
+        rooms = {"dense": list(range(1, 301)), "gapped": gapped}
+        for room, seqs in rooms.items():
+            for before in (1, 2, 3, 50, 71, 72, 301, 302, 303, 1002, 5000):
+                for limit in (1, 2, 3, 5, 100, 500):
+                    page = await store.history(room, before=before, limit=limit)
+                    want = [s for s in seqs if s < before][-limit:]
+                    assert [m.seq for m in page] == want, (room, before, limit)
+        # one read in a dense room, whatever lies below
+        await db.command("profile", 2, slowms=0)
+        assert [m.seq for m in await store.history("dense", before=251, limit=50)] == \
+            list(range(201, 251))
+        await db.command("profile", 0)
+        reads = [p async for p in db["system.profile"].find({"ns": {"$regex": r"\.messages$"}})]
+        assert [r["command"]["filter"]["seq"] for r in reads] == [{"$gt": 200, "$lt": 251}]
     finally:
         await client.close()
