@@ -120,9 +120,18 @@ class NotifyStore:
                     won[(m["room"], m["user"])] = m["push_claim"]
         return won
 
-    async def clear_push(self, room: str, user: str) -> None:
-        await self.memberships.update_one({"room": room, "user": user},
-                                          {"$unset": {"push_pending_at": "", "push_claim": ""}})
+    async def clear_pushes(self, keys: Collection[tuple[str, str]]) -> None:
+        """No push waiting any more for these (room, user): one write, an update per room."""
+        if not keys:
+            return
+        rooms: dict[str, list[str]] = defaultdict(list)
+        for room, user in keys:
+            rooms[room].append(user)
+        await self.memberships.bulk_write([
+            UpdateMany({"room": room, "user": {"$in": page}},
+                       {"$unset": {"push_pending_at": "", "push_claim": ""}})
+            for room, users in rooms.items() for page in pages(sorted(set(users)))],
+            ordered=False)
 
     async def unread_for_push(self, room: str, user: str) -> Unread | None:
         """Messages from others after what *user* read or was pushed; None if none."""

@@ -17,7 +17,7 @@ the live connections, and the status is stored only if no later version was stor
 first. So the highest version always holds a count taken after every earlier change, and
 the announced status ends right whatever order gateways race in (see :meth:`settle`).
 
-The notifier asks :meth:`PresenceStore.is_active` before it pushes: a user who is
+The notifier asks :meth:`PresenceStore.active_users` before it pushes: a user who is
 connected *and* active does not get a push; one who is offline, or connected but idle
 (an idle desktop), does.
 """
@@ -162,12 +162,17 @@ class PresenceStore:
                 {"user": {"$in": page}, "seen_at": {"$gt": cutoff}}, {"user": 1, "_id": 0})])
         return found
 
-    async def is_active(self, user: str, idle_after: float) -> bool:
-        """Connected (a live gateway vouches for it) and did something in *idle_after* s."""
+    async def active_users(self, users: Collection[str], idle_after: float) -> set[str]:
+        """Those of *users* connected (a live gateway vouches for it) who did something
+        in the last *idle_after* s; a query per page of users."""
         now = datetime.now(UTC)
-        return await self.presence.count_documents(
-            {"user": user, "seen_at": {"$gt": now - self.ttl},
-             "active_at": {"$gt": now - timedelta(seconds=idle_after)}}, limit=1) > 0
+        found: set[str] = set()
+        for page in pages(users):
+            found.update([str(d["user"]) async for d in self.presence.find(
+                {"user": {"$in": page}, "seen_at": {"$gt": now - self.ttl},
+                 "active_at": {"$gt": now - timedelta(seconds=idle_after)}},
+                {"user": 1, "_id": 0})])
+        return found
 
     async def states(self, users: Iterable[str],
                      idle_after: float) -> dict[str, tuple[bool, bool]]:

@@ -15,7 +15,8 @@ with one read of those users.
 The notifier runs in a process of its own (:mod:`burrow.devstack.plan`, compose): a
 slow database or a provider outage backs up its queues, never the sequencer's.
 
-``push.due`` jobs, when they come due, are re-checked: nothing is sent if the member read
+``push.due`` jobs, when they come due, are re-checked (the jobs running at once share
+one write that clears their claims and one presence read): nothing is sent if the member read
 the room meanwhile, turned pushes off, or is active right now on some gateway (connected
 and sent a frame within ``BURROW_IDLE_AFTER``: an idle desktop does not eat the phone's
 notification). Otherwise one notification per room (count + latest preview, bodies hidden
@@ -38,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aio_pika.abc import AbstractExchange
+from aiodataloader import DataLoader
 
 from burrow import database, ids, metrics, notify_plan
 from burrow.device_store import DeviceStore
@@ -148,6 +150,11 @@ class Notifier:
         self.presence = PresenceStore(db, self.settings.presence_ttl)
         await database.ensure_indexes([self.store, self.devices],
                                       self.settings.reconnect_interval, "notifier")
+        # Due pushes come in bursts (a notify batch schedules them together): what the
+        # jobs running at once ask first goes to the database as one query each.
+        self.clears: DataLoader[tuple[str, str], None] = DataLoader(
+            self._clear_pushes, cache=False)
+        self.activity: DataLoader[str, bool] = DataLoader(self._active, cache=False)
         connection = await runtime.broker.opened()
         channel = await connection.channel()
         self.publisher = channel
@@ -252,11 +259,20 @@ class Notifier:
             case other:
                 raise Permanent(f"unknown push job kind {other!r} (room, direct, deliver)")
 
+    async def _clear_pushes(self, keys: list[tuple[str, str]]) -> list[None]:
+        await self.store.clear_pushes(keys)
+        return [None] * len(keys)
+
+    async def _active(self, users: list[str]) -> list[bool]:
+        active = await self.presence.active_users(set(users), self.settings.idle_after)
+        return [user in active for user in users]
+
     async def _room_push(self, user: str, room: str) -> None:
         # New messages from now on schedule a new job; this one sends what is unread.
-        await self.store.clear_push(room, user)
+        # (Both asks are shared with the jobs running at once: one query each.)
+        await self.clears.load((room, user))
         # Cheapest and most often decisive first: an active user is not pushed.
-        if await self.presence.is_active(user, self.settings.idle_after):
+        if await self.activity.load(user):
             return  # they are looking at a screen right now; the digest may still tell them
         unread = await self.store.unread_for_push(room, user)
         if unread is None:

@@ -44,7 +44,7 @@ async def test_racing_push_claims_have_exactly_one_winner_per_member(mongo_url: 
         assert states == {key: won[0].get(key) or won[1][key] for key in first}
         # a member with a push waiting is not claimed again until the claim goes stale
         assert await store.claim_pushes({("a", "m1"): 9}, stale) == {}
-        await store.clear_push("a", "m1")
+        await store.clear_pushes([("a", "m1")])
         assert await store.claim_pushes({("a", "m1"): 9}, stale) == {("a", "m1"): 9}
         # a stale claim (its job lost) is taken over
         later = datetime.now(UTC) + timedelta(seconds=1)
