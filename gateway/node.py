@@ -68,6 +68,9 @@ OUT = {kind: metrics.GATEWAY_FRAMES_OUT.labels(kind) for kind in (
     "message", "ack", "error", "subscribed", "unsubscribed", "presence", "typing", "pong")}
 
 
+MEMBER_EVENTS = ids.event_key("*", "member")  # every room's member events
+
+
 class Throttle:
     """At most one event per (owner, key) per *interval* seconds; the rest are dropped.
 
@@ -127,6 +130,9 @@ class Node:
         self.local: dict[str, Connection] = {}  # open connections the heartbeat vouches for
         self.typing_throttle = Throttle(settings.typing_interval)
         self._expiries: dict[str, asyncio.TimerHandle] = {}  # closed connections in grace
+        # Counts the removals (and reconnects) seen: a membership read that a removal
+        # overtook is not cached, and a subscription it overtook is checked again.
+        self.revocations = 0
         self.channel: AbstractRobustChannel | None = None
         self.queue: AbstractQueue | None = None
         self.ingress: AbstractExchange | None = None
@@ -162,6 +168,9 @@ class Node:
         self.queue = await self.channel.declare_queue(
             self.queue_name, exclusive=True, arguments={"x-queue-type": "classic"})
         await self.queue.bind(reply, routing_key=self.queue_name)
+        # Every room's member events, whatever is subscribed here: a removed user's
+        # connection may hold the room without a subscription (it sent or typed).
+        await self.queue.bind(self.fanout, routing_key=MEMBER_EVENTS)
         # no_ack: the queue is this process's alone and what it misses is replayed from
         # the database (gap fill), so broker-side acks would buy nothing but latency.
         await self.queue.consume(self._on_delivery, no_ack=True)
@@ -234,6 +243,13 @@ class Node:
         on the next reconnect, and the replay still runs.
         """
         assert self.queue is not None and self.fanout is not None
+        # Removals published while this node was cut off went nowhere: check every
+        # membership it relies on again (G6 across a broker outage).
+        await self._revalidate()
+        try:
+            await self.queue.bind(self.fanout, routing_key=MEMBER_EVENTS)
+        except PUBLISH_FAILED as exc:
+            log.warning("member events not bound again after a reconnect: %s", exc)
         for room in list(self.bound):
             async with self.bind_locks[room]:
                 if room not in self.bound:
@@ -250,16 +266,23 @@ class Node:
 
     async def check_member(self, conn: Connection, room: str,
                            client_id: str | None = None) -> None:
-        """Raise a ``forbidden`` :exc:`ProtocolError` unless the user is in *room* (G6)."""
+        """Raise a ``forbidden`` :exc:`ProtocolError` unless the user is in *room* (G6).
+
+        The answer is cached on the connection until a member event (or a broker
+        reconnect) revokes it; an answer that a removal overtook is not cached.
+        """
         if room in conn.member_of:
             return
+        seen = self.revocations
         if await self.rooms.role(room, conn.user) is None:
             raise ProtocolError("forbidden", f"not a member of room {room}", room=room,
                                 client_id=client_id)
-        conn.member_of.add(room)
+        if self.revocations == seen:
+            conn.member_of.add(room)
 
     async def subscribe(self, conn: Connection, room: str, since: int | None) -> None:
         """Bind, then replay what follows *since* from the database, then go live."""
+        seen = self.revocations
         await self.check_member(conn, room)
         await self.ready()
         if room in conn.subscriptions:
@@ -269,6 +292,11 @@ class Node:
         sub = Subscription(conn, room, Cursor(last))
         conn.subscriptions[room] = sub
         self.subscribers[room].add(sub)
+        if self.revocations != seen and await self.rooms.role(room, conn.user) is None:
+            # removed while this subscription was being set up: its event found
+            # nothing to end yet
+            await self._revoke(conn, room)
+            return
         conn.push([protocol.subscribed(room, last)])
         OUT["subscribed"].inc()
         await self._replay(sub)
@@ -689,13 +717,39 @@ class Node:
             return
         if not isinstance(event, dict) or event.get("action") != "removed":
             return
-        for sub in tuple(self.subscribers.get(room, ())):
-            conn = sub.connection
-            if conn.user == event.get("user"):
-                conn.member_of.discard(room)
-                await self.unsubscribe(conn, room)
-                conn.push([protocol.unsubscribed(room, "removed")])
-                OUT["unsubscribed"].inc()
+        user = event.get("user")
+        self.revocations += 1
+        for conn in [c for c in self.local.values() if c.user == user]:
+            await self._revoke(conn, room)
+
+    async def _revoke(self, conn: Connection, room: str) -> None:
+        """*conn*'s user is no longer in *room*: forget the check, end its stream."""
+        conn.member_of.discard(room)
+        if room in conn.subscriptions:
+            await self.unsubscribe(conn, room)
+            conn.push([protocol.unsubscribed(room, "removed")])
+            OUT["unsubscribed"].inc()
+
+    async def _revalidate(self) -> None:
+        """Forget every cached membership and end the subscriptions whose membership is
+        gone: one read of the rooms of each user with a subscription here."""
+        self.revocations += 1
+        users: dict[str, list[Connection]] = defaultdict(list)
+        for conn in list(self.local.values()):
+            conn.member_of.clear()
+            if conn.subscriptions:
+                users[conn.user].append(conn)
+        for user, conns in users.items():
+            try:
+                rooms = set(await self.rooms.room_ids(user))
+            except PyMongoError as exc:  # database down too: end them, clients resume
+                log.warning("memberships of %s not checked after a reconnect: %s", user, exc)
+                for conn in conns:
+                    conn.close(protocol.INTERNAL_ERROR, "could not check memberships: resume")
+                continue
+            for conn in conns:
+                for room in [r for r in conn.subscriptions if r not in rooms]:
+                    await self._revoke(conn, room)
 
     async def publish_member_event(self, room: str, user: str, action: str) -> None:
         """Tell every gateway that *user* joined or left *room* (they drop its streams)."""

@@ -1,0 +1,97 @@
+"""G6 against a removed member who keeps the socket open: on every connection of theirs,
+on every gateway, subscribed or not, and after a broker outage that hid the removal.
+
+Each test here passed on nothing before the revocation rework: a connection that had
+sent (or typed, or unsubscribed) kept the room's membership cached, and the removal
+event reached only the gateways with a subscriber of the room.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pymongo import MongoClient
+
+from burrow.devstack import rabbitmq
+from tests.integration.conftest import Raw, Stack, raw_ws
+
+pytestmark = pytest.mark.integration
+T = 30
+
+
+async def sent(ws: Raw, room: str, client_id: str) -> dict[str, object]:
+    await ws.send({"type": "send", "room": room, "client_id": client_id, "body": "x"})
+    return await ws.recv_until_any(("ack", "error"), T)
+
+
+def stored(stack: Stack, room: str) -> list[str]:
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        db = client.get_default_database()
+        return [d["client_id"] for d in db.messages.find({"room": room}).sort("seq", 1)]
+
+
+async def test_a_removed_member_who_was_not_subscribed_can_neither_send_nor_read(
+        stack: Stack) -> None:
+    """Bob sent (membership checked and cached), unsubscribed, and typed on two
+    gateways; after his removal no connection of his sends, types or subscribes."""
+    stack.add_gateway()
+    stack.room("team", "alice", "bob")
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as here, \
+            raw_ws(stack.gateways[1].ws_url, stack.token("bob")) as there:
+        assert (await sent(here, "team", "before-0"))["type"] == "ack"
+        assert (await sent(there, "team", "before-1"))["type"] == "ack"
+        await there.send({"type": "subscribe", "room": "team", "since": 2})
+        await there.recv_until("subscribed", T)
+        await there.send({"type": "unsubscribe", "room": "team"})
+        await there.recv_until("unsubscribed", T)
+        await here.send({"type": "typing", "room": "team"})
+
+        assert stack.http("DELETE", "/v1/rooms/team/members/bob", "alice")[0] == 204
+        # A removal takes effect on the next frame of every connection: the member event
+        # reaches every gateway, whatever it has subscribed (G6).
+        for ws, name in ((here, "after-0"), (there, "after-1")):
+            refused = await sent(ws, "team", name)
+            assert (refused["type"], refused["code"]) == ("error", "forbidden"), refused
+            await ws.send({"type": "subscribe", "room": "team", "since": 0})
+            refused = await ws.recv_until_any(("subscribed", "error"), T)
+            assert (refused["type"], refused["code"]) == ("error", "forbidden"), refused
+            await ws.send({"type": "typing", "room": "team"})
+            assert (await ws.recv_until("error", T))["code"] == "forbidden"
+    assert stored(stack, "team") == ["before-0", "before-1"]
+
+
+async def test_a_member_added_again_gets_the_room_back(stack: Stack) -> None:
+    stack.room("club", "alice", "bob")
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as bob:
+        assert (await sent(bob, "club", "one"))["type"] == "ack"
+        assert stack.http("DELETE", "/v1/rooms/club/members/bob", "alice")[0] == 204
+        assert (await sent(bob, "club", "two"))["code"] == "forbidden"
+        assert stack.http("PUT", "/v1/rooms/club/members/bob", "alice")[0] in (200, 201)
+        assert (await sent(bob, "club", "three"))["type"] == "ack"
+    assert stored(stack, "club") == ["one", "three"]
+
+
+async def test_a_removal_hidden_by_a_broker_outage_is_found_after_the_reconnect(
+        stack: Stack, broker: rabbitmq.RabbitNode) -> None:
+    """Bob is removed while the gateway is cut off from the broker (here: straight in
+    the database, as an operator would, so no member event exists at all). When the
+    broker is back the gateway checks the memberships it relied on again: Bob's
+    subscription ends with ``removed`` and his cached membership is gone."""
+    stack.room("den", "alice", "bob")
+    gateway = stack.gateways[0]
+    async with raw_ws(gateway.ws_url, stack.token("bob")) as bob:
+        assert (await sent(bob, "den", "one"))["type"] == "ack"
+        await bob.send({"type": "subscribe", "room": "den", "since": 1})
+        await bob.recv_until("subscribed", T)
+        broker.stop()
+        try:
+            with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+                client.get_default_database().memberships.delete_one(
+                    {"room": "den", "user": "bob"})
+        finally:
+            broker.start()
+            broker.wait_ready()
+        gateway.wait("up", "up")
+        assert await bob.recv_until("unsubscribed", T) == {
+            "type": "unsubscribed", "room": "den", "reason": "removed"}
+        assert (await sent(bob, "den", "two"))["code"] == "forbidden"
+    assert stored(stack, "den") == ["one"]
