@@ -24,6 +24,7 @@ from gateway import (
     dev_api,
     devices_api,
     http_events,
+    http_json,
     http_send,
     poll,
     protocol,
@@ -39,6 +40,8 @@ from gateway.limiting import Limits
 from gateway.node import Node
 
 log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 10  # seconds for a request's head to arrive (slowloris)
 
 
 class Context:
@@ -65,6 +68,12 @@ def create_app(settings: Settings) -> GatewayApp:
     app: GatewayApp = Sanic("burrow-gateway", ctx=Context(), configure_logging=False)
     app.config.ACCESS_LOG = False
     app.config.WEBSOCKET_MAX_SIZE = settings.max_frame_bytes
+    # Bounds for anyone, before the token is looked at (docs/security.md): no request
+    # body above the largest route's limit, and the head of a request (the WebSocket
+    # handshake too) within 10 s, unless the operator set Sanic's own variables.
+    app.config.REQUEST_MAX_SIZE = http_json.LARGEST_BODY
+    if "SANIC_REQUEST_TIMEOUT" not in os.environ:
+        app.config.REQUEST_TIMEOUT = REQUEST_TIMEOUT
     app.ctx.settings = settings
     app.ctx.verifier = Verifier.from_settings(settings)
     dev_api.check(settings)

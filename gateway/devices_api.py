@@ -122,7 +122,7 @@ def blueprint() -> Blueprint:
         found = await store(request).registrations(claims.user)
         return response.json({"devices": [listed(r) for r in found]})
 
-    @bp.delete("/<device_id>")
+    @bp.delete("/<device_id>", ignore_body=True)
     async def unregister(request: Request, device_id: str) -> HTTPResponse:
         claims: Claims = request.ctx.claims
         if not await store(request).remove(claims.user, device_id):

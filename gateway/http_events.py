@@ -53,7 +53,7 @@ def blueprint() -> Blueprint:
             return problem(503, "unavailable", "the database is not reachable; retry")
         return response.empty()
 
-    @bp.post("/<room>/typing")
+    @bp.post("/<room>/typing", ignore_body=True)  # no body: never read or buffered
     async def typing(request: Request, room: str) -> HTTPResponse:
         if not ids.is_room_id(room):
             return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")

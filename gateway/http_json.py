@@ -1,7 +1,11 @@
 """JSON request bodies of the HTTP API: read through a small limit, refused clearly.
 
-Sanic buffers up to 100 MB by default; a ``stream=True`` route lowers that for its own
-request before anything is read, so an oversized body costs no more than the limit.
+Sanic would buffer up to 100 MB before any middleware runs, so before the token is
+checked. Here a route that takes a body is a ``stream=True`` one and reads it in its
+handler, after the token check, through a limit of its own (an oversized upload is
+answered 413 while it is still coming); a route without a body is ``ignore_body``;
+and the app-wide ``REQUEST_MAX_SIZE`` is :data:`LARGEST_BODY`, which bounds what any
+request, anonymous or not, can make the gateway read.
 Every refusal is ``{"error": {"code", "message", "field"?}}`` with a 4xx status.
 """
 
@@ -15,6 +19,9 @@ from sanic.exceptions import PayloadTooLarge
 from sanic.response import HTTPResponse
 
 MAX_REQUEST_BYTES: Final = 16384
+LARGEST_BODY: Final = 262144
+"""What any request may carry (Sanic's ``REQUEST_MAX_SIZE``): the largest route limit,
+``POST /v1/rooms`` with 1,000 members."""
 """Default limit: a device registration is under 9 kB even with a 4096-character token."""
 
 

@@ -8,22 +8,21 @@ in the token) add and remove members; a member may remove themself (leave); only
 
 from __future__ import annotations
 
-from typing import Any
-
 from sanic import Blueprint, Request, response
-from sanic.exceptions import BadRequest
 from sanic.response import HTTPResponse
 
 from burrow import ids
 from burrow.room_store import OWNER
 from gateway.auth import Claims
-from gateway.http_json import problem
+from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem
 from gateway.node import Node
 from gateway.ws import authenticate
 
 MAX_HISTORY = 500
 DEFAULT_HISTORY = 50
 MAX_INITIAL_MEMBERS = 1000
+# A room with its 1,000 first members of 128-character ids, quoted: ~132 kB.
+CREATE_BYTES = LARGEST_BODY
 
 
 
@@ -54,15 +53,13 @@ def blueprint() -> Blueprint:
             return problem(403, "forbidden", f"not a member of room {room}")
         return None
 
-    @bp.post("/")
+    @bp.post("/", stream=True)  # read after the token check, through CREATE_BYTES
     async def create_room(request: Request) -> HTTPResponse:
         claims: Claims = request.ctx.claims
         try:
-            data: Any = request.json
-        except BadRequest:
-            return problem(400, "bad_json", "the body is not valid JSON")
-        if not isinstance(data, dict):
-            return problem(400, "bad_request", "expected a JSON object {id, name?, members?}")
+            data = await json_object(request, ("id", "name", "members"), CREATE_BYTES)
+        except Invalid as exc:
+            return exc.response()
         room, name, members = data.get("id"), data.get("name", ""), data.get("members", [])
         if not ids.is_room_id(room):
             return problem(400, "bad_room", "id must match [A-Za-z0-9_-]{1,64}")
@@ -114,14 +111,14 @@ def blueprint() -> Blueprint:
             return problem(403, "forbidden", "only the room's owner or an admin may do that")
         return None
 
-    @bp.put("/<room>/members/<user>")
+    @bp.put("/<room>/members/<user>", ignore_body=True)
     async def add_member(request: Request, room: str, user: str) -> HTTPResponse:
         if (refused := await may_manage(request, room, user)) is not None:
             return refused
         added = await node_of(request).rooms.add(room, user)
         return response.json({"room": room, "user": user, "added": added})
 
-    @bp.delete("/<room>/members/<user>")
+    @bp.delete("/<room>/members/<user>", ignore_body=True)
     async def remove_member(request: Request, room: str, user: str) -> HTTPResponse:
         if (refused := await may_manage(request, room, user)) is not None:
             return refused

@@ -58,7 +58,7 @@ def blueprint() -> Blueprint:
         return _page(200, "Unsubscribe", f"Stop digest emails for {user}?",
                      FORM.format(token=token))
 
-    @bp.post("/unsubscribe")
+    @bp.post("/unsubscribe", ignore_body=True)  # the token is in the query
     async def unsubscribe(request: Request) -> HTTPResponse:
         user, problem = _user(request)
         if problem is not None:
