@@ -22,7 +22,7 @@ from sanic.response import HTTPResponse
 from websockets.exceptions import ConnectionClosed
 
 from burrow import metrics
-from gateway import protocol, streams
+from gateway import protocol, streams, ws_conformance
 from gateway.auth import AuthError, Claims
 from gateway.connection import Connection
 from gateway.limiting import Limits
@@ -79,6 +79,7 @@ class SanicTransport:
 
 
 def blueprint() -> Blueprint:
+    ws_conformance.install()  # invalid UTF-8 fails the connection with 1007
     bp = Blueprint("ws", url_prefix="/v1")
     bp.on_request(authenticate)
     bp.websocket("/ws")(serve)
