@@ -128,14 +128,16 @@ def shard_consumers(stack: Stack, shard: str) -> list[tuple[str, str, str]]:
     """(process, activity status, connection) per consumer of *shard*, the active first.
 
     Empty until the queue's statistics name the single active consumer (the management
-    plugin refreshes them every few seconds), and while they disagree with the consumer
-    list (during a handover).
+    plugin refreshes them every few seconds), while they disagree with the consumer
+    list (during a handover), and while a consumer's channel is not described yet (the
+    API gives ``channel_details: []`` for a channel it has no statistics of).
     """
     info = queue_info(stack, shard)
     tag = info.get("single_active_consumer_ctag")
     consumers = sorted(info["consumer_details"], key=lambda c: c["activity_status"])
     active = [c["consumer_tag"] for c in consumers if c["activity_status"] == "single_active"]
-    if tag is None or active != [tag]:
+    if tag is None or active != [tag] or not all(
+            isinstance(c.get("channel_details"), dict) for c in consumers):
         return []
     return [(connection_name(stack, c["channel_details"]["connection_name"]),
              c["activity_status"], c["channel_details"]["connection_name"])
