@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 #: Kinds the gateway limits: sends per connection, sends per user (all their connections),
 #: handshakes and HTTP requests per client IP.
 CONNECTION, USER, IP = "connection", "user", "ip"
+FRAMES = "frames"  # a connection's frames other than sends
 
 # Async storages that have the sliding-window counter and a client Burrow installs
 # (coredis for the redis family). MongoDB's needs the deprecated motor and its

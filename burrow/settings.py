@@ -133,8 +133,11 @@ VARIABLES: tuple[Variable, ...] = (
              "sends per user over all their connections, BURST/PER_SECOND"),
     Variable("BURROW_RATE_IP", "60/20",
              "handshakes and HTTP requests per client IP, BURST/PER_SECOND"),
+    Variable("BURROW_RATE_FRAMES", "100/20",
+             "frames other than sends (subscribe, unsubscribe, read, typing, ping) per "
+             "connection, BURST/PER_SECOND"),
     Variable("BURROW_RATE_FLOOD", "50/10",
-             "REJECTIONS/SECONDS: that many refused sends within that many seconds close the "
+             "REJECTIONS/SECONDS: that many refused frames within that many seconds close the "
              "connection (4429)"),
     Variable("BURROW_SSE_HEARTBEAT", "15",
              "seconds between keep-alive comments on an idle SSE stream"),
@@ -209,6 +212,7 @@ class Settings:
     rate_connection: Rule
     rate_user: Rule
     rate_ip: Rule
+    rate_frames: Rule
     rate_flood: FloodRule
     sse_heartbeat: float
     cors_origins: frozenset[str]
@@ -294,6 +298,7 @@ class Settings:
             rate_connection=get("BURROW_RATE_CONNECTION", Rule.parse),
             rate_user=get("BURROW_RATE_USER", Rule.parse),
             rate_ip=get("BURROW_RATE_IP", Rule.parse),
+            rate_frames=get("BURROW_RATE_FRAMES", Rule.parse),
             rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),
             sse_heartbeat=get("BURROW_SSE_HEARTBEAT", _positive(float)),
             cors_origins=get("BURROW_CORS_ORIGINS", _origins),

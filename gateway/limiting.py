@@ -1,5 +1,7 @@
 """The gateway's rate limits (G7): per client IP on every ``/v1`` request, per connection
-and per user on every message send, whatever the transport.
+and per user on every message send, whatever the transport, and per connection on every
+other frame (subscribe, unsubscribe, read, typing, ping: each costs a database read or
+write or a broker call, so a flood of them must be refused before that work).
 
 A refused send is not stored: the client gets an ``error`` frame (code ``rate_limited``,
 ``retry_after_ms``) on a WebSocket, or 429 with ``Retry-After`` over HTTP. A connection
@@ -18,7 +20,7 @@ from sanic import Request, response
 from sanic.response import HTTPResponse
 
 from burrow import metrics
-from burrow.ratelimit import CONNECTION, IP, USER, Decision, Flood, RateLimiter
+from burrow.ratelimit import CONNECTION, FRAMES, IP, USER, Decision, Flood, RateLimiter
 from burrow.settings import Settings
 from gateway import protocol
 from gateway.connection import Connection
@@ -28,11 +30,11 @@ class Limits:
     def __init__(self, settings: Settings) -> None:
         self.limiter = RateLimiter(settings.rate_storage, {
             CONNECTION: settings.rate_connection, USER: settings.rate_user,
-            IP: settings.rate_ip})
+            IP: settings.rate_ip, FRAMES: settings.rate_frames})
         self.flood_rule = settings.rate_flood
         self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
             weakref.WeakKeyDictionary())
-        for scope in (CONNECTION, USER, IP, "flood"):  # exported at 0 from the start, so
+        for scope in (CONNECTION, USER, IP, FRAMES, "flood"):  # exported at 0 from the start, so
             metrics.GATEWAY_RATE_LIMITED.labels(scope)  # rate() and alerts see a series
 
     async def request(self, request: Request) -> HTTPResponse | None:
@@ -52,16 +54,31 @@ class Limits:
         if decision.allowed:
             return None
         metrics.GATEWAY_RATE_LIMITED.labels(decision.kind or USER).inc()
+        self._refused(conn)
+        return protocol.error("rate_limited", f"too many messages ({decision.kind} limit); "
+                              "not stored: retry later with the same client_id",
+                              client_id=client_id, room=room,
+                              retry_after_ms=decision.retry_after_ms)
+
+    async def frame(self, conn: Connection, kind: str, room: str | None = None) -> str | None:
+        """None if *conn* may send a *kind* frame (not a send) now; else the error frame."""
+        decision = await self.limiter.hit(FRAMES, conn.id)
+        if decision.allowed:
+            return None
+        metrics.GATEWAY_RATE_LIMITED.labels(FRAMES).inc()
+        self._refused(conn)
+        return protocol.error("rate_limited", f"too many frames on this connection; {kind} "
+                              "not done: retry later", room=room,
+                              retry_after_ms=decision.retry_after_ms)
+
+    def _refused(self, conn: Connection) -> None:
+        """Count a refusal; a connection that keeps pushing into its limits is closed."""
         flood = self.floods.get(conn)
         if flood is None:
             flood = self.floods[conn] = Flood(self.flood_rule)
         if flood.rejected():
             metrics.GATEWAY_RATE_LIMITED.labels("flood").inc()
-            conn.close(protocol.FLOODING, "too many messages: slow down, then reconnect")
-        return protocol.error("rate_limited", f"too many messages ({decision.kind} limit); "
-                              "not stored: retry later with the same client_id",
-                              client_id=client_id, room=room,
-                              retry_after_ms=decision.retry_after_ms)
+            conn.close(protocol.FLOODING, "too many frames: slow down, then reconnect")
 
     async def http_send(self, user: str) -> HTTPResponse | None:
         decision = await self.limiter.hit(USER, user)

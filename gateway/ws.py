@@ -31,12 +31,13 @@ from gateway.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
+FRAME_NAMES: dict[type, str] = {
+    protocol.Subscribe: "subscribe", protocol.Unsubscribe: "unsubscribe",
+    protocol.SendFrame: "send", protocol.Read: "read", protocol.Typing: "typing",
+    protocol.Ping: "ping"}
 # Children bound once: ``labels()`` looks its child up under a lock on every call.
 FRAMES_IN: dict[type, Counter] = {
-    kind: metrics.GATEWAY_FRAMES_IN.labels(name) for kind, name in (
-        (protocol.Subscribe, "subscribe"), (protocol.Unsubscribe, "unsubscribe"),
-        (protocol.SendFrame, "send"), (protocol.Read, "read"), (protocol.Typing, "typing"),
-        (protocol.Ping, "ping"))}
+    kind: metrics.GATEWAY_FRAMES_IN.labels(name) for kind, name in FRAME_NAMES.items()}
 FRAMES_INVALID = metrics.GATEWAY_FRAMES_IN.labels("invalid")
 OUT_PONG, OUT_ERROR, OUT_UNSUBSCRIBED = OUT["pong"], OUT["error"], OUT["unsubscribed"]
 
@@ -122,6 +123,13 @@ async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits)
             FRAMES_INVALID.inc()
             raise
         FRAMES_IN[type(frame)].inc()
+        if not isinstance(frame, protocol.SendFrame):  # sends have limits of their own
+            refused = await limits.frame(conn, FRAME_NAMES[type(frame)],
+                                         getattr(frame, "room", None))
+            if refused is not None:
+                conn.push([refused])  # nothing done for it: no database, no broker
+                OUT_ERROR.inc()
+                return
         if not isinstance(frame, protocol.Ping):  # clients ping by themselves: not activity
             node.touch(conn)
         match frame:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import MongoClient
+from websockets.exceptions import ConnectionClosed
 
 from tests.integration.conftest import Raw, Stack, raw_ws
 
@@ -126,3 +127,57 @@ async def test_two_gateways_share_a_user_limit_through_redis(stack: Stack,
         elapsed = time.monotonic() - started
     allowed = sum(1 for x in answers if x["type"] == "ack")
     assert 4 <= allowed <= 4 + 4 * elapsed + 1  # one budget for both gateways, not two
+
+
+FRAMES_TIGHT = {"BURROW_RATE_FRAMES": "5/5", "BURROW_RATE_FLOOD": "1000/10"}
+EVERY_FRAME = {
+    "subscribe": {"type": "subscribe", "room": "general", "since": 0},
+    "unsubscribe": {"type": "unsubscribe", "room": "general"},
+    "read": {"type": "read", "room": "general", "seq": 0},
+    "typing": {"type": "typing", "room": "general"},
+    "ping": {"type": "ping", "id": "p"},
+}
+
+
+@pytest.mark.parametrize("kind", list(EVERY_FRAME))
+async def test_a_flood_of_any_other_frame_is_refused_before_its_work(stack: Stack,
+                                                                     kind: str) -> None:
+    """Subscribe, unsubscribe, read, typing and ping floods: past the burst each frame
+    is answered ``rate_limited`` (with the frame's room) and nothing is done for it,
+    while the connection's sends, which have limits of their own, still pass."""
+    gateway = stack.add_gateway(**FRAMES_TIGHT)
+    stack.room("general", "alice")
+    frame = EVERY_FRAME[kind]
+    async with raw_ws(gateway.ws_url, stack.token("alice")) as ws:
+        for _ in range(30):
+            await ws.send(frame)
+        refused = await ws.recv_until("error")
+        assert refused["code"] == "rate_limited", refused
+        assert refused["retry_after_ms"] > 0
+        assert refused.get("room") == frame.get("room")
+        # sends have their own bucket: the flood of other frames does not block them
+        assert (await send(ws, "general", "still"))["type"] == "ack"
+    assert [m["client_id"] for m in stored(stack, "general", "alice")] == ["still"]
+
+
+async def test_a_subscribe_flood_binds_the_room_at_most_burst_times(stack: Stack) -> None:
+    """What a refused subscribe would have cost is not spent: the gateway answers at
+    most the burst of them with ``subscribed``, then closes the flooder (4429)."""
+    gateway = stack.add_gateway(BURROW_RATE_FRAMES="5/1", BURROW_RATE_FLOOD="20/60")
+    stack.room("general", "mallory")
+    async with raw_ws(gateway.ws_url, stack.token("mallory")) as mallory:
+        for n in range(200):
+            await mallory.send({"type": "subscribe", "room": "general", "since": 0})
+        answers: list[str] = []
+        code = None
+        while code is None:
+            try:
+                frame = await mallory.recv(timeout=30)
+            except ConnectionClosed:  # the close code says why
+                code = await mallory.closed()
+                break
+            answers.append(frame["type"] if frame["type"] != "error" else frame["code"])
+        assert code == 4429
+        assert answers.count("subscribed") <= 5 + 5  # the burst, and at most a refill
+        # the 20th refusal closes it; the frames queued behind the close may not be sent
+        assert answers.count("rate_limited") >= 15
