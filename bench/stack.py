@@ -50,6 +50,8 @@ BENCH_ENV = {
     "BURROW_LOG_LEVEL": "WARNING",
     "BURROW_RATE_CONNECTION": UNLIMITED, "BURROW_RATE_USER": UNLIMITED,
     "BURROW_RATE_IP": UNLIMITED, "BURROW_RATE_FLOOD": UNLIMITED,
+    # every client of the load comes from 127.0.0.1: one address
+    "BURROW_MAX_CONNECTIONS_IP": "1000000",
     # no server pings in the measurement (clients do not ping either)
     "SANIC_WEBSOCKET_PING_INTERVAL": "3600", "SANIC_WEBSOCKET_PING_TIMEOUT": "3600",
     # pushes and hourly digests fall due inside a run of seconds, not after it: the

@@ -133,6 +133,12 @@ VARIABLES: tuple[Variable, ...] = (
              "sends per user over all their connections, BURST/PER_SECOND"),
     Variable("BURROW_RATE_IP", "60/20",
              "handshakes and HTTP requests per client IP, BURST/PER_SECOND"),
+    Variable("BURROW_MAX_CONNECTIONS_USER", "32",
+             "open WebSocket, SSE and long-poll connections one user may hold on one gateway "
+             "worker process; more are refused (429 before the handshake, else close 1008)"),
+    Variable("BURROW_MAX_CONNECTIONS_IP", "1000",
+             "open connections one client address may hold on one gateway worker process "
+             "(an office behind one NAT is one address: raise it for such clients)"),
     Variable("BURROW_RATE_FRAMES", "100/20",
              "frames other than sends (subscribe, unsubscribe, read, typing, ping) per "
              "connection, BURST/PER_SECOND"),
@@ -213,6 +219,8 @@ class Settings:
     rate_user: Rule
     rate_ip: Rule
     rate_frames: Rule
+    max_connections_user: int
+    max_connections_ip: int
     rate_flood: FloodRule
     sse_heartbeat: float
     cors_origins: frozenset[str]
@@ -299,6 +307,8 @@ class Settings:
             rate_user=get("BURROW_RATE_USER", Rule.parse),
             rate_ip=get("BURROW_RATE_IP", Rule.parse),
             rate_frames=get("BURROW_RATE_FRAMES", Rule.parse),
+            max_connections_user=get("BURROW_MAX_CONNECTIONS_USER", _positive(int)),
+            max_connections_ip=get("BURROW_MAX_CONNECTIONS_IP", _positive(int)),
             rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),
             sse_heartbeat=get("BURROW_SSE_HEARTBEAT", _positive(float)),
             cors_origins=get("BURROW_CORS_ORIGINS", _origins),

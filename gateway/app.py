@@ -35,6 +35,7 @@ from gateway import (
     ws,
 )
 from gateway.auth import Verifier
+from gateway.caps import ConnectionCaps
 from gateway.connection import Connection
 from gateway.limiting import Limits
 from gateway.node import Node
@@ -52,6 +53,7 @@ class Context:
     runtime: Runtime
     node: Node
     limits: Limits
+    caps: ConnectionCaps
     connections: set[Connection]
 
 
@@ -103,6 +105,7 @@ async def _open(app: GatewayApp) -> None:
     app.ctx.runtime = Runtime.open(settings, f"gateway {settings.instance_id} pid {os.getpid()}")
     app.ctx.node = Node(settings, app.ctx.runtime)
     app.ctx.limits = Limits(settings)
+    app.ctx.caps = ConnectionCaps(settings.max_connections_user, settings.max_connections_ip)
     app.ctx.connections = set()
     app.ctx.node.start()
     node = app.ctx.node

@@ -34,7 +34,8 @@ class Limits:
         self.flood_rule = settings.rate_flood
         self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
             weakref.WeakKeyDictionary())
-        for scope in (CONNECTION, USER, IP, FRAMES, "flood"):  # exported at 0 from the start, so
+        for scope in (CONNECTION, USER, IP, FRAMES, "flood", "connections_user",
+                      "connections_address"):  # exported at 0 from the start, so
             metrics.GATEWAY_RATE_LIMITED.labels(scope)  # rate() and alerts see a series
 
     async def request(self, request: Request) -> HTTPResponse | None:

@@ -50,6 +50,7 @@ def parse_timeout(raw: str | None) -> float:
 def blueprint() -> Blueprint:
     bp = Blueprint("poll", url_prefix="/v1")
     bp.on_request(authenticate)
+    bp.on_request(streams.refuse_over_cap)
 
     @bp.get("/poll")
     async def poll(request: Request) -> HTTPResponse:
@@ -73,27 +74,30 @@ def blueprint() -> Blueprint:
         position = streams.Position(cursor)
         conn = streams.connection(request, claims, collector)
         events: list[Any] = []
-        async with streams.attached(node, request.app.ctx.connections, conn, claims, "poll"):
-            try:
-                for room in rooms:
-                    await node.subscribe(conn, room, cursor.get(room))
-            except ProtocolError as exc:
-                return problem(403, exc.code, exc.message)
-            except Unavailable as exc:
-                return problem(503, "unavailable", f"{exc}; retry")
-            deadline = asyncio.get_running_loop().time() + timeout
-            while len(events) < MAX_EVENTS and conn.close_code is None:
-                remaining = deadline - asyncio.get_running_loop().time()
-                # after the first event, or once the time is up, take only what follows
-                # at once (with timeout=0 that is what is pending after the cursor)
-                wait = LINGER if events or remaining <= 0 else remaining
+        try:
+            async with streams.attached(request, conn, claims, "poll"):
                 try:
-                    frame = await asyncio.wait_for(collector.frames.get(), wait)
-                except TimeoutError:
-                    break
-                kind, data = position.see(frame)
-                if kind not in SKIPPED:
-                    events.append(data)
+                    for room in rooms:
+                        await node.subscribe(conn, room, cursor.get(room))
+                except ProtocolError as exc:
+                    return problem(403, exc.code, exc.message)
+                except Unavailable as exc:
+                    return problem(503, "unavailable", f"{exc}; retry")
+                deadline = asyncio.get_running_loop().time() + timeout
+                while len(events) < MAX_EVENTS and conn.close_code is None:
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    # after the first event, or once the time is up, take only what follows
+                    # at once (with timeout=0 that is what is pending after the cursor)
+                    wait = LINGER if events or remaining <= 0 else remaining
+                    try:
+                        frame = await asyncio.wait_for(collector.frames.get(), wait)
+                    except TimeoutError:
+                        break
+                    kind, data = position.see(frame)
+                    if kind not in SKIPPED:
+                        events.append(data)
+        except streams.TooManyConnections as exc:  # raced past the check
+            return problem(429, "too_many_connections", str(exc))
         return response.raw(orjson.dumps({"events": events,
                                           "cursor": streams.encode_cursor(position.cursor)}),
                             content_type="application/json")

@@ -18,6 +18,7 @@ from burrow import ids
 # Close codes (RFC 6455 reserves 4000-4999 for applications). A client reconnects and
 # resumes after 1001, 1011, 4008; after 4401 only with a fresh token; never after 4403.
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008  # too many open connections (gateway.caps)
 INTERNAL_ERROR = 1011
 TOO_BIG = 1009
 SLOW_CLIENT = 4008

@@ -26,7 +26,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic.response.types import BaseHTTPResponse as StreamResponse
 
-from gateway import streams
+from gateway import protocol, streams
 from gateway.connection import Connection
 from gateway.http_json import problem
 from gateway.node import OUT, Node, Unavailable
@@ -83,6 +83,7 @@ async def keepalive(conn: Connection, every: float) -> None:
 def blueprint() -> Blueprint:
     bp = Blueprint("sse", url_prefix="/v1")
     bp.on_request(authenticate)
+    bp.on_request(streams.refuse_over_cap)
 
     @bp.get("/sse")
     async def sse(request: Request) -> HTTPResponse | None:
@@ -104,21 +105,24 @@ def blueprint() -> Blueprint:
         await stream.send(f"retry: {RETRY_MS}\n\n")
         conn = streams.connection(request, claims, SseTransport(stream,
                                                                 streams.Position(since)))
-        async with streams.attached(node, request.app.ctx.connections, conn, claims, "sse"):
-            every = request.app.ctx.settings.sse_heartbeat
-            beat = asyncio.create_task(keepalive(conn, every))
-            try:
-                for room in rooms:
-                    try:
-                        await node.subscribe(conn, room, since.get(room))
-                    except ProtocolError as exc:  # removed from the room meanwhile
-                        conn.push([exc.frame()])
-                        OUT["error"].inc()
-                    except Unavailable as exc:
-                        conn.push([streams.unavailable(str(exc))])
-                await conn.closed.wait()
-            finally:
-                beat.cancel()
+        try:
+            async with streams.attached(request, conn, claims, "sse"):
+                every = request.app.ctx.settings.sse_heartbeat
+                beat = asyncio.create_task(keepalive(conn, every))
+                try:
+                    for room in rooms:
+                        try:
+                            await node.subscribe(conn, room, since.get(room))
+                        except ProtocolError as exc:  # removed from the room meanwhile
+                            conn.push([exc.frame()])
+                            OUT["error"].inc()
+                        except Unavailable as exc:
+                            conn.push([streams.unavailable(str(exc))])
+                    await conn.closed.wait()
+                finally:
+                    beat.cancel()
+        except streams.TooManyConnections as exc:  # raced past the check: end the stream
+            await conn.transport.close(protocol.POLICY_VIOLATION, str(exc))
         return None
 
     return bp

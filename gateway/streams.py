@@ -19,11 +19,13 @@ import uuid
 from collections.abc import Mapping
 
 import orjson
-from sanic import Request
+from sanic import Request, response
+from sanic.response import HTTPResponse
 
 from burrow import ids, metrics
 from gateway import protocol
 from gateway.auth import Claims
+from gateway.caps import ConnectionCaps, Refusal
 from gateway.connection import Connection, Transport
 from gateway.node import OUT, Node
 
@@ -112,14 +114,47 @@ def connection(request: Request, claims: Claims, transport: Transport) -> Connec
                       request.app.ctx.settings.client_buffer)
 
 
-def attached(node: Node, connections: set[Connection], conn: Connection,
-             claims: Claims, transport: str) -> Attached:
+class TooManyConnections(Exception):
+    """The user, or the client address, holds as many connections as the caps allow."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"too many open connections for this {refusal}: close one first")
+        self.refusal = refusal
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the rate limits and caps see it (the proxy's forwarded
+    one when the proxy is trusted, see Sanic's ``FORWARDED_SECRET``/``PROXIES_COUNT``)."""
+    return str(request.remote_addr or request.ip)
+
+
+def over_cap(request: Request) -> Refusal | None:
+    """Whether one more connection of this request's user and address would be refused."""
+    caps: ConnectionCaps = request.app.ctx.caps
+    return caps.full(request.ctx.claims.user, client_address(request))
+
+
+async def refuse_over_cap(request: Request) -> HTTPResponse | None:
+    """Request middleware of the streaming routes, after the token check: 429 before the
+    handshake (or the stream) when a cap is reached. :class:`Attached` counts for real."""
+    refused = over_cap(request)
+    if refused is None:
+        return None
+    metrics.GATEWAY_RATE_LIMITED.labels(f"connections_{refused}").inc()
+    return response.json({"error": {"code": "too_many_connections", "message": str(
+        TooManyConnections(refused))}}, status=429, headers={"Retry-After": "5"})
+
+
+def attached(request: Request, conn: Connection, claims: Claims,
+             transport: str) -> Attached:
     """``async with attached(...)``: *conn* is one of the gateway's connections for the
     body's duration, whatever the transport: counted for SIGTERM's 1001, present, closed
     with 4401 when its token expires, counted in ``burrow_gateway_connections`` under
     *transport* (one of :data:`burrow.metrics.TRANSPORTS`), and cleaned up to the end
     even if the request is cancelled."""
-    return Attached(node, connections, conn, claims.expires_at, transport)
+    ctx = request.app.ctx
+    return Attached(ctx.node, ctx.connections, conn, claims.expires_at, transport,
+                    ctx.caps, client_address(request))
 
 
 class Attached:
@@ -127,19 +162,28 @@ class Attached:
     WebSocket stays inside it for hours, and a suspended generator with its context
     manager is ~0.7 KiB per connection."""
 
-    __slots__ = ("conn", "connections", "expires_at", "expiry", "node", "transport")
+    __slots__ = ("address", "admitted", "caps", "conn", "connections", "expires_at", "expiry",
+                 "node", "transport")
 
     def __init__(self, node: Node, connections: set[Connection], conn: Connection,
-                 expires_at: float, transport: str) -> None:
+                 expires_at: float, transport: str, caps: ConnectionCaps,
+                 address: str) -> None:
         self.transport = transport
         self.node = node
         self.connections = connections
         self.conn = conn
         self.expires_at = expires_at
         self.expiry: asyncio.TimerHandle | None = None
+        self.caps, self.address, self.admitted = caps, address, False
 
     async def __aenter__(self) -> Connection:
+        """Raises :exc:`TooManyConnections` (nothing held then) past a cap."""
         conn = self.conn
+        refused = self.caps.admit(conn.user, self.address)  # no await before: atomic
+        if refused is not None:
+            metrics.GATEWAY_RATE_LIMITED.labels(f"connections_{refused}").inc()
+            raise TooManyConnections(refused)
+        self.admitted = True
         self.connections.add(conn)
         metrics.GATEWAY_HANDSHAKES.labels(self.transport).inc()
         metrics.GATEWAY_CONNECTIONS.labels(self.transport).inc()
@@ -157,6 +201,9 @@ class Attached:
         await self._detach()
 
     async def _detach(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.caps.release(self.conn.user, self.address)
         if self.expiry is not None:
             self.expiry.cancel()
         if self.conn in self.connections:

@@ -83,6 +83,7 @@ def blueprint() -> Blueprint:
     ws_conformance.install()  # invalid UTF-8 fails the connection with 1007
     bp = Blueprint("ws", url_prefix="/v1")
     bp.on_request(authenticate)
+    bp.on_request(streams.refuse_over_cap)
     bp.websocket("/ws")(serve)
     return bp
 
@@ -99,17 +100,20 @@ async def serve(request: Request, ws: Websocket) -> None:
     claims: Claims = request.ctx.claims
     conn = Connection(uuid.uuid4().hex[:12], claims.user, claims.is_admin,
                       SanicTransport(ws), node.settings.client_buffer)
-    async with streams.attached(node, request.app.ctx.connections, conn, claims, "ws"):
-        try:
-            while True:
-                raw = await ws.recv()
-                if conn.close_code is not None:
-                    break
-                if raw is None:  # without a timeout only a race in Sanic's assembler
-                    continue
-                await handle(node, conn, raw, limits)
-        except ConnectionClosed:
-            pass
+    try:
+        async with streams.attached(request, conn, claims, "ws"):
+            try:
+                while True:
+                    raw = await ws.recv()
+                    if conn.close_code is not None:
+                        break
+                    if raw is None:  # without a timeout only a race in Sanic's assembler
+                        continue
+                    await handle(node, conn, raw, limits)
+            except ConnectionClosed:
+                pass
+    except streams.TooManyConnections as exc:  # raced past the check before the upgrade
+        await conn.transport.close(protocol.POLICY_VIOLATION, str(exc)[:120])
 
 
 async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits) -> None:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTED_DEPARTURES = {
     "BURROW_LOG_LEVEL", "BURROW_RATE_CONNECTION", "BURROW_RATE_USER", "BURROW_RATE_IP",
     "BURROW_RATE_FLOOD", "SANIC_WEBSOCKET_PING_INTERVAL", "SANIC_WEBSOCKET_PING_TIMEOUT",
-    "BURROW_PUSH_DELAY", "BURROW_DIGEST_HOURLY"}
+    "BURROW_PUSH_DELAY", "BURROW_DIGEST_HOURLY", "BURROW_MAX_CONNECTIONS_IP"}
 
 
 def launcher_processes(env: Mapping[str, str]) -> list[tuple[str, list[str], dict[str, str]]]:
