@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 
+from burrow import ids
 from burrow.settings import ConfigError, Settings
 
 __all__ = ["AuthError", "Claims", "ConfigError", "Verifier"]
@@ -54,7 +55,7 @@ PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448Publ
 REASONS: Final = frozenset({"missing", "malformed", "bad_signature", "expired",
                             "not_yet_valid", "audience", "issuer", "algorithm", "claims",
                             "unknown_key"})
-MAX_SUB_CHARS: Final = 128
+MAX_SUB_CHARS: Final = ids.MAX_USER_ID
 MAX_TOKEN_CHARS: Final = 8192
 JWKS_LIFESPAN: Final = 300.0
 JWKS_TIMEOUT: Final = 5.0
@@ -75,7 +76,7 @@ class Claims:
     """What Burrow takes from a verified token."""
 
     user: str
-    """The ``sub`` claim: a non-empty string of at most 128 characters."""
+    """The ``sub`` claim: 1 to 128 printable characters (:func:`burrow.ids.is_user_id`)."""
     roles: frozenset[str]
     """The optional ``roles`` claim (a list of strings); empty when absent."""
     expires_at: float
@@ -227,8 +228,11 @@ def _refusal(exc: jwt.PyJWTError) -> AuthError:
 
 def _claims(payload: Mapping[str, Any]) -> Claims:
     sub = payload["sub"]
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS:
-        raise AuthError("claims", f"token sub must be 1 to {MAX_SUB_CHARS} characters")
+    # The same rule as every other user id (members, devices, the queues' senders): a
+    # newline or a zero-width character in a sub would be a second spelling of a user.
+    if not ids.is_user_id(sub):
+        raise AuthError("claims", f"token sub must be 1 to {MAX_SUB_CHARS} printable "
+                        "characters")
     exp = payload["exp"]
     # PyJWT accepts anything int() takes, numeric strings included; a NumericDate is a number.
     if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
