@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import socket
 import tempfile
@@ -153,6 +154,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_DEV_MODE", "false",
              "true: the gateway serves the web demo at /demo/ and mints tokens for any user "
              "name at POST /v1/dev/token (needs BURROW_JWT_SECRET); never in production"),
+    Variable("BURROW_DEV_MODE_ANY_HOST", "false",
+             "true: allow dev mode on a gateway that listens beyond loopback (BURROW_HOST); "
+             "refused otherwise, since dev mode gives anyone an admin token"),
     Variable("BURROW_DEV_TOKEN_TTL", "900",
              "seconds a dev-mode token lives at most (a request may ask for less)"),
 )
@@ -225,6 +229,7 @@ class Settings:
     sse_heartbeat: float
     cors_origins: frozenset[str]
     dev_mode: bool
+    dev_mode_any_host: bool
     dev_token_ttl: int
 
     @classmethod
@@ -313,6 +318,7 @@ class Settings:
             sse_heartbeat=get("BURROW_SSE_HEARTBEAT", _positive(float)),
             cors_origins=get("BURROW_CORS_ORIGINS", _origins),
             dev_mode=get("BURROW_DEV_MODE", _bool),
+            dev_mode_any_host=get("BURROW_DEV_MODE_ANY_HOST", _bool),
             dev_token_ttl=get("BURROW_DEV_TOKEN_TTL", _positive(int)),
         )
 
@@ -405,6 +411,16 @@ def _tiers(raw: str) -> tuple[int, ...]:
     if not tiers or any(t <= 0 for t in tiers):
         raise ValueError("expected positive whole seconds, comma-separated, e.g. 5,30,300")
     return tiers
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; a name or an unspecified address (0.0.0.0) is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _bool(raw: str) -> bool:

@@ -23,7 +23,7 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from burrow import ids, tokens
-from burrow.settings import ConfigError, Settings
+from burrow.settings import ConfigError, Settings, is_loopback
 from gateway.http_json import Invalid, json_object, problem
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,20 @@ ROLES = frozenset({"admin"})
 
 
 def check(settings: Settings) -> None:
-    """Raise :exc:`ConfigError` when dev mode is on but the gateway cannot sign tokens."""
-    if settings.dev_mode and not settings.jwt_secret:
+    """Raise :exc:`ConfigError` when dev mode is on but the gateway cannot sign tokens,
+    or listens beyond loopback without being told that this is meant."""
+    if not settings.dev_mode:
+        return
+    if not settings.jwt_secret:
         raise ConfigError("BURROW_DEV_MODE=true needs BURROW_JWT_SECRET: dev tokens are "
                           "HS256 tokens signed with it")
+    if not is_loopback(settings.host) and not settings.dev_mode_any_host:
+        raise ConfigError(
+            f"BURROW_DEV_MODE=true gives anyone who can reach the gateway an admin token, "
+            f"and BURROW_HOST={settings.host} is not loopback: turn dev mode off, listen "
+            f"on 127.0.0.1, or set BURROW_DEV_MODE_ANY_HOST=true if this is a throw-away "
+            f"machine")
+
 
 
 def token_request(data: dict[str, Any], max_ttl: int) -> tuple[str, int, tuple[str, ...]]:

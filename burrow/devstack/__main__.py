@@ -26,7 +26,7 @@ from types import FrameType
 
 from burrow.devstack import mongo, plan, ports, prometheus, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
-from burrow.settings import ConfigError, Settings
+from burrow.settings import ConfigError, Settings, is_loopback
 from queues import definitions, topology
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -198,7 +198,10 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
             jwt["BURROW_UNSUBSCRIBE_SECRET"] = f"{DEV_SECRET}-unsubscribe"
         # The web demo and its dev login, unless told otherwise; they need the HS256 secret.
         secret = jwt.get("BURROW_JWT_SECRET") or env.get("BURROW_JWT_SECRET")
-        dev_mode = {"BURROW_DEV_MODE": env.get("BURROW_DEV_MODE") or str(bool(secret)).lower()}
+        # On loopback only, unless asked for: the gateway refuses it beyond (dev_api.check).
+        loopback = is_loopback(env.get("BURROW_HOST", "127.0.0.1"))
+        dev_mode = {"BURROW_DEV_MODE": env.get("BURROW_DEV_MODE")
+                    or str(bool(secret) and loopback).lower()}
         demo = dev_mode["BURROW_DEV_MODE"].strip().lower() in ("true", "1", "yes")
         apps = product_apps(config, env, app_env, {**jwt, **dev_mode}, jwt)
         for app in apps:

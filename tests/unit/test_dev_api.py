@@ -22,6 +22,19 @@ def test_dev_mode_is_off_unless_asked_for_and_needs_the_hs256_secret() -> None:
         Settings.from_env({**BASE, "BURROW_DEV_MODE": "maybe"})
 
 
+def test_dev_mode_is_refused_beyond_loopback_unless_forced() -> None:
+    on = {**BASE, "BURROW_DEV_MODE": "true", "BURROW_JWT_SECRET": "s" * 32}
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        dev_api.check(Settings.from_env({**on, "BURROW_HOST": host}))
+    for host in ("0.0.0.0", "::", "10.0.0.5", "chat.example.com"):
+        with pytest.raises(ConfigError, match="not loopback"):
+            dev_api.check(Settings.from_env({**on, "BURROW_HOST": host}))
+        dev_api.check(Settings.from_env({**on, "BURROW_HOST": host,
+                                         "BURROW_DEV_MODE_ANY_HOST": "true"}))
+        # dev mode off: any host
+        dev_api.check(Settings.from_env({**BASE, "BURROW_HOST": host}))
+
+
 def test_a_token_request_is_a_user_a_bounded_ttl_and_known_roles() -> None:
     assert dev_api.token_request({"user": "alice"}, 900) == ("alice", 900, ())
     assert dev_api.token_request({"user": "r", "ttl": 1, "roles": ["admin"]}, 900) == (
