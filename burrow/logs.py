@@ -15,6 +15,7 @@ worker by its ``msg_id``.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -27,6 +28,22 @@ CONTEXT: Final = ("room", "user", "conn", "msg_id", "client_id", "seq", "shard",
                   "device")
 OWN_LOGGERS: Final = ("burrow", "gateway", "consumers", "queues")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Credentials that can reach a log line by way of a URL, a header or an exception's text
+# (Sanic logs the full URL of a request whose handler raised): a token in the query, a
+# bearer header, a JWT anywhere, a password in an AMQP or MongoDB URL.
+SECRETS: Final = (
+    (re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"(bearer\s+)[^\s'\",]+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"eyJ[\w-]*\.eyJ[\w-]*\.[\w-]*"), "[jwt redacted]"),
+    (re.compile(r"((?:amqps?|mongodb(?:\+srv)?|redis)://[^:/@\s]+:)[^@\s]+@"), r"\1[redacted]@"),
+)
+
+
+def redact(text: str) -> str:
+    """*text* with every credential :data:`SECRETS` knows replaced."""
+    for pattern, replacement in SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,13 +57,13 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname, "process": self.process, "pid": record.process,
-            "logger": record.name, "event": record.getMessage()}
+            "logger": record.name, "event": redact(record.getMessage())}
         for name in CONTEXT:
             value = record.__dict__.get(name)
             if value is not None:
                 out[name] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(out, default=str).decode()
 
 
@@ -57,7 +74,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))
         context = [f"{name}={record.__dict__[name]}" for name in CONTEXT
                    if record.__dict__.get(name) is not None]
         return f"{line} [{' '.join(context)}]" if context else line

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Final
 
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
@@ -42,12 +43,22 @@ FRAMES_INVALID = metrics.GATEWAY_FRAMES_IN.labels("invalid")
 OUT_PONG, OUT_ERROR, OUT_UNSUBSCRIBED = OUT["pong"], OUT["error"], OUT["unsubscribed"]
 
 
+# Where a browser cannot set a header (a WebSocket, an EventSource), the token may come in
+# the query; elsewhere only in the header, so that it stays out of URLs (proxy logs,
+# browser history, Referer) wherever a client has the choice.
+QUERY_TOKEN_PATHS: Final = frozenset({"/v1/ws", "/v1/sse"})
+
+
 def bearer_token(request: Request) -> str | None:
-    """The token from ``Authorization: Bearer`` or ``?access_token=``."""
+    """The token from ``Authorization: Bearer``, or ``?access_token=`` on
+    :data:`QUERY_TOKEN_PATHS`; :exc:`AuthError` for a query token anywhere else."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
     query_token: str | None = request.args.get("access_token")
+    if query_token and request.path not in QUERY_TOKEN_PATHS:
+        raise AuthError("missing", "send the token in the Authorization header: "
+                        "?access_token= is only taken on /v1/ws and /v1/sse")
     return query_token or None
 
 

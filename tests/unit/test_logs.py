@@ -64,3 +64,33 @@ def test_an_unknown_log_format_is_a_config_error() -> None:
     assert Settings.from_env(env).log_format == "auto"
     with pytest.raises(ConfigError, match="BURROW_LOG_FORMAT='xml' is invalid"):
         Settings.from_env({**env, "BURROW_LOG_FORMAT": "xml"})
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(("text", "leaked"), [
+    (f"Exception occurred while handling uri: 'http://gw/v1/ws?access_token={JWT}&x=1'", JWT),
+    ("GET /v1/sse?rooms=a&ACCESS_TOKEN=opaque-token-123 failed", "opaque-token-123"),
+    (f"headers: {{'authorization': 'Bearer {JWT}'}}", JWT),
+    (f"a token somewhere: {JWT}.", JWT),
+    ("broker amqp://burrow-gateway:s3cret-pass@rabbit:5672/burrow unreachable", "s3cret-pass"),
+    ("mongodb://admin:hunter2@db:27017/burrow?authSource=admin down", "hunter2"),
+])
+def test_credentials_never_reach_a_log_line(text: str, leaked: str) -> None:
+    for formatter in (logs.JsonFormatter("gateway"), logs.TextFormatter()):
+        line = formatter.format(record(text.replace("%", "%%")))
+        assert leaked not in line
+        assert "redacted" in line
+    try:
+        raise RuntimeError(text)
+    except RuntimeError:
+        rec = logging.LogRecord("sanic.error", logging.ERROR, __file__, 1, "boom", (),
+                                sys.exc_info())
+    assert leaked not in logs.JsonFormatter("gateway").format(rec)
+    assert leaked not in logs.TextFormatter().format(rec)
+
+
+def test_what_is_not_a_credential_is_left_alone() -> None:
+    text = "room lobby seq 42 amqp://rabbit:5672/burrow eyJ-not-a-jwt bearer"
+    assert logs.redact(text) == text

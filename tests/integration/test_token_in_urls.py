@@ -1,0 +1,37 @@
+"""A token in a URL is taken only where a browser has no other way (a WebSocket, an
+EventSource); everywhere else it must come in the Authorization header, so that it
+stays out of proxy logs, browser history and Referer headers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_query_token_is_refused_where_a_header_can_be_sent(stack: Stack) -> None:
+    stack.room("lobby", "alice")
+    token = stack.token("alice")
+    gateway = stack.gateways[0]
+    async with httpx.AsyncClient(timeout=30) as http:
+        for method, path in (("GET", "/v1/rooms"), ("GET", "/v1/rooms/lobby/messages"),
+                             ("POST", "/v1/rooms/lobby/typing"),
+                             ("GET", "/v1/poll?rooms=lobby&timeout=0&x=1")):
+            sep = "&" if "?" in path else "?"
+            answer = await http.request(method, gateway.url(f"{path}{sep}access_token={token}"))
+            assert answer.status_code == 401, (path, answer.text)
+            assert "Authorization header" in answer.json()["error"]["message"]
+        # with the header, the same requests pass
+        ok = await http.get(gateway.url("/v1/rooms"),
+                            headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        # an EventSource cannot send headers: SSE takes the query token
+        async with http.stream("GET", gateway.url(
+                f"/v1/sse?rooms=lobby&access_token={token}")) as sse:
+            assert sse.status_code == 200
+            async for line in sse.aiter_lines():
+                if line.startswith("event: subscribed"):
+                    break
