@@ -3,7 +3,7 @@
 FROM python:3.11-slim
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY burrow ./burrow
 COPY gateway ./gateway
 COPY consumers ./consumers

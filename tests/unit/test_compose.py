@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from burrow.devstack import secrets
 from burrow.settings import NAMES
 from consumers import CONSUMERS
 from queues import definitions
@@ -20,7 +21,7 @@ from queues import definitions
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-KNOWN_VARS = NAMES | {r.password_env for r in definitions.ROLES}
+KNOWN_VARS = NAMES | {r.password_env for r in definitions.ROLES} | set(secrets.NAMES)
 ONE_SHOT = {"rabbitmq-definitions"}
 
 
@@ -70,7 +71,7 @@ def test_processes_get_their_own_broker_user(name: str) -> None:
     user = "burrow-gateway" if name == "gateway" else "burrow-worker"
     assert env["BURROW_AMQP_URL"].startswith(f"amqp://{user}:")
     assert env["BURROW_AMQP_URL"].endswith(f"/{definitions.VHOST}")
-    assert env["BURROW_MONGO_URL"].startswith("mongodb://mongo:")
+    assert "@mongo:27017/burrow" in env["BURROW_MONGO_URL"]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -141,3 +142,69 @@ def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
         assert topic in titles, topic
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_no_secret_has_a_fallback_and_dev_secrets_writes_each_one() -> None:
+    """A default password in a compose file is one everyone knows: every secret is
+    ``${NAME:?...}`` (compose refuses to start without it), and ``./dev secrets`` writes
+    exactly those."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    asked = set(re.findall(r"\$\{(BURROW_[A-Z_]+):\?", text))
+    defaulted = set(re.findall(r"\$\{(BURROW_[A-Z_]+):?-", text))
+    secret = re.compile(r"PASSWORD|SECRET")
+    assert not {n for n in defaulted if secret.search(n)}, "a secret with a fallback"
+    assert {n for n in re.findall(r"\$\{(BURROW_[A-Z_]+)", text) if secret.search(n)} <= asked
+    assert asked == set(secrets.NAMES)
+    assert "-dev}" not in text and "not-for-production" not in text
+
+
+def test_only_the_gateway_is_published_beyond_loopback() -> None:
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            if name == "gateway":
+                continue
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert "ports" not in SERVICES["mongo"]  # the compose network only
+
+
+def test_mongodb_requires_a_login_and_burrow_has_its_own_user() -> None:
+    env = SERVICES["mongo"]["environment"]
+    assert env["MONGO_INITDB_ROOT_USERNAME"] and "BURROW_MONGO_ROOT_PASSWORD" in str(
+        env["MONGO_INITDB_ROOT_PASSWORD"])
+    init = (ROOT / "mongo" / "init-burrow-user.js").read_text()
+    assert 'role: "readWrite", db: "burrow"' in init and "process.env.BURROW_MONGO_PASSWORD" in init
+    url = COMPOSE["x-burrow-env"]["BURROW_MONGO_URL"]
+    assert url.startswith("mongodb://burrow:${BURROW_MONGO_PASSWORD:?")
+    assert url.endswith("@mongo:27017/burrow?authSource=burrow")
+
+
+def test_grafana_has_no_anonymous_access() -> None:
+    env = SERVICES["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "BURROW_GRAFANA_ADMIN_PASSWORD" in env["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+def test_dev_secrets_writes_fresh_secrets_once(tmp_path: Path) -> None:
+    out = tmp_path / ".env"
+    assert secrets.main(["--out", str(out)]) == 0
+    values = dict(line.split("=", 1) for line in out.read_text().splitlines()
+                  if line and not line.startswith("#"))
+    assert set(values) == set(secrets.NAMES)
+    assert all(len(v) == 64 for v in values.values()) and len(set(values.values())) == len(values)
+    assert out.stat().st_mode & 0o777 == 0o600
+    before = out.read_text()
+    assert secrets.main(["--out", str(out)]) == 1  # never overwritten
+    assert out.read_text() == before
+
+
+def test_the_image_gets_what_its_install_needs_and_no_secrets() -> None:
+    """``pip install .`` in the Dockerfile needs the files pyproject names (the licence);
+    the build context leaves out .env (./dev secrets) and local state."""
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = " ".join(line for line in (ROOT / "Dockerfile").read_text().splitlines()
+                      if line.startswith("COPY"))
+    for name in [project["readme"], *project.get("license-files", [])]:
+        assert name in copied.split(), f"the Dockerfile does not copy {name}"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".venv", ".burrow", ".git"} <= set(ignored)
