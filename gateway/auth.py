@@ -24,7 +24,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Mapping
@@ -44,7 +43,8 @@ from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 
 from burrow import ids
-from burrow.settings import ConfigError, Settings
+from burrow.settings import ConfigError, Settings, is_loopback
+from gateway.jwks import LIFESPAN, TIMEOUT, KeySet, KeysUnavailable
 
 __all__ = ["AuthError", "Claims", "ConfigError", "Verifier"]
 
@@ -57,8 +57,8 @@ REASONS: Final = frozenset({"missing", "malformed", "bad_signature", "expired",
                             "unknown_key"})
 MAX_SUB_CHARS: Final = ids.MAX_USER_ID
 MAX_TOKEN_CHARS: Final = 8192
-JWKS_LIFESPAN: Final = 300.0
-JWKS_TIMEOUT: Final = 5.0
+JWKS_LIFESPAN: Final = LIFESPAN
+JWKS_TIMEOUT: Final = TIMEOUT
 
 _SECRET = "BURROW_JWT_SECRET"
 _PUBLIC_KEY = "BURROW_JWT_PUBLIC_KEY"
@@ -114,7 +114,7 @@ class Verifier:
     :meth:`from_settings`. Safe to share between the tasks of one event loop."""
 
     def __init__(self, *, algorithms: tuple[str, ...], key: PublicKey | bytes | None = None,
-                 jwks: jwt.PyJWKClient | None = None, audience: str | None = None,
+                 jwks: KeySet | None = None, audience: str | None = None,
                  issuer: str | None = None, leeway: float = 0.0) -> None:
         if (key is None) == (jwks is None):
             raise ValueError("give exactly one of key and jwks")
@@ -179,21 +179,21 @@ class Verifier:
             raise _refusal(exc) from exc
         return _claims(payload)
 
-    async def _jwk(self, jwks: jwt.PyJWKClient, token: str) -> jwt.PyJWK:
+    async def _jwk(self, jwks: KeySet, token: str) -> jwt.PyJWK:
         # Refuse what no key can fix before going to the network: a foreign algorithm
         # (none, HS256) or a token without a kid.
         header = jwt.get_unverified_header(token)
         if header.get("alg") not in self.algorithms:
             raise jwt.InvalidAlgorithmError("The specified alg value is not allowed")
-        if not header.get("kid"):
+        kid = header.get("kid")
+        if not kid or not isinstance(kid, str):
             raise AuthError("unknown_key", "token has no key id (kid)")
         try:
-            return await asyncio.to_thread(jwks.get_signing_key_from_jwt, token)
-        except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, OSError, ValueError) as exc:
-            # urllib errors become PyJWKClientConnectionError, but a body that is not JSON
-            # (ValueError) or a reset during the read (OSError) escape PyJWT as they are.
-            log.warning("JWKS %s unusable: %s: %s", jwks.uri, type(exc).__name__, exc)
+            return await jwks.key(kid)
+        except KeysUnavailable as exc:
             raise AuthError("unknown_key", "token signing keys unavailable") from exc
+        except KeyError:
+            raise AuthError("unknown_key", "token key id not known") from None
 
 
 def _refusal(exc: jwt.PyJWTError) -> AuthError:
@@ -319,10 +319,12 @@ def _describe(key: PublicKey) -> str:
     return "Ed25519" if isinstance(key, Ed25519PublicKey) else "Ed448"
 
 
-def _jwks_client(url: str) -> jwt.PyJWKClient:
+def _jwks_client(url: str) -> KeySet:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{_JWKS}={url!r} is invalid: expected an https:// or http:// URL "
-                          "with a host")
-    return jwt.PyJWKClient(url, cache_keys=False, lifespan=JWKS_LIFESPAN,
-                           timeout=JWKS_TIMEOUT)
+        raise ConfigError(f"{_JWKS}={url!r} is invalid: expected an https:// URL with a host")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        # whoever sits on the path would hand the gateway their own signing keys
+        raise ConfigError(f"{_JWKS}={url!r} is plain http: the keys that decide who is who "
+                          "must come over https (http is taken for loopback only)")
+    return KeySet(url, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)

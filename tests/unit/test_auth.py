@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from burrow.settings import ConfigError, Settings
+from gateway import jwks as jwks_module
 from gateway.auth import JWKS_LIFESPAN, AuthError, Claims, Verifier
 
 AMQP = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1:5672/burrow"}
@@ -415,11 +416,10 @@ async def test_jwks_key_removed_from_the_set_stops_verifying(
     assert (await v.verify(token)).user == "alice"
     jwks.document = {"keys": jwks.document["keys"][1:]}  # rsa-1 revoked
     later = time.monotonic() + JWKS_LIFESPAN + 1  # the cached set has expired
-    monkeypatch.setattr(jwt.jwk_set_cache, "time", types.SimpleNamespace(monotonic=lambda: later))
+    monkeypatch.setattr(jwks_module, "time", types.SimpleNamespace(monotonic=lambda: later))
     assert (await refusal(v, token)).reason == "unknown_key"
-    monkeypatch.undo()  # the set fetched just now is fresh again
     es = jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "ec-1"})
-    assert (await v.verify(es)).user == "alice"
+    assert (await v.verify(es)).user == "alice"  # the set fetched just now is fresh
     assert jwks.requests == 2
 
 
@@ -460,6 +460,89 @@ async def test_jwks_fetch_does_not_block_the_event_loop(jwks: JwksServer,
     assert (await task).user == "alice"
 
 
+class Clock:
+    """Stands in for ``time`` in gateway.jwks: moved by the test, never slept on."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(jwks_module, "time", clock)
+    return clock
+
+
+async def test_jwks_keys_held_keep_verifying_through_a_key_server_outage(
+        jwks: JwksServer, rsa_key: rsa.RSAPrivateKey, clock: Clock) -> None:
+    v = verifier(BURROW_JWKS_URL=jwks.url)
+    token = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+    assert (await v.verify(token)).user == "alice"
+    jwks.status = 503
+    clock.now += JWKS_LIFESPAN + 1  # expired, and the key server is down
+    for _ in range(20):  # every new connection still gets in: the keys held verify
+        assert (await v.verify(token)).user == "alice"
+    assert jwks.requests == 2  # one failed fetch, then back-off: not one per connection
+    clock.now += 1.5  # the first back-off (1 s) is over: one more try
+    assert (await v.verify(token)).user == "alice"
+    assert jwks.requests == 3
+    clock.now += 1.5  # the next back-off is 2 s: no try yet
+    assert (await v.verify(token)).user == "alice"
+    assert jwks.requests == 3
+    jwks.status = 200
+    clock.now += 1
+    assert (await v.verify(token)).user == "alice"
+    assert jwks.requests == 4  # back: fetched again, fresh for a lifespan
+    for _ in range(5):
+        await v.verify(token)
+    assert jwks.requests == 4
+
+
+async def test_jwks_made_up_key_ids_do_not_make_the_gateway_fetch(
+        jwks: JwksServer, rsa_key: rsa.RSAPrivateKey, clock: Clock) -> None:
+    v = verifier(BURROW_JWKS_URL=jwks.url)
+    good = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+    assert (await v.verify(good)).user == "alice"
+    forged = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "x-now"})
+    assert (await refusal(v, forged)).reason == "unknown_key"
+    assert jwks.requests == 1  # the set was fetched just now: it has no such key
+    clock.now += jwks_module.UNKNOWN_KID_INTERVAL + 1
+    for n in range(50):
+        forged = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": f"x-{n}"})
+        assert (await refusal(v, forged)).reason == "unknown_key"
+    assert jwks.requests == 2  # the first unknown kid may be a rotation: one fetch
+    clock.now += jwks_module.UNKNOWN_KID_INTERVAL + 1
+    forged = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "x-late"})
+    assert (await refusal(v, forged)).reason == "unknown_key"
+    assert jwks.requests == 3
+
+
+async def test_jwks_concurrent_first_requests_share_one_fetch(
+        jwks: JwksServer, rsa_key: rsa.RSAPrivateKey) -> None:
+    v = verifier(BURROW_JWKS_URL=jwks.url)
+    token = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+    answers = await asyncio.gather(*(v.verify(token) for _ in range(20)))
+    assert {a.user for a in answers} == {"alice"}
+    assert jwks.requests == 1
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("https://idp.example/.well-known/jwks.json", True),
+    ("http://127.0.0.1:8080/jwks.json", True), ("http://localhost/jwks.json", True),
+    ("http://idp.example/.well-known/jwks.json", False), ("http://10.0.0.5/jwks", False),
+])
+def test_jwks_over_plain_http_only_on_loopback(url: str, ok: bool) -> None:
+    if ok:
+        verifier(BURROW_JWKS_URL=url)
+    else:
+        with pytest.raises(ConfigError, match="plain http"):
+            verifier(BURROW_JWKS_URL=url)
+
+
 # --- configuration -----------------------------------------------------------------------
 
 
@@ -488,7 +571,7 @@ async def test_jwks_fetch_does_not_block_the_event_loop(jwks: JwksServer,
     ({"BURROW_JWT_SECRET": "s" * 48, "BURROW_JWT_ALGORITHMS": "HS256,HS512"},
      "BURROW_JWT_SECRET is 48 bytes; HS512 needs at least 64 random bytes"),
     ({"BURROW_JWKS_URL": "file:///etc/jwks.json"},
-     "BURROW_JWKS_URL='file:///etc/jwks.json' is invalid: expected an https:// or http://"),
+     "BURROW_JWKS_URL='file:///etc/jwks.json' is invalid: expected an https:// URL"),
     ({"BURROW_JWKS_URL": "https:///jwks"}, "BURROW_JWKS_URL='https:///jwks' is invalid"),
 ])
 def test_config_errors(env: dict[str, str], message: str) -> None:
