@@ -13,7 +13,7 @@ import os
 
 from sanic import Request, Sanic
 from sanic.config import Config
-from sanic.response import HTTPResponse
+from sanic.response import BaseHTTPResponse, HTTPResponse
 
 from burrow import database, logs, probes
 from burrow.device_store import DeviceStore
@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(dev_api.blueprint(settings))
     cors.install(app, settings.cors_origins)
     app.on_request(_limit_ip)  # app-wide and first: before the JWT is even looked at
+    app.on_response(_security_headers)
     app.before_server_start(_open)
     # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,
     # so this one closes clients with 1001 before Sanic cancels their handlers.
@@ -132,6 +133,18 @@ async def _drain(app: GatewayApp) -> None:
     for conn in connections:
         conn.close(protocol.GOING_AWAY, "gateway going away: reconnect and resume")
     await asyncio.gather(*(c.closed.wait() for c in connections))
+
+
+# On every answer: no MIME sniffing of a JSON body into HTML, no page of Burrow's (the
+# demo, the unsubscribe form) inside another site's frame, no URL in a Referer.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'", "Referrer-Policy": "no-referrer"}
+
+
+async def _security_headers(request: Request, answer: BaseHTTPResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        answer.headers.setdefault(name, value)
 
 
 async def _limit_ip(request: Request) -> HTTPResponse | None:

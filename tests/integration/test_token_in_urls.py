@@ -35,3 +35,18 @@ async def test_a_query_token_is_refused_where_a_header_can_be_sent(stack: Stack)
             async for line in sse.aiter_lines():
                 if line.startswith("event: subscribed"):
                     break
+
+
+async def test_every_answer_carries_the_security_headers(stack: Stack) -> None:
+    gateway = stack.gateways[0]
+    async with httpx.AsyncClient(timeout=30) as http:
+        for method, path, headers in (
+                ("GET", "/v1/rooms", {}),  # 401
+                ("GET", "/v1/rooms", {"Authorization": f"Bearer {stack.token('alice')}"}),
+                ("GET", "/healthz", {}), ("GET", "/v1/unsubscribe?token=x", {}),
+                ("GET", "/no/such/route", {})):
+            answer = await http.request(method, gateway.url(path), headers=headers)
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+            assert answer.headers["x-frame-options"] == "DENY", path
+            assert answer.headers["content-security-policy"] == "frame-ancestors 'none'", path
+            assert answer.headers["referrer-policy"] == "no-referrer", path
