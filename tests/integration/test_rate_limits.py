@@ -181,3 +181,27 @@ async def test_a_subscribe_flood_binds_the_room_at_most_burst_times(stack: Stack
         assert answers.count("subscribed") <= 5 + 5  # the burst, and at most a refill
         # the 20th refusal closes it; the frames queued behind the close may not be sent
         assert answers.count("rate_limited") >= 15
+
+
+async def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(
+        stack: Stack) -> None:
+    """With Sanic told how many proxies are in front (``SANIC_PROXIES_COUNT``), the IP
+    limit counts the client address the proxy forwards; without it, a forwarded header
+    is ignored, so a client cannot pick a fresh address per request."""
+    trusting = stack.add_gateway(BURROW_RATE_IP="3/1", SANIC_PROXIES_COUNT="1")
+    plain = stack.add_gateway(BURROW_RATE_IP="3/1")
+    token = stack.token("alice")
+
+    async def statuses(url: str, forwarded_for: list[str]) -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            return [(await http.get(url, headers={"Authorization": f"Bearer {token}",
+                                                  "X-Forwarded-For": address})).status_code
+                    for address in forwarded_for]
+
+    # one client behind the proxy floods: it is limited...
+    assert 429 in await statuses(trusting.url("/v1/rooms"), ["203.0.113.7"] * 6)
+    # ...another client behind the same proxy is not
+    assert await statuses(trusting.url("/v1/rooms"), ["198.51.100.9"] * 3) == [200] * 3
+    # without the setting, forged addresses are all the one peer address: limited
+    assert 429 in await statuses(plain.url("/v1/rooms"),
+                                 [f"192.0.2.{n}" for n in range(6)])
