@@ -18,13 +18,16 @@ import subprocess
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
+from burrow import database
 from burrow.devstack import mongo, ports, rabbitmq
 from queues import definitions, topology
 
@@ -96,6 +99,16 @@ def mongo_url(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
     if mongo_server.process is not None:
         with MongoClient(mongo_server.url, serverSelectionTimeoutMS=5000) as client:
             client.drop_database(name)
+
+
+@pytest.fixture
+async def db(mongo_url: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    """A fresh database of the real server, through Burrow's own client settings."""
+    client = database.open_client(mongo_url, 10.0)
+    try:
+        yield client.get_default_database()
+    finally:
+        await client.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from burrow import database
+from burrow.message_store import Database
 from burrow.notify_store import NotifyStore
 from burrow.room_store import RoomStore
 
@@ -21,51 +21,41 @@ pytestmark = pytest.mark.integration
 MEMBERS = [f"m{i}" for i in range(60)]  # more than one page of $in (50)
 
 
-async def test_racing_push_claims_have_exactly_one_winner_per_member(mongo_url: str) -> None:
-    client = database.open_client(mongo_url, 10.0)
-    try:
-        db = client.get_default_database()
-        rooms = RoomStore(db)
-        await rooms.ensure_indexes()
-        for room in ("a", "b"):
-            await rooms.create(room, room, MEMBERS[0], MEMBERS)
-        store = NotifyStore(db)
-        stale = datetime.now(UTC) - timedelta(minutes=5)
-        first = {(room, m): 3 for room in ("a", "b") for m in MEMBERS}
-        second = {(room, m): 4 for room in ("a", "b") for m in MEMBERS}
-        won = await asyncio.gather(store.claim_pushes(first, stale),
-                                   store.claim_pushes(second, stale),
-                                   store.claim_pushes(first, stale))
-        # the two claims of seq 3 are one claimant redelivered: both may see it as theirs
-        assert won[0] == won[2]
-        assert set(won[0]) | set(won[1]) == set(first)
-        assert not set(won[0]) & set(won[1])
-        states = {(s.room, s.user): s.claim for s in await store.member_states(["a", "b"])}
-        assert states == {key: won[0].get(key) or won[1][key] for key in first}
-        # a member with a push waiting is not claimed again until the claim goes stale
-        assert await store.claim_pushes({("a", "m1"): 9}, stale) == {}
-        await store.clear_pushes([("a", "m1")])
-        assert await store.claim_pushes({("a", "m1"): 9}, stale) == {("a", "m1"): 9}
-        # a stale claim (its job lost) is taken over
-        later = datetime.now(UTC) + timedelta(seconds=1)
-        assert await store.claim_pushes({("b", "m2"): 10}, later) == {("b", "m2"): 10}
-    finally:
-        await client.close()
+async def test_racing_push_claims_have_exactly_one_winner_per_member(db: Database) -> None:
+    rooms = RoomStore(db)
+    await rooms.ensure_indexes()
+    for room in ("a", "b"):
+        await rooms.create(room, room, MEMBERS[0], MEMBERS)
+    store = NotifyStore(db)
+    stale = datetime.now(UTC) - timedelta(minutes=5)
+    first = {(room, m): 3 for room in ("a", "b") for m in MEMBERS}
+    second = {(room, m): 4 for room in ("a", "b") for m in MEMBERS}
+    won = await asyncio.gather(store.claim_pushes(first, stale),
+                               store.claim_pushes(second, stale),
+                               store.claim_pushes(first, stale))
+    # the two claims of seq 3 are one claimant redelivered: both may see it as theirs
+    assert won[0] == won[2]
+    assert set(won[0]) | set(won[1]) == set(first)
+    assert not set(won[0]) & set(won[1])
+    states = {(s.room, s.user): s.claim for s in await store.member_states(["a", "b"])}
+    assert states == {key: won[0].get(key) or won[1][key] for key in first}
+    # a member with a push waiting is not claimed again until the claim goes stale
+    assert await store.claim_pushes({("a", "m1"): 9}, stale) == {}
+    await store.clear_pushes([("a", "m1")])
+    assert await store.claim_pushes({("a", "m1"): 9}, stale) == {("a", "m1"): 9}
+    # a stale claim (its job lost) is taken over
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert await store.claim_pushes({("b", "m2"): 10}, later) == {("b", "m2"): 10}
 
 
-async def test_racing_digest_claims_have_exactly_one_winner_per_user(mongo_url: str) -> None:
-    client = database.open_client(mongo_url, 10.0)
-    try:
-        db = client.get_default_database()
-        await db.users.insert_many([{"_id": m, "email": f"{m}@example.test",
-                                     "digest": "hourly"} for m in MEMBERS])
-        store = NotifyStore(db)
-        stale = datetime.now(UTC) - timedelta(minutes=5)
-        won = await asyncio.gather(*(store.claim_digests({m: key for m in MEMBERS}, stale)
-                                     for key in ("a:1", "b:7")))
-        assert won[0] | won[1] == set(MEMBERS)
-        assert not won[0] & won[1]
-        states = {u.user: u.claim for u in await store.digest_states(MEMBERS)}
-        assert states == {m: "a:1" if m in won[0] else "b:7" for m in MEMBERS}
-    finally:
-        await client.close()
+async def test_racing_digest_claims_have_exactly_one_winner_per_user(db: Database) -> None:
+    await db.users.insert_many([{"_id": m, "email": f"{m}@example.test",
+                                 "digest": "hourly"} for m in MEMBERS])
+    store = NotifyStore(db)
+    stale = datetime.now(UTC) - timedelta(minutes=5)
+    won = await asyncio.gather(*(store.claim_digests({m: key for m in MEMBERS}, stale)
+                                 for key in ("a:1", "b:7")))
+    assert won[0] | won[1] == set(MEMBERS)
+    assert not won[0] & won[1]
+    states = {u.user: u.claim for u in await store.digest_states(MEMBERS)}
+    assert states == {m: "a:1" if m in won[0] else "b:7" for m in MEMBERS}
