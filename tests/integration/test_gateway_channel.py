@@ -21,20 +21,20 @@ T = 30
 LEAVERS = 40
 
 
-async def subscribe_and_vanish(stack: Stack, room: str, delay: float) -> None:
-    async with raw_ws(stack.gateways[0].ws_url, stack.token("dan")) as raw:
+async def subscribe_and_vanish(stack: Stack, room: str, user: str, delay: float) -> None:
+    async with raw_ws(stack.gateways[0].ws_url, stack.token(user)) as raw:
         await raw.ws.send(json.dumps({"type": "subscribe", "room": room, "since": 0}))
         await asyncio.sleep(delay)
         raw.ws.transport.abort()  # gone, mid-subscribe or just after
 
 
 async def test_clients_leaving_mid_subscribe_do_not_cut_the_gateway_off(stack: Stack) -> None:
-    for i in range(LEAVERS):
-        stack.room(f"leave{i}", "dan")
+    for i in range(LEAVERS):  # a user each: one user's 40 sockets would pass its cap
+        stack.room(f"leave{i}", f"dan{i}")
     stack.room("main", "alice", "bob")
     # Leaving at every moment of the subscribe: during the membership check, the bind,
     # the replay; some of the binds are cancelled mid-flight.
-    await asyncio.gather(*(subscribe_and_vanish(stack, f"leave{i}", i * 0.0005)
+    await asyncio.gather(*(subscribe_and_vanish(stack, f"leave{i}", f"dan{i}", i * 0.0005)
                            for i in range(LEAVERS)))
     bob = await stack.client("bob", [0])
     alice = await stack.client("alice", [0])
