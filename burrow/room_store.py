@@ -63,6 +63,11 @@ class RoomStore:
         result = await self.memberships.delete_one({"room": room, "user": user})
         return result.deleted_count == 1
 
+    async def has_others(self, room: str, user: str) -> bool:
+        """Whether *room* has a member other than *user* (at most two index entries read)."""
+        return await self.memberships.count_documents({"room": room}, limit=2) > (
+            1 if await self.role(room, user) is not None else 0)
+
     async def rooms_of(self, user: str) -> list[dict[str, Any]]:
         """The user's rooms: id, name, role and read pointer, by room id."""
         memberships = [m async for m in self.memberships.find({"user": user}).sort("room")]

@@ -123,6 +123,11 @@ def blueprint() -> Blueprint:
         if (refused := await may_manage(request, room, user)) is not None:
             return refused
         node = node_of(request)
+        if (await node.rooms.role(room, user) == OWNER
+                and await node.rooms.has_others(room, user)):
+            # A room is never left without an owner: nobody could manage it any more.
+            return problem(409, "owner_stays", f"{user} owns {room}: the owner cannot leave "
+                           "or be removed while the room has other members")
         if not await node.rooms.remove(room, user):
             return problem(404, "not_found", f"{user} is not a member of {room}")
         # Every gateway drops the user's live streams of the room now, not at reconnect.
