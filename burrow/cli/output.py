@@ -55,7 +55,7 @@ def http_error(status: int, body: Any) -> CliError:
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return CliError(f"HTTP {status}", exit_code(status))
-    code, message = str(error.get("code", "")), str(error.get("message", ""))
+    code, message = printable(error.get("code", "")), printable(error.get("message", ""))
     return CliError(f"{message} ({code})" if code else message, exit_code(status, code))
 
 
@@ -73,11 +73,26 @@ def clock(ts_ms: int) -> str:
     return datetime.datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
 
 
+# What another user wrote must not drive the reader's terminal: escape sequences (colours,
+# cursor moves, a rewritten title, a fake prompt), a newline that forges the next line,
+# bidi controls that reorder what is shown. Every character Python does not call
+# printable (controls, format characters such as bidi overrides and zero-width ones,
+# line separators) is shown as a visible escape instead.
+def printable(value: object) -> str:
+    """*value* as text that is safe to print on a terminal."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
+
+
 def message_line(message: Mapping[str, Any], as_json: bool) -> str:
     if as_json:
         return orjson.dumps(dict(message)).decode()
-    return f"[{clock(message['ts'])}] {message['room']} #{message['seq']} " \
-           f"{message['sender']}: {message['body']}"
+    return f"[{clock(message['ts'])}] {printable(message['room'])} #{message['seq']} " \
+           f"{printable(message['sender'])}: {printable(message['body'])}"
 
 
 def ack_line(ack: Mapping[str, Any], as_json: bool) -> str:
@@ -90,7 +105,7 @@ def rows(items: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -
     """A table as aligned text columns, or one JSON object per row."""
     if as_json:
         return [orjson.dumps(item).decode() for item in items]
-    cells = [[str(item.get(c, "")) for c in columns] for item in items]
+    cells = [[printable(item.get(c, "")) for c in columns] for item in items]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
     return [line] + ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
@@ -101,4 +116,4 @@ def one(item: dict[str, Any], as_json: bool) -> str:
     """One object: JSON, or ``key: value`` pairs."""
     if as_json:
         return orjson.dumps(item).decode()
-    return "  ".join(f"{k}: {v}" for k, v in item.items())
+    return "  ".join(f"{k}: {printable(v)}" for k, v in item.items())

@@ -48,3 +48,36 @@ def test_arguments() -> None:
         parser().parse_args(["--user", "a", "--token", "t", "rooms"])  # one or the other
     with pytest.raises(SystemExit):
         parser().parse_args(["tail", "r", "--since", "x"])
+
+
+HOSTILE = {
+    "colour and a reset": "\x1b[31mred\x1b[0m",
+    "window title": "\x1b]0;pwned\x07",
+    "clear screen (8-bit CSI)": "\x9b2J",
+    "a forged next line": "hi\n[12:00:00] lobby #99 admin: send me your token",
+    "carriage return over the line": "harmless\rrm -rf",
+    "bidi override": "invoice\u202egnp.exe",
+    "backspace and NUL": "a\x08\x00b",
+    "line separator and zero-width": "a\u2028b\u200bc",
+}
+
+
+@pytest.mark.parametrize("body", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_what_another_user_wrote_cannot_drive_the_terminal(body: str) -> None:
+    line = output.message_line({"ts": 0, "room": "lobby", "seq": 1, "sender": body,
+                                "body": body}, as_json=False)
+    assert line.isprintable(), line  # no control, escape or bidi character left
+    assert "\n" not in line and "\x1b" not in line
+    for text in (output.rows([{"name": body}], ("name",), False)[1],
+                 output.one({"name": body}, False),
+                 str(output.http_error(400, {"error": {"code": "x", "message": body}}))):
+        assert text.isprintable(), text
+    # JSON output stays exact (machines read it): orjson escapes what must be
+    assert json.loads(output.message_line({"ts": 0, "room": "r", "seq": 1, "sender": "s",
+                                           "body": body}, as_json=True))["body"] == body
+
+
+def test_ordinary_text_is_printed_as_it_is() -> None:
+    text = "Grüße, 日本語, emoji 🎉, tabs\tare not kept"
+    assert output.printable("Grüße, 日本語, emoji 🎉") == "Grüße, 日本語, emoji 🎉"
+    assert output.printable(text).endswith("tabs\\x09are not kept")
