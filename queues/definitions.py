@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from burrow import ids
 from queues import topology
 from queues.topology import Topology
 
@@ -42,17 +43,28 @@ class Role:
     read: str
     tags: tuple[str, ...] = ()
     password_env: str = ""
+    # Topic permissions: exchange -> the routing keys this user may publish with there.
+    # RabbitMQ checks them on topic exchanges, on top of the write permission above.
+    topics: tuple[tuple[str, str], ...] = ()
+
+
+ROOM = ids.ROOM_ID.pattern  # room ids: safe inside routing keys
 
 
 # Least privilege per role (G6). Gateways own only their instance queues; workers own the
 # shared topology; backend services publish sends and jobs and read the message stream
 # through queues of their own; the admin runs the management UI.
 ROLES = (
+    # A gateway publishes sends to chat.ingress, and presence, typing and member events
+    # to chat.fanout, but never a stored message there: only the sequencer fans those
+    # out, so a compromised gateway cannot forge one in any room.
     Role("burrow-gateway",
          configure=r"^gateway\.",
          write=r"^(gateway\..*|chat\.ingress|chat\.fanout)$",
          read=r"^(gateway\..*|chat\.fanout|chat\.reply)$",
-         password_env="BURROW_RABBITMQ_GATEWAY_PASSWORD"),
+         password_env="BURROW_RABBITMQ_GATEWAY_PASSWORD",
+         topics=(("chat.ingress", rf"^room\.{ROOM}\.msg$"),
+                 ("chat.fanout", rf"^room\.{ROOM}\.(presence|typing|member)$"))),
     Role("burrow-worker",
          configure=r"^(chat|notify|push|digest|email|burrow)\.",
          write=r"^(chat|notify|push|digest|email|burrow)\.",
@@ -62,7 +74,8 @@ ROLES = (
          configure=r"^backend\.",
          write=r"^(backend\..*|chat\.ingress|burrow\.jobs)$",
          read=r"^(backend\..*|chat\.fanout)$",
-         password_env="BURROW_RABBITMQ_BACKEND_PASSWORD"),
+         password_env="BURROW_RABBITMQ_BACKEND_PASSWORD",
+         topics=(("chat.ingress", rf"^room\.{ROOM}\.msg$"),)),
     Role("burrow-admin", configure=".*", write=".*", read=".*",
          tags=("administrator",), password_env="BURROW_RABBITMQ_ADMIN_PASSWORD"),
 )
@@ -98,6 +111,13 @@ def permissions(vhost: str) -> list[dict[str, str]]:
              "write": r.write, "read": r.read} for r in ROLES]
 
 
+def topic_permissions(vhost: str) -> list[dict[str, str]]:
+    """Each role's topic permissions; ``read`` (binding keys) is left open: a gateway
+    binds per room and to every room's member events."""
+    return [{"user": r.user, "vhost": vhost, "exchange": exchange, "write": write,
+             "read": ".*"} for r in ROLES for exchange, write in r.topics]
+
+
 def topology_definitions(topo: Topology, vhost: str = VHOST) -> dict[str, list[dict[str, Any]]]:
     """The exchanges, queues and bindings of *topo* in the definitions format."""
     return {
@@ -125,7 +145,7 @@ def render(topo: Topology, passwords: Mapping[str, str] | None = None,
         "users": users,
         "vhosts": [{"name": vhost}],
         "permissions": permissions(vhost),
-        "topic_permissions": [],
+        "topic_permissions": topic_permissions(vhost),
         "parameters": [],
         "global_parameters": [],
         "policies": [],

@@ -76,6 +76,9 @@ def vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
     for permission in definitions.permissions(name):
         host.api("PUT", f"/api/permissions/{{vhost}}/{permission['user']}",
                  {k: permission[k] for k in ("configure", "write", "read")})
+    for topic in definitions.topic_permissions(name):
+        host.api("PUT", f"/api/topic-permissions/{{vhost}}/{topic['user']}",
+                 {k: topic[k] for k in ("exchange", "write", "read")})
     yield host
     if broker.process is not None:  # a test may have left the node stopped
         host.api("DELETE", "/api/vhosts/{vhost}")

@@ -64,3 +64,36 @@ async def test_a_wrong_password_is_refused(vhost: Vhost) -> None:
     url = vhost.url("burrow-gateway").replace("burrow-gateway-test", "guess")
     with pytest.raises(ProbableAuthenticationError):
         await aio_pika.connect(url)
+
+
+@pytest.mark.parametrize(("user", "exchange", "key"), [
+    ("burrow-gateway", topology.FANOUT, "room.r1.msg"),          # a forged stored message
+    ("burrow-gateway", topology.FANOUT, "room.r1.anything"),
+    ("burrow-gateway", topology.FANOUT, "#"),
+    ("burrow-gateway", topology.INGRESS, "room.r1.typing"),     # only sends go to ingress
+    ("burrow-backend", topology.INGRESS, "room.r1.member"),
+    ("burrow-backend", topology.INGRESS, "room.bad room.msg"),
+])
+async def test_topic_permissions_refuse_forged_routing_keys(declared: Vhost, user: str,
+                                                             exchange: str, key: str) -> None:
+    """A compromised gateway cannot fan out a message as if the sequencer had stored it,
+    nor a backend publish anything but sends into ingress (topic permissions)."""
+    async with await aio_pika.connect(declared.url(user)) as connection:
+        channel = await connection.channel()
+        target = await channel.get_exchange(exchange, ensure=False)
+        with pytest.raises(ChannelAccessRefused):
+            await target.publish(aio_pika.Message(b"{}"), key)
+
+
+async def test_topic_permissions_let_each_role_do_its_job(declared: Vhost) -> None:
+    for user, exchange, key in (
+            ("burrow-gateway", topology.INGRESS, "room.r1.msg"),
+            ("burrow-gateway", topology.FANOUT, "room.r1.typing"),
+            ("burrow-gateway", topology.FANOUT, "room.r1.presence"),
+            ("burrow-gateway", topology.FANOUT, "room.r1.member"),
+            ("burrow-backend", topology.INGRESS, "room.r1.msg"),
+            ("burrow-worker", topology.FANOUT, "room.r1.msg")):
+        async with await aio_pika.connect(declared.url(user)) as connection:
+            channel = await connection.channel()
+            target = await channel.get_exchange(exchange, ensure=False)
+            await target.publish(aio_pika.Message(b"{}"), key)  # confirmed, not refused
