@@ -9,10 +9,16 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from burrow import metrics
+from burrow.settings import Networks, allowed
 
 
-def blueprint() -> Blueprint:
-    """A fresh blueprint of the three routes (one per app: Sanic binds blueprints to apps)."""
+def blueprint(metrics_from: Networks = None) -> Blueprint:
+    """A fresh blueprint of the three routes (one per app: Sanic binds blueprints to apps).
+
+    *metrics_from*: the client networks that may read ``/metrics`` (None: all). The
+    gateway serves it on the clients' port, where the numbers (connections, rates, queue
+    depths) are nobody else's business; a worker's metrics port is its own.
+    """
     bp = Blueprint("probes")
 
     @bp.get("/healthz")
@@ -28,6 +34,10 @@ def blueprint() -> Blueprint:
 
     @bp.get("/metrics")
     async def metrics_endpoint(request: Request) -> HTTPResponse:
+        if not allowed(str(request.remote_addr or request.ip), metrics_from):
+            return response.json({"error": {"code": "forbidden", "message":
+                                  "metrics are for the operator's networks "
+                                  "(BURROW_METRICS_FROM)"}}, status=403)
         body, content_type = metrics.render(request.headers.get("accept"))
         return response.raw(body, content_type=content_type)
 

@@ -44,6 +44,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_GATEWAY_WORKERS", "1", "gateway processes (Sanic workers)"),
     Variable("BURROW_METRICS_HOST", "127.0.0.1", "listen address of a worker's /metrics"),
     Variable("BURROW_METRICS_PORT", "9100", "listen port of a worker's /metrics"),
+    Variable("BURROW_METRICS_FROM", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,"
+             "192.168.0.0/16,fc00::/7",
+             "client networks (CIDR, comma-separated, or *) that may read the gateway's "
+             "/metrics, which it serves on the clients' port; others get 403"),
     Variable("BURROW_METRICS_DIR", "",
              "directory for prometheus-client's multiprocess files "
              "(default: a fresh one under the system temp dir)"),
@@ -173,6 +177,7 @@ class Settings:
     gateway_workers: int
     metrics_host: str
     metrics_port: int
+    metrics_from: Networks
     metrics_dir: str
     shards: int
     reconnect_interval: float
@@ -261,6 +266,7 @@ class Settings:
             gateway_workers=get("BURROW_GATEWAY_WORKERS", _positive(int)),
             metrics_host=get("BURROW_METRICS_HOST"),
             metrics_port=get("BURROW_METRICS_PORT", _port),
+            metrics_from=get("BURROW_METRICS_FROM", networks),
             metrics_dir=get("BURROW_METRICS_DIR") or "",
             shards=get("BURROW_SHARDS", _positive(int)),
             reconnect_interval=get("BURROW_RECONNECT_INTERVAL", _positive(float)),
@@ -394,6 +400,28 @@ def _algorithms(raw: str) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"unknown algorithm {bad[0]!r}; 'none' is never accepted")
     return names
+
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
+
+
+def networks(raw: str) -> Networks:
+    """Comma-separated CIDR networks; ``*`` (or nothing) is None: every address."""
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts or parts == ["*"]:
+        return None
+    return tuple(ipaddress.ip_network(p, strict=False) for p in parts)
+
+
+def allowed(address: str, nets: Networks) -> bool:
+    """Whether *address* lies in one of *nets* (None: every address does)."""
+    if nets is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
 
 
 def _origins(raw: str) -> frozenset[str]:

@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.ctx.settings = settings
     app.ctx.verifier = Verifier.from_settings(settings)
     dev_api.check(settings)
-    app.blueprint(probes.blueprint())
+    app.blueprint(probes.blueprint(settings.metrics_from))
     app.blueprint(ws.blueprint())
     app.blueprint(rooms_api.blueprint())
     app.blueprint(devices_api.blueprint())

@@ -50,3 +50,21 @@ async def test_every_answer_carries_the_security_headers(stack: Stack) -> None:
             assert answer.headers["x-frame-options"] == "DENY", path
             assert answer.headers["content-security-policy"] == "frame-ancestors 'none'", path
             assert answer.headers["referrer-policy"] == "no-referrer", path
+
+
+async def test_metrics_are_for_the_operators_networks_only(stack: Stack) -> None:
+    """The gateway serves /metrics on the clients' port: a client from the internet (as
+    a trusted proxy forwards it) gets 403; loopback and private networks read them."""
+    proxied = stack.add_gateway(SANIC_PROXIES_COUNT="1")
+    narrow = stack.add_gateway(BURROW_METRICS_FROM="10.0.0.0/8")
+    async with httpx.AsyncClient(timeout=30) as http:
+        outside = await http.get(proxied.url("/metrics"),
+                                 headers={"X-Forwarded-For": "203.0.113.5"})
+        assert outside.status_code == 403
+        assert "burrow_" not in outside.text
+        inside = await http.get(proxied.url("/metrics"),
+                                headers={"X-Forwarded-For": "10.1.2.3"})
+        assert inside.status_code == 200 and "burrow_gateway_ready" in inside.text
+        assert (await http.get(stack.gateways[0].url("/metrics"))).status_code == 200
+        assert (await http.get(narrow.url("/metrics"))).status_code == 403
+        assert (await http.get(narrow.url("/healthz"))).status_code == 200  # probes stay open

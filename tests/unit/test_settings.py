@@ -45,3 +45,17 @@ def test_readme_documents_every_variable() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = sorted(name for name in NAMES if f"`{name}`" not in readme)
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_metrics_networks() -> None:
+    from burrow.settings import allowed, networks
+    default = Settings.from_env({"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1/b"}).metrics_from
+    for address in ("127.0.0.1", "::1", "10.2.3.4", "172.18.0.5", "192.168.1.9", "fd00::1"):
+        assert allowed(address, default), address
+    for address in ("203.0.113.5", "8.8.8.8", "2001:db8::1", "not an address", ""):
+        assert not allowed(address, default), address
+    assert networks("*") is None and allowed("8.8.8.8", networks("*"))
+    assert not allowed("127.0.0.1", networks("10.0.0.0/8"))
+    with pytest.raises(ConfigError, match="BURROW_METRICS_FROM"):
+        Settings.from_env({"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1/b",
+                           "BURROW_METRICS_FROM": "10.0.0.0/33"})
