@@ -26,6 +26,7 @@ def main() -> None:
     from sanic.worker.loader import AppLoader
 
     from gateway.app import create_app
+    from gateway.head_deadline import HeadDeadlineProtocol
 
     loader = AppLoader(factory=partial(create_app, settings))
     try:
@@ -33,7 +34,7 @@ def main() -> None:
     except ConfigError as exc:  # e.g. no JWT key configured
         sys.exit(f"gateway: {exc}")
     app.prepare(host=settings.host, port=settings.port, workers=settings.gateway_workers,
-                access_log=False, motd=False)
+                access_log=False, motd=False, protocol=HeadDeadlineProtocol)
     try:
         Sanic.serve(primary=app, app_loader=loader)
     except BrokenPipeError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from tests.integration.conftest import Stack
@@ -79,3 +80,32 @@ async def test_a_room_is_still_created_with_its_members(stack: Stack) -> None:
     assert status == 400 and body["error"]["field"] == "extra"
     status, body = stack.http("POST", "/v1/rooms", "alice", b"{not json")
     assert status == 400 and body["error"]["code"] == "bad_json"
+
+
+async def test_a_head_sent_one_byte_at_a_time_gets_a_deadline(stack: Stack) -> None:
+    """Slowloris: a request head dripped a byte every 0.3 s never leaves Sanic's
+    per-byte timeout idle, so only a deadline for the whole head ends it. With
+    ``SANIC_REQUEST_TIMEOUT`` = 2 s the gateway closes (408) while the drip goes on;
+    a head sent at once is served."""
+    gateway = stack.add_gateway(SANIC_REQUEST_TIMEOUT="2")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Pad: " + b"a" * 200
+    closed_after = None
+    try:
+        for n, byte in enumerate(head):  # up to ~70 s of dripping: far past the 2 s
+            writer.write(bytes([byte]))
+            await writer.drain()
+            try:
+                answer = await asyncio.wait_for(reader.read(200), 0.3)
+            except TimeoutError:
+                continue
+            closed_after = n
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+            break
+    except (ConnectionResetError, BrokenPipeError):
+        closed_after = -1
+    finally:
+        writer.close()
+    assert closed_after is not None, "the dripping head was never cut off"
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(gateway.url("/healthz"))).status_code == 200
