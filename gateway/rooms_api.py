@@ -15,7 +15,7 @@ from burrow import ids
 from burrow.room_store import OWNER
 from gateway.auth import Claims
 from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem
-from gateway.node import Node
+from gateway.node import PUBLISH_FAILED, Node
 from gateway.ws import authenticate
 
 MAX_HISTORY = 500
@@ -128,10 +128,17 @@ def blueprint() -> Blueprint:
             # A room is never left without an owner: nobody could manage it any more.
             return problem(409, "owner_stays", f"{user} owns {room}: the owner cannot leave "
                            "or be removed while the room has other members")
-        if not await node.rooms.remove(room, user):
-            return problem(404, "not_found", f"{user} is not a member of {room}")
+        removed = await node.rooms.remove(room, user)
         # Every gateway drops the user's live streams of the room now, not at reconnect.
-        await node.publish_member_event(room, user, "removed")
+        # Announced whether or not this call removed it: the retry of a removal whose
+        # announcement failed must still reach every gateway.
+        try:
+            await node.publish_member_event(room, user, "removed")
+        except PUBLISH_FAILED:
+            return problem(503, "unavailable", f"{user} is removed from {room}, but the "
+                           "gateways could not be told yet: retry the same request")
+        if not removed:
+            return problem(404, "not_found", f"{user} is not a member of {room}")
         return response.empty(status=204)
 
     @bp.get("/<room>/messages")

@@ -95,3 +95,28 @@ async def test_a_removal_hidden_by_a_broker_outage_is_found_after_the_reconnect(
             "type": "unsubscribed", "room": "den", "reason": "removed"}
         assert (await sent(bob, "den", "two"))["code"] == "forbidden"
     assert stored(stack, "den") == ["one"]
+
+
+async def test_a_removal_the_broker_could_not_announce_is_retried_not_lost(
+        stack: Stack, broker: rabbitmq.RabbitNode) -> None:
+    """With the broker away the removal is stored but cannot be announced: 503 (not a
+    500), and the retry, which finds nothing left to remove, still announces it."""
+    stack.room("hall", "alice", "bob")
+    gateway = stack.gateways[0]
+    async with raw_ws(gateway.ws_url, stack.token("bob")) as bob:
+        assert (await sent(bob, "hall", "one"))["type"] == "ack"
+        broker.stop()
+        try:
+            status, body = stack.http("DELETE", "/v1/rooms/hall/members/bob", "alice")
+            assert (status, body["error"]["code"]) == (503, "unavailable")
+        finally:
+            broker.start()
+            broker.wait_ready()
+        gateway.wait("up", "up")
+        for _ in range(10):  # channels are restored a moment after the node is up
+            status, _ = stack.http("DELETE", "/v1/rooms/hall/members/bob", "alice")
+            if status != 503:
+                break
+        assert status == 404  # already removed; the announcement went out again
+        assert (await sent(bob, "hall", "two"))["code"] == "forbidden"
+    assert stored(stack, "hall") == ["one"]
