@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 #: handshakes and HTTP requests per client IP.
 CONNECTION, USER, IP = "connection", "user", "ip"
 FRAMES = "frames"  # a connection's frames other than sends
+MEMBERS = "members"  # members a user adds to rooms (creations included)
 
 # Async storages that have the sliding-window counter and a client Burrow installs
 # (coredis for the redis family). MongoDB's needs the deprecated motor and its

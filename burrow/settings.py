@@ -144,6 +144,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_MAX_CONNECTIONS_IP", "1000",
              "open connections one client address may hold on one gateway worker process "
              "(an office behind one NAT is one address: raise it for such clients)"),
+    Variable("BURROW_RATE_MEMBERS", "1000/1",
+             "members one user may add to rooms (a room created with N members counts N+1), "
+             "BURST/PER_SECOND; admins are not limited"),
     Variable("BURROW_RATE_FRAMES", "100/20",
              "frames other than sends (subscribe, unsubscribe, read, typing, ping) per "
              "connection, BURST/PER_SECOND"),
@@ -228,6 +231,7 @@ class Settings:
     rate_user: Rule
     rate_ip: Rule
     rate_frames: Rule
+    rate_members: Rule
     max_connections_user: int
     max_connections_ip: int
     rate_flood: FloodRule
@@ -318,6 +322,7 @@ class Settings:
             rate_user=get("BURROW_RATE_USER", Rule.parse),
             rate_ip=get("BURROW_RATE_IP", Rule.parse),
             rate_frames=get("BURROW_RATE_FRAMES", Rule.parse),
+            rate_members=get("BURROW_RATE_MEMBERS", Rule.parse),
             max_connections_user=get("BURROW_MAX_CONNECTIONS_USER", _positive(int)),
             max_connections_ip=get("BURROW_MAX_CONNECTIONS_IP", _positive(int)),
             rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),

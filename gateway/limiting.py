@@ -20,7 +20,16 @@ from sanic import Request, response
 from sanic.response import HTTPResponse
 
 from burrow import metrics
-from burrow.ratelimit import CONNECTION, FRAMES, IP, USER, Decision, Flood, RateLimiter
+from burrow.ratelimit import (
+    CONNECTION,
+    FRAMES,
+    IP,
+    MEMBERS,
+    USER,
+    Decision,
+    Flood,
+    RateLimiter,
+)
 from burrow.settings import Settings
 from gateway import protocol
 from gateway.connection import Connection
@@ -30,11 +39,13 @@ class Limits:
     def __init__(self, settings: Settings) -> None:
         self.limiter = RateLimiter(settings.rate_storage, {
             CONNECTION: settings.rate_connection, USER: settings.rate_user,
-            IP: settings.rate_ip, FRAMES: settings.rate_frames})
+            IP: settings.rate_ip, FRAMES: settings.rate_frames,
+            MEMBERS: settings.rate_members})
         self.flood_rule = settings.rate_flood
+        self.members_at_once = settings.rate_members.window_capacity
         self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
             weakref.WeakKeyDictionary())
-        for scope in (CONNECTION, USER, IP, FRAMES, "flood", "connections_user",
+        for scope in (CONNECTION, USER, IP, FRAMES, MEMBERS, "flood", "connections_user",
                       "connections_address"):  # exported at 0 from the start, so
             metrics.GATEWAY_RATE_LIMITED.labels(scope)  # rate() and alerts see a series
 
@@ -87,6 +98,16 @@ class Limits:
             return None
         metrics.GATEWAY_RATE_LIMITED.labels(USER).inc()
         return too_many(decision, "messages from this user")
+
+    async def members(self, user: str, count: int) -> HTTPResponse | None:
+        """429 if *user* may not add *count* members to rooms now (spam, presence
+        amplification: anyone may add anyone to a room); None if they may."""
+        # A room created with more members than the whole burst takes the whole burst.
+        decision = await self.limiter.hit(MEMBERS, user, cost=min(count, self.members_at_once))
+        if decision.allowed:
+            return None
+        metrics.GATEWAY_RATE_LIMITED.labels(MEMBERS).inc()
+        return too_many(decision, "members added to rooms by this user")
 
     async def close(self) -> None:
         await self.limiter.close()

@@ -15,6 +15,7 @@ from burrow import ids
 from burrow.room_store import OWNER
 from gateway.auth import Claims
 from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem
+from gateway.limiting import Limits
 from gateway.node import PUBLISH_FAILED, Node
 from gateway.ws import authenticate
 
@@ -43,6 +44,10 @@ def blueprint() -> Blueprint:
         node: Node = request.app.ctx.node
         return node
 
+    def limits_of(request: Request) -> Limits:
+        limits: Limits = request.app.ctx.limits
+        return limits
+
     async def may_read(request: Request, room: str) -> HTTPResponse | None:
         claims: Claims = request.ctx.claims
         if not ids.is_room_id(room):
@@ -69,6 +74,9 @@ def blueprint() -> Blueprint:
                 or not all(ids.is_user_id(m) for m in members)):
             return problem(400, "bad_request", "members must be a list of user ids "
                            f"(at most {MAX_INITIAL_MEMBERS})")
+        if not claims.is_admin and (limited := await limits_of(request).members(
+                claims.user, len(set(members) - {claims.user}) + 1)):
+            return limited
         if not await node_of(request).rooms.create(room, name, claims.user, members):
             return problem(409, "exists", f"room {room} exists already")
         return response.json({"id": room, "name": name, "role": OWNER}, status=201)
@@ -115,6 +123,9 @@ def blueprint() -> Blueprint:
     async def add_member(request: Request, room: str, user: str) -> HTTPResponse:
         if (refused := await may_manage(request, room, user)) is not None:
             return refused
+        claims: Claims = request.ctx.claims
+        if not claims.is_admin and (limited := await limits_of(request).members(claims.user, 1)):
+            return limited
         added = await node_of(request).rooms.add(room, user)
         return response.json({"room": room, "user": user, "added": added})
 
