@@ -26,6 +26,7 @@ from gateway import (
     http_events,
     http_json,
     http_send,
+    openapi,
     poll,
     protocol,
     rooms_api,
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.ctx.verifier = Verifier.from_settings(settings)
     dev_api.check(settings)
     app.blueprint(probes.blueprint(settings.metrics_from))
+    app.blueprint(openapi.blueprint())
     app.blueprint(ws.blueprint())
     app.blueprint(rooms_api.blueprint())
     app.blueprint(devices_api.blueprint())

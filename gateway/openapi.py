@@ -1,0 +1,210 @@
+"""``GET /v1/openapi.json``: the gateway's HTTP API as an OpenAPI 3.1 description.
+
+Written by hand next to the routes, and held to them by a test
+(``tests/unit/test_openapi.py``: every route is described with its methods, and nothing
+else is); the HTTP fuzzer (``tests/integration/test_http_fuzz.py``) generates its
+requests from it. docs/protocol.md is the prose; this is what tools read. The WebSocket
+(``GET /v1/ws``) is described as its handshake only: the frames are in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sanic import Blueprint, Request, response
+from sanic.response import HTTPResponse
+
+ROOM: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+USER: Final = {"type": "string", "minLength": 1, "maxLength": 128}
+ERROR: Final = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "field": {"type": "string"}, "retry_after_ms": {"type": "integer"}}}}}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None,
+            kind: str = "application/json") -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description}
+    if schema is not None:
+        answer["content"] = {kind: {"schema": schema}}
+    return answer
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {400: "malformed request", 401: "no valid token", 403: "not allowed",
+            404: "not found", 409: "conflict", 413: "body too large",
+            429: "rate limited (Retry-After)", 503: "broker or database unreachable: retry"}
+    return {str(s): _answer(text[s], ERROR) for s in statuses}
+
+
+def _json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": properties, "required": required,
+        "additionalProperties": False}}}}
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False,
+           description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema,
+            "description": description}
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+AUTH: Final[list[dict[str, list[str]]]] = [{"bearer": []}]
+ROOM_PATH: Final = _path("room", ROOM)
+OK_EMPTY: Final = {"204": _answer("done")}
+ANY_JSON: Final = {"type": "object"}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a fresh dict: callers may change theirs)."""
+    member_ops = {
+        "put": {"summary": "Add a member (owner or admin)", "security": AUTH,
+                "responses": {"200": _answer("added (or was a member)", ANY_JSON),
+                              **_errors(400, 401, 403, 404, 429)}},
+        "delete": {"summary": "Remove a member (owner, admin, or the member leaving)",
+                   "security": AUTH,
+                   "responses": {**OK_EMPTY, **_errors(400, 401, 403, 404, 409, 503)}},
+        "parameters": [ROOM_PATH, _path("user", USER)],
+    }
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "responses": {
+            "200": _answer("the process answers", ANY_JSON)}}},
+        "/readyz": {"get": {"summary": "Readiness (broker and database)", "responses": {
+            "200": _answer("ready", ANY_JSON), "503": _answer("not ready", ANY_JSON)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (BURROW_METRICS_FROM only)",
+                             "responses": {"200": _answer("metrics", {"type": "string"},
+                                                          "text/plain"),
+                                           "403": _answer("not an operator network",
+                                                          ERROR)}}},
+        "/v1/openapi.json": {"get": {"summary": "This description", "responses": {
+            "200": _answer("OpenAPI 3.1", ANY_JSON)}}},
+        "/v1/ws": {"get": {
+            "summary": "WebSocket (frames: docs/protocol.md)", "security": AUTH,
+            "parameters": [_query("access_token", {"type": "string"},
+                                  description="the token, for browsers")],
+            "responses": {"101": _answer("upgraded"), **_errors(401, 429)}}},
+        "/v1/sse": {"get": {
+            "summary": "Server-sent events of some rooms", "security": AUTH,
+            "parameters": [_query("rooms", {"type": "string"}, True, "room ids, commas"),
+                           _query("since", {"type": "string"}, description="room:seq,..."),
+                           _query("access_token", {"type": "string"})],
+            "responses": {"200": _answer("the stream", {"type": "string"},
+                                         "text/event-stream"),
+                          **_errors(400, 401, 403, 429)}}},
+        "/v1/poll": {"get": {
+            "summary": "Long-poll some rooms", "security": AUTH,
+            "parameters": [_query("rooms", {"type": "string"}, True),
+                           _query("cursor", {"type": "string"}),
+                           _query("timeout", {"type": "integer", "minimum": 0,
+                                              "maximum": 60})],
+            "responses": {"200": _answer("events and the next cursor", ANY_JSON),
+                          **_errors(400, 401, 403, 429, 503)}}},
+        "/v1/rooms": {
+            "get": {"summary": "My rooms", "security": AUTH,
+                    "responses": {"200": _answer("rooms", ANY_JSON), **_errors(401, 429)}},
+            "post": {"summary": "Create a room", "security": AUTH,
+                     "requestBody": _json_body({"id": ROOM, "name": {
+                         "type": "string", "maxLength": 200}, "members": {
+                         "type": "array", "items": USER, "maxItems": 1000}}, ["id"]),
+                     "responses": {"201": _answer("created", ANY_JSON),
+                                   **_errors(400, 401, 409, 413, 429)}}},
+        "/v1/rooms/{room}/messages": {
+            "parameters": [ROOM_PATH],
+            "get": {"summary": "History", "security": AUTH, "parameters": [
+                _query("after", {"type": "integer", "minimum": 0}),
+                _query("before", {"type": "integer", "minimum": 1}),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500})],
+                "responses": {"200": _answer("messages", ANY_JSON),
+                              **_errors(400, 401, 403, 429, 503)}},
+            "post": {"summary": "Send a message (Idempotency-Key)", "security": AUTH,
+                     "parameters": [{"name": "Idempotency-Key", "in": "header",
+                                     "required": True, "schema": {
+                                         "type": "string", "minLength": 1, "maxLength": 64}}],
+                     "requestBody": _json_body({"body": {"type": "string"}}, ["body"]),
+                     "responses": {"201": _answer("stored, with its seq", ANY_JSON),
+                                   **_errors(400, 401, 403, 413, 429, 503)}}},
+        "/v1/rooms/{room}/members": {"parameters": [ROOM_PATH], "get": {
+            "summary": "Members", "security": AUTH,
+            "responses": {"200": _answer("members", ANY_JSON),
+                          **_errors(400, 401, 403, 429)}}},
+        "/v1/rooms/{room}/members/{user}": member_ops,
+        "/v1/rooms/{room}/presence": {"parameters": [ROOM_PATH], "get": {
+            "summary": "Who is online", "security": AUTH,
+            "responses": {"200": _answer("members' presence", ANY_JSON),
+                          **_errors(400, 401, 403, 429)}}},
+        "/v1/rooms/{room}/typing": {"parameters": [ROOM_PATH], "post": {
+            "summary": "I am typing", "security": AUTH,
+            "responses": {**OK_EMPTY, **_errors(400, 401, 403, 429, 503)}}},
+        "/v1/rooms/{room}/read": {"parameters": [ROOM_PATH], "put": {
+            "summary": "My read pointer", "security": AUTH,
+            "requestBody": _json_body({"seq": {"type": "integer", "minimum": 0}}, ["seq"]),
+            "responses": {**OK_EMPTY, **_errors(400, 401, 403, 413, 429, 503)}}},
+        "/v1/devices": {
+            "get": {"summary": "My devices", "security": AUTH,
+                    "responses": {"200": _answer("devices", ANY_JSON), **_errors(401, 429)}},
+            "post": {"summary": "Register a phone", "security": AUTH,
+                     "requestBody": _json_body({
+                         "platform": {"enum": ["fcm", "apns"]},
+                         "token": {"type": "string", "minLength": 1, "maxLength": 4096},
+                         "token_kind": {"enum": ["registration_token", "fid"]},
+                         "app": {"type": "string", "maxLength": 200}}, ["platform", "token"]),
+                     "responses": {"200": _answer("registered", ANY_JSON),
+                                   "201": _answer("registered", ANY_JSON),
+                                   **_errors(400, 401, 413, 429, 503)}}},
+        "/v1/devices/{device_id}": {
+            "parameters": [_path("device_id", {"type": "string", "maxLength": 64})],
+            "delete": {"summary": "Remove a device", "security": AUTH,
+                       "responses": {**OK_EMPTY, **_errors(400, 401, 404, 429, 503)}}},
+        "/v1/me/settings": {
+            "get": {"summary": "My notification settings", "security": AUTH,
+                    "responses": {"200": _answer("settings", ANY_JSON), **_errors(401, 429)}},
+            "put": {"summary": "Change them", "security": AUTH,
+                    "requestBody": _json_body({
+                        "email": {"type": ["string", "null"], "maxLength": 254},
+                        "push": {"type": "boolean"},
+                        "digest": {"enum": ["off", "hourly", "daily"]},
+                        "previews": {"type": "boolean"}}, []),
+                    "responses": {"200": _answer("the settings now", ANY_JSON),
+                                  **_errors(400, 401, 413, 429, 503)}}},
+        "/v1/unsubscribe": {
+            "parameters": [_query("token", {"type": "string"}, True)],
+            "get": {"summary": "The unsubscribe page of a digest e-mail", "responses": {
+                "200": _answer("page", {"type": "string"}, "text/html"),
+                "400": _answer("invalid link", {"type": "string"}, "text/html"),
+                "503": _answer("not configured", {"type": "string"}, "text/html")}},
+            "post": {"summary": "Unsubscribe from digests", "responses": {
+                "200": _answer("page", {"type": "string"}, "text/html"),
+                "400": _answer("invalid link", {"type": "string"}, "text/html"),
+                "503": _answer("not configured", {"type": "string"}, "text/html")}}},
+        "/v1/dev/token": {"post": {
+            "summary": "Development mode only: a token for anyone",
+            "requestBody": _json_body({"user": USER, "ttl": {"type": "integer", "minimum": 1},
+                                       "roles": {"type": "array", "items": {
+                                           "enum": ["admin"]}}}, ["user"]),
+            "responses": {"200": _answer("a token", ANY_JSON),
+                          **_errors(400, 404, 413, 429)}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Burrow gateway", "version": "1",
+                 "description": "The HTTP API of a Burrow gateway; the WebSocket protocol "
+                                "is in docs/protocol.md."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "bearerFormat": "JWT"}}},
+        "paths": paths,
+    }
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("openapi")
+    body = document()
+
+    @bp.get("/v1/openapi.json")
+    async def openapi(request: Request) -> HTTPResponse:
+        return response.json(body)
+
+    return bp
