@@ -17,10 +17,10 @@ deleted by hand), the next message schedules a new one instead of waiting foreve
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
@@ -29,6 +29,8 @@ from pymongo.errors import DuplicateKeyError
 from burrow.database import pages, utc
 from burrow.envelopes import Stored
 from burrow.notify_plan import MemberState, UserState
+
+K = TypeVar("K")
 
 Database = AsyncDatabase[dict[str, Any]]
 LOG_KEPT = timedelta(days=7)
@@ -50,6 +52,18 @@ def _absent_or_before(field: str, bound: datetime) -> dict[str, Any]:
     1 ms per update on 12,000 memberships, growing with the data).
     """
     return {field: {"$not": {"$gte": bound}}}
+
+
+def _grouped_pages(pairs: Iterable[tuple[K, str]]) -> Iterator[tuple[K, list[str]]]:
+    """(group, page of its users) for *pairs* of (group, user): one conditional
+    ``update_many`` per page instead of one update per user (~1 ms each on the embedded
+    database), the users in pages of 50 as every ``$in`` here."""
+    groups: dict[K, set[str]] = defaultdict(set)
+    for group, user in pairs:
+        groups[group].add(user)
+    for group, users in groups.items():
+        for page in pages(sorted(users)):
+            yield group, page
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -101,14 +115,12 @@ class NotifyStore:
         if not claims:
             return {}
         now = datetime.now(UTC)
-        groups: dict[tuple[str, int], list[str]] = defaultdict(list)
-        for (room, user), seq in claims.items():
-            groups[(room, seq)].append(user)
         await self.memberships.bulk_write([
             UpdateMany({"room": room, "user": {"$in": page},
                         **_absent_or_before("push_pending_at", stale_before)},
                        {"$set": {"push_pending_at": now, "push_claim": seq}})
-            for (room, seq), users in groups.items() for page in pages(sorted(users))],
+            for (room, seq), page in _grouped_pages(
+                ((room, seq), user) for (room, user), seq in claims.items())],
             ordered=False)
         won: dict[tuple[str, str], int] = {}
         for page in pages(room for room, _ in claims):
@@ -124,13 +136,10 @@ class NotifyStore:
         """No push waiting any more for these (room, user): one write, an update per room."""
         if not keys:
             return
-        rooms: dict[str, list[str]] = defaultdict(list)
-        for room, user in keys:
-            rooms[room].append(user)
         await self.memberships.bulk_write([
             UpdateMany({"room": room, "user": {"$in": page}},
                        {"$unset": {"push_pending_at": "", "push_claim": ""}})
-            for room, users in rooms.items() for page in pages(sorted(set(users)))],
+            for room, page in _grouped_pages(keys)],
             ordered=False)
 
     async def unread_for_push(self, room: str, user: str) -> Unread | None:
@@ -194,14 +203,12 @@ class NotifyStore:
         if not claims:
             return set()
         now = datetime.now(UTC)
-        groups: dict[str, list[str]] = defaultdict(list)
-        for user, key in claims.items():
-            groups[key].append(user)  # a key names a message: its room's readers share it
+        # a key names a message: its room's readers share it, and one update
         await self.users.bulk_write([
             UpdateMany({"_id": {"$in": page},
                         **_absent_or_before("digest_pending_at", stale_before)},
                        {"$set": {"digest_pending_at": now, "digest_claim": key}})
-            for key, users in groups.items() for page in pages(sorted(users))],
+            for key, page in _grouped_pages((key, user) for user, key in claims.items())],
             ordered=False)
         won: set[str] = set()
         for page in pages(claims):
