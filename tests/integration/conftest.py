@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -39,6 +41,27 @@ class Running:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the process's ``/metrics`` as Prometheus reads it (0 if absent)."""
+        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as response:
+            text = response.read().decode()
+        return next((sample.value for family in text_string_to_metric_families(text)
+                     for sample in family.samples
+                     if sample.name == name and sample.labels == labels), 0.0)
+
+    def exit_code(self, timeout: float) -> int:
+        """Wait for the process to end; its exit code. Shows its log when it hangs, so a
+        wrong code can be explained from the assertion's message with :meth:`log_tail`."""
+        process = self.app.process
+        assert process is not None, f"{self.app.name} was never started"
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.app.name} still running\n{self.log_tail()}") from None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
 
     def wait(self, broker: str, database: str) -> None:
         """Wait until /readyz reports these states, with the status that goes with them."""
@@ -161,6 +184,10 @@ async def stack(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Sta
     yield with_stack
     for client in with_stack.clients:
         await client.close()
+    # G2/G4 hold in every test that uses a client, not only the ones about them: a
+    # duplicate or a gap any client saw fails the test that caused it.
+    violations = [v for client in with_stack.clients for v in client.violations]
+    assert not violations, f"seq violations seen by the test's clients: {violations}"
 
 
 class Raw:

@@ -14,7 +14,7 @@ from burrow import ids
 from burrow.envelopes import Send
 from gateway.node import MEMBER_EVENTS
 from queues import topology
-from tests.conftest import eventually
+from tests.conftest import eventually, until
 from tests.integration.conftest import Stack, raw_ws
 
 pytestmark = pytest.mark.integration
@@ -189,22 +189,39 @@ async def test_g6_admins_read_any_room(stack: Stack) -> None:
     assert stack.http("PUT", "/v1/rooms/private/members/carol", None, token=token)[0] == 200
 
 
-async def test_sigterm_on_a_gateway_closes_with_1001_and_loses_nothing(stack: Stack) -> None:
-    stack.add_gateway()
+@pytest.mark.parametrize("sequencer_back", ["while the gateway drains", "after it exited"])
+async def test_sigterm_on_a_gateway_closes_with_1001_and_loses_nothing(
+        stack: Stack, sequencer_back: str) -> None:
+    """Every send is in flight at the SIGTERM: read by the gateway, not stored, not acked
+    (the sequencer is paused). Either the drain waits for the acks, or (its patience
+    spent) it closes and the clients resend elsewhere; each message stored once, in order."""
+    draining = stack.add_gateway(BURROW_SEND_TIMEOUT="30" if sequencer_back.startswith(
+        "while") else "1")
     stack.room("calm", "alice", "bob")
-    bob = await stack.client("bob", [1])
+    bob = await stack.client("bob", [0])
     await asyncio.wait_for(bob.subscribe("calm"), T)
-    alice = await stack.client("alice", [0, 1])  # reconnects to the other gateway
-    sending = asyncio.gather(*(alice.send("calm", f"n{n}") for n in range(50)))
-    await asyncio.sleep(0)  # let the first sends go out on gateway 0
-    stack.gateways[0].app.signal(signal.SIGTERM)
-    acks = await asyncio.wait_for(sending, T * 2)
-    assert 1001 in alice.close_codes
+    alice = await stack.client("alice", [1, 0])  # reconnects to the other gateway
+    sequencer = stack.sequencers[0]
+    sequencer.app.signal(signal.SIGSTOP)
+    try:
+        sends = [asyncio.ensure_future(alice.send("calm", f"n{n}", client_id=f"c{n}"))
+                 for n in range(50)]
+        await until(lambda: draining.metric("burrow_gateway_frames_in_total",
+                                            type="send") >= 50)
+        assert not any(send.done() for send in sends)  # all 50 in flight at the kill
+        draining.app.signal(signal.SIGTERM)
+        if sequencer_back == "after it exited":
+            assert draining.exit_code(T) == 0, draining.log_tail()
+    finally:
+        sequencer.app.signal(signal.SIGCONT)
+    acks = await asyncio.wait_for(asyncio.gather(*sends), T * 2)
+    await until(lambda: 1001 in alice.close_codes)  # after the acks, when the drain waited
     assert sorted(a.seq for a in acks) == list(range(1, 51))
     got = await receive(bob, 50)
     assert [m.seq for m in got] == list(range(1, 51))  # type: ignore[attr-defined]
-    assert len(stored(stack, "calm")) == 50
-    assert stack.gateways[0].app.process.wait(T) == 0  # type: ignore[union-attr]
+    docs = stored(stack, "calm")
+    assert sorted(d["client_id"] for d in docs) == sorted(f"c{n}" for n in range(50))
+    assert draining.exit_code(T) == 0, draining.log_tail()
 
 
 async def test_sequencer_failover_under_load_keeps_acked_messages_and_order(
@@ -217,10 +234,18 @@ async def test_sequencer_failover_under_load_keeps_acked_messages_and_order(
     alice = await stack.client("alice")
     first = await asyncio.wait_for(asyncio.gather(
         *(alice.send("busy", f"a{n}") for n in range(30))), T)
-    sending = asyncio.gather(*(alice.send("busy", f"b{n}") for n in range(120)))
-    await asyncio.sleep(0.05)
-    active.app.signal(signal.SIGKILL)  # the active one dies mid-stream
-    second = await asyncio.wait_for(sending, T * 3)
+    # The active one is frozen mid-stream (wherever it is in a batch) once some of the
+    # next sends are acked; the rest, and 60 more sent while it is frozen, are in flight
+    # (read by the gateway, not acked) when it dies.
+    sends = [asyncio.ensure_future(alice.send("busy", f"b{n}")) for n in range(60)]
+    await until(lambda: sum(send.done() for send in sends) >= 10)
+    active.app.signal(signal.SIGSTOP)
+    sends += [asyncio.ensure_future(alice.send("busy", f"c{n}")) for n in range(60)]
+    await until(lambda: stack.gateways[0].metric("burrow_gateway_frames_in_total",
+                                                 type="send") >= 150)
+    assert not any(send.done() for send in sends[60:])
+    active.app.signal(signal.SIGKILL)
+    second = await asyncio.wait_for(asyncio.gather(*sends), T * 3)
     acks = first + second
     assert sorted(a.seq for a in acks) == list(range(1, 151))
     docs = stored(stack, "busy")
