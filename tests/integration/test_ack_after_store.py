@@ -24,8 +24,8 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from burrow import ids
-from burrow.envelopes import BATCHED_ACKS, Send, decode_acks
-from burrow.message_store import MessageStore, Stored
+from burrow.envelopes import BATCHED_ACKS, Send, Stored, decode_acks
+from burrow.message_store import MessageStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
 from consumers.sequencer import Sequencer
