@@ -21,6 +21,7 @@ from tests.conftest import eventually
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
+T = 30  # seconds: every wait is bounded
 
 
 @dataclass
@@ -261,3 +262,51 @@ async def test_a_long_backlog_comes_in_bounded_polls_with_no_gap(stack: Stack) -
                 break
     assert seqs == list(range(1, backlog + 1))
     assert cursor == f"busy:{backlog}"
+
+
+def seed(stack: Stack, room: str, count: int) -> None:
+    """*count* stored messages in *room*, written as the sequencer writes them."""
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        client.get_default_database().messages.insert_many([
+            Stored(f"{room}-{n}", room, n, "alice", f"c{n}", f"old {n}", 1_700_000_000_000 + n)
+            .to_document() for n in range(1, count + 1)])
+
+
+BACKLOG = 1_200  # the replay reads pages of 500: two page boundaries and a partial page
+
+
+@pytest.mark.parametrize("since", [0, 499, 500, 501])
+async def test_a_resume_over_several_replay_pages_on_websocket(stack: Stack,
+                                                               since: int) -> None:
+    """Every message after *since* once, in order, across the replay's page boundaries,
+    then the live ones sent while the replay ran, with no gap and no duplicate."""
+    stack.room("deep", "alice", "bob")
+    seed(stack, "deep", BACKLOG)
+    alice = await stack.client("alice")
+    bob = await stack.client("bob")
+    subscribed = asyncio.ensure_future(bob.subscribe("deep", since=since))
+    live = await asyncio.wait_for(asyncio.gather(
+        *(alice.send("deep", f"live {n}") for n in range(20))), T)
+    assert sorted(a.seq for a in live) == list(range(BACKLOG + 1, BACKLOG + 21))
+    assert await asyncio.wait_for(subscribed, T) == since
+    got = [await asyncio.wait_for(bob.messages.get(), T) for _ in range(BACKLOG + 20 - since)]
+    assert [m.seq for m in got] == list(range(since + 1, BACKLOG + 21))
+    assert bob.messages.empty() and not bob.violations
+
+
+async def test_a_resume_over_several_replay_pages_on_sse(stack: Stack) -> None:
+    stack.room("deep", "alice", "bob")
+    seed(stack, "deep", BACKLOG)
+    async with httpx.AsyncClient(timeout=30) as http:
+        url = stack.gateways[0].url("/v1/sse?rooms=deep")
+        async with http.stream("GET", url, headers=headers(
+                stack, "bob", **{"Last-Event-ID": "deep:499"})) as stream:
+            reader = SseReader(stream.aiter_lines())
+            assert (await reader.until("subscribed")).data["since"] == 499
+            for n in range(20):  # while the replay runs
+                answer = await post(http, stack, "alice", "deep", {"body": f"live {n}"},
+                                    f"k{n}")
+                assert answer.status_code == 201, answer.text
+            got = [(await reader.until("message")).data["seq"]
+                   for _ in range(BACKLOG + 20 - 499)]
+    assert got == list(range(500, BACKLOG + 21))
