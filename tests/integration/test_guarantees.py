@@ -297,3 +297,32 @@ async def test_a_gateway_binds_a_room_only_while_it_has_subscribers(stack: Stack
         assert room_bindings() == ["room.bound.*"]  # the other subscriber still needs it
     # both connections closed: the last subscriber left
     assert eventually(lambda: room_bindings() == [])
+
+
+@pytest.mark.parametrize("since", [None, 0, 3, 5])
+async def test_subscribing_again_on_one_socket_replaces_the_subscription(
+        stack: Stack, since: int | None) -> None:
+    """A second subscribe to the same room on the same socket (a client that lost track,
+    or resumes from an older seq) gives one stream: the replay it asks for, then each
+    live message once, never a frame of the old subscription beside the new one."""
+    stack.room("again", "alice", "bob")
+    alice = await stack.client("alice")
+    for n in range(5):
+        await asyncio.wait_for(alice.send("again", f"before-{n}"), T)
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as bob:
+        await bob.send({"type": "subscribe", "room": "again", "since": 0})
+        assert (await bob.recv())["type"] == "subscribed"
+        assert [(await bob.recv())["seq"] for _ in range(5)] == [1, 2, 3, 4, 5]
+        again = {"type": "subscribe", "room": "again"}
+        if since is not None:
+            again["since"] = since
+        await bob.send(again)
+        assert await bob.recv() == {"type": "subscribed", "room": "again",
+                                    "since": 5 if since is None else since}
+        replayed = list(range((5 if since is None else since) + 1, 6))
+        assert [(await bob.recv())["seq"] for _ in replayed] == replayed
+        await asyncio.wait_for(asyncio.gather(
+            *(alice.send("again", f"after-{n}") for n in range(5))), T)
+        assert [(await bob.recv())["seq"] for _ in range(5)] == [6, 7, 8, 9, 10]
+        await bob.send({"type": "ping", "id": "end"})
+        assert await bob.recv() == {"type": "pong", "id": "end"}  # no second copy queued
