@@ -320,18 +320,19 @@ async def test_racing_connection_changes_end_on_the_true_status(store: PresenceS
     and the announcements, in version order (the order clients apply them in),
     alternate and end on it: each flip of the stored status is announced once."""
     announced: list[tuple[int, bool]] = []
+    pause = random.Random(20261207)  # seeded: the same interleaving pauses every run
 
     async def change(conn_id: str, up: bool) -> None:
         step = Change(store, announced)
-        await asyncio.sleep(random.random() / 50)
+        await asyncio.sleep(pause.random() / 50)
         if up:
             await store.connected(conn_id, "u", "gw")
         else:
             await store.disconnected(conn_id)
         await step.bump()
-        await asyncio.sleep(random.random() / 50)
+        await asyncio.sleep(pause.random() / 50)
         await step.count()
-        await asyncio.sleep(random.random() / 50)
+        await asyncio.sleep(pause.random() / 50)
         await step.settle()
 
     for round_ in range(6):
