@@ -68,7 +68,8 @@ def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
         during = partial(fault_mode.run_schedule, stack, config.duration) if faults else None
         summary = measure(config, stack.pids, lambda on_connected: run_load(
             config, [g.http_url for g in stack.gateways], [g.ws_url for g in stack.gateways],
-            stack.jwt_secret, on_connected=on_connected, during_send=during), "burrow")
+            stack.jwt_secret, on_connected=on_connected, during_send=during,
+            mongo_url=stack.db.database_url("burrow")), "burrow")
         summary["stack"] = stack.description
         summary["history_messages"] = history
         summary["workers"] = worker_work(stack)

@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pymongo import MongoClient
+from pymongo.collection import Collection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench import driver
-from burrow import tokens
+from burrow import database, tokens
 
 BODY_BYTES = 100
 HANDSHAKES = 100  # concurrent handshakes (Sanic's listen backlog is 100)
@@ -368,13 +370,15 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
                    jwt_secret: str, run: str | None = None,
                    on_connected: Callable[[], Awaitable[None]] | None = None,
                    during_send: Callable[[LoadResult], Coroutine[Any, Any, None]] | None = None,
-                   ) -> LoadResult:
+                   mongo_url: str | None = None) -> LoadResult:
     """Create the rooms, connect and subscribe every client, send, drain; return records.
 
     *on_connected* is awaited once every client is subscribed, before the first send (the
     caller samples process memory there and waits for the stack to settle).
     *during_send* (the fault schedule) starts with the first send, runs alongside the
     send phase and is awaited before the drain, whose time starts after it.
+    *mongo_url* (the stack's database): the users' e-mail addresses are marked verified
+    there, as if each had followed its link, so that digests are sent.
     """
     run = run or time.strftime("%H%M%S")
     result = LoadResult(config, len(gateway_ws))
@@ -397,7 +401,7 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
             raise RuntimeError(f"POST /v1/rooms {room_id(run, index)}: {status} {text}")
 
     await asyncio.gather(*(create(r) for r in range(config.rooms)))
-    await _phones_and_emails(config, run, gateway_http, jwt_secret, limit)
+    await _phones_and_emails(config, run, gateway_http, jwt_secret, limit, mongo_url)
 
     handshakes = asyncio.Semaphore(HANDSHAKES)
     clients = [_Client(i, room_id(run, config.room_of(i)), result, gateway_ws, token[i],
@@ -455,9 +459,11 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
 
 
 async def _phones_and_emails(config: LoadConfig, run: str, gateway_http: Sequence[str],
-                             jwt_secret: str, limit: asyncio.Semaphore) -> None:
+                             jwt_secret: str, limit: asyncio.Semaphore,
+                             mongo_url: str | None) -> None:
     """Give every n-th user (online and offline) a phone (FCM and APNs in turn) and an
-    hourly digest, through the HTTP API as a client app would."""
+    hourly digest, through the HTTP API as a client app would; then, with *mongo_url*,
+    their addresses verified (what following each verification mail's link does)."""
     users = [f"u{i}" for i in range(config.connections)] + [
         offline_user(r, k) for r in range(config.rooms) for k in range(config.offline)]
     every = round(1 / config.devices) if config.devices > 0 else 0
@@ -479,6 +485,16 @@ async def _phones_and_emails(config: LoadConfig, run: str, gateway_http: Sequenc
                 raise RuntimeError(f"PUT /v1/me/settings as {user}: {status} {text}")
 
     await asyncio.gather(*(setup(n, user) for n, user in enumerate(chosen)))
+    if mongo_url is not None:
+        await asyncio.to_thread(_verified, mongo_url, chosen)
+
+
+def _verified(mongo_url: str, users: list[str]) -> None:
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(mongo_url, serverSelectionTimeoutMS=10_000) as client:
+        collection: Collection[dict[str, Any]] = client.get_default_database().users
+        for page in database.pages(users):
+            collection.update_many({"_id": {"$in": page}}, {"$set": {"email_verified": True}})
 
 
 async def _send(client: _Client, k: int, result: LoadResult) -> None:

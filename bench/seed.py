@@ -81,8 +81,10 @@ def room_documents(rooms: int, start: datetime) -> tuple[list[dict[str, Any]], .
                                 # spread: member j has read (j / MEMBERS) of the room
                                 "read_seq": PER_ROOM * j // MEMBERS, "joined_at": start})
             if j % 2 == 0:
+                # verified, as a user who followed the link: digests go out
                 users.append({"_id": user, "email": f"{user}@example.test",
-                              "digest": "hourly", "updated_at": start})
+                              "email_verified": True, "digest": "hourly",
+                              "updated_at": start})
                 devices.append({"_id": f"hist-d{k}-{j}", "platform": "fcm",
                                 "token": f"hist-token-{k}-{j}",
                                 "token_kind": "registration_token", "app": "",

@@ -147,7 +147,8 @@ class BenchStack(Stack):
         """Start :mod:`bench.providers`; returns the environment that points at it."""
         directory = self.directory / "providers"
         providers = self.providers = AppProcess(
-            "providers", "bench.providers", self._env(plan.WORKER_USER, {}),
+            # it stands in for FCM, APNs and SMTP and never uses the broker
+            "providers", "bench.providers", self._env(plan.worker("notifier").user, {}),
             args=[str(directory)], log=self.directory / "logs" / "providers.log")
         providers.start()
         path = directory / "providers.json"
@@ -174,7 +175,8 @@ class BenchStack(Stack):
                 extra: dict[str, str]) -> tuple[AppProcess, str, Path]:
         metrics_port = ports.free_port()
         log = logs / f"{name}.log"
-        app = AppProcess(name, plan.WORKER_MODULE, self._env(plan.WORKER_USER, {
+        user = next(w.user for w in plan.WORKERS if w.args == consumers)
+        app = AppProcess(name, plan.WORKER_MODULE, self._env(user, {
             "BURROW_METRICS_PORT": str(metrics_port),
             # names its AMQP connection "worker bench-<name> (sequencer)"
             "BURROW_INSTANCE_ID": f"bench-{name}",

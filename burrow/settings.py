@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from burrow import tls
+from burrow.mail.smtp_url import parse_smtp_url
 from burrow.ratelimit import FloodRule, Rule, async_storage_uri
 
 
@@ -42,6 +44,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_HOST", "127.0.0.1", "gateway listen address"),
     Variable("BURROW_PORT", "8000", "gateway listen port"),
     Variable("BURROW_GATEWAY_WORKERS", "1", "gateway processes (Sanic workers)"),
+    Variable("BURROW_TLS_CERT", "",
+             "PEM certificate chain (leaf first) of the gateway; with BURROW_TLS_KEY it "
+             "serves HTTPS and WSS only, and sends HSTS"),
+    Variable("BURROW_TLS_KEY", "", "PEM private key of BURROW_TLS_CERT (both or neither)"),
     Variable("BURROW_METRICS_HOST", "127.0.0.1", "listen address of a worker's /metrics"),
     Variable("BURROW_METRICS_PORT", "9100", "listen port of a worker's /metrics"),
     Variable("BURROW_METRICS_FROM", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,"
@@ -74,6 +80,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_JWT_AUDIENCE", "", "required aud claim (unchecked when empty)"),
     Variable("BURROW_JWT_ISSUER", "", "required iss claim (unchecked when empty)"),
     Variable("BURROW_JWT_LEEWAY", "5", "seconds of clock skew allowed on exp / nbf / iat"),
+    Variable("BURROW_WS_TICKET_TTL", "30",
+             "seconds (1 to 300) a one-time ticket from POST /v1/ws-ticket stays valid "
+             "for /v1/ws or /v1/sse; never beyond its token's exp"),
     Variable("BURROW_MAX_BODY_BYTES", "16384", "largest message body, in UTF-8 bytes"),
     Variable("BURROW_MAX_FRAME_BYTES", "65536",
              "largest WebSocket frame a client may send; bigger closes with 1009"),
@@ -119,14 +128,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_APNS_CA_FILE", "",
              "PEM CA bundle that verifies the APNs server (empty: the system's)"),
     Variable("BURROW_SMTP_URL", "smtp://127.0.0.1:1025",
-             "SMTP server of digests and emails: smtp://[user:pass@]host:port "
-             "(?starttls=1), or smtps:// for implicit TLS"),
+             "SMTP relay of every email: smtps://[user:pass@]host:port (TLS), or "
+             "smtp://[user:pass@]host:port, which requires STARTTLS unless the host is "
+             "loopback or the URL ends ?starttls=0 (then without user:pass@)"),
     Variable("BURROW_EMAIL_FROM", "Burrow <no-reply@burrow.invalid>", "From of every email"),
     Variable("BURROW_PUBLIC_URL", "http://127.0.0.1:8000",
-             "the gateway's URL as users reach it (unsubscribe links in emails)"),
+             "the gateway's URL as users reach it (unsubscribe and verification links in emails)"),
     Variable("BURROW_UNSUBSCRIBE_SECRET", "",
-             "secret (at least 32 bytes) signing unsubscribe links (default: derived from "
-             "BURROW_JWT_SECRET)"),
+             "secret (at least 32 bytes) signing unsubscribe and email-verification links "
+             "(default: derived from BURROW_JWT_SECRET)"),
     Variable("BURROW_TYPING_INTERVAL", "3",
              "seconds: at most one typing event per connection and room in this time"),
     Variable("BURROW_RATE_STORAGE", "memory://",
@@ -178,6 +188,8 @@ class Settings:
     host: str
     port: int
     gateway_workers: int
+    tls_cert: str
+    tls_key: str
     metrics_host: str
     metrics_port: int
     metrics_from: Networks
@@ -196,6 +208,7 @@ class Settings:
     jwt_audience: str
     jwt_issuer: str
     jwt_leeway: float
+    ws_ticket_ttl: int
     max_body_bytes: int
     max_frame_bytes: int
     send_timeout: float
@@ -263,11 +276,16 @@ class Settings:
                 raise ConfigError(f"{name}={raw!r} is invalid ({exc}): {_help(name)}") from None
 
         return cls(
-            amqp_url=get("BURROW_AMQP_URL", _url(("amqp", "amqps"))),
-            mongo_url=get("BURROW_MONGO_URL", _url(("mongodb", "mongodb+srv"))),
+            amqp_url=get("BURROW_AMQP_URL",
+                         _then(_url(("amqp", "amqps")), tls.verified_amqp_url)),
+            mongo_url=get("BURROW_MONGO_URL",
+                          _then(_url(("mongodb", "mongodb+srv")), tls.verified_mongo_url)),
             host=get("BURROW_HOST"),
             port=get("BURROW_PORT", _port),
             gateway_workers=get("BURROW_GATEWAY_WORKERS", _positive(int)),
+            tls_cert=_paired(get("BURROW_TLS_CERT", tls.readable_file),
+                             get("BURROW_TLS_KEY", tls.readable_file)),
+            tls_key=get("BURROW_TLS_KEY"),
             metrics_host=get("BURROW_METRICS_HOST"),
             metrics_port=get("BURROW_METRICS_PORT", _port),
             metrics_from=get("BURROW_METRICS_FROM", networks),
@@ -287,6 +305,7 @@ class Settings:
             jwt_audience=get("BURROW_JWT_AUDIENCE"),
             jwt_issuer=get("BURROW_JWT_ISSUER"),
             jwt_leeway=get("BURROW_JWT_LEEWAY", _non_negative(float)),
+            ws_ticket_ttl=get("BURROW_WS_TICKET_TTL", _ticket_ttl),
             max_body_bytes=get("BURROW_MAX_BODY_BYTES", _positive(int)),
             max_frame_bytes=get("BURROW_MAX_FRAME_BYTES", _positive(int)),
             send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
@@ -312,7 +331,7 @@ class Settings:
             apns_sandbox=get("BURROW_APNS_SANDBOX", _bool),
             apns_endpoint=get("BURROW_APNS_ENDPOINT"),
             apns_ca_file=get("BURROW_APNS_CA_FILE"),
-            smtp_url=get("BURROW_SMTP_URL", _url(("smtp", "smtps"))),
+            smtp_url=_smtp_url(get("BURROW_SMTP_URL")),
             email_from=get("BURROW_EMAIL_FROM"),
             public_url=get("BURROW_PUBLIC_URL", _url(("http", "https"))).rstrip("/"),
             unsubscribe_secret=get("BURROW_UNSUBSCRIBE_SECRET"),
@@ -368,6 +387,33 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
             raise ValueError(f"expected a {' or '.join(schemes)}:// URL with a host")
         return raw
     return parse
+
+
+def _smtp_url(raw: str) -> str:
+    """*raw* once it is a relay URL that sends no mail and no password in clear beyond
+    loopback unless asked to (:mod:`burrow.mail.smtp_url`). Raised here rather than
+    through ``get``, whose message would echo the URL and the password in it."""
+    try:
+        parse_smtp_url(raw)
+    except ValueError as exc:
+        raise ConfigError(f"BURROW_SMTP_URL is invalid ({exc}): "
+                          f"{_help('BURROW_SMTP_URL')}") from None
+    return raw
+
+
+def _then(first: Callable[[str], str], second: Callable[[str], str]) -> Callable[[str], str]:
+    return lambda raw: second(first(raw))
+
+
+def _paired(cert: str, key: str) -> str:
+    """The certificate, once it is known to come with its key: half a TLS setup would
+    otherwise start a plain-HTTP gateway the operator believes is HTTPS."""
+    if bool(cert) != bool(key):
+        given, missing = ("BURROW_TLS_CERT", "BURROW_TLS_KEY") if cert else (
+            "BURROW_TLS_KEY", "BURROW_TLS_CERT")
+        raise ConfigError(f"{given} is set but {missing} is not: set both (HTTPS and WSS) "
+                          "or neither (plain HTTP)")
+    return cert
 
 
 def _port(raw: str) -> int:
@@ -437,6 +483,17 @@ def _origins(raw: str) -> frozenset[str]:
                 or parts.query or parts.fragment or parts.username:
             raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path")
     return origins
+
+
+MAX_TICKET_TTL = 300
+
+
+def _ticket_ttl(raw: str) -> int:
+    # a ticket is for the connection about to open, not a second long-lived credential
+    ttl = int(raw)
+    if not 1 <= ttl <= MAX_TICKET_TTL:
+        raise ValueError(f"expected whole seconds from 1 to {MAX_TICKET_TTL}")
+    return ttl
 
 
 def _tiers(raw: str) -> tuple[int, ...]:

@@ -1,4 +1,7 @@
-"""Run workers: ``python -m consumers [name ...]`` (no name: every known consumer)."""
+"""Run workers: ``python -m consumers [name ...]`` (no name: every known consumer).
+
+Each worker kind has a broker user of its own (docs/topology.md); a process running
+several needs a user with the rights of each, so run one process per kind."""
 
 from __future__ import annotations
 

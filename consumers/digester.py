@@ -10,7 +10,13 @@ SMTP server took the mail, and the Message-ID is the job's, so a resend after a 
 mid-send is recognisable as the same mail.
 
 An email job (``email.due``, from backend services, see docs/queues.md) is sent as given,
-to an address or to a user's stored email, with the same once-only record.
+to an address or to a user's stored email once verified, with the same once-only record.
+
+Digests go only to a verified address (:mod:`burrow.mail.verification`), checked here at
+send time whatever scheduled the job. A ``verify`` job (``email.due``, from the gateway
+through ``email.verify``) mails the link that verifies an address, if the address is still
+the user's and unverified; an unverified address that never had such a mail (one stored
+before verification existed) gets exactly one, from the first digest job that finds it.
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ from typing import Any
 from aio_pika.abc import AbstractExchange
 
 from burrow import database, ids, metrics
+from burrow.mail import verification
 from burrow.mail.digest import Digest, DigestMessage, DigestRoom, render
 from burrow.mail.smtp import Mailer, Outcome
 from burrow.mail.unsubscribe import make_token
+from burrow.mail.verification import VerifyJob
 from burrow.notify_store import NotifyStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
-from burrow.user_store import UserStore
+from burrow.user_store import UserStore, stamp
 from queues import topology
 from queues.jobs import Job, JobQueue, Permanent, RetryLater, publish_job
 
@@ -70,6 +78,7 @@ class Digester:
         connection = await runtime.broker.opened()
         self.publisher = await connection.channel()
         self.jobs = await self.publisher.get_exchange(topology.JOBS, ensure=False)
+        self.verify = await self.publisher.get_exchange(topology.VERIFY, ensure=False)
         topo = topology.for_settings(self.settings)
         retries = self.settings.email_retries
         self.queues = [
@@ -112,6 +121,9 @@ class Digester:
         settings = await self.users.settings(user)
         if settings.digest == "off" or not settings.email:
             return
+        if not settings.email_verified:  # never to an address nobody confirmed
+            await self._first_verification(user)
+            return
         period = self.periods.get(settings.digest, self.settings.digest_daily)
         last = await self.store.last_digest_at(user)
         if last is not None and datetime.now(UTC) - last < timedelta(seconds=period):
@@ -134,8 +146,43 @@ class Digester:
         await self.store.record_digest(job_id, user,
                                        {room: messages[-1].seq for room, _, messages in found})
 
+    async def _first_verification(self, user: str) -> None:
+        """Queue the one verification mail an unverified address gets without a request
+        (stored before verification existed); nothing if it had one or is not stored."""
+        state = await self.users.email_state(user)
+        if state.email is None or not verification.needs_first_mail(state):
+            return
+        job = VerifyJob(verification.legacy_job_id(user, state.email), user, state.email)
+        # Queued before it is recorded: a crash in between queues the same id again,
+        # which the once-only record drops, rather than recording a mail never queued.
+        # Through email.verify, like the gateway's: this worker may not publish email.due.
+        await publish_job(self.verify, self.email.due, job.body(), job.id)
+        await self.users.mark_verification_sent(user, state.email, stamp())
+
+    async def send_verification(self, job: Job) -> None:
+        try:
+            verify = VerifyJob.from_body(job.body)
+        except ValueError as exc:
+            raise Permanent(str(exc)) from None
+        if await self.store.digest_done(verify.id):
+            return
+        state = await self.users.email_state(verify.user)
+        if state.email != verify.address or state.verified:
+            return  # changed or confirmed since it was asked for: nothing to verify
+        token = verification.make_token(self.secret, verify.user, verify.address)
+        await self._send(verification.render(
+            verify.address, verification.link(self.settings.public_url, token),
+            self.settings.email_from, verification.message_id(verify.id, self.domain)))
+        await self.store.record_email(verify.id)
+
     async def send_email(self, job: Job) -> None:
         body = job.body
+        if body.get("kind") == verification.KIND:
+            await self.send_verification(job)
+            return
+        if job.exchange == topology.VERIFY:  # a gateway may ask for verifications only
+            raise Permanent(f"only {verification.KIND!r} jobs may come through "
+                            f"{topology.VERIFY}")
         if body.get("kind") != "email":
             raise Permanent(f"unknown email job kind {body.get('kind')!r} (email)")
         job_id = _job_id(body)
@@ -147,9 +194,12 @@ class Digester:
             if not ids.is_user_id(user):
                 raise Permanent("give to (an address) or user (whose stored email is used)")
             assert isinstance(user, str)
-            to = (await self.users.settings(user)).email
-            if not to:
+            stored = await self.users.settings(user)
+            if not stored.email:
                 raise Permanent(f"user {user!r} has no email address")
+            if not stored.email_verified:  # the user may have typed anyone's address
+                raise Permanent(f"user {user!r} has not verified their email address")
+            to = stored.email
         subject, text, html = body.get("subject"), body.get("text"), body.get("html")
         if not isinstance(to, str) or "@" not in to or len(to) > 254 or "\n" in to:
             raise Permanent("to must be an email address")

@@ -27,14 +27,16 @@ def main() -> None:
 
     from gateway.app import create_app
     from gateway.head_deadline import HeadDeadlineProtocol
+    from gateway.tls import server_ssl
 
     loader = AppLoader(factory=partial(create_app, settings))
     try:
         app = loader.load()
-    except ConfigError as exc:  # e.g. no JWT key configured
+        ssl = server_ssl(settings)  # None: plain HTTP and WS
+    except ConfigError as exc:  # e.g. no JWT key configured, a key that does not fit
         sys.exit(f"gateway: {exc}")
     app.prepare(host=settings.host, port=settings.port, workers=settings.gateway_workers,
-                access_log=False, motd=False, protocol=HeadDeadlineProtocol)
+                access_log=False, motd=False, protocol=HeadDeadlineProtocol, ssl=ssl)
     try:
         Sanic.serve(primary=app, app_loader=loader)
     except BrokenPipeError:

@@ -19,6 +19,7 @@ from burrow import database, logs, probes
 from burrow.device_store import DeviceStore
 from burrow.runtime import Runtime
 from burrow.settings import Settings
+from burrow.ticket_store import TicketStore
 from gateway import (
     cors,
     dev_api,
@@ -32,7 +33,10 @@ from gateway import (
     rooms_api,
     settings_api,
     sse,
+    tickets_api,
+    tls,
     unsubscribe_api,
+    verify_api,
     ws,
 )
 from gateway.auth import Verifier
@@ -56,6 +60,7 @@ class Context:
     limits: Limits
     caps: ConnectionCaps
     connections: set[Connection]
+    tickets: TicketStore
 
 
 GatewayApp = Sanic[Config, Context]
@@ -83,10 +88,12 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(probes.blueprint(settings.metrics_from))
     app.blueprint(openapi.blueprint())
     app.blueprint(ws.blueprint())
+    app.blueprint(tickets_api.blueprint())
     app.blueprint(rooms_api.blueprint())
     app.blueprint(devices_api.blueprint())
     app.blueprint(settings_api.blueprint())
     app.blueprint(unsubscribe_api.blueprint())
+    app.blueprint(verify_api.blueprint())
     app.blueprint(sse.blueprint())
     app.blueprint(poll.blueprint())
     app.blueprint(http_send.blueprint())
@@ -95,6 +102,7 @@ def create_app(settings: Settings) -> GatewayApp:
     cors.install(app, settings.cors_origins)
     app.on_request(_limit_ip)  # app-wide and first: before the JWT is even looked at
     app.on_response(_security_headers)
+    app.on_response(tls.strict_transport)  # HSTS, over https only
     app.before_server_start(_open)
     # Registered after the WebSocket routes: Sanic runs stop listeners in reverse order,
     # so this one closes clients with 1001 before Sanic cancels their handlers.
@@ -110,10 +118,12 @@ async def _open(app: GatewayApp) -> None:
     app.ctx.limits = Limits(settings)
     app.ctx.caps = ConnectionCaps(settings.max_connections_user, settings.max_connections_ip)
     app.ctx.connections = set()
+    app.ctx.tickets = TicketStore(database.database(app.ctx.runtime.db))
     app.ctx.node.start()
     node = app.ctx.node
     stores: list[database.Indexed] = [
-        node.messages, node.rooms, node.presence, DeviceStore(database.database(node.runtime.db))]
+        node.messages, node.rooms, node.presence, DeviceStore(database.database(node.runtime.db)),
+        app.ctx.tickets]
     app.add_task(database.ensure_indexes(stores, settings.reconnect_interval, "gateway"),
                  name="ensure-indexes")
 

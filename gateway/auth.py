@@ -11,7 +11,15 @@ Why it is built this way:
   client later. A static public key only admits the algorithms that fit it (an RSA key
   with the default ``RS256,ES256`` admits RS256), so a token whose ``alg`` does not fit
   the key is an "algorithm" refusal, not a ``TypeError`` from inside PyJWT.
-* ``exp`` and ``sub`` are required: PyJWT checks ``exp`` only when it is present.
+* ``exp`` and ``sub`` are required: PyJWT checks ``exp`` only when it is present. ``exp``
+  must be a number (PyJWT takes ``"1700000000"`` and ``true``) before the year 10000:
+  an integer of 400 digits passed PyJWT and then broke ``float()`` (a 500), and every
+  expiry Burrow keeps (a connection's timer, a ticket's date) fits a datetime.
+* A header or payload with a member name twice is refused: RFC 7515 allows taking the
+  last one, but then what the issuer meant and what Burrow read may differ
+  (``{"alg":"none","alg":"HS256"}``). ``jku``, ``x5u``, ``x5c`` and ``jwk`` headers are
+  never followed: keys come from configuration only; an unknown ``crit`` is refused
+  (PyJWT).
 * JWKS keys are looked up by ``kid`` through PyJWT's synchronous client in a worker thread
   (``asyncio.to_thread``) so the event loop never waits on the network. The JWK set is
   cached for five minutes; the per-kid cache (``cache_keys``) stays off because it never
@@ -24,8 +32,8 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
+from jwt.utils import base64url_decode
 
 from burrow import ids
 from burrow.settings import ConfigError, Settings, is_loopback
@@ -54,9 +63,10 @@ PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448Publ
 
 REASONS: Final = frozenset({"missing", "malformed", "bad_signature", "expired",
                             "not_yet_valid", "audience", "issuer", "algorithm", "claims",
-                            "unknown_key"})
+                            "unknown_key", "ticket"})
 MAX_SUB_CHARS: Final = ids.MAX_USER_ID
 MAX_TOKEN_CHARS: Final = 8192
+MAX_EXP: Final = 253402300799  # 9999-12-31T23:59:59Z
 JWKS_LIFESPAN: Final = LIFESPAN
 JWKS_TIMEOUT: Final = TIMEOUT
 
@@ -92,7 +102,8 @@ class AuthError(Exception):
 
     ``reason`` is one of ``"missing"``, ``"malformed"``, ``"bad_signature"``,
     ``"expired"``, ``"not_yet_valid"``, ``"audience"``, ``"issuer"``, ``"algorithm"``,
-    ``"claims"``, ``"unknown_key"``; ``message`` is short and safe to show the client.
+    ``"claims"``, ``"unknown_key"``, ``"ticket"`` (a ticket unknown, used or expired:
+    :mod:`burrow.ticket_store`); ``message`` is short and safe to show the client.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -169,6 +180,10 @@ class Verifier:
             raise AuthError("missing", "token missing")
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError("malformed", "token too long")
+        if not token.isascii():
+            # A JWT is base64url and dots. Sanic hands over a header's undecodable bytes
+            # as surrogates, which PyJWT's encode("utf-8") raised on: a 500, not a 401.
+            raise AuthError("malformed", "token malformed")
         try:
             key = self._key if self._jwks is None else await self._jwk(self._jwks, token)
             assert key is not None  # one of the two is set (__init__)
@@ -177,6 +192,7 @@ class Verifier:
                                  leeway=self._leeway, options=_OPTIONS)
         except jwt.PyJWTError as exc:
             raise _refusal(exc) from exc
+        _no_repeated_names(token)
         return _claims(payload)
 
     async def _jwk(self, jwks: KeySet, token: str) -> jwt.PyJWK:
@@ -234,9 +250,13 @@ def _claims(payload: Mapping[str, Any]) -> Claims:
         raise AuthError("claims", f"token sub must be 1 to {MAX_SUB_CHARS} printable "
                         "characters")
     exp = payload["exp"]
-    # PyJWT accepts anything int() takes, numeric strings included; a NumericDate is a number.
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+    # PyJWT accepts anything int() takes, numeric strings included; a NumericDate is a
+    # number. (Compared, never converted: a 400-digit int overflows float(); NaN and the
+    # infinities fail the comparison.)
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise AuthError("claims", "token exp must be a number")
+    if not 0 <= exp <= MAX_EXP:
+        raise AuthError("claims", "token exp must be a date before the year 10000")
     roles = payload.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise AuthError("claims", "token roles must be a list of strings")
@@ -244,6 +264,19 @@ def _claims(payload: Mapping[str, Any]) -> Claims:
     # for as long as the WebSocket is open.
     return Claims(user=sub, roles=frozenset(roles) if roles else _NO_ROLES,
                   expires_at=float(exp))
+
+
+def _no_repeated_names(token: str) -> None:
+    """Refuse a verified token whose header or payload names a member twice."""
+    for segment in token.split(".")[:2]:
+        json.loads(base64url_decode(segment), object_pairs_hook=_unique_object)
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = {name for name, _ in pairs}
+    if len(names) != len(pairs):
+        raise AuthError("malformed", "token names a member twice")
+    return dict(pairs)
 
 
 def _secret(secret: str, algorithms: tuple[str, ...]) -> bytes:

@@ -28,7 +28,7 @@ from burrow.device_store import DeviceStore, Registration
 from burrow.push import Platform, TokenKind
 from burrow.runtime import Runtime
 from gateway.auth import Claims
-from gateway.http_json import Invalid, json_object
+from gateway.http_json import Invalid, json_object, without_body
 from gateway.ws import authenticate
 
 APNS_TOKEN: Final = re.compile(r"[0-9A-Fa-f]{64,200}")
@@ -122,7 +122,8 @@ def blueprint() -> Blueprint:
         found = await store(request).registrations(claims.user)
         return response.json({"devices": [listed(r) for r in found]})
 
-    @bp.delete("/<device_id>", ignore_body=True)
+    @bp.delete("/<device_id>", stream=True)
+    @without_body()
     async def unregister(request: Request, device_id: str) -> HTTPResponse:
         claims: Claims = request.ctx.claims
         if not await store(request).remove(claims.user, device_id):

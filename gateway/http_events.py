@@ -18,7 +18,7 @@ from sanic.response import HTTPResponse
 from burrow import ids
 from gateway import streams
 from gateway.connection import Connection
-from gateway.http_json import Invalid, json_object, problem
+from gateway.http_json import Invalid, json_object, problem, without_body
 from gateway.node import Node
 from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
@@ -53,7 +53,8 @@ def blueprint() -> Blueprint:
             return problem(503, "unavailable", "the database is not reachable; retry")
         return response.empty()
 
-    @bp.post("/<room>/typing", ignore_body=True)  # no body: never read or buffered
+    @bp.post("/<room>/typing", stream=True)
+    @without_body()  # no body: never read or buffered
     async def typing(request: Request, room: str) -> HTTPResponse:
         if not ids.is_room_id(room):
             return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")

@@ -3,14 +3,16 @@
 Sanic would buffer up to 100 MB before any middleware runs, so before the token is
 checked. Here a route that takes a body is a ``stream=True`` one and reads it in its
 handler, after the token check, through a limit of its own (an oversized upload is
-answered 413 while it is still coming); a route without a body is ``ignore_body``;
-and the app-wide ``REQUEST_MAX_SIZE`` is :data:`LARGEST_BODY`, which bounds what any
+answered 413 while it is still coming); a route without a body reads it through a
+limit of 0 (:func:`without_body`); and the app-wide ``REQUEST_MAX_SIZE`` is :data:`LARGEST_BODY`, which bounds what any
 request, anonymous or not, can make the gateway read.
 Every refusal is ``{"error": {"code", "message", "field"?}}`` with a 4xx status.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
@@ -23,6 +25,9 @@ LARGEST_BODY: Final = 262144
 """What any request may carry (Sanic's ``REQUEST_MAX_SIZE``): the largest route limit,
 ``POST /v1/rooms`` with 1,000 members."""
 """Default limit: a device registration is under 9 kB even with a 4096-character token."""
+FORM_FIELDS: Final = 1024
+"""What an HTML form of Burrow's posts and the route drops (its token is in the query):
+the confirm button of a page, or RFC 8058's ``List-Unsubscribe=One-Click``."""
 
 
 class Invalid(Exception):
@@ -48,13 +53,7 @@ async def json_object(request: Request, allowed: tuple[str, ...],
     a key not in *allowed*. The route must be a ``stream=True`` one: only then is the
     body still unread here, so the limit holds before anything is buffered.
     """
-    if request.stream is not None:
-        request.stream.request_max_size = limit
-    try:
-        await request.receive_body()
-    except PayloadTooLarge:
-        raise Invalid(f"the body is larger than {limit} bytes", code="too_large",
-                      status=413) from None
+    await read_body(request, limit)
     shape = "{" + ", ".join(allowed) + "}"
     try:
         data: Any = orjson.loads(request.body)
@@ -68,6 +67,45 @@ async def json_object(request: Request, allowed: tuple[str, ...],
             raise Invalid(f"unknown field {key!r}: allowed are {', '.join(allowed)}",
                           field=str(key))
     return data
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of a ``stream=True`` route, read through *limit* bytes; :exc:`Invalid`
+    413 beyond it (answered while the upload is still coming)."""
+    if request.stream is not None:
+        request.stream.request_max_size = limit
+    try:
+        await request.receive_body()
+    except PayloadTooLarge:
+        if limit == 0:
+            raise Invalid(f"{request.method} {request.path} takes no body",
+                          code="too_large", status=413) from None
+        raise Invalid(f"the body is larger than {limit} bytes", code="too_large",
+                      status=413) from None
+    return request.body
+
+
+Handler = Callable[..., Awaitable[HTTPResponse]]
+
+
+def without_body(limit: int = 0) -> Callable[[Handler], Handler]:
+    """For a ``stream=True`` route that takes no body, or ignores one (an HTML form's
+    fields, up to *limit* bytes): read and drop it before the handler runs, 413 beyond.
+
+    Not Sanic's ``ignore_body``: with it Sanic logs an ERROR ("body not consumed") for
+    every successful request that has a body or even a ``Content-Length: 0`` header,
+    which a browser's ``fetch`` POST and every form post send.
+    """
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def run(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+            try:
+                await read_body(request, limit)
+            except Invalid as exc:
+                return exc.response()
+            return await handler(request, *args, **kwargs)
+        return run
+    return wrap
 
 
 def problem(status: int, code: str, message: str, **extra: str) -> HTTPResponse:

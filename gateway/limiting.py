@@ -20,6 +20,7 @@ from sanic import Request, response
 from sanic.response import HTTPResponse
 
 from burrow import metrics
+from burrow.mail.verification import address_key
 from burrow.ratelimit import (
     CONNECTION,
     FRAMES,
@@ -29,10 +30,18 @@ from burrow.ratelimit import (
     Decision,
     Flood,
     RateLimiter,
+    Rule,
 )
 from burrow.settings import Settings
 from gateway import protocol
 from gateway.connection import Connection
+
+# Verification mails go to an address a user typed: whoever the owner is, Burrow must not
+# become a way to mail-bomb them. Constants, not settings: a legitimate user needs one
+# mail, seldom two (docs/rate-limits.md).
+VERIFY_USER, VERIFY_ADDRESS = "verify_user", "verify_address"
+VERIFY_USER_RULE = Rule(5, 5 / 3600)  # per requesting user: 5 an hour
+VERIFY_ADDRESS_RULE = Rule(3, 3 / 86400)  # per target mailbox, all users together: 3 a day
 
 
 class Limits:
@@ -40,12 +49,14 @@ class Limits:
         self.limiter = RateLimiter(settings.rate_storage, {
             CONNECTION: settings.rate_connection, USER: settings.rate_user,
             IP: settings.rate_ip, FRAMES: settings.rate_frames,
-            MEMBERS: settings.rate_members})
+            MEMBERS: settings.rate_members,
+            VERIFY_USER: VERIFY_USER_RULE, VERIFY_ADDRESS: VERIFY_ADDRESS_RULE})
         self.flood_rule = settings.rate_flood
         self.members_at_once = settings.rate_members.window_capacity
         self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
             weakref.WeakKeyDictionary())
-        for scope in (CONNECTION, USER, IP, FRAMES, MEMBERS, "flood", "connections_user",
+        for scope in (CONNECTION, USER, IP, FRAMES, MEMBERS, VERIFY_USER, VERIFY_ADDRESS,
+                      "flood", "connections_user",
                       "connections_address"):  # exported at 0 from the start, so
             metrics.GATEWAY_RATE_LIMITED.labels(scope)  # rate() and alerts see a series
 
@@ -108,6 +119,18 @@ class Limits:
             return None
         metrics.GATEWAY_RATE_LIMITED.labels(MEMBERS).inc()
         return too_many(decision, "members added to rooms by this user")
+
+    async def verification(self, user: str, address: str) -> HTTPResponse | None:
+        """429 if a verification mail from *user* to *address* would be one too many;
+        None (and both counted) if it may go."""
+        decision = await self.limiter.hit_all([(VERIFY_USER, user),
+                                               (VERIFY_ADDRESS, address_key(address))])
+        if decision.allowed:
+            return None
+        metrics.GATEWAY_RATE_LIMITED.labels(decision.kind or VERIFY_USER).inc()
+        what = ("verification emails to this address" if decision.kind == VERIFY_ADDRESS
+                else "verification emails from this user")
+        return too_many(decision, what)
 
     async def close(self) -> None:
         await self.limiter.close()

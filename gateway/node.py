@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import aio_pika
 import orjson
 from aio_pika.abc import (
+    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -134,6 +135,7 @@ class Node:
         # overtook is not cached, and a subscription it overtook is checked again.
         self.revocations = 0
         self.channel: AbstractRobustChannel | None = None
+        self._verify_channel: AbstractChannel | None = None
         self.queue: AbstractQueue | None = None
         self.ingress: AbstractExchange | None = None
         self.fanout: AbstractExchange | None = None
@@ -750,6 +752,24 @@ class Node:
             for conn in conns:
                 for room in [r for r in conn.subscriptions if r not in rooms]:
                     await self._revoke(conn, room)
+
+    async def request_verification(self, body: dict[str, object], job_id: str) -> None:
+        """Queue a verification mail (``email.verify`` -> ``email.due``), confirmed and
+        routed, or raise one of :data:`PUBLISH_FAILED`."""
+        await self.ready()
+        # A channel of its own: should the exchange be missing (no digester has declared
+        # it yet), the broker closes the channel it was used on, and that must not be
+        # the one every send goes through.
+        channel = self._verify_channel
+        if channel is None or channel.is_closed:
+            connection = await self.runtime.broker.opened()
+            channel = self._verify_channel = await connection.channel(on_return_raises=True)
+        exchange = await channel.get_exchange(topology.VERIFY, ensure=False)
+        await exchange.publish(
+            aio_pika.Message(orjson.dumps(body), content_type="application/json",
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             message_id=job_id),
+            topology.EMAIL.due, timeout=self.settings.send_timeout)
 
     async def publish_member_event(self, room: str, user: str, action: str) -> None:
         """Tell every gateway that *user* joined or left *room* (they drop its streams)."""

@@ -16,6 +16,7 @@ from sanic.response import HTTPResponse
 
 ROOM: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 USER: Final = {"type": "string", "minLength": 1, "maxLength": 128}
+TICKET: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
 ERROR: Final = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": {"type": "string"}, "message": {"type": "string"},
@@ -57,6 +58,17 @@ AUTH: Final[list[dict[str, list[str]]]] = [{"bearer": []}]
 ROOM_PATH: Final = _path("room", ROOM)
 OK_EMPTY: Final = {"204": _answer("done")}
 ANY_JSON: Final = {"type": "object"}
+SETTINGS: Final = {"type": "object", "required": [
+    "email", "email_verified", "push", "digest", "previews"], "properties": {
+    "email": {"type": ["string", "null"]}, "email_verified": {"type": "boolean"},
+    "push": {"type": "boolean"}, "digest": {"enum": ["off", "hourly", "daily"]},
+    "previews": {"type": "boolean"}}}
+LINK_PAGES: Final = {
+    "200": _answer("page, or confirmed", {"type": "string"}, "text/html"),
+    "400": _answer("not a valid link", {"type": "string"}, "text/html"),
+    "410": _answer("expired, or for an address no longer set", {"type": "string"},
+                   "text/html"),
+    "503": _answer("not configured", {"type": "string"}, "text/html")}
 
 
 def document() -> dict[str, Any]:
@@ -84,17 +96,28 @@ def document() -> dict[str, Any]:
             "200": _answer("OpenAPI 3.1", ANY_JSON)}}},
         "/v1/ws": {"get": {
             "summary": "WebSocket (frames: docs/protocol.md)", "security": AUTH,
-            "parameters": [_query("access_token", {"type": "string"},
-                                  description="the token, for browsers")],
-            "responses": {"101": _answer("upgraded"), **_errors(401, 429)}}},
+            "parameters": [_query("ticket", TICKET, description="a one-time ticket "
+                                  "(POST /v1/ws-ticket), for browsers"),
+                           _query("access_token", {"type": "string"},
+                                  description="the token, for browsers (prefer a ticket)")],
+            "responses": {"101": _answer("upgraded"), **_errors(401, 429, 503)}}},
+        "/v1/ws-ticket": {"post": {
+            "summary": "A one-time ticket for /v1/ws or /v1/sse (header token only)",
+            "security": AUTH,
+            "responses": {"200": _answer("the ticket and its seconds (no-store)", {
+                "type": "object", "required": ["ticket", "expires_in"],
+                "properties": {"ticket": TICKET,
+                               "expires_in": {"type": "integer", "minimum": 1}}}),
+                          **_errors(401, 429, 503)}}},
         "/v1/sse": {"get": {
             "summary": "Server-sent events of some rooms", "security": AUTH,
             "parameters": [_query("rooms", {"type": "string"}, True, "room ids, commas"),
                            _query("since", {"type": "string"}, description="room:seq,..."),
+                           _query("ticket", TICKET),
                            _query("access_token", {"type": "string"})],
             "responses": {"200": _answer("the stream", {"type": "string"},
                                          "text/event-stream"),
-                          **_errors(400, 401, 403, 429)}}},
+                          **_errors(400, 401, 403, 429, 503)}}},
         "/v1/poll": {"get": {
             "summary": "Long-poll some rooms", "security": AUTH,
             "parameters": [_query("rooms", {"type": "string"}, True),
@@ -161,15 +184,23 @@ def document() -> dict[str, Any]:
                        "responses": {**OK_EMPTY, **_errors(400, 401, 404, 429, 503)}}},
         "/v1/me/settings": {
             "get": {"summary": "My notification settings", "security": AUTH,
-                    "responses": {"200": _answer("settings", ANY_JSON), **_errors(401, 429)}},
-            "put": {"summary": "Change them", "security": AUTH,
+                    "responses": {"200": _answer("settings", SETTINGS), **_errors(401, 429)}},
+            "put": {"summary": "Change them (a new email is unverified until the mailed "
+                               "link is followed)", "security": AUTH,
                     "requestBody": _json_body({
                         "email": {"type": ["string", "null"], "maxLength": 254},
                         "push": {"type": "boolean"},
                         "digest": {"enum": ["off", "hourly", "daily"]},
                         "previews": {"type": "boolean"}}, []),
-                    "responses": {"200": _answer("the settings now", ANY_JSON),
-                                  **_errors(400, 401, 413, 429, 503)}}},
+                    "responses": {"200": _answer("the settings now", SETTINGS),
+                                  **_errors(400, 401, 409, 413, 429, 503)}}},
+        "/v1/settings/email/verify": {
+            "parameters": [_query("token", {"type": "string"}, True,
+                                  "from the verification mail")],
+            "get": {"summary": "The page of an email verification link (changes nothing)",
+                    "responses": LINK_PAGES},
+            "post": {"summary": "Confirm the address the link was mailed to",
+                     "responses": LINK_PAGES}},
         "/v1/unsubscribe": {
             "parameters": [_query("token", {"type": "string"}, True)],
             "get": {"summary": "The unsubscribe page of a digest e-mail", "responses": {

@@ -14,7 +14,7 @@ from sanic.response import HTTPResponse
 from burrow import ids
 from burrow.room_store import OWNER
 from gateway.auth import Claims
-from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem
+from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem, without_body
 from gateway.limiting import Limits
 from gateway.node import PUBLISH_FAILED, Node
 from gateway.ws import authenticate
@@ -119,7 +119,8 @@ def blueprint() -> Blueprint:
             return problem(403, "forbidden", "only the room's owner or an admin may do that")
         return None
 
-    @bp.put("/<room>/members/<user>", ignore_body=True)
+    @bp.put("/<room>/members/<user>", stream=True)
+    @without_body()
     async def add_member(request: Request, room: str, user: str) -> HTTPResponse:
         if (refused := await may_manage(request, room, user)) is not None:
             return refused
@@ -129,7 +130,8 @@ def blueprint() -> Blueprint:
         added = await node_of(request).rooms.add(room, user)
         return response.json({"room": room, "user": user, "added": added})
 
-    @bp.delete("/<room>/members/<user>", ignore_body=True)
+    @bp.delete("/<room>/members/<user>", stream=True)
+    @without_body()
     async def remove_member(request: Request, room: str, user: str) -> HTTPResponse:
         if (refused := await may_manage(request, room, user)) is not None:
             return refused

@@ -1,30 +1,47 @@
 """The caller's notification settings (``/v1/me/settings``), JWT-authenticated.
 
-``GET`` answers ``{email, push, digest, previews}`` (defaults for a user who never set
-any); ``PUT`` changes the fields it is given and leaves the others, then answers the whole
-settings. Values are checked strictly: booleans are JSON ``true``/``false`` (not ``0``,
-``1`` or strings), ``digest`` is ``hourly``, ``daily`` or ``off``, ``email`` a plausible
-address or ``null``; an unknown key is refused. Errors as in :mod:`gateway.devices_api`.
+``GET`` answers ``{email, email_verified, push, digest, previews}`` (defaults for a user
+who never set any); ``PUT`` changes the fields it is given and leaves the others, then
+answers the whole settings. Values are checked strictly: booleans are JSON
+``true``/``false`` (not ``0``, ``1`` or strings), ``digest`` is ``hourly``, ``daily`` or
+``off``, ``email`` a plausible address or ``null``; an unknown key (``email_verified``
+too: only the link mailed to the address sets it) is refused. Errors as in
+:mod:`gateway.devices_api`.
+
+Setting ``email`` follows :func:`burrow.mail.verification.plan`: a new address is stored
+unverified and a verification mail is queued (``email.verify``), subject to the per-user
+and per-address limits (429, nothing changed); the same address again re-sends only after
+the cool-down. The change is stored before the mail is queued, so the digester finds the
+address the job names; a job the broker did not take undoes the cool-down (503).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import uuid
+from datetime import datetime
 from typing import Any, Final
 
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from burrow import database
+from burrow.mail import verification
 from burrow.runtime import Runtime
-from burrow.user_store import DIGESTS, UserStore
+from burrow.user_store import DIGESTS, UserStore, stamp
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object
+from gateway.limiting import Limits
+from gateway.node import PUBLISH_FAILED, Node
 from gateway.ws import authenticate
+
+log = logging.getLogger(__name__)
 
 FIELDS: Final = ("email", "push", "digest", "previews")
 MAX_EMAIL: Final = 254  # RFC 5321's path limit, less the angle brackets
 MAX_LOCAL_PART: Final = 64
+EMAIL_ATTEMPTS: Final = 3  # concurrent changes of one user's address, re-read this often
 # A plausible address, not RFC 5322's full grammar: dot-atoms on both sides and a domain
 # of at least two DNS labels (IDNs in their xn-- form). No spaces, quotes, commas or angle
 # brackets, so an address can go into a To: header as it is.
@@ -71,6 +88,53 @@ def blueprint() -> Blueprint:
             changes = parse_changes(await json_object(request, FIELDS))
         except Invalid as refused:
             return refused.response()
-        return response.json((await store(request).update(claims.user, changes)).as_dict())
+        if "email" not in changes:
+            return response.json((await store(request).update(claims.user, changes)).as_dict())
+        try:
+            return await change_email(request, claims.user, changes)
+        except Invalid as refused:
+            return refused.response()
 
     return bp
+
+
+async def change_email(request: Request, user: str, changes: dict[str, Any]) -> HTTPResponse:
+    """Store *changes* with the address's new verification state and queue the mail the
+    plan asks for: the settings after it, or 429 (nothing changed). Raises
+    :exc:`Invalid` for 409 (nothing changed) and 503 (stored, no mail queued)."""
+    runtime: Runtime = request.app.ctx.runtime
+    users = UserStore(database.database(runtime.db))
+    limits: Limits = request.app.ctx.limits
+    address: str | None = changes.pop("email")
+    for _ in range(EMAIL_ATTEMPTS):
+        current = await users.email_state(user)
+        now = stamp()
+        plan = verification.plan(current, address, now)
+        if plan.send:
+            assert address is not None
+            refused = await limits.verification(user, address)
+            if refused is not None:
+                return refused
+        stored = await users.change_email(user, current.email, plan.state, changes)
+        if stored is None:
+            continue  # changed meanwhile by another request: decide again on what is there
+        if plan.send:
+            assert address is not None
+            await _queue_mail(request.app.ctx.node, users, user, address, now)
+        return response.json(stored.as_dict())
+    raise Invalid("the email address was changed by another request meanwhile; retry",
+                  field="email", code="conflict", status=409)
+
+
+async def _queue_mail(node: Node, users: UserStore, user: str, address: str,
+                      asked: datetime) -> None:
+    job = verification.VerifyJob(f"verify-{uuid.uuid4().hex}", user, address)
+    try:
+        await node.request_verification(job.body(), job.id)
+    except PUBLISH_FAILED as exc:
+        log.warning("verification mail for %s not queued: %s", user, exc)
+        # No cool-down for a mail that was never queued: a retry sends one.
+        await users.forget_verification_sent(user, address, asked)
+        raise Invalid("the address is saved, but its verification email could not be "
+                      "queued; set it again to retry", field="email", code="unavailable",
+                      status=503) from None

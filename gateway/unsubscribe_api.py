@@ -18,6 +18,7 @@ from burrow import database
 from burrow.mail.unsubscribe import BadToken, read_token
 from burrow.settings import ConfigError
 from burrow.user_store import UserStore
+from gateway.http_json import FORM_FIELDS, without_body
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def blueprint() -> Blueprint:
         return _page(200, "Unsubscribe", f"Stop digest emails for {user}?",
                      FORM.format(token=token))
 
-    @bp.post("/unsubscribe", ignore_body=True)  # the token is in the query
+    @bp.post("/unsubscribe", stream=True)
+    @without_body(FORM_FIELDS)  # the token is in the query; the form's fields are dropped
     async def unsubscribe(request: Request) -> HTTPResponse:
         user, problem = _user(request)
         if problem is not None:

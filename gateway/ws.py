@@ -2,8 +2,10 @@
 
 The token is checked in the blueprint's request middleware, which runs before Sanic
 completes the handshake, so a missing, forged or expired token gets a plain HTTP 401 and
-never a connection (G6). Browsers cannot set headers on a WebSocket, so the token may also
-come as ``access_token`` in the query. (Not as a ``Sec-WebSocket-Protocol`` value: a
+never a connection (G6). Browsers cannot set headers on a WebSocket, so they may come with
+a one-time ``ticket`` in the query instead (``POST /v1/ws-ticket``:
+:mod:`burrow.ticket_store`), or with the token itself as ``access_token``. (Not as a
+``Sec-WebSocket-Protocol`` value: a
 browser that offers a subprotocol fails unless the server selects one, and Sanic 25.12
 refuses clients that offer none once a route lists subprotocols; one route cannot serve
 both kinds of client.)
@@ -23,9 +25,11 @@ from sanic.response import HTTPResponse
 from websockets.exceptions import ConnectionClosed
 
 from burrow import metrics
+from burrow.ticket_store import TicketStore
 from gateway import protocol, streams, ws_conformance
 from gateway.auth import AuthError, Claims
 from gateway.connection import Connection
+from gateway.http_json import problem
 from gateway.limiting import Limits
 from gateway.node import OUT, Node, Unavailable
 from gateway.protocol import ProtocolError
@@ -62,10 +66,44 @@ def bearer_token(request: Request) -> str | None:
     return query_token or None
 
 
+def query_ticket(request: Request) -> str | None:
+    """The ``?ticket=`` of :data:`QUERY_TOKEN_PATHS`; :exc:`AuthError` for one next to a
+    token (which of the two would it be?) or, without a header, on another path."""
+    ticket: str | None = request.args.get("ticket")
+    if ticket is None:
+        return None
+    has_token = bool(request.headers.get("authorization") or request.args.get("access_token"))
+    if request.path not in QUERY_TOKEN_PATHS:
+        if has_token:
+            return None  # not a parameter of this route: the header decides
+        raise AuthError("missing", "a ticket is only taken on /v1/ws and /v1/sse: send the "
+                        "token in the Authorization header")
+    if has_token:
+        raise AuthError("malformed", "give a ticket or a token, not both")
+    return ticket
+
+
+async def redeem(tickets: TicketStore, ticket: str) -> Claims:
+    """The claims a ticket carries, once; unknown, used and expired tickets alike are
+    refused with one message, so that a refusal tells a guesser nothing."""
+    found = await tickets.redeem(ticket)
+    if found is None:
+        raise AuthError("ticket", "ticket unknown, used or expired: get a new one")
+    return Claims(user=found.user, roles=found.roles, expires_at=found.token_expires_at)
+
+
 async def authenticate(request: Request) -> HTTPResponse | None:
-    """Request middleware: put the token's claims on ``request.ctx.claims`` or answer 401."""
+    """Request middleware: put the token's (or the ticket's) claims on
+    ``request.ctx.claims``, or answer 401 (503 if a ticket cannot be looked up)."""
     try:
-        request.ctx.claims = await request.app.ctx.verifier.verify(bearer_token(request))
+        ticket = query_ticket(request)
+        if ticket is None:
+            request.ctx.claims = await request.app.ctx.verifier.verify(bearer_token(request))
+        else:
+            request.ctx.claims = await redeem(request.app.ctx.tickets, ticket)
+    except PyMongoError as exc:
+        log.warning("ticket not redeemed, the database failed: %s", exc)
+        return problem(503, "unavailable", "the database is not reachable; retry")
     except AuthError as exc:
         metrics.GATEWAY_AUTH_FAILURES.labels(exc.reason).inc()
         return response.json({"error": {"code": "unauthorized", "reason": exc.reason,

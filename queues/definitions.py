@@ -30,11 +30,27 @@ RABBIT_VERSION = "3.10.8"
 
 
 @dataclass(frozen=True)
+class Topic:
+    """Topic permissions of a user on one topic exchange: regular expressions over the
+    routing keys it may publish with (*write*) and bind a queue with (*read*).
+
+    RabbitMQ checks them on top of the write and read permissions, and only on topic
+    exchanges; a user with no entry for an exchange may use any key there.
+    """
+
+    exchange: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True)
 class Role:
     """A broker user and its permissions: regular expressions over resource names.
 
     RabbitMQ checks *configure* to declare or delete, *write* to publish to an exchange or
     bind into a queue, and *read* to consume from a queue or bind from an exchange.
+    Declaring a queue that dead-letters also needs *read* on the queue and *write* on
+    its dead-letter exchange.
     """
 
     user: str
@@ -43,39 +59,73 @@ class Role:
     read: str
     tags: tuple[str, ...] = ()
     password_env: str = ""
-    # Topic permissions: exchange -> the routing keys this user may publish with there.
-    # RabbitMQ checks them on topic exchanges, on top of the write permission above.
-    topics: tuple[tuple[str, str], ...] = ()
+    topics: tuple[Topic, ...] = ()
 
 
 ROOM = ids.ROOM_ID.pattern  # room ids: safe inside routing keys
+TIER = r"[0-9]+[smhd]"  # a delay or retry tier's length (topology.tier_name)
+NOTHING = "(?!)"  # a key pattern nothing matches, not even the empty key
+ANY = ".*"
 
 
-# Least privilege per role (G6). Gateways own only their instance queues; workers own the
-# shared topology; backend services publish sends and jobs and read the message stream
-# through queues of their own; the admin runs the management UI.
+# Least privilege per role (G6). Gateways own only their instance queues; each worker
+# kind owns its names (queues.topology.OWNERS) and the shared burrow.jobs, and publishes
+# only the routing keys its jobs go to; backend services publish sends and the jobs
+# docs/queues.md documents, and read the stored stream through queues of their own; the
+# admin runs the management UI. Worker queues that dead-letter need read on themselves.
 ROLES = (
     # A gateway publishes sends to chat.ingress, and presence, typing and member events
     # to chat.fanout, but never a stored message there: only the sequencer fans those
-    # out, so a compromised gateway cannot forge one in any room.
+    # out, so a compromised gateway cannot forge one in any room. It asks for address
+    # verification mails on email.verify, which reaches email.due alone.
     Role("burrow-gateway",
          configure=r"^gateway\.",
-         write=r"^(gateway\..*|chat\.ingress|chat\.fanout)$",
+         write=r"^(gateway\..*|chat\.ingress|chat\.fanout|email\.verify)$",
          read=r"^(gateway\..*|chat\.fanout|chat\.reply)$",
          password_env="BURROW_RABBITMQ_GATEWAY_PASSWORD",
-         topics=(("chat.ingress", rf"^room\.{ROOM}\.msg$"),
-                 ("chat.fanout", rf"^room\.{ROOM}\.(presence|typing|member)$"))),
-    Role("burrow-worker",
-         configure=r"^(chat|notify|push|digest|email|burrow)\.",
-         write=r"^(chat|notify|push|digest|email|burrow)\.",
-         read=r"^(chat|notify|push|digest|email|burrow)\.",
-         password_env="BURROW_RABBITMQ_WORKER_PASSWORD"),
+         topics=(Topic("chat.ingress", rf"^room\.{ROOM}\.msg$", ANY),
+                 Topic("chat.fanout", rf"^room\.{ROOM}\.(presence|typing|member)$", ANY))),
+    # The sequencer consumes the shards, fans stored messages out and answers senders;
+    # it declares the chat exchanges, shards and their dead queue, and never publishes a
+    # job nor a send (its shards dead-letter through burrow.jobs, inside the broker).
+    Role("burrow-sequencer",
+         configure=r"^(chat\.(ingress|shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs)$",
+         write=r"^(chat\.(shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs)$",
+         read=r"^(chat\.(ingress|shard|seq\.[0-9]+)|burrow\.jobs)$",
+         password_env="BURROW_RABBITMQ_SEQUENCER_PASSWORD",
+         topics=(Topic("chat.fanout", rf"^room\.{ROOM}\.msg$", NOTHING),
+                 Topic("chat.ingress", NOTHING, r"^room\.\*\.msg$"),
+                 Topic("burrow.jobs", NOTHING, r"^chat\.seq\.dead$"))),
+    # The notifier reads stored messages (notify.messages, bound to chat.fanout) and due
+    # pushes; it publishes pushes into its own tiers and digests into the digester's
+    # delay tiers, never an email, a send or a fan-out.
+    Role("burrow-notifier",
+         configure=r"^((notify|push)\..+|burrow\.jobs)$",
+         write=r"^((notify|push)\..+|burrow\.jobs)$",
+         read=r"^(notify\.messages|push\.(due|(delay|retry)\..+)|chat\.fanout|burrow\.jobs)$",
+         password_env="BURROW_RABBITMQ_NOTIFIER_PASSWORD",
+         topics=(Topic("chat.fanout", NOTHING, r"^room\.\*\.msg$"),
+                 Topic("burrow.jobs", rf"^(notify\.dead|push\.(dead|(delay|retry)\.{TIER})"
+                       rf"|digest\.delay\.{TIER})$", r"^(notify|push)\..+$"))),
+    # The digester reads due digests and emails and publishes only into its own tiers.
+    Role("burrow-digester",
+         configure=r"^((digest|email)\..+|burrow\.jobs)$",
+         write=r"^((digest|email)\..+|burrow\.jobs)$",
+         read=r"^(digest\.(due|(delay|retry)\..+)|email\.(due|retry\..+|verify)|burrow\.jobs)$",
+         password_env="BURROW_RABBITMQ_DIGESTER_PASSWORD",
+         topics=(Topic("burrow.jobs",
+                       rf"^(digest\.(dead|(delay|retry)\.{TIER})|email\.(dead|retry\.{TIER}))$",
+                       r"^(digest|email)\..+$"),)),
+    # Backend services post sends and the push and email jobs of docs/queues.md, and
+    # bind queues of their own to the stored stream (one room's or every room's).
     Role("burrow-backend",
          configure=r"^backend\.",
          write=r"^(backend\..*|chat\.ingress|burrow\.jobs)$",
          read=r"^(backend\..*|chat\.fanout)$",
          password_env="BURROW_RABBITMQ_BACKEND_PASSWORD",
-         topics=(("chat.ingress", rf"^room\.{ROOM}\.msg$"),)),
+         topics=(Topic("chat.ingress", rf"^room\.{ROOM}\.msg$", NOTHING),
+                 Topic("chat.fanout", NOTHING, rf"^room\.({ROOM}|\*)\.msg$"),
+                 Topic("burrow.jobs", rf"^(push\.(due|delay\.{TIER})|email\.due)$", NOTHING))),
     Role("burrow-admin", configure=".*", write=".*", read=".*",
          tags=("administrator",), password_env="BURROW_RABBITMQ_ADMIN_PASSWORD"),
 )
@@ -112,10 +162,8 @@ def permissions(vhost: str) -> list[dict[str, str]]:
 
 
 def topic_permissions(vhost: str) -> list[dict[str, str]]:
-    """Each role's topic permissions; ``read`` (binding keys) is left open: a gateway
-    binds per room and to every room's member events."""
-    return [{"user": r.user, "vhost": vhost, "exchange": exchange, "write": write,
-             "read": ".*"} for r in ROLES for exchange, write in r.topics]
+    return [{"user": r.user, "vhost": vhost, "exchange": t.exchange, "write": t.write,
+             "read": t.read} for r in ROLES for t in r.topics]
 
 
 def topology_definitions(topo: Topology, vhost: str = VHOST) -> dict[str, list[dict[str, Any]]]:

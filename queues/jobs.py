@@ -70,6 +70,9 @@ class Job:
     attempt: int  # 0 the first time, n after n retry tiers
     message_id: str | None
     headers: Mapping[str, Any] = field(default_factory=dict)
+    # The exchange it was delivered from, as the broker says (a publisher cannot forge
+    # it): a handler may trust a job only from the exchanges its publisher may reach.
+    exchange: str = ""
 
 
 Handler = Callable[[Job], Awaitable[None]]
@@ -87,7 +90,7 @@ def parse(message: AbstractIncomingMessage) -> Job:
     headers = dict(message.headers or {})
     attempt = headers.get(ATTEMPT_HEADER, 0)
     return Job(body, attempt if isinstance(attempt, int) and attempt >= 0 else 0,
-               message.message_id, headers)
+               message.message_id, headers, message.exchange or "")
 
 
 def next_tier(retries: tuple[int, ...], attempt: int, retry_after: float | None) -> int | None:

@@ -7,8 +7,14 @@ aio-pika and :mod:`queues.definitions` renders it as ``rabbitmq/definitions.json
 management UI. A test checks that the two agree on a real broker.
 
 Naming: ``chat.*`` carries chat messages, ``<family>.*`` carries one kind of job, and
-``burrow.jobs`` is the direct exchange every job queue is bound to by its own name, so
-that delay and retry tiers can dead-letter into the queue they wait for.
+``burrow.jobs`` is the exchange every job queue is bound to by its own name, so that
+delay and retry tiers can dead-letter into the queue they wait for. It is a topic
+exchange only so that the broker can check, per user, the routing keys (queue names) it
+publishes with: the bindings are exact names, so it routes like a direct exchange.
+
+Each worker kind declares only its share (:func:`part`): the names under its prefixes
+(:data:`OWNERS`), which its broker user alone may configure (``queues/definitions.py``),
+and ``burrow.jobs``; what it needs from another kind it only checks for, passively.
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ FANOUT = "chat.fanout"
 REPLY = "chat.reply"
 """Direct exchange the sequencer answers a gateway on, key = the gateway's queue name."""
 JOBS = "burrow.jobs"
-"""Direct exchange routing jobs, delays, retries and dead letters by queue name."""
+"""Topic exchange routing jobs, delays, retries and dead letters by exact queue name."""
+VERIFY = "email.verify"
+"""Direct exchange the gateways ask for verification mails on, bound to ``email.due`` only:
+gateways may publish here but not to ``burrow.jobs`` (which reaches every job queue), and
+the digester takes nothing but ``verify`` jobs that came this way."""
 
 SHARD_QUEUE_PREFIX = "chat.seq."
 SHARD_DEAD = "chat.seq.dead"
@@ -116,9 +126,14 @@ PUSH, DIGEST, EMAIL = JOB_FAMILIES
 
 @dataclass(frozen=True)
 class Topology:
+    """Exchanges, queues and bindings to declare; a worker's :func:`part` also names what
+    it expects another worker (or ``rabbitmq/definitions.json``) to have declared."""
+
     exchanges: tuple[Exchange, ...]
     queues: tuple[Queue, ...]
     bindings: tuple[Binding, ...]
+    expected_exchanges: tuple[str, ...] = ()
+    expected_queues: tuple[str, ...] = ()
 
     def queue(self, name: str) -> Queue:
         """Return the queue called *name*; raises :exc:`KeyError` if there is none."""
@@ -190,7 +205,8 @@ def build(shards: int = DEFAULT_SHARDS,
         Exchange(SHARD, "x-consistent-hash", internal=True),
         Exchange(FANOUT, "topic"),
         Exchange(REPLY, "direct"),
-        Exchange(JOBS, "direct"),
+        Exchange(JOBS, "topic"),
+        Exchange(VERIFY, "direct"),
     ]
     queues: list[Queue] = []
     bindings = [Binding(INGRESS, SHARD, "room.*.msg", "exchange")]
@@ -214,6 +230,8 @@ def build(shards: int = DEFAULT_SHARDS,
         family_queues, family_bindings = _job_family(family)
         queues += family_queues
         bindings += family_bindings
+        if family.name == "email":
+            bindings.append(Binding(VERIFY, family.due, family.due))
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
 
 
@@ -225,5 +243,46 @@ def configured_families(settings: Settings) -> tuple[JobFamily, ...]:
 
 
 def for_settings(settings: Settings) -> Topology:
-    """The topology a worker declares: the shard count and job tiers it is configured with."""
+    """The whole topology with the shard count and job tiers *settings* ask for."""
     return build(settings.shards, configured_families(settings))
+
+
+# Worker kind (``python -m consumers NAME``) -> the name prefixes it owns: it declares
+# the exchanges and queues named so and the bindings into them, and no other kind may.
+OWNERS: dict[str, tuple[str, ...]] = {
+    "sequencer": ("chat.",),
+    "notifier": ("notify.", "push."),
+    "digester": ("digest.", "email."),
+}
+# Queues of another kind that a worker publishes jobs into: it waits until they exist,
+# since a job published before then would be dropped unroutable.
+PUBLISHES_INTO: dict[str, tuple[str, ...]] = {"notifier": ("digest.delay.",)}
+
+
+def part(topo: Topology, *kinds: str) -> Topology:
+    """The share of *topo* that a process running the worker *kinds* declares.
+
+    Each kind owns the names under its :data:`OWNERS` prefixes, and every kind declares
+    ``burrow.jobs``: each binds its queues to it and dead-letters into it, so none has to
+    wait for another to start. An exchange another kind owns that a binding comes from,
+    and the queues of :data:`PUBLISHES_INTO`, are expected: checked passively, so a
+    worker that starts first waits for them (rabbitmq/definitions.json pre-declares the
+    default topology, so normally nothing waits).
+    """
+    owned = tuple(prefix for kind in kinds for prefix in OWNERS[kind])
+    into = tuple(prefix for kind in kinds for prefix in PUBLISHES_INTO.get(kind, ()))
+    exchanges = tuple(e for e in topo.exchanges
+                      if e.name.startswith(owned) or (bool(kinds) and e.name == JOBS))
+    bindings = tuple(b for b in topo.bindings if b.destination.startswith(owned))
+    declared = {e.name for e in exchanges}
+    return Topology(
+        exchanges, tuple(q for q in topo.queues if q.name.startswith(owned)), bindings,
+        expected_exchanges=tuple(dict.fromkeys(
+            b.source for b in bindings if b.source not in declared)),
+        expected_queues=tuple(q.name for q in topo.queues
+                              if q.name.startswith(into) and not q.name.startswith(owned)))
+
+
+def for_workers(settings: Settings, kinds: tuple[str, ...]) -> Topology:
+    """What a process running the worker *kinds* declares, as *settings* configure them."""
+    return part(for_settings(settings), *kinds)

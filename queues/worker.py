@@ -1,10 +1,11 @@
 """A worker process: broker link, database client, probes, and the consumers it runs.
 
 ``python -m consumers [name ...]`` builds one :class:`WorkerProcess` and awaits
-:meth:`WorkerProcess.run`. The process declares the shared topology on its first channel
-(workers own it; gateways may not declare it), serves ``/healthz``, ``/readyz`` and
-``/metrics`` on ``BURROW_METRICS_HOST:BURROW_METRICS_PORT``, and stops on SIGTERM or
-SIGINT after its consumers have drained (:mod:`queues.consumer`).
+:meth:`WorkerProcess.run`. The process declares its consumers' part of the topology on
+its first channel (:func:`queues.topology.part`: its broker user may configure nothing
+else) and is not ready until what it expects from other workers exists; it serves
+``/healthz``, ``/readyz`` and ``/metrics`` on ``BURROW_METRICS_HOST:BURROW_METRICS_PORT``,
+and stops on SIGTERM or SIGINT after its consumers have drained (:mod:`queues.consumer`).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class WorkerProcess:
         assert server is not None  # None only with run_async=True
         self.app.ctx.runtime = runtime = Runtime.open(
             settings, f"worker {settings.instance_id} ({', '.join(self.names) or 'idle'})",
-            on_channel=partial(declare, topo=topology.for_settings(settings)))
+            on_channel=partial(declare, topo=topology.for_workers(settings, self.names)))
         started: list[Consumer] = []
         try:
             await server.startup()

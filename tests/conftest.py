@@ -30,6 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from burrow import database
 from burrow.devstack import mongo, ports, rabbitmq
 from queues import definitions, topology
+from tests.tls import ThrowawayCA
 
 PASSWORDS = {r.user: f"{r.user}-test" for r in definitions.ROLES}
 JWT_SECRET = "test-secret-for-burrow-tokens-0123456789"
@@ -37,13 +38,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rabbitmq.RabbitNode]:
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    """The session's certificate authority: the broker's TLS listener, the TLS database
+    and TLS gateways have certificates from it (tests/integration/test_tls.py)."""
+    return ThrowawayCA(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory,
+           tls_ca: ThrowawayCA) -> Iterator[rabbitmq.RabbitNode]:
     config = rabbitmq.NodeConfig(
         directory=tmp_path_factory.mktemp("rabbitmq"), amqp_port=ports.free_port(),
         management_port=ports.free_port(), prometheus_port=ports.free_port(),
         dist_port=ports.free_port(), admin_user="burrow-admin",
         admin_password=PASSWORDS["burrow-admin"],
-        base_config=ROOT / "rabbitmq" / "rabbitmq.conf")
+        base_config=ROOT / "rabbitmq" / "rabbitmq.conf",
+        tls=tls_ca.server("rabbitmq"), amqps_port=ports.free_port())  # AMQP over TLS too
     node = rabbitmq.RabbitNode(config, definitions.render(topology.build(), PASSWORDS))
     node.start()
     try:
@@ -62,10 +72,21 @@ class Vhost:
         """AMQP URL of this vhost as *user*, with the test password of its role."""
         return self.node.config.amqp_url(user, PASSWORDS[user], urllib.parse.quote(self.name))
 
+    def tls_url(self, user: str) -> str:
+        """The same over the node's TLS listener, verified against the session's CA."""
+        return self.node.config.amqps_url(user, PASSWORDS[user],
+                                          urllib.parse.quote(self.name))
+
     def api(self, method: str, path: str, body: object = None) -> object:
         """Management API call; ``{vhost}`` in *path* is this vhost, URL-quoted."""
         return self.node.api(method, path.format(vhost=urllib.parse.quote(self.name, safe="")),
                              body)
+
+    def load_topology(self) -> None:
+        """Load the default topology, as rabbitmq/definitions.json does on the brokers of
+        ``./dev up``, compose and production: no worker then waits for another."""
+        self.api("POST", "/api/definitions/{vhost}",
+                 definitions.topology_definitions(topology.build(), self.name))
 
 
 @pytest.fixture

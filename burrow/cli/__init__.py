@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from websockets.exceptions import InvalidStatus
 
-from burrow import tokens
+from burrow import tls, tokens
 from burrow.cli import output
 from burrow.cli.output import CliError
 from burrow.client import ChatClient, ChatError
@@ -39,6 +40,7 @@ class Target:
     token_source: Callable[[], str]
     as_json: bool
     out: TextIO
+    ssl_context: ssl.SSLContext  # https: whom to trust (burrow.tls.client_context)
 
     def print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -46,7 +48,8 @@ class Target:
     def http(self, method: str, path: str, body: Any = None) -> Any:
         """The JSON answer (None for 204); raises :exc:`CliError` for any refusal."""
         try:
-            with httpx.Client(base_url=self.url, timeout=30) as client:
+            with httpx.Client(base_url=self.url, timeout=30,
+                              verify=self.ssl_context) as client:
                 response = client.request(method, path, json=body, headers={
                     "Authorization": f"Bearer {self.token_source()}"})
         except httpx.TransportError as exc:
@@ -58,11 +61,14 @@ class Target:
 
 
 def unreachable(url: str, exc: Exception) -> CliError:
-    return CliError(f"cannot reach the gateway at {url}: {exc or type(exc).__name__}",
+    hint = (" (the gateway's certificate is not trusted: give its CA with --ca-file or "
+            "SSL_CERT_FILE)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
+    return CliError(f"cannot reach the gateway at {url}: {exc or type(exc).__name__}{hint}",
                     output.UNAVAILABLE)
 
 
-def dev_token(url: str, user: str, ttl: int | None, admin: bool, secret: str) -> str:
+def dev_token(url: str, user: str, ttl: int | None, admin: bool, secret: str,
+              context: ssl.SSLContext) -> str:
     """Mint locally with *secret* (HS256), else ask the gateway's dev login."""
     roles = ("admin",) if admin else ()
     if secret:
@@ -70,7 +76,8 @@ def dev_token(url: str, user: str, ttl: int | None, admin: bool, secret: str) ->
     body: dict[str, Any] = {"user": user, **({"ttl": ttl} if ttl else {}),
                             **({"roles": list(roles)} if roles else {})}
     try:
-        response = httpx.post(f"{url}/v1/dev/token", json=body, timeout=30)
+        response = httpx.post(f"{url}/v1/dev/token", json=body, timeout=30,
+                              verify=context)
     except httpx.TransportError as exc:
         raise unreachable(url, exc) from None
     data = response.json() if response.content else None
@@ -94,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     who.add_argument("--user", help="act as USER with a dev token (dev mode, or --secret)")
     p.add_argument("--secret", default=os.environ.get("BURROW_JWT_SECRET", ""),
                    help="HS256 secret to mint dev tokens locally (env BURROW_JWT_SECRET)")
+    p.add_argument("--ca-file", default=os.environ.get("BURROW_CA_FILE", ""),
+                   help="PEM CA bundle that verifies an https gateway, instead of the "
+                        "system's (env BURROW_CA_FILE; SSL_CERT_FILE works too)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -205,7 +215,7 @@ async def run_chat(args: argparse.Namespace, target: Target, stdin: TextIO) -> N
                 raise OSError(exc.message) from None
             raise
 
-    client = ChatClient([output.ws_url(target.url)], token)
+    client = ChatClient([output.ws_url(target.url)], token, ssl_context=target.ssl_context)
     try:
         await client.connect()
     except OSError as exc:
@@ -248,6 +258,13 @@ async def tail(client: ChatClient, args: argparse.Namespace, target: Target) -> 
         shown += 1
 
 
+def ca_context(path: str) -> ssl.SSLContext:
+    try:
+        return tls.client_context(path)
+    except OSError as exc:  # ssl.SSLError too: not a PEM CA bundle
+        raise CliError(f"--ca-file {path}: {exc}", output.USAGE) from None
+
+
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
          out: TextIO | None = None) -> int:
     """Run one command; returns the exit code (the console script exits with it)."""
@@ -255,20 +272,21 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
     url = args.url.rstrip("/")
     try:
         output.ws_url(url)  # checks the scheme
+        context = ca_context(args.ca_file)
         if args.command == "token":
-            print(dev_token(url, args.name, args.ttl, args.admin, args.secret),
+            print(dev_token(url, args.name, args.ttl, args.admin, args.secret, context),
                   file=out or sys.stdout)
             return output.OK
 
         def token_source() -> str:
             if args.user:
-                return dev_token(url, args.user, None, False, args.secret)
+                return dev_token(url, args.user, None, False, args.secret, context)
             if not args.token:
                 raise CliError("no token: give --token (or BURROW_TOKEN), or --user NAME "
                                "against a gateway in dev mode", output.UNAUTHORIZED)
             return str(args.token)
 
-        target = Target(url, token_source, args.json, out or sys.stdout)
+        target = Target(url, token_source, args.json, out or sys.stdout, context)
         if args.command in ("send", "tail"):
             asyncio.run(run_chat(args, target, stdin or sys.stdin))
         else:

@@ -11,12 +11,14 @@ import importlib.util
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from burrow.devstack.processes import stop_group
+from burrow.devstack.tls import TlsFiles
 
 
 class DatabaseFailed(RuntimeError):
@@ -30,9 +32,10 @@ def installed() -> bool:
 class EmbeddedMongo:
     """Call :meth:`start` then :meth:`wait_ready`; :meth:`stop` ends it."""
 
-    def __init__(self, storage: Path, port: int) -> None:
+    def __init__(self, storage: Path, port: int, tls: TlsFiles | None = None) -> None:
         self.storage = storage
         self.port = port
+        self.tls = tls  # TLS only: the server takes no plain connection then
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = storage.parent / f"{storage.name}.log"
 
@@ -47,8 +50,11 @@ class EmbeddedMongo:
         most of the database's time there. Burrow does not need PyMongo's one silent
         retry: its writes are idempotent and a failed one is retried by its caller
         (the sequencer requeues, presence restores). Keep retryable writes on with
-        mongod."""
-        return f"mongodb://127.0.0.1:{self.port}/{name}?directConnection=true&retryWrites=false"
+        mongod. With TLS the client verifies the server against the CA file."""
+        url = f"mongodb://127.0.0.1:{self.port}/{name}?directConnection=true&retryWrites=false"
+        if self.tls is not None:
+            url += f"&tls=true&tlsCAFile={urllib.parse.quote(str(self.tls.ca), safe='/')}"
+        return url
 
     def start(self) -> None:
         if not installed():
@@ -59,9 +65,16 @@ class EmbeddedMongo:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "secantus", "--host", "127.0.0.1",
                  "--port", str(self.port), "--storage-path", str(self.storage),
-                 "--log-level", "WARNING"],
+                 "--log-level", "WARNING", *self._tls_arguments()],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
+
+    def _tls_arguments(self) -> list[str]:
+        # No --tls-ca-file: that would ask clients for certificates; they log in (or,
+        # embedded, need not), and verify the server's.
+        if self.tls is None:
+            return []
+        return ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

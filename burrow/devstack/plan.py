@@ -16,17 +16,18 @@ from typing import Final
 GATEWAY_MODULE: Final = "gateway"
 WORKER_MODULE: Final = "consumers"
 GATEWAY_USER: Final = "burrow-gateway"
-WORKER_USER: Final = "burrow-worker"
 # Sanic workers of the one gateway process, as compose runs it (BURROW_GATEWAY_WORKERS).
 GATEWAY_WORKERS: Final = 2
 
 
 @dataclass(frozen=True)
 class Worker:
-    """One worker process: its name (log file, compose service) and the consumers it runs."""
+    """One worker process: its name (log file, compose service), the consumers it runs,
+    and its broker user, whose rights cover those consumers and nothing else."""
 
     name: str
     consumers: tuple[str, ...]
+    user: str
 
     @property
     def args(self) -> list[str]:
@@ -34,9 +35,9 @@ class Worker:
 
 
 WORKERS: Final = (
-    Worker("sequencer", ("sequencer",)),
-    Worker("notifier", ("notifier",)),
-    Worker("digester", ("digester",)),
+    Worker("sequencer", ("sequencer",), "burrow-sequencer"),
+    Worker("notifier", ("notifier",), "burrow-notifier"),
+    Worker("digester", ("digester",), "burrow-digester"),
 )
 
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -29,10 +30,12 @@ def stop_group(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
         process.wait()
 
 
-def get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
-    """GET *url*: its status and JSON body (None if not JSON); raises ``OSError`` if unreachable."""
+def get(url: str, timeout: float = 2.0,
+        context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    """GET *url*: its status and JSON body (None if not JSON); raises ``OSError`` if
+    unreachable. *context*: whom to trust for an https URL (None: the system's CAs)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -83,7 +86,8 @@ class AppProcess:
 
 
 def wait_status(url: str, status: int, timeout: float, alive: AppProcess | None = None,
-                body: Any = None, in_a_row: int = 1) -> tuple[int | None, Any]:
+                body: Any = None, in_a_row: int = 1,
+                context: ssl.SSLContext | None = None) -> tuple[int | None, Any]:
     """Poll *url* until it answers *status* (and *body*, when given) *in_a_row* times in
     a row; return the last answer.
 
@@ -98,7 +102,7 @@ def wait_status(url: str, status: int, timeout: float, alive: AppProcess | None 
         if alive is not None and alive.exited is not None:
             break
         try:
-            last = get(url)
+            last = get(url, context=context)
         except OSError as exc:
             last = (None, str(exc))
         if last[0] == status and (body is None or last[1] == body):

@@ -17,19 +17,21 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from burrow.devstack.processes import stop_group
+from burrow.devstack.tls import TlsFiles
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus", "rabbitmq_consistent_hash_exchange",
            "rabbitmq_shovel", "rabbitmq_shovel_management")
 # Keys of rabbitmq/rabbitmq.conf that the node sets from its own ports and paths.
 _OWN_KEYS = ("listeners.", "management.tcp.", "prometheus.tcp.", "load_definitions",
-             "management.load_definitions")
+             "management.load_definitions", "ssl_options.")
 
 
 class NodeFailed(RuntimeError):
@@ -46,6 +48,8 @@ class NodeConfig:
     admin_user: str
     admin_password: str
     base_config: Path | None = None  # rabbitmq/rabbitmq.conf, whose other keys are kept
+    tls: TlsFiles | None = None  # with amqps_port: a TLS listener too (AMQP over TLS)
+    amqps_port: int = 0
 
     @property
     def nodename(self) -> str:
@@ -57,6 +61,13 @@ class NodeConfig:
 
     def amqp_url(self, user: str, password: str, vhost: str) -> str:
         return f"amqp://{user}:{password}@127.0.0.1:{self.amqp_port}/{vhost}"
+
+    def amqps_url(self, user: str, password: str, vhost: str) -> str:
+        """The TLS listener's URL; the client verifies the node against the CA file."""
+        assert self.tls is not None and self.amqps_port, "the node has no TLS listener"
+        cafile = urllib.parse.quote(str(self.tls.ca), safe="/")
+        return (f"amqps://{user}:{password}@127.0.0.1:{self.amqps_port}/{vhost}"
+                f"?cafile={cafile}")
 
 
 def installed() -> bool:
@@ -79,6 +90,17 @@ def render_config(config: NodeConfig, definitions_path: Path) -> str:
         f"prometheus.tcp.port = {config.prometheus_port}",
         f"load_definitions = {definitions_path}",
     ]
+    if config.tls is not None and config.amqps_port:
+        # verify_none: the node asks clients for no certificate (they log in with a
+        # password); the clients verify the node's, which is what keeps the path honest.
+        lines += [
+            f"listeners.ssl.default = 127.0.0.1:{config.amqps_port}",
+            f"ssl_options.cacertfile = {config.tls.ca}",
+            f"ssl_options.certfile = {config.tls.cert}",
+            f"ssl_options.keyfile = {config.tls.key}",
+            "ssl_options.verify = verify_none",
+            "ssl_options.fail_if_no_peer_cert = false",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +180,7 @@ class RabbitNode:
                 vhosts = {v["name"] for v in self.api("GET", "/api/vhosts", timeout=2)}
                 wanted = {v["name"] for v in self.definitions.get("vhosts", [])}
                 # The management API answers before the AMQP listener opens.
-                if wanted <= vhosts and _accepts(self.config.amqp_port):
+                if wanted <= vhosts and all(map(_accepts, self._amqp_ports())):
                     return
                 last_error = f"vhosts so far: {sorted(vhosts)}, AMQP port not open yet"
             except (OSError, urllib.error.URLError, ValueError) as exc:
@@ -166,6 +188,10 @@ class RabbitNode:
             time.sleep(0.25)
         raise NodeFailed(f"RabbitMQ did not come up on {self.config.management_url} within "
                          f"{timeout:.0f}s ({last_error}){self.log_tail()}")
+
+    def _amqp_ports(self) -> list[int]:
+        tls = [self.config.amqps_port] if self.config.tls and self.config.amqps_port else []
+        return [self.config.amqp_port, *tls]
 
     def log_tail(self, lines: int = 12) -> str:
         """The node's first error lines (the cause) and its last lines (the outcome)."""

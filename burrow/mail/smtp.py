@@ -1,7 +1,8 @@
 """Hand digest mails to an SMTP relay and say what the worker should do next.
 
-The relay is configured with one URL (``smtp://`` plain or with ``?starttls=1``,
-``smtps://`` implicit TLS, optional ``user:password@``), so a deployment sets a single
+The relay is configured with one URL (:mod:`burrow.mail.smtp_url`: ``smtp://`` with or
+without STARTTLS, ``smtps://`` implicit TLS, optional ``user:password@``; plain text and
+passwords in clear only where that module allows them), so a deployment sets a single
 variable. :meth:`Mailer.send` never raises for what a relay or the network can do; it
 returns a :class:`SendResult` whose :class:`Outcome` is all the worker branches on:
 
@@ -22,7 +23,6 @@ import enum
 import logging
 import ssl
 import time
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -31,11 +31,11 @@ from typing import Self
 
 import aiosmtplib
 
-log = logging.getLogger(__name__)
+from burrow.mail.smtp_url import DEFAULT_PORTS, SmtpTarget, parse_smtp_url
 
-DEFAULT_PORTS = {("smtp", False): 25, ("smtp", True): 587, ("smtps", False): 465}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+__all__ = ["DEFAULT_PORTS", "Mailer", "Outcome", "SendResult", "SmtpTarget", "parse_smtp_url"]
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
@@ -52,76 +52,6 @@ class SendResult:
     # Recipients the relay refused while it took the mail for others (address -> code).
     # Digests have one recipient each; with several, a RETRY should go only to these.
     refused: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True)
-class SmtpTarget:
-    host: str
-    port: int
-    use_tls: bool  # smtps: TLS from the first byte
-    start_tls: bool  # smtp + ?starttls=1: upgrade after EHLO, and fail if the relay cannot
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        """The URL without the password, for logs."""
-        scheme = "smtps" if self.use_tls else "smtp"
-        user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        query = "?starttls=1" if self.start_tls else ""
-        return f"{scheme}://{user}{host}:{self.port}{query}"
-
-
-def parse_smtp_url(url: str) -> SmtpTarget:
-    """The relay *url* names, or ValueError saying what is wrong (never echoing a password)."""
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-    except ValueError as exc:  # e.g. an unbalanced "[" around an IPv6 address
-        raise ValueError(f"SMTP URL is not a URL: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("smtp", "smtps"):
-        raise ValueError(f"SMTP URL must start with smtp:// or smtps://, not {scheme!r}"
-                         if scheme else "SMTP URL must start with smtp:// or smtps://")
-    if not parts.hostname:
-        raise ValueError("SMTP URL has no host (smtp://host:port)")
-    if parts.path not in ("", "/") or parts.fragment:
-        raise ValueError("SMTP URL must have no path or #fragment (smtp://host:port)")
-
-    start_tls = False
-    try:
-        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True,
-                                      strict_parsing=bool(parts.query))
-    except ValueError:
-        raise ValueError(f"SMTP URL has a malformed query {parts.query!r}") from None
-    for name, values in query.items():
-        if name != "starttls":
-            raise ValueError(f"SMTP URL has an unknown parameter {name!r} (only starttls)")
-        value = values[-1].lower()
-        if value not in _TRUE | _FALSE:
-            raise ValueError(f"SMTP URL starttls must be 1 or 0, not {values[-1]!r}")
-        start_tls = value in _TRUE
-    if start_tls and scheme == "smtps":
-        raise ValueError("SMTP URL: smtps:// is TLS already; starttls=1 is for smtp://")
-
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("SMTP URL port must be a number from 1 to 65535") from None
-    if port is None:
-        port = DEFAULT_PORTS[(scheme, start_tls)]
-    elif port == 0:
-        raise ValueError("SMTP URL port must be a number from 1 to 65535")
-
-    username = password = None
-    if parts.username is not None or parts.password is not None:
-        username = urllib.parse.unquote(parts.username or "")
-        password = urllib.parse.unquote(parts.password) if parts.password is not None else None
-        if not username:
-            raise ValueError("SMTP URL has credentials without a user name (user:password@)")
-        if password is None:
-            raise ValueError("SMTP URL has a user name but no password (user:password@)")
-    return SmtpTarget(host=parts.hostname, port=port, use_tls=scheme == "smtps",
-                      start_tls=start_tls, username=username, password=password)
 
 
 def _by_code(code: int, detail: str) -> SendResult:

@@ -359,17 +359,17 @@ async def test_racing_upsert_losers_get_the_pre_image(
 
 @pytest.mark.xfail(ON_EMBEDDED, strict=True, reason=(
     "the embedded server (SecantusDB 0.7.0b3) answers some losers of an upsert race with "
-    "no post-image; UserStore.update still relies on it (see the docstring)"))
+    "no post-image; UserStore.update reads the settings again then"))
 async def test_racing_upsert_losers_get_the_post_image(
         db: Database, racers: list[Database]) -> None:
     """Racing ``find_one_and_update(..., upsert=True, return_document=AFTER)`` of one
     new ``_id`` all return the updated document: the upsert that inserted it, and the
     others, which mongod retries as updates.
 
-    Relied on by UserStore.update (the settings it answers are the returned document).
-    Known gap, embedded server only: a loser gets None there, and UserStore.update then
-    answers the default settings although the change was stored (measured: 8 racing
-    first updates of a new user, defaults answered in 8 of 20 rounds). MongoDB:
+    UserStore.update answers the returned document, and reads the settings again when
+    there is none: on the embedded server a loser gets None (measured: 8 racing first
+    updates of a new user, defaults answered in 8 of 20 rounds before that re-read;
+    tests/integration/test_user_store.py). MongoDB:
     reference/method/db.collection.update ("Upsert with Duplicate Values"),
     reference/method/db.collection.findOneAndUpdate ("returnNewDocument"/"returnDocument").
     """

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from burrow import tokens
 from burrow.client import ChatClient
-from burrow.devstack import ports
+from burrow.devstack import plan, ports
 from burrow.devstack.processes import AppProcess, wait_status
 from tests.conftest import JWT_SECRET, Vhost
 from tests.fakes.smtp import FakeSmtpServer
@@ -133,12 +133,20 @@ class Stack:
         self.sequencers.append(worker)
         return worker
 
-    def add_worker(self, *names: str, **env: str) -> Running:
-        """Start ``python -m consumers NAME...`` and wait until it is ready."""
-        worker = self.start("worker", self.vhost.url("burrow-worker"), self.mongo_url,
-                            *names, **env)
-        worker.wait("up", "up")
+    def add_worker(self, name: str, **env: str) -> Running:
+        """Start ``python -m consumers NAME`` as its own broker user; wait until ready."""
+        [worker] = self.add_workers(name, **env)
         return worker
+
+    def add_workers(self, *names: str, **env: str) -> list[Running]:
+        """Start a worker process per name, then wait until each is ready (a notifier is
+        not ready before the sequencer's chat.fanout and the digester's delay tiers
+        exist: :meth:`Vhost.load_topology` or those workers declare them)."""
+        workers = [self.start("worker", self.vhost.url(plan.worker(name).user),
+                              self.mongo_url, name, **env) for name in names]
+        for worker in workers:
+            worker.wait("up", "up")
+        return workers
 
     def token(self, user: str, ttl: float = 3600, roles: tuple[str, ...] = ()) -> str:
         return tokens.mint(JWT_SECRET, user, ttl, roles)

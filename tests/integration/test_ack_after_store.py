@@ -120,11 +120,11 @@ async def gateway(vhost: Vhost) -> AsyncIterator[Gateway]:
 @pytest.fixture
 async def sequencer(vhost: Vhost, mongo_url: str,
                     process_env: dict[str, str]) -> AsyncIterator[tuple[Sequencer, Gated]]:
-    settings = Settings.from_env({**process_env, "BURROW_AMQP_URL": vhost.url("burrow-worker"),
+    settings = Settings.from_env({**process_env, "BURROW_AMQP_URL": vhost.url("burrow-sequencer"),
                                   "BURROW_MONGO_URL": mongo_url,
                                   "BURROW_RECONNECT_INTERVAL": "0.2"})
-    runtime = Runtime.open(settings, "test-sequencer",
-                           on_channel=partial(declare, topo=topology.for_settings(settings)))
+    part = topology.for_workers(settings, ("sequencer",))  # what `consumers sequencer` declares
+    runtime = Runtime.open(settings, "test-sequencer", on_channel=partial(declare, topo=part))
     running = Sequencer(settings)
     try:
         await asyncio.wait_for(running.start(runtime), T)

@@ -19,13 +19,24 @@ from typing import Any
 
 import orjson
 import pytest
+from pymongo import MongoClient
 
+from burrow import ids
 from burrow.devstack import rabbitmq
-from queues import definitions
+from burrow.envelopes import Send
+from burrow.runtime import Runtime
+from burrow.sequencing import Plan
+from burrow.settings import Settings
+from consumers.sequencer import Reply, Sequencer
+from queues import definitions, topology
 from tests.conftest import until
+from tests.fakes.apns import device_token
 from tests.fakes.smtp import FakeSmtpServer
 from tests.integration.conftest import Running, Stack
 from tests.integration.test_mail_jobs import dead_letters, publish, scrape
+from tests.integration.test_push_jobs import Providers, notifier, providers, register
+
+__all__ = ["providers"]  # the fixture, for the push procedure
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +94,6 @@ async def test_a_dead_job_is_read_then_replayed_once_with_a_shovel(
 
     # Procedure "Replaying a dead queue": fix the cause, then shovel it back.
     relay.clear()
-    vhost_uri = direct_uri(stack.vhost.name)
     # The form's default URI, amqp://, is the vhost "/": refused, nothing created.
     with pytest.raises(urllib.error.HTTPError) as refused:
         stack.vhost.api("PUT", "/api/parameters/shovel/{vhost}/replay-email-dead", {
@@ -91,17 +101,7 @@ async def test_a_dead_job_is_read_then_replayed_once_with_a_shovel(
                       "dest-uri": "amqp://", "dest-exchange": "burrow.jobs"}})
     assert refused.value.code == 400
     assert 'may not connect to vhost \\"/\\"' in refused.value.read().decode()
-    stack.vhost.api("PUT", "/api/parameters/shovel/{vhost}/replay-email-dead", {"value": {
-        "src-protocol": "amqp091", "src-uri": vhost_uri, "src-queue": "email.dead",
-        "src-delete-after": "queue-length",
-        "dest-protocol": "amqp091", "dest-uri": vhost_uri,
-        "dest-exchange": "burrow.jobs", "dest-exchange-key": "email.due",
-        "ack-mode": "on-confirm"}})
-    # The shovel moves what was there when it started, then deletes itself.
-    await until(lambda: not any(s["name"] == "replay-email-dead" for s in shovels(stack)),
-                timeout=T)
-    assert stack.vhost.api("GET", "/api/parameters/shovel/{vhost}") == []
-    assert dead_letters(stack, "email.dead") == []
+    await replay(stack, "email.dead", exchange="burrow.jobs", key="email.due")
 
     [mail] = await relay.wait_for_async(1, timeout=T)
     assert mail.rcpt_tos == ("ops@example.test",)
@@ -113,6 +113,105 @@ async def test_a_dead_job_is_read_then_replayed_once_with_a_shovel(
     assert dead_letters(stack, "email.dead") == []
     assert len(relay.messages) == 1
     assert worker.app.exited is None
+
+
+async def replay(stack: Stack, dead: str, *, exchange: str | None = None,
+                 key: str | None = None, queue: str | None = None) -> None:
+    """Procedure "Replaying a dead queue": a one-off shovel from *dead* into *exchange*
+    with routing key *key*, or straight into *queue*; returns once it has moved what was
+    there and deleted itself, the dead queue empty."""
+    name = f"replay-{dead.replace('.', '-')}"
+    uri = direct_uri(stack.vhost.name)
+    destination = ({"dest-queue": queue} if queue is not None
+                   else {"dest-exchange": exchange, "dest-exchange-key": key})
+    stack.vhost.api("PUT", f"/api/parameters/shovel/{{vhost}}/{name}", {"value": {
+        "src-protocol": "amqp091", "src-uri": uri, "src-queue": dead,
+        "src-delete-after": "queue-length", "dest-protocol": "amqp091", "dest-uri": uri,
+        **destination, "ack-mode": "on-confirm"}})
+    await until(lambda: not any(s["name"] == name for s in shovels(stack)), timeout=T)
+    assert stack.vhost.api("GET", "/api/parameters/shovel/{vhost}") == []
+    assert dead_letters(stack, dead) == []
+
+
+async def test_a_dead_push_is_replayed_once_the_provider_is_back(
+        providers: Providers, stack: Stack) -> None:
+    worker = notifier(stack, providers)
+    phone = device_token()
+    register(stack, "bob", "apns", phone)
+    providers.apns.script(phone, [429, 429, 429])  # the first try and both retry tiers
+    await publish(stack, "push.due", {"kind": "direct", "user": "bob", "title": "Deploy",
+                                      "body": "done"}, message_id="deploy-1")
+    await until(lambda: dead_letters(stack, "push.dead"), timeout=60)
+    assert len(providers.apns.requests) == 3
+    await replay(stack, "push.dead", exchange="burrow.jobs", key="push.due")
+    requests = await providers.apns.wait_for_async(4, timeout=60)
+    assert requests[3].token == phone
+    assert requests[3].payload is not None
+    assert requests[3].payload["aps"]["alert"]["body"] == "done"
+    done = ("burrow_jobs_total", (("outcome", "done"), ("queue", "push.due")))
+    await until(lambda: scrape(worker).get(done) == 1, timeout=T)
+    assert len(providers.apns.requests) == 4  # delivered once, after three refusals
+    assert dead_letters(stack, "push.due") == [] == dead_letters(stack, "push.dead")
+
+
+class Poisoned(Sequencer):
+    """A sequencer with a bug two sends trip over: ``stored-first`` after it is stored
+    (never acked nor fanned out), ``never-stored`` before."""
+
+    async def _store(self, sends: list[tuple[Send, Reply]]) -> Plan[Reply]:
+        if any(send.client_id == "never-stored" for send, _ in sends):
+            raise KeyError("a bug before the store")
+        return await super()._store(sends)
+
+    async def _publish(self, plan: Plan[Reply]) -> None:
+        if any(o.stored.client_id == "stored-first" for o in plan.outcomes):
+            raise KeyError("a bug after the store")
+        await super()._publish(plan)
+
+
+async def test_sends_that_crashed_a_sequencer_are_replayed_into_their_shard_once(
+        stack: Stack, process_env: dict[str, str]) -> None:
+    """Procedure for ``chat.seq.dead``: a send handed out ten times without success is
+    parked with reason ``delivery_limit``; after the fix it goes back into the shard it
+    came from, and is stored once whether or not the crash came after its store."""
+    stack.sequencers[0].app.stop()
+    settings = Settings.from_env({**process_env, "BURROW_MONGO_URL": stack.mongo_url,
+                                  "BURROW_AMQP_URL": stack.vhost.url("burrow-sequencer"),
+                                  "BURROW_RECONNECT_INTERVAL": "0.05"})
+    runtime = Runtime.open(settings, "poisoned-sequencer")
+    poisoned = Poisoned(settings)
+    try:
+        await asyncio.wait_for(poisoned.start(runtime), T)
+        for count, client_id in enumerate(("stored-first", "never-stored"), start=1):
+            await publish(stack, ids.message_key("ops"),
+                          orjson.loads(Send("ops", "alice", client_id, client_id).to_json()),
+                          exchange=topology.INGRESS, message_id=client_id)
+            await until(lambda n=count: len(dead_letters(stack, topology.SHARD_DEAD)) == n,
+                        timeout=60)
+    finally:
+        await poisoned.drain()
+        await runtime.close()
+    parked = dead_letters(stack, topology.SHARD_DEAD)
+    headers = [p["properties"]["headers"] for p in parked]
+    assert [h["x-death"][0]["reason"] for h in headers] == ["delivery_limit"] * 2
+    [shard] = {h["x-first-death-queue"] for h in headers}
+    assert shard.startswith("chat.seq.")
+    assert [m["client_id"] for m in stored_messages(stack, "ops")] == ["stored-first"]
+
+    fixed = stack.add_sequencer()
+    await replay(stack, topology.SHARD_DEAD, queue=shard)
+    await until(lambda: len(stored_messages(stack, "ops")) == 2, timeout=T)
+    assert [(m["seq"], m["client_id"]) for m in stored_messages(stack, "ops")] == [
+        (1, "stored-first"), (2, "never-stored")]
+    duplicates = "burrow_sequencer_duplicates_total"
+    await until(lambda: fixed.metric(duplicates) == 1, timeout=T)  # stored-first, again
+    assert dead_letters(stack, topology.SHARD_DEAD) == []
+
+
+def stored_messages(stack: Stack, room: str) -> list[dict[str, Any]]:
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        return list(client.get_default_database().messages.find(
+            {"room": room}, {"seq": 1, "client_id": 1}).sort("seq", 1))
 
 
 def connection_name(stack: Stack, connection: str) -> str:

@@ -123,6 +123,22 @@ async def test_a_token_that_expires_on_the_connection_is_refreshed_and_rooms_res
     assert states[-1] == "closed"
 
 
+async def test_the_websocket_url_carries_a_one_time_ticket_never_the_token(
+        page: Page) -> None:
+    urls: list[str] = []
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    token = await run(page, """
+        const client = makeClient("carol", 60, "websocket");
+        await client.connect();
+        const token = client.token;
+        client.close();
+        return token;
+    """)
+    assert len(urls) == 1, urls
+    assert "?ticket=" in urls[0] and "access_token" not in urls[0]
+    assert token.split(".")[2] not in urls[0]
+
+
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_refused_tokens_and_rooms_fail_clearly(page: Page, transport: str) -> None:
     result = await run(page, f"""

@@ -14,8 +14,9 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from burrow import database
 from burrow.device_store import MAX_DEVICES_PER_USER, DeviceStore
+from burrow.mail.verification import EmailState
 from burrow.push import Device
-from burrow.user_store import UserSettings, UserStore
+from burrow.user_store import UserSettings, UserStore, stamp
 from gateway.http_json import MAX_REQUEST_BYTES
 from tests.conftest import eventually
 from tests.integration.conftest import Stack
@@ -223,7 +224,9 @@ def test_the_device_limit_evicts_the_least_recently_updated(stack: Stack) -> Non
 
 
 def test_settings_defaults_partial_updates_and_validation(stack: Stack) -> None:
-    defaults = {"email": None, "push": True, "digest": "daily", "previews": True}
+    stack.vhost.load_topology()  # email.verify, where a new address's mail is queued
+    defaults = {"email": None, "email_verified": False, "push": True, "digest": "daily",
+                "previews": True}
     assert stack.http("GET", "/v1/me/settings", "ann") == (200, defaults)
     assert stack.http("PUT", "/v1/me/settings", "ann", {}) == (200, defaults)
     assert user_in_db(stack, "ann") is None  # nothing to write, nothing written
@@ -231,15 +234,18 @@ def test_settings_defaults_partial_updates_and_validation(stack: Stack) -> None:
     assert (status, body) == (200, {**defaults, "digest": "hourly"})
     status, body = stack.http("PUT", "/v1/me/settings", "ann",
                               {"email": "ann.lee+chat@mail.example.org", "previews": False})
-    want = {"email": "ann.lee+chat@mail.example.org", "push": True, "digest": "hourly",
-            "previews": False}
+    want = {"email": "ann.lee+chat@mail.example.org", "email_verified": False, "push": True,
+            "digest": "hourly", "previews": False}
     assert (status, body) == (200, want)
     assert stack.http("GET", "/v1/me/settings", "ann") == (200, want)
     doc = user_in_db(stack, "ann")
     assert doc is not None and doc["updated_at"] is not None
-    # Only what was changed is stored: defaults stay defaults, not copies of them.
+    # Only what was changed is stored: defaults stay defaults, not copies of them (the
+    # address comes with its verification state: unverified, a mail asked for).
     assert {k: v for k, v in doc.items() if k not in ("_id", "updated_at")} == {
-        "email": "ann.lee+chat@mail.example.org", "digest": "hourly", "previews": False}
+        "email": "ann.lee+chat@mail.example.org", "email_verified": False,
+        "email_verify_sent_at": doc["email_verify_sent_at"], "digest": "hourly",
+        "previews": False}
     assert stack.http("GET", "/v1/me/settings", "ben") == (200, defaults)
 
     bad: list[tuple[Any, str, str | None]] = [
@@ -266,6 +272,7 @@ def test_settings_defaults_partial_updates_and_validation(stack: Stack) -> None:
          "email"),  # 263 characters, every part of it in bounds
         ({"email": 42}, "bad_request", "email"),
         ({"email": "ann@example.org", "push": "yes"}, "bad_request", "push"),
+        ({"email_verified": True}, "bad_request", "email_verified"),  # only the link sets it
     ]
     for payload, code, field in bad:
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -282,7 +289,8 @@ def test_settings_defaults_partial_updates_and_validation(stack: Stack) -> None:
 
     assert stack.http("PUT", "/v1/me/settings", "ann",
                       {"email": None, "push": False, "digest": "off"}) == (
-        200, {"email": None, "push": False, "digest": "off", "previews": False})
+        200, {"email": None, "email_verified": False, "push": False, "digest": "off",
+              "previews": False})
     doc = user_in_db(stack, "ann")
     assert doc is not None and doc["email"] is None and doc["push"] is False
 
@@ -335,12 +343,33 @@ async def test_the_stores_keep_their_promises(mongo_url: str) -> None:
         assert await users.settings("cat") == UserSettings()
         await users.unsubscribe_digest("cat")
         assert await users.settings("cat") == UserSettings(digest="off")
-        changed = await users.update("cat", {"email": "cat@example.org", "digest": "daily"})
+        with pytest.raises(ValueError, match="change_email"):  # never without its state
+            await users.update("cat", {"email": "cat@example.org"})
+        changed = await users.change_email("cat", None, EmailState("cat@example.org"),
+                                           {"digest": "daily"})
         assert changed == UserSettings(email="cat@example.org", digest="daily")
         await users.unsubscribe_digest("cat")
         assert await users.settings("cat") == UserSettings(email="cat@example.org",
                                                            digest="off")
         with pytest.raises(ValueError):
             await users.update("cat", {"admin": True})
+
+        # The address changes only from the one the caller read (a racing change wins,
+        # the loser re-reads), and is verified only while it is still the user's.
+        assert await users.change_email("cat", "stale@example.org",
+                                        EmailState("dog@example.org"), {}) is None
+        assert await users.change_email("new", None, EmailState("dog@example.org"),
+                                        {}) is not None
+        assert not await users.confirm_email("cat", "dog@example.org")
+        assert await users.confirm_email("cat", "cat@example.org")
+        assert (await users.settings("cat")).email_verified
+        # one first verification mail per address, and none for a verified one
+        assert not await users.mark_verification_sent("cat", "cat@example.org", stamp())
+        asked = stamp()
+        assert await users.mark_verification_sent("new", "dog@example.org", asked)
+        assert not await users.mark_verification_sent("new", "dog@example.org", stamp())
+        assert (await users.email_state("new")).sent_at == asked
+        await users.forget_verification_sent("new", "dog@example.org", asked)
+        assert (await users.email_state("new")).sent_at is None
     finally:
         await client.close()

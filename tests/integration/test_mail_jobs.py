@@ -20,24 +20,31 @@ from pymongo import MongoClient
 
 from tests.conftest import eventually, until
 from tests.fakes.smtp import FakeSmtpServer
-from tests.integration.conftest import Running, Stack
+from tests.integration.conftest import Running, Stack, raw_ws
 
 pytestmark = pytest.mark.integration
 
 PERIOD = 4  # seconds: the "hourly" digest period in these tests
 
 
+def mail_workers(stack: Stack, relay: FakeSmtpServer, **env: str) -> list[Running]:
+    """A notifier (it schedules digests) and a digester, each a process of its own."""
+    return stack.add_workers("notifier", "digester", BURROW_SMTP_URL=relay.url,
+                             BURROW_DIGEST_HOURLY=str(PERIOD), BURROW_DIGEST_DAILY="8",
+                             BURROW_EMAIL_RETRIES="1,2",
+                             BURROW_PUBLIC_URL=stack.gateways[0].url(""), **env)
+
+
 def digester(stack: Stack, relay: FakeSmtpServer, **env: str) -> Running:
-    return stack.add_worker("notifier", "digester", BURROW_SMTP_URL=relay.url,
-                            BURROW_DIGEST_HOURLY=str(PERIOD), BURROW_DIGEST_DAILY="8",
-                            BURROW_EMAIL_RETRIES="1,2",
-                            BURROW_PUBLIC_URL=stack.gateways[0].url(""), **env)
+    return mail_workers(stack, relay, **env)[-1]
 
 
 async def publish(stack: Stack, routing_key: str, body: Any, exchange: str = "burrow.jobs",
-                  message_id: str = "m1") -> None:
-    """Publish as a backend service (the burrow-backend broker user) would."""
-    connection = await aio_pika.connect(stack.vhost.url("burrow-backend"))
+                  message_id: str = "m1", user: str = "burrow-backend") -> None:
+    """Publish as a backend service (the burrow-backend broker user) would; into a queue
+    a backend may not publish to (a digest, a stored message), as the admin moving
+    messages back in the management UI would."""
+    connection = await aio_pika.connect(stack.vhost.url(user))
     async with connection:
         channel = await connection.channel()
         target = await channel.get_exchange(exchange, ensure=False)
@@ -70,9 +77,12 @@ def scrape(worker: Running) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 
 
 def set_email(stack: Stack, user: str, digest: str = "hourly") -> None:
-    status, body = stack.http("PUT", "/v1/me/settings", user,
-                              {"email": f"{user}@example.test", "digest": digest})
-    assert status == 200, body
+    """*user*'s address, verified, as after they followed the link mailed to it (the link
+    and what an unverified address gets: tests/integration/test_email_verification.py)."""
+    with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+        client.get_default_database().users.update_one(
+            {"_id": user}, {"$set": {"email": f"{user}@example.test", "email_verified": True,
+                                     "digest": digest}}, upsert=True)
 
 
 async def test_a_digest_lists_unread_messages_per_room_at_most_once_per_period(
@@ -98,10 +108,11 @@ async def test_a_digest_lists_unread_messages_per_room_at_most_once_per_period(
     assert "general" in text and "random" in text
     assert mail["List-Unsubscribe"].startswith("<" + stack.gateways[0].url("/v1/unsubscribe"))
 
-    # A digest job that comes due right after a digest (a duplicate, a backend's) waits
+    # A digest job that comes due right after a digest (a duplicate, one moved back) waits
     # for the period instead of sending a second mail now.
     await alice.send("general", "fourth")
-    await publish(stack, "digest.due", {"kind": "digest", "user": "bob", "id": "extra-1"})
+    await publish(stack, "digest.due", {"kind": "digest", "user": "bob", "id": "extra-1"},
+                  user="burrow-admin")
     [_, second] = await relay.wait_for_async(2, timeout=60)
     sent = [parsedate_to_datetime(m.message["Date"]) for m in (first, second)]
     assert (sent[1] - sent[0]).total_seconds() >= PERIOD - 1  # Date has 1 s resolution
@@ -109,6 +120,36 @@ async def test_a_digest_lists_unread_messages_per_room_at_most_once_per_period(
     assert "fourth" in later and "first" not in later  # only what was not emailed yet
     assert second.message["Subject"] == "1 unread message in 1 room"
     assert worker.app.exited is None
+
+
+async def test_a_digest_leaves_out_what_the_member_has_read(relay: FakeSmtpServer,
+                                                            stack: Stack) -> None:
+    """Bob reads the first two messages after his digest is scheduled and before it is
+    due: the digest lists only the third, in the one room with something unread."""
+    digester(stack, relay)
+    stack.room("general", "alice", "bob")
+    stack.room("random", "alice", "bob")
+    set_email(stack, "bob")
+    alice = await stack.client("alice")
+    acks = [await alice.send("general", body) for body in ("first", "second", "third")]
+    await alice.send("random", "elsewhere")
+
+    def scheduled() -> bool:
+        with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
+            user = client.get_default_database().users.find_one({"_id": "bob"})
+            return bool(user and user.get("digest_pending_at"))
+
+    await until(scheduled)
+    async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as bob:
+        await bob.send({"type": "read", "room": "general", "seq": acks[1].seq})
+        await bob.send({"type": "read", "room": "random", "seq": 1})
+        await bob.send({"type": "ping", "id": "after-reads"})
+        assert (await bob.recv_until("pong"))["id"] == "after-reads"
+    [mail] = await relay.wait_for_async(1, timeout=60)
+    text = mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "third" in text
+    assert not {"first", "second", "elsewhere"} & set(text.split())
+    assert mail.message["Subject"] == "1 unread message in 1 room"
 
 
 async def test_a_redelivered_digest_job_is_not_sent_twice(relay: FakeSmtpServer,
@@ -125,9 +166,11 @@ async def test_a_redelivered_digest_job_is_not_sent_twice(relay: FakeSmtpServer,
     update(stack, "memberships", {"room": "general", "user": "bob"},
            {"$unset": {"emailed_seq": ""}})
     # the same job again, as after a crash between sending and acking: dropped
-    await publish(stack, "digest.due", {"kind": "digest", "user": "bob", "id": job_id})
+    await publish(stack, "digest.due", {"kind": "digest", "user": "bob", "id": job_id},
+                  user="burrow-admin")
     set_email(stack, "carol")  # carol's digest comes after it in the queue
-    await publish(stack, "digest.due", {"kind": "digest", "user": "carol", "id": "carol-1"})
+    await publish(stack, "digest.due", {"kind": "digest", "user": "carol", "id": "carol-1"},
+                  user="burrow-admin")
     got = await relay.wait_for_async(2, timeout=60)
     assert [m.rcpt_tos for m in got] == [("bob@example.test",), ("carol@example.test",)]
 

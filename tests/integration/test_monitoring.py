@@ -103,11 +103,12 @@ async def test_prometheus_scrapes_the_stack_and_alerts_when_a_shard_loses_its_se
         broker: rabbitmq.RabbitNode, relay: FakeSmtpServer, stack: Stack,
         start_prometheus: Callable[..., prometheus.PrometheusServer]) -> None:
     began = time.monotonic()
-    workers = stack.add_worker("notifier", "digester", BURROW_SMTP_URL=relay.url)
+    workers = stack.add_workers("notifier", "digester", BURROW_SMTP_URL=relay.url)
     [gateway], [sequencer] = stack.gateways, stack.sequencers
     jobs = [prometheus.ScrapeJob("burrow-gateway", (f"127.0.0.1:{gateway.port}",)),
             prometheus.ScrapeJob("burrow-sequencer", (f"127.0.0.1:{sequencer.port}",)),
-            prometheus.ScrapeJob("burrow-workers", (f"127.0.0.1:{workers.port}",)),
+            prometheus.ScrapeJob("burrow-workers",
+                                 tuple(f"127.0.0.1:{w.port}" for w in workers)),
             *prometheus.rabbitmq_jobs(f"127.0.0.1:{broker.config.prometheus_port}")]
     server = start_prometheus(jobs)
     await traffic(stack, relay)
@@ -119,7 +120,8 @@ async def test_prometheus_scrapes_the_stack_and_alerts_when_a_shard_loses_its_se
 
     def all_up() -> bool:
         active = targets()
-        return len(active) == len(jobs) and all(t["health"] == "up" for t in active)
+        return (len(active) == sum(len(j.targets) for j in jobs)
+                and all(t["health"] == "up" for t in active))
 
     eventually(all_up, timeout=30)
     assert {t["labels"]["job"] for t in targets()} == {j.name for j in jobs}

@@ -36,8 +36,9 @@ DEAD = ("burrow_jobs_total", (("outcome", "dead"), ("queue", "notify.messages"))
 
 
 async def flood(stack: Stack) -> None:
-    """Publish every bad job ROUNDS times, as a backend service with a bug would."""
-    connection = await aio_pika.connect(stack.vhost.url("burrow-backend"))
+    """Publish every bad job ROUNDS times (as the admin: nobody else but the sequencer,
+    through chat.fanout, may put anything into notify.messages)."""
+    connection = await aio_pika.connect(stack.vhost.url("burrow-admin"))
     async with connection:
         channel = await connection.channel()
         jobs = await channel.get_exchange("burrow.jobs", ensure=False)

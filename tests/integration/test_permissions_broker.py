@@ -1,4 +1,8 @@
-"""Broker users get exactly their role's rights on a real broker (G6)."""
+"""Broker users get exactly their role's rights on a real broker (G6).
+
+Every worker kind has a user of its own: each action a compromised process could take
+beyond its job is refused with ACCESS_REFUSED, and each action of its job works.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +11,166 @@ import pytest
 from aio_pika.exceptions import ProbableAuthenticationError
 from aiormq.exceptions import ChannelAccessRefused
 
+from burrow.devstack import plan
 from queues import topology
 from queues.declare import declare
+from queues.topology import DIGEST, EMAIL, PUSH
 from tests.conftest import Vhost
 
 pytestmark = pytest.mark.integration
 
+SEQUENCER, NOTIFIER, DIGESTER = (w.user for w in plan.WORKERS)
+GATEWAY, BACKEND = "burrow-gateway", "burrow-backend"
+JOBS, FANOUT, INGRESS = topology.JOBS, topology.FANOUT, topology.INGRESS
+
 
 @pytest.fixture
 async def declared(vhost: Vhost) -> Vhost:
-    async with await aio_pika.connect(vhost.url("burrow-worker")) as connection:
-        await declare(await connection.channel(), topology.build())
+    """Each worker kind declares its part as its own user (the notifier last: it expects
+    the sequencer's chat.fanout and the digester's delay tiers)."""
+    for kind in ("sequencer", "digester", "notifier"):
+        async with await aio_pika.connect(vhost.url(plan.worker(kind).user)) as connection:
+            await declare(await connection.channel(), topology.part(topology.build(), kind))
     return vhost
-
-
-async def test_gateway_may_publish_sends_and_own_its_queue(declared: Vhost) -> None:
-    async with await aio_pika.connect(declared.url("burrow-gateway")) as connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue("gateway.test-1", exclusive=True)
-        fanout = await channel.get_exchange(topology.FANOUT, ensure=False)
-        await queue.bind(fanout, "room.r1.msg")
-        ingress = await channel.get_exchange(topology.INGRESS, ensure=False)
-        await ingress.publish(aio_pika.Message(b"{}"), "room.r1.msg")
 
 
 async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
     pass
 
 
-@pytest.mark.parametrize(("user", "action"), [
-    ("burrow-gateway", "declare chat.seq.9"),
-    ("burrow-gateway", "consume chat.seq.0"),
-    ("burrow-gateway", "publish burrow.jobs"),
-    ("burrow-backend", "consume chat.seq.0"),
-    ("burrow-backend", "declare chat.seq.9"),
-    ("burrow-worker", "declare gateway.stolen"),
-])
+async def act(vhost: Vhost, user: str, action: str) -> None:
+    """Do *action* as *user*, waiting for the broker's answer (a refusal closes the
+    channel and raises ChannelAccessRefused):
+
+    ``declare QUEUE``, ``declare-exchange EXCHANGE``, ``consume QUEUE``,
+    ``publish EXCHANGE KEY`` (confirmed, and routed to some queue),
+    ``bind QUEUE EXCHANGE KEY`` (a ``gateway.*`` or ``backend.*`` queue is declared
+    first, exclusive: the user's own).
+    """
+    verb, *args = action.split()
+    async with await aio_pika.connect(vhost.url(user)) as connection:
+        channel = await connection.channel(on_return_raises=True)
+        if verb == "declare":
+            await channel.declare_queue(args[0], durable=True,
+                                        arguments={"x-queue-type": "quorum"})
+        elif verb == "declare-exchange":
+            await channel.declare_exchange(args[0], "topic", durable=True)
+        elif verb == "consume":
+            queue = await channel.get_queue(args[0], ensure=False)
+            await queue.cancel(await queue.consume(ignore))
+        elif verb == "publish":
+            exchange = await channel.get_exchange(args[0], ensure=False)
+            await exchange.publish(aio_pika.Message(b"{}"), args[1], mandatory=True)
+        elif verb == "bind":
+            if args[0].startswith(("gateway.", "backend.")):
+                await channel.declare_queue(args[0], exclusive=True)
+            queue = await channel.get_queue(args[0], ensure=False)
+            await queue.bind(await channel.get_exchange(args[1], ensure=False), args[2])
+        else:
+            raise AssertionError(f"unknown action {action!r}")
+
+
+FORBIDDEN = [
+    (GATEWAY, "declare chat.seq.9"),
+    (GATEWAY, "consume chat.seq.0"),
+    (GATEWAY, "publish burrow.jobs push.due"),
+    # the sequencer stores and fans out: no job, no send, no job queue, no stolen copy
+    (SEQUENCER, "consume push.due"),
+    (SEQUENCER, "consume notify.messages"),
+    (SEQUENCER, "consume digest.due"),
+    (SEQUENCER, "consume email.due"),
+    (SEQUENCER, "publish chat.ingress room.r1.msg"),
+    (SEQUENCER, "publish chat.fanout room.r1.typing"),
+    (SEQUENCER, "publish burrow.jobs push.due"),
+    (SEQUENCER, "publish burrow.jobs chat.seq.dead"),
+    (SEQUENCER, "bind chat.seq.dead burrow.jobs email.due"),
+    # the notifier reads stored messages and pushes: no send, no fan-out, no email
+    (NOTIFIER, "publish chat.ingress room.r1.msg"),
+    (NOTIFIER, "publish chat.fanout room.r1.msg"),
+    (NOTIFIER, "consume chat.seq.0"),
+    (NOTIFIER, "consume digest.due"),
+    (NOTIFIER, "consume email.due"),
+    (NOTIFIER, "publish burrow.jobs email.due"),
+    (NOTIFIER, "publish burrow.jobs digest.due"),
+    (NOTIFIER, "publish burrow.jobs chat.seq.dead"),
+    (NOTIFIER, "bind push.due burrow.jobs email.due"),  # a copy of every email
+    (NOTIFIER, "bind notify.messages chat.fanout room.*.typing"),
+    (NOTIFIER, "bind notify.messages chat.fanout #"),
+    # the digester sends mail: no push, no stored message, no shard
+    (DIGESTER, "publish burrow.jobs push.due"),
+    (DIGESTER, f"publish burrow.jobs {PUSH.delay(30)}"),
+    (DIGESTER, "publish burrow.jobs notify.dead"),
+    (DIGESTER, "publish chat.fanout room.r1.msg"),
+    (DIGESTER, "publish chat.ingress room.r1.msg"),
+    (DIGESTER, "consume push.due"),
+    (DIGESTER, "consume notify.messages"),
+    (DIGESTER, "consume chat.seq.0"),
+    (DIGESTER, "bind email.due burrow.jobs push.due"),
+    (DIGESTER, "bind digest.due chat.fanout room.*.msg"),
+    # a backend posts sends and the documented jobs, and reads the stored stream
+    (BACKEND, "consume chat.seq.0"),
+    (BACKEND, "consume notify.messages"),
+    (BACKEND, "consume push.due"),
+    (BACKEND, "consume digest.due"),
+    (BACKEND, "consume email.due"),
+    (BACKEND, "publish chat.fanout room.r1.msg"),
+    (BACKEND, "publish burrow.jobs notify.messages"),
+    (BACKEND, "publish burrow.jobs digest.due"),
+    (BACKEND, f"publish burrow.jobs {DIGEST.delay(3600)}"),
+    (BACKEND, "publish burrow.jobs push.dead"),
+    (BACKEND, "publish burrow.jobs chat.seq.dead"),
+    (BACKEND, "bind backend.spy chat.fanout room.r1.typing"),
+    (BACKEND, "bind backend.spy chat.fanout #"),
+    (BACKEND, "declare-exchange burrow.jobs"),
+    (GATEWAY, "declare-exchange burrow.jobs"),
+]
+
+
+@pytest.mark.parametrize(("user", "action"), FORBIDDEN)
 async def test_roles_are_refused_outside_their_rights(declared: Vhost, user: str,
                                                       action: str) -> None:
-    verb, name = action.split()
-    async with await aio_pika.connect(declared.url(user)) as connection:
-        channel = await connection.channel()
-        with pytest.raises(ChannelAccessRefused):
-            if verb == "declare":
-                await channel.declare_queue(name, durable=True,
-                                            arguments={"x-queue-type": "quorum"})
-            elif verb == "consume":
-                queue = await channel.get_queue(name, ensure=False)
-                await queue.consume(ignore)
-            else:
-                exchange = await channel.get_exchange(name, ensure=False)
-                await exchange.publish(aio_pika.Message(b"{}"), "push.due")
+    with pytest.raises(ChannelAccessRefused):
+        await act(declared, user, action)
+
+
+# each role's own namespace; nobody but the admin may declare in another one's
+NAMESPACES = {GATEWAY: ("gateway.",), SEQUENCER: ("chat.",), NOTIFIER: ("notify.", "push."),
+              DIGESTER: ("digest.", "email."), BACKEND: ("backend.",)}
+
+
+@pytest.mark.parametrize(("user", "name"), [
+    (user, f"{prefix}stolen") for user in NAMESPACES
+    for other, prefixes in NAMESPACES.items() if other != user for prefix in prefixes])
+async def test_nobody_declares_in_another_roles_namespace(declared: Vhost, user: str,
+                                                          name: str) -> None:
+    with pytest.raises(ChannelAccessRefused):
+        await act(declared, user, f"declare {name}")
+    await act(declared, "burrow-admin", f"declare {name}")
+
+
+ALLOWED = {
+    GATEWAY: ["publish chat.ingress room.r1.msg", "bind gateway.test-1 chat.fanout room.r1.msg"],
+    SEQUENCER: ["consume chat.seq.0", "publish chat.fanout room.r1.msg",
+                "bind chat.seq.dead burrow.jobs chat.seq.dead"],
+    NOTIFIER: ["consume notify.messages", "consume push.due",
+               *(f"publish burrow.jobs {key}" for key in (
+                   PUSH.delay(30), PUSH.retry(5), PUSH.retry(300), PUSH.dead,
+                   topology.NOTIFY_DEAD, DIGEST.delay(3600), DIGEST.delay(86400)))],
+    DIGESTER: ["consume digest.due", "consume email.due",
+               *(f"publish burrow.jobs {key}" for key in (
+                   DIGEST.delay(3600), DIGEST.retry(60), DIGEST.dead, EMAIL.retry(3600),
+                   EMAIL.dead))],
+    BACKEND: ["publish chat.ingress room.r1.msg", "publish burrow.jobs push.due",
+              f"publish burrow.jobs {PUSH.delay(30)}", "publish burrow.jobs email.due",
+              "bind backend.indexer chat.fanout room.*.msg",
+              "bind backend.lobby chat.fanout room.lobby.msg"],
+}
+
+
+@pytest.mark.parametrize("user", sorted(ALLOWED))
+async def test_each_role_can_do_its_job(declared: Vhost, user: str) -> None:
+    for action in ALLOWED[user]:
+        await act(declared, user, action)  # routed and confirmed, not refused
 
 
 async def test_a_wrong_password_is_refused(vhost: Vhost) -> None:
@@ -67,12 +180,13 @@ async def test_a_wrong_password_is_refused(vhost: Vhost) -> None:
 
 
 @pytest.mark.parametrize(("user", "exchange", "key"), [
-    ("burrow-gateway", topology.FANOUT, "room.r1.msg"),          # a forged stored message
-    ("burrow-gateway", topology.FANOUT, "room.r1.anything"),
-    ("burrow-gateway", topology.FANOUT, "#"),
-    ("burrow-gateway", topology.INGRESS, "room.r1.typing"),     # only sends go to ingress
-    ("burrow-backend", topology.INGRESS, "room.r1.member"),
-    ("burrow-backend", topology.INGRESS, "room.bad room.msg"),
+    (GATEWAY, FANOUT, "room.r1.msg"),          # a forged stored message
+    (GATEWAY, FANOUT, "room.r1.anything"),
+    (GATEWAY, FANOUT, "#"),
+    (GATEWAY, INGRESS, "room.r1.typing"),     # only sends go to ingress
+    (BACKEND, INGRESS, "room.r1.member"),
+    (BACKEND, INGRESS, "room.bad room.msg"),
+    (SEQUENCER, FANOUT, "room.r1.member"),    # the sequencer fans out stored messages only
 ])
 async def test_topic_permissions_refuse_forged_routing_keys(declared: Vhost, user: str,
                                                              exchange: str, key: str) -> None:
@@ -87,12 +201,12 @@ async def test_topic_permissions_refuse_forged_routing_keys(declared: Vhost, use
 
 async def test_topic_permissions_let_each_role_do_its_job(declared: Vhost) -> None:
     for user, exchange, key in (
-            ("burrow-gateway", topology.INGRESS, "room.r1.msg"),
-            ("burrow-gateway", topology.FANOUT, "room.r1.typing"),
-            ("burrow-gateway", topology.FANOUT, "room.r1.presence"),
-            ("burrow-gateway", topology.FANOUT, "room.r1.member"),
-            ("burrow-backend", topology.INGRESS, "room.r1.msg"),
-            ("burrow-worker", topology.FANOUT, "room.r1.msg")):
+            (GATEWAY, INGRESS, "room.r1.msg"),
+            (GATEWAY, FANOUT, "room.r1.typing"),
+            (GATEWAY, FANOUT, "room.r1.presence"),
+            (GATEWAY, FANOUT, "room.r1.member"),
+            (BACKEND, INGRESS, "room.r1.msg"),
+            (SEQUENCER, FANOUT, "room.r1.msg")):
         async with await aio_pika.connect(declared.url(user)) as connection:
             channel = await connection.channel()
             target = await channel.get_exchange(exchange, ensure=False)

@@ -15,24 +15,32 @@ import subprocess
 import sys
 import urllib.request
 
+import aio_pika
 import pytest
 
-from burrow.devstack import ports
+from burrow import ids
+from burrow.devstack import plan, ports
 from burrow.devstack.processes import get
-from consumers import CONSUMERS
+from burrow.envelopes import Send
 from queues import topology
-from tests.conftest import Vhost, eventually
+from tests.conftest import Vhost, eventually, until
+from tests.integration.conftest import Running
 
 pytestmark = pytest.mark.integration
 
 
-def test_gateway_and_worker_become_ready_and_export_metrics(
+def start_workers(start, vhost: Vhost, mongo_url: str) -> list[Running]:
+    """Each worker kind in a process of its own, as its own broker user (plan.WORKERS)."""
+    return [start("worker", vhost.url(w.user), mongo_url, *w.args) for w in plan.WORKERS]
+
+
+def test_gateway_and_workers_become_ready_and_export_metrics(
         start, vhost: Vhost, mongo_url: str) -> None:
     gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
-    worker = start("worker", vhost.url("burrow-worker"), mongo_url)
-    gateway.wait("up", "up")
-    worker.wait("up", "up")
-    for proc in (gateway, worker):
+    workers = start_workers(start, vhost, mongo_url)
+    for proc in (gateway, *workers):
+        proc.wait("up", "up")
+    for proc in (gateway, *workers):
         assert get(proc.url("/healthz"))[0] == 200
         status, _ = get(proc.url("/no-such-path"))
         assert status == 404
@@ -40,10 +48,13 @@ def test_gateway_and_worker_become_ready_and_export_metrics(
             text = resp.read().decode()
         assert 'burrow_dependency_up{dependency="broker"} 1.0' in text
         assert 'burrow_dependency_up{dependency="database"} 1.0' in text
-    # The worker declared the whole shared topology in its vhost.
+    # Together the workers declared the whole shared topology in their empty vhost.
     queues = {q["name"] for q in vhost.api("GET", "/api/queues/{vhost}")}  # type: ignore[union-attr]
     assert {q.name for q in topology.build().queues} <= queues
-    assert eventually(lambda: connected_users(vhost) == {"burrow-gateway", "burrow-worker"})
+    assert eventually(lambda: connected_users(vhost) == USERS)
+
+
+USERS = {"burrow-gateway", "burrow-sequencer", "burrow-notifier", "burrow-digester"}
 
 
 def connected_users(vhost: Vhost) -> set[str]:
@@ -52,22 +63,51 @@ def connected_users(vhost: Vhost) -> set[str]:
     return {c["user"] for c in connections}
 
 
-def test_sigterm_stops_both_cleanly(start, vhost: Vhost, mongo_url: str) -> None:
+def test_sigterm_stops_every_process_cleanly(start, vhost: Vhost, mongo_url: str) -> None:
     gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
-    worker = start("worker", vhost.url("burrow-worker"), mongo_url)
-    gateway.wait("up", "up")
-    worker.wait("up", "up")
+    workers = start_workers(start, vhost, mongo_url)
+    for proc in (gateway, *workers):
+        proc.wait("up", "up")
     assert gateway.app.stop() == 0
-    assert worker.app.stop() == 0
-    assert "stopped" in worker.log.read_text()
-    # Not on a terminal: every line either wrote is a JSON object a log shipper indexes.
-    for app, process in ((gateway, "gateway"), (worker, "+".join(CONSUMERS))):
+    for worker in workers:
+        assert worker.app.stop() == 0
+        assert "stopped" in worker.log.read_text()
+    # Not on a terminal: every line each wrote is a JSON object a log shipper indexes.
+    for app, process in ((gateway, "gateway"),
+                         *((w, kind.name) for w, kind in zip(workers, plan.WORKERS,
+                                                             strict=True))):
         lines = app.log.read_text().splitlines()
         assert lines, app.log
         for line in lines:
             entry = json.loads(line)
             assert {"ts", "level", "process", "logger", "event"} <= entry.keys(), line
             assert entry["process"] == process
+
+
+async def test_a_worker_started_before_the_ones_it_needs_waits_then_works(
+        start, vhost: Vhost, mongo_url: str) -> None:
+    """Any worker may start first. The notifier, alone in an empty vhost, declares its own
+    queues but is not ready: its user may not declare the sequencer's chat.fanout nor the
+    digester's delay tiers, so it waits for them; then it binds notify.messages to
+    chat.fanout and takes the messages the sequencer stores."""
+    notifier = start("worker", vhost.url("burrow-notifier"), mongo_url, "notifier")
+    await until(lambda: "waiting for what another worker declares" in notifier.log_tail(20000))
+    assert get(notifier.url("/readyz"))[0] == 503
+    queues = {q["name"] for q in vhost.api("GET", "/api/queues/{vhost}")}  # type: ignore[union-attr]
+    assert {topology.NOTIFY_MESSAGES, topology.PUSH.due} <= queues
+    assert topology.FANOUT not in {e["name"] for e in vhost.api(  # type: ignore[union-attr]
+        "GET", "/api/exchanges/{vhost}")}
+    others = [start("worker", vhost.url(w.user), mongo_url, *w.args)
+              for w in plan.WORKERS if w.name != "notifier"]
+    for proc in (notifier, *others):
+        proc.wait("up", "up")
+    async with await aio_pika.connect(vhost.url("burrow-backend")) as connection:
+        ingress = await (await connection.channel()).get_exchange(topology.INGRESS,
+                                                                    ensure=False)
+        await ingress.publish(aio_pika.Message(Send("r1", "system:t", "c1", "hi").to_json()),
+                              ids.message_key("r1"))
+    await until(lambda: notifier.metric("burrow_jobs_total", queue=topology.NOTIFY_MESSAGES,
+                                        outcome="done") == 1)
 
 
 def test_not_ready_while_the_broker_is_unreachable(start, mongo_url: str) -> None:
@@ -89,22 +129,21 @@ def test_dependency_restart_503_then_200(start, request: pytest.FixtureRequest, 
     server = request.getfixturevalue("broker" if dependency == "broker" else "mongo_server")
     down = ("down", "up") if dependency == "broker" else ("up", "down")
     gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url)
-    worker = start("worker", vhost.url("burrow-worker"), mongo_url)
-    gateway.wait("up", "up")
-    worker.wait("up", "up")
+    processes = [gateway, *start_workers(start, vhost, mongo_url)]
+    for proc in processes:
+        proc.wait("up", "up")
     server.stop()
     try:
-        gateway.wait(*down)
-        worker.wait(*down)
+        for proc in processes:
+            proc.wait(*down)
     finally:
         server.start()
         server.wait_ready()
-    gateway.wait("up", "up")
-    worker.wait("up", "up")
-    assert gateway.app.exited is None and worker.app.exited is None
-    if dependency == "broker":  # both came back on their own, as the same processes
-        assert eventually(
-            lambda: connected_users(vhost) == {"burrow-gateway", "burrow-worker"})
+    for proc in processes:
+        proc.wait("up", "up")
+    assert [proc.app.exited for proc in processes] == [None] * len(processes)
+    if dependency == "broker":  # all came back on their own, as the same processes
+        assert eventually(lambda: connected_users(vhost) == USERS)
 
 
 @pytest.mark.parametrize(("module", "args", "env", "message"), [

@@ -61,6 +61,9 @@ def providers(tmp_path: Path) -> Iterator[Providers]:
 
 
 def notifier(stack: Stack, providers: Providers, **env: str) -> Running:
+    """A notifier without a digester: the broker holds the default topology (with the
+    digest tiers it publishes into), as rabbitmq/definitions.json gives every broker."""
+    stack.vhost.load_topology()
     return stack.add_worker("notifier", **{**providers.env, **env})
 
 
@@ -116,6 +119,10 @@ async def test_a_member_who_reads_in_time_gets_no_push(providers: Providers,
     register(stack, "carol", "apns", carol_phone)
     alice = await stack.client("alice")
     ack = await alice.send("general", "read me")
+    # bob reads after his push is scheduled, before it is due: the branch under test
+    # (a read before the scheduling would take another, simpler one)
+    await until(lambda: find(stack, "memberships", {"room": "general", "user": "bob",
+                                                     "push_pending_at": {"$exists": 1}}))
     async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as bob:
         await bob.send({"type": "read", "room": "general", "seq": ack.seq})
         await bob.send({"type": "ping", "id": "after-read"})
@@ -227,7 +234,7 @@ async def test_malformed_jobs_are_parked_with_a_reason_and_the_worker_goes_on(
     await publish(stack, "push.due", {"kind": "direct", "user": "bob", "title": "x" * 300,
                                       "body": "b"}, message_id="long-title")
     await publish(stack, "notify.messages", {"type": "message", "room": "r"},
-                  message_id="no-seq")
+                  message_id="no-seq", user="burrow-admin")
     await publish(stack, "push.due", {"kind": "direct", "user": "bob", "title": "Still here",
                                       "body": "after the garbage"})
     [pushed] = await providers.apns.wait_for_async(1, timeout=60)

@@ -44,6 +44,7 @@ CHUNKED = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     ("POST", "/v1/rooms"), ("POST", "/v1/rooms/lobby/typing"), ("PUT", "/v1/rooms/lobby/read"),
     ("POST", "/v1/rooms/lobby/messages"), ("PUT", "/v1/rooms/lobby/members/bob"),
     ("POST", "/v1/devices"), ("PUT", "/v1/me/settings"), ("GET", "/v1/rooms"),
+    ("POST", "/v1/ws-ticket"),
 ])
 async def test_an_anonymous_upload_is_refused_before_its_body(stack: Stack, method: str,
                                                               path: str) -> None:
@@ -69,6 +70,30 @@ async def test_the_unsubscribe_form_is_answered_without_its_body(stack: Stack) -
     port = stack.gateways[0].port
     status = await answer_while_uploading(port, "POST", "/v1/unsubscribe?token=forged", HUGE)
     assert status in (400, 413, 503)  # a forged link, or links not configured here
+
+
+@pytest.mark.parametrize(("method", "path", "done"), [
+    ("POST", "/v1/rooms/lobby/typing", 204), ("PUT", "/v1/rooms/lobby/members/bob", 200),
+    ("DELETE", "/v1/rooms/lobby/members/bob", 204), ("POST", "/v1/ws-ticket", 200),
+])
+async def test_a_route_without_a_body_takes_an_empty_one_and_refuses_any_other(
+        stack: Stack, method: str, path: str, done: int) -> None:
+    """What a browser's ``fetch`` sends (``Content-Length: 0``) is served, with no error
+    in the gateway's log (Sanic's ``ignore_body`` logged one per request); a body is
+    refused 413, unread."""
+    stack.room("lobby", "alice", "bob")
+    auth = {"Authorization": f"Bearer {stack.token('alice')}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        url = stack.gateways[0].url(path)
+        empty = await http.request(method, url, headers={**auth, "Content-Length": "0"})
+        assert empty.status_code == done, empty.text
+        some = await http.request(method, url, headers=auth, content=b'{"a": 1}')
+        assert some.status_code == 413
+        assert some.json()["error"]["code"] == "too_large"
+        ping = await http.get(stack.gateways[0].url("/healthz"))  # the log is written
+        assert ping.status_code == 200
+    log = stack.gateways[0].log.read_text()
+    assert "body not consumed" not in log and "ERROR" not in log
 
 
 async def test_a_room_is_still_created_with_its_members(stack: Stack) -> None:

@@ -83,10 +83,10 @@ async def gateway_link(vhost: Vhost) -> AsyncIterator[tuple[aio_pika.abc.Abstrac
 async def test_a_shard_survives_a_failed_batch_and_stores_the_send_once(
         vhost: Vhost, mongo_url: str, process_env: dict[str, str],
         kind: type[FailingOnce]) -> None:
-    settings = Settings.from_env({**process_env, "BURROW_AMQP_URL": vhost.url("burrow-worker"),
+    settings = Settings.from_env({**process_env, "BURROW_AMQP_URL": vhost.url("burrow-sequencer"),
                                   "BURROW_MONGO_URL": mongo_url})
-    runtime = Runtime.open(settings, "test-sequencer",
-                           on_channel=partial(declare, topo=topology.for_settings(settings)))
+    part = topology.for_workers(settings, ("sequencer",))  # what `consumers sequencer` declares
+    runtime = Runtime.open(settings, "test-sequencer", on_channel=partial(declare, topo=part))
     sequencer = kind(settings)
     try:
         await asyncio.wait_for(sequencer.start(runtime), T)  # the topology is declared

@@ -9,6 +9,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from burrow.devstack import plan
 from queues import definitions, topology
 from queues.declare import declare
 from tests.conftest import Vhost
@@ -40,15 +41,39 @@ def broker_shape(vhost: Vhost) -> dict[str, set[str]]:
     return shape(live)
 
 
-async def declare_as_worker(vhost: Vhost) -> None:
-    connection = await aio_pika.connect(vhost.url("burrow-worker"))
+async def declare_as(vhost: Vhost, kind: str) -> None:
+    """Declare what ``python -m consumers KIND`` declares, as its own broker user."""
+    connection = await aio_pika.connect(vhost.url(plan.worker(kind).user))
     async with connection:
-        await declare(await connection.channel(), topology.build())
+        await declare(await connection.channel(), topology.part(topology.build(), kind))
+
+
+async def declare_as_workers(vhost: Vhost) -> None:
+    for kind in ("sequencer", "digester", "notifier"):  # the notifier expects the others'
+        await declare_as(vhost, kind)
 
 
 async def test_declared_by_code_equals_definitions_json(vhost: Vhost) -> None:
-    await declare_as_worker(vhost)
-    await declare_as_worker(vhost)  # idempotent: a second declaration changes nothing
+    """The three workers' parts, each declared with its own user, are the topology."""
+    await declare_as_workers(vhost)
+    await declare_as_workers(vhost)  # idempotent: a second declaration changes nothing
+    assert broker_shape(vhost) == shape(checked_in())
+
+
+async def test_a_worker_that_starts_first_waits_for_what_others_declare(vhost: Vhost) -> None:
+    """The notifier declares its own queues at once (jobs for them are routed from then
+    on), but cannot bind to chat.fanout before the sequencer declared it, nor publish
+    digests before the digester declared its delay tiers: it fails NOT_FOUND (the broker
+    link retries) until they exist, without declaring them itself (it may not)."""
+    with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity, match="chat.fanout"):
+        await declare_as(vhost, "notifier")
+    queues = {q["name"] for q in vhost.api("GET", "/api/queues/{vhost}")}  # type: ignore[union-attr]
+    assert queues == {q.name for q in topology.part(topology.build(), "notifier").queues}
+    await declare_as(vhost, "sequencer")
+    with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity, match="digest.delay"):
+        await declare_as(vhost, "notifier")
+    await declare_as(vhost, "digester")
+    await declare_as(vhost, "notifier")
     assert broker_shape(vhost) == shape(checked_in())
 
 
@@ -57,7 +82,7 @@ async def test_code_accepts_what_an_admin_loaded_from_definitions_json(vhost: Vh
     vhost.api("POST", "/api/definitions/{vhost}", topo_only)
     loaded = broker_shape(vhost)
     # Redeclaring with other arguments would close the channel with PRECONDITION_FAILED.
-    await declare_as_worker(vhost)
+    await declare_as_workers(vhost)
     assert broker_shape(vhost) == loaded == shape(checked_in())
 
 
@@ -66,4 +91,4 @@ async def test_a_drifted_broker_is_refused_not_silently_changed(vhost: Vhost) ->
     drifted["queues"][0]["arguments"]["x-delivery-limit"] = 99
     vhost.api("POST", "/api/definitions/{vhost}", drifted)
     with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
-        await declare_as_worker(vhost)
+        await declare_as_workers(vhost)

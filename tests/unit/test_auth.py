@@ -255,6 +255,46 @@ async def test_roles_null_and_exp_as_numeric_string_are_refused() -> None:
     assert (err.reason, err.message) == ("claims", "token roles must be a list of strings")
 
 
+def signed(header: bytes, payload: bytes, secret: bytes = SECRET.encode()) -> str:
+    """A token whose JSON is given as bytes: what json.dumps cannot write."""
+    signing_input = _b64(header) + b"." + _b64(payload)
+    return (signing_input + b"." + _b64(hmac.new(secret, signing_input,
+                                                  hashlib.sha256).digest())).decode()
+
+
+@pytest.mark.parametrize(("payload", "reason", "message"), [
+    # a 400-digit exp passed PyJWT and then raised OverflowError here: a 500
+    (b'{"sub":"alice","exp":1' + b"0" * 400 + b"}", "claims",
+     "token exp must be a date before the year 10000"),
+    (b'{"sub":"alice","exp":1e308}', "claims", "token exp must be a date before the year 10000"),
+    (b'{"sub":"alice","exp":NaN}', "claims", "token has a malformed exp or nbf claim"),
+    # RFC 7515 lets a reader take the last of two names; Burrow refuses the token
+    (b'{"sub":"mallory","exp":99999999999,"sub":"alice"}', "malformed",
+     "token names a member twice"),
+    (b'{"sub":"alice","exp":99999999999,"x":{"a":1,"a":2}}', "malformed",
+     "token names a member twice"),
+])
+async def test_payloads_json_dumps_cannot_write(payload: bytes, reason: str,
+                                                message: str) -> None:
+    err = await refusal(verifier(BURROW_JWT_SECRET=SECRET), signed(b'{"alg":"HS256"}', payload))
+    assert (err.reason, err.message) == (reason, message)
+
+
+async def test_a_header_naming_alg_twice_is_refused() -> None:
+    token = signed(b'{"alg":"none","alg":"HS256"}', b'{"sub":"alice","exp":99999999999}')
+    err = await refusal(verifier(BURROW_JWT_SECRET=SECRET), token)
+    assert (err.reason, err.message) == ("malformed", "token names a member twice")
+
+
+@pytest.mark.parametrize("token", ["\udcff\udcfe.a.b", "é.é.é",
+                                   "eyJhbGciOiJIUzI1NiJ9.\udcff.c2ln"])
+async def test_a_token_that_is_not_ascii_is_malformed(token: str) -> None:
+    """Sanic passes a header's bytes that are not UTF-8 on as surrogates; PyJWT's
+    ``encode("utf-8")`` raised UnicodeEncodeError on them (a 500 and a traceback)."""
+    err = await refusal(verifier(BURROW_JWT_SECRET=SECRET), token)
+    assert (err.reason, err.message) == ("malformed", "token malformed")
+
+
 async def test_longest_sub_and_float_exp_are_accepted() -> None:
     exp = time.time() + 60.5
     got = await verifier(BURROW_JWT_SECRET=SECRET).verify(hs256(claims(sub="u" * 128, exp=exp)))

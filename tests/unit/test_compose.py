@@ -68,8 +68,8 @@ def test_every_variable_is_one_the_project_reads(name: str) -> None:
 @pytest.mark.parametrize("name", ["gateway", "sequencer", "notifier", "digester"])
 def test_processes_get_their_own_broker_user(name: str) -> None:
     env = SERVICES[name]["environment"]
-    user = "burrow-gateway" if name == "gateway" else "burrow-worker"
-    assert env["BURROW_AMQP_URL"].startswith(f"amqp://{user}:")
+    role = definitions.role(f"burrow-{name}")  # each worker kind too, with its secret
+    assert env["BURROW_AMQP_URL"].startswith(f"amqp://{role.user}:${{{role.password_env}:?")
     assert env["BURROW_AMQP_URL"].endswith(f"/{definitions.VHOST}")
     assert "@mongo:27017/burrow" in env["BURROW_MONGO_URL"]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from burrow.devstack import plan
+from burrow.settings import Settings
 from queues import definitions, topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,12 +39,21 @@ def test_password_hash_is_rabbitmq_salted_sha256() -> None:
 def test_passwords_come_from_env_with_dev_fallback() -> None:
     got = definitions.passwords_from_env({"BURROW_RABBITMQ_GATEWAY_PASSWORD": "gw"})
     assert got["burrow-gateway"] == "gw"
-    assert got["burrow-worker"] == "burrow-worker-dev"
+    assert got["burrow-notifier"] == "burrow-notifier-dev"
+    assert {r.password_env for r in definitions.ROLES} >= {
+        "BURROW_RABBITMQ_SEQUENCER_PASSWORD", "BURROW_RABBITMQ_NOTIFIER_PASSWORD",
+        "BURROW_RABBITMQ_DIGESTER_PASSWORD"}
 
 
 def allowed(user: str, kind: str, resource: str) -> bool:
     pattern = getattr(definitions.role(user), kind)
     return re.search(pattern, resource) is not None
+
+
+def topic_allowed(user: str, kind: str, exchange: str, key: str) -> bool:
+    """RabbitMQ's topic check: only on topic exchanges, any key without an entry."""
+    topic = next((t for t in definitions.role(user).topics if t.exchange == exchange), None)
+    return topic is None or re.search(getattr(topic, kind), key) is not None
 
 
 @pytest.mark.parametrize(("user", "kind", "resource", "expected"), [
@@ -53,13 +64,26 @@ def allowed(user: str, kind: str, resource: str) -> bool:
     ("burrow-gateway", "write", "burrow.jobs", False),
     ("burrow-gateway", "read", "chat.seq.0", False),
     ("burrow-gateway", "read", "notify.messages", False),
-    ("burrow-worker", "configure", "chat.seq.0", True),
-    ("burrow-worker", "read", "gateway.vm-1", False),
+    ("burrow-sequencer", "configure", "chat.seq.0", True),
+    ("burrow-sequencer", "write", "chat.ingress", False),
+    ("burrow-sequencer", "read", "push.due", False),
+    ("burrow-sequencer", "read", "gateway.vm-1", False),
+    ("burrow-notifier", "configure", "chat.fanout", False),
+    ("burrow-notifier", "configure", "digest.delay.1h", False),
+    ("burrow-notifier", "write", "chat.fanout", False),
+    ("burrow-notifier", "write", "chat.ingress", False),
+    ("burrow-notifier", "read", "chat.seq.0", False),
+    ("burrow-notifier", "read", "email.due", False),
+    ("burrow-digester", "configure", "push.due", False),
+    ("burrow-digester", "read", "push.due", False),
+    ("burrow-digester", "read", "notify.messages", False),
+    ("burrow-digester", "read", "chat.fanout", False),
     ("burrow-backend", "configure", "chat.fanout", False),
     ("burrow-backend", "write", "chat.ingress", True),
     ("burrow-backend", "write", "chat.fanout", False),
     ("burrow-backend", "read", "chat.seq.0", False),
     ("burrow-backend", "read", "backend.search-indexer", True),
+    ("burrow-backend", "read", "burrow.jobs", False),
 ])
 def test_roles_have_least_privilege(user: str, kind: str, resource: str,
                                     expected: bool) -> None:
@@ -73,3 +97,57 @@ def test_topology_doc_names_every_exchange_queue_and_user() -> None:
              + [r.user for r in definitions.ROLES])
     missing = [n for n in names if f"`{n}`" not in doc and n not in doc]
     assert not missing, f"docs/topology.md does not mention {missing}"
+
+
+@pytest.mark.parametrize("worker", plan.WORKERS, ids=lambda w: w.name)
+def test_a_worker_may_configure_exactly_the_part_it_declares(worker: plan.Worker) -> None:
+    """Its user may declare (and delete) its own names and burrow.jobs, nothing else: no
+    other role's namespace (the broker refuses it, test_permissions_broker)."""
+    topo = topology.build()
+    part = topology.part(topo, *worker.consumers)
+    mine = {e.name for e in part.exchanges} | {q.name for q in part.queues}
+    everything = {e.name for e in topo.exchanges} | {q.name for q in topo.queues} | {
+        "gateway.vm-1", "backend.indexer", f"{worker.name}.stolen"}
+    assert {n for n in everything if allowed(worker.user, "configure", n)} == mine
+
+
+@pytest.mark.parametrize("worker", plan.WORKERS, ids=lambda w: w.name)
+def test_a_worker_has_the_rights_its_part_needs(worker: plan.Worker) -> None:
+    """What declare() does for the part: a queue that dead-letters needs read on itself
+    and write on burrow.jobs; a binding needs write on its destination and read on its
+    source, and on a topic exchange a binding key its topic permissions allow."""
+    topo = topology.for_settings(Settings.from_env({
+        "BURROW_AMQP_URL": "amqp://u:p@h/v", "BURROW_JWT_SECRET": "x" * 32,
+        "BURROW_PUSH_DELAY": "90", "BURROW_DIGEST_HOURLY": "1800", "BURROW_SHARDS": "12"}))
+    part = topology.part(topo, *worker.consumers)
+    user = worker.user
+    topic_exchanges = {e.name for e in topo.exchanges if e.type == "topic"}
+    for queue in part.queues:
+        if "x-dead-letter-exchange" in queue.arguments:
+            assert allowed(user, "read", queue.name), queue.name
+            assert allowed(user, "write", queue.arguments["x-dead-letter-exchange"])
+    for b in part.bindings:
+        assert allowed(user, "write", b.destination) and allowed(user, "read", b.source), b
+        if b.source in topic_exchanges:
+            assert topic_allowed(user, "read", b.source, b.routing_key), b
+
+
+# (worker, routing keys on burrow.jobs it publishes with) for the settings' tiers above
+PUBLISHES = {
+    "burrow-sequencer": [],
+    "burrow-notifier": ["push.delay.90s", "push.retry.5s", "push.retry.30s", "push.retry.5m",
+                        "push.dead", "notify.dead", "digest.delay.30m", "digest.delay.1d"],
+    "burrow-digester": ["digest.delay.30m", "digest.delay.1d", "digest.retry.1m",
+                        "digest.retry.10m", "digest.retry.1h", "digest.dead",
+                        "email.retry.1m", "email.retry.10m", "email.retry.1h", "email.dead"],
+    "burrow-backend": ["push.due", "push.delay.90s", "email.due"],
+}
+
+
+@pytest.mark.parametrize("user", sorted(PUBLISHES))
+def test_each_role_publishes_only_its_own_jobs(user: str) -> None:
+    keys = {q.name for q in topology.build(
+        families=topology.job_families(push_delay=90, digest_periods=(1800, 86400))).queues}
+    keys |= {"chat.seq.dead", "notify.messages", ""}
+    allowed_keys = {k for k in keys if topic_allowed(user, "write", topology.JOBS, k)}
+    assert allowed_keys == set(PUBLISHES[user])

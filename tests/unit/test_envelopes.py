@@ -104,6 +104,20 @@ def test_envelope_error_is_a_value_error() -> None:
     assert issubclass(EnvelopeError, ValueError)
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    (b"[]", "not a JSON object"),
+    (raw(room="a.b"), "room must match [A-Za-z0-9_-]{1,64}"),
+    (raw(sender=""), "sender must be a printable string of 1..128 characters"),
+    (raw(client_id="a b"), "client_id must be 1..64 printable ASCII characters"),
+    (raw(body=None), f"body must be a string of at most {LIMIT} bytes"),
+])
+def test_each_refusal_says_exactly_what_is_wrong(data: bytes, message: str) -> None:
+    """The whole reason, as the logs show it for a dead-lettered send."""
+    with pytest.raises(EnvelopeError) as info:
+        Send.from_json(data, LIMIT)
+    assert str(info.value) == message
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary())
 def test_arbitrary_bytes_give_a_send_or_an_envelope_error(data: bytes) -> None:
@@ -172,6 +186,13 @@ def test_document_round_trip_keeps_every_ms(ts: int) -> None:
     assert Stored.from_document(stored.to_document()).ts == ts
     as_read = stored.to_document() | {"ts": EPOCH + timedelta(milliseconds=ts)}
     assert Stored.from_document(as_read).ts == ts
+
+
+def test_ts_read_from_a_document_is_whole_milliseconds() -> None:
+    """ts is an int (not 1767225600123.0) so frames carry ``"ts":1767225600123``."""
+    stored = Stored.from_document(message().to_document())
+    assert type(stored.ts) is int
+    assert f'"ts":{TS},'.encode() in stored.frame()
 
 
 @settings(max_examples=100)

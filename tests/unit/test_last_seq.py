@@ -33,3 +33,16 @@ def test_small_and_boundary_rooms() -> None:
         assert search(stored)[0] == stored
     assert search(10**6)[1] <= 5
     assert search(10)[1] <= 2
+
+
+def test_probes_are_powers_of_two_above_low_then_evenly_spaced_points() -> None:
+    assert last_seq.probes(0, None) == [1 << k for k in range(62)]  # all below LIMIT
+    assert last_seq.probes(4, None)[:2] == [8, 16]  # low is known stored: not asked again
+    assert last_seq.probes(0, 1000) == list(range(16, 1000, 16))  # ceil(1000 / 64) apart
+    assert last_seq.probes(5, 6) == []
+
+
+def test_narrow_moves_high_down_to_the_first_probe_not_found() -> None:
+    assert last_seq.narrow(0, None, [1, 2, 4, 8], {1, 2}) == (2, 4)
+    assert last_seq.narrow(2, 4, [3], set()) == (2, 3)
+    assert last_seq.narrow(0, None, [1, 2], {1, 2}) == (2, None)

@@ -76,6 +76,11 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
     (f"a token somewhere: {JWT}.", JWT),
     ("broker amqp://burrow-gateway:s3cret-pass@rabbit:5672/burrow unreachable", "s3cret-pass"),
     ("mongodb://admin:hunter2@db:27017/burrow?authSource=admin down", "hunter2"),
+    ("Exception occurred while handling uri: 'http://gw/v1/ws?ticket=Zx9_-aB3&x=1'",
+     "Zx9_-aB3"),
+    ("GET /v1/sse?rooms=a&TICKET=Q7w-ticket-value failed", "Q7w-ticket-value"),
+    ('answer {"ticket": "Tk_4f-one-time", "expires_in": 30}', "Tk_4f-one-time"),
+    ("args {'ticket': 'Tk_py-repr'}", "Tk_py-repr"),
 ])
 def test_credentials_never_reach_a_log_line(text: str, leaked: str) -> None:
     for formatter in (logs.JsonFormatter("gateway"), logs.TextFormatter()):

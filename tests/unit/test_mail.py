@@ -33,6 +33,7 @@ from burrow.mail.digest import (
 )
 from burrow.mail.smtp import Mailer, Outcome, SmtpTarget, parse_smtp_url
 from burrow.mail.unsubscribe import BadToken, make_token, read_token
+from burrow.settings import ConfigError, Settings
 from tests.fakes.smtp import FakeSmtpServer
 
 SECRET = "unsubscribe-secret-of-at-least-32-bytes!"
@@ -312,18 +313,71 @@ def test_open_url_is_optional() -> None:
 
 
 @pytest.mark.parametrize(("url", "expected"), [
-    ("smtp://mail.test:2525", SmtpTarget("mail.test", 2525, use_tls=False, start_tls=False)),
-    ("smtp://mail.test", SmtpTarget("mail.test", 25, use_tls=False, start_tls=False)),
+    # beyond loopback STARTTLS is the default, and required
+    ("smtp://mail.test:2525", SmtpTarget("mail.test", 2525, use_tls=False, start_tls=True)),
+    ("smtp://mail.test", SmtpTarget("mail.test", 587, use_tls=False, start_tls=True)),
     ("smtp://mail.test?starttls=1", SmtpTarget("mail.test", 587, use_tls=False, start_tls=True)),
+    ("smtp://u:p@mail.test", SmtpTarget("mail.test", 587, False, True, "u", "p")),
+    # plain text to another host only when the URL says so, and then without a login
     ("smtp://mail.test:25/?starttls=0", SmtpTarget("mail.test", 25, False, False)),
+    ("smtp://mailpit:1025?starttls=0", SmtpTarget("mailpit", 1025, False, False)),
     ("smtps://mail.test", SmtpTarget("mail.test", 465, use_tls=True, start_tls=False)),
     ("SMTPS://mail.test:4650", SmtpTarget("mail.test", 4650, use_tls=True, start_tls=False)),
-    ("smtp://[::1]:2525", SmtpTarget("::1", 2525, use_tls=False, start_tls=False)),
+    ("smtps://mail.test?starttls=0", SmtpTarget("mail.test", 465, True, False)),
     ("smtps://digest%40burrow.test:p%40ss%3Aw0rd@mail.test:465",
      SmtpTarget("mail.test", 465, True, False, "digest@burrow.test", "p@ss:w0rd")),
+    # loopback: plain by default (a local relay or capture server), login allowed
+    ("smtp://[::1]:2525", SmtpTarget("::1", 2525, use_tls=False, start_tls=False)),
+    ("smtp://127.0.0.1:1025", SmtpTarget("127.0.0.1", 1025, False, False)),
+    ("smtp://127.8.9.10", SmtpTarget("127.8.9.10", 25, False, False)),
+    ("smtp://LocalHost:1025", SmtpTarget("localhost", 1025, False, False)),
+    ("smtp://u:p@127.0.0.1:1025", SmtpTarget("127.0.0.1", 1025, False, False, "u", "p")),
+    ("smtp://127.0.0.1:1025?starttls=1", SmtpTarget("127.0.0.1", 1025, False, True)),
 ])
 def test_parse_smtp_url(url: str, expected: SmtpTarget) -> None:
     assert parse_smtp_url(url) == expected
+    if expected.username is None:  # what logs show parses back to the same relay
+        assert parse_smtp_url(str(expected)) == expected
+
+
+@pytest.mark.parametrize("url", [
+    "smtp://digest:hunter2@mail.test?starttls=0",
+    "smtp://digest:hunter2@10.0.0.5:25?starttls=0",
+    "smtp://digest:hunter2@[2001:db8::1]:25?starttls=false",
+    "smtp://digest:hunter2@0.0.0.0:25?starttls=0",  # unspecified is not loopback
+    "smtp://digest:hunter2@localhost.example.com?starttls=0",
+])
+def test_a_password_never_goes_in_clear_beyond_loopback(url: str) -> None:
+    with pytest.raises(ValueError, match="password in clear") as info:
+        parse_smtp_url(url)
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_plain_relay_beyond_loopback_must_be_asked_for() -> None:
+    assert parse_smtp_url("smtp://relay.example.com").start_tls
+    assert parse_smtp_url("smtp://192.0.2.7:25").start_tls
+    assert not parse_smtp_url("smtp://192.0.2.7:25?starttls=0").start_tls
+    assert str(parse_smtp_url("smtp://192.0.2.7:25?starttls=0")) == (
+        "smtp://192.0.2.7:25?starttls=0")  # logs show the opt-out
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("smtp://127.0.0.1:1025", True),
+    ("smtp://relay.example.com", True),
+    ("smtps://u:p@relay.example.com", True),
+    ("smtp://u:p@relay.example.com?starttls=1", True),
+    ("smtp://relay.example.com?starttls=0", True),
+    ("smtp://u:p@relay.example.com?starttls=0", False),
+    ("http://relay.example.com", False),
+])
+def test_settings_refuse_a_clear_text_password_at_startup(url: str, ok: bool) -> None:
+    env = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1/b", "BURROW_SMTP_URL": url}
+    if ok:
+        assert Settings.from_env(env).smtp_url == url
+        return
+    with pytest.raises(ConfigError, match="BURROW_SMTP_URL") as info:
+        Settings.from_env(env)
+    assert ":p@" not in str(info.value)  # the URL (with its password) is not echoed
 
 
 def test_smtp_target_never_shows_the_password() -> None:
@@ -486,3 +540,14 @@ def test_fake_relay_serves_another_process(relay: FakeSmtpServer) -> None:
 def test_wait_for_times_out_with_a_count(relay: FakeSmtpServer) -> None:
     with pytest.raises(TimeoutError, match="expected 1 mail.*got 0"):
         relay.wait_for(1, timeout=0.05)
+
+
+async def test_starttls_is_required_once_asked_for() -> None:
+    """A relay that does not offer STARTTLS (this one: none at all) gets neither the
+    mail nor the password: the worker keeps the mail for a retry."""
+    with FakeSmtpServer(credentials=("digest", "s3cret")) as relay:
+        url = relay.url + "?starttls=1"
+        async with Mailer(url, timeout=5) as mailer:
+            result = await mailer.send(simple())
+        assert result.outcome is Outcome.RETRY and "STARTTLS" in result.detail, result
+        assert relay.messages == []

@@ -11,7 +11,7 @@ of the batch from someone else.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from itertools import accumulate
 
 from hypothesis import given, settings
@@ -90,6 +90,15 @@ def test_plan_pushes_treats_naive_pending_times_as_utc() -> None:
     assert plan.again == {}
 
 
+def test_plan_pushes_compares_aware_pending_times_in_any_zone_as_instants() -> None:
+    """Only a naive time is taken as UTC; an aware one in another zone is not re-labelled."""
+    plus_two = timezone(timedelta(hours=2))
+    members = [MemberState("a", "bob", pending_at=STALE.astimezone(plus_two), claim=1),
+               MemberState("a", "cat", pending_at=FRESH.astimezone(plus_two), claim=1)]
+    plan = plan_pushes([Notice("a", "ann", 5)], members, STALE_BEFORE)
+    assert plan.claim == {("a", "bob"): 5}  # stale: presumed lost; cat's job still waits
+
+
 def test_digest_candidates_take_each_users_first_room_and_seq() -> None:
     wanted = {("b", "ann"): 5, ("a", "ann"): 7, ("c", "bob"): 1, ("a", "bob"): 3}
     expected = {"ann": "a:7", "bob": "a:3"}
@@ -114,6 +123,12 @@ def test_plan_digests_claims_rides_along_and_publishes_its_own_claims_again() ->
     plan = plan_digests(notices, candidates, users, STALE_BEFORE)
     assert plan.claim == {"ann": "a:7", "cat": "a:7", "hal": "a:7"}
     assert plan.again == {"dan": "a:3", "eve": "b:2"}
+
+
+def test_plan_digests_skips_a_user_who_is_not_a_candidate_and_goes_on() -> None:
+    users = [UserState("gus", "daily"), UserState("ann", "daily")]
+    plan = plan_digests([Notice("a", "bob", 7)], {"ann": "a:7"}, users, STALE_BEFORE)
+    assert plan.claim == {"ann": "a:7"}
 
 
 @st.composite

@@ -47,10 +47,15 @@ def test_the_benchmark_runs_the_workers_dev_up_runs(bench: BenchStack) -> None:
     workers = [(args, env["user"]) for module, args, env in launcher_processes({})
                if module == plan.WORKER_MODULE]
     assert [args for args, _ in workers] == [c for _, c in bench.worker_processes()]
-    assert {user for _, user in workers} == {plan.WORKER_USER}
+    # each with a broker user of its own, the one its role is made for
+    assert [user for _, user in workers] == [w.user for w in plan.WORKERS] == [
+        "burrow-sequencer", "burrow-notifier", "burrow-digester"]
     # notifier and digester included, each in a process of its own
     assert [c for _, c in bench.worker_processes()] == [["sequencer"], ["notifier"],
                                                         ["digester"]]
+    for name, consumers in bench.worker_processes():  # and as its own broker user
+        app, _, _ = bench._worker(name, consumers, bench.directory, {})
+        assert app.env["BURROW_AMQP_URL"].startswith(f"amqp://{plan.worker(name).user}:")
 
 
 def test_the_gateway_tier_matches(bench: BenchStack) -> None:

@@ -266,6 +266,37 @@ def test_errors_without_context_carry_only_code_and_message() -> None:
         assert set(error_frame(refused(raw))) == {"type", "code", "message"}
 
 
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"{}", {"code": "bad_frame", "message": "frames are JSON text, not binary"}),
+    ("{", {"code": "bad_json", "message": "the frame is not valid JSON"}),
+    ("[]", {"code": "bad_frame", "message": "a frame is a JSON object with a type"}),
+    (frame(type="ping", id=True),
+     {"code": "bad_frame", "message": "ping id must be a string or integer"}),
+    (frame(type="typing", room="a.b"),
+     {"code": "bad_room", "message": "room must match [A-Za-z0-9_-]{1,64}"}),
+    (frame(type="subscribe", room="lobby", since=-1),
+     {"code": "bad_frame", "room": "lobby", "message": "since must be a non-negative integer"}),
+    (frame(type="read", room="lobby", seq="1"),
+     {"code": "bad_frame", "room": "lobby", "message": "seq must be a non-negative integer"}),
+    (frame(type="send", room="lobby", body="x"),
+     {"code": "bad_frame", "room": "lobby",
+      "message": "send needs a client_id of 1..64 printable ASCII characters"}),
+    (frame(type="send", room="lobby", client_id="c1", body=1),
+     {"code": "bad_frame", "client_id": "c1", "room": "lobby",
+      "message": "body must be a string"}),
+    (frame(type="x" * 32), {"code": "unknown_type", "message": f"unknown frame type {'x' * 32!r}; "
+                            "known: subscribe, unsubscribe, send, read, typing, ping"}),
+    (frame(type="x" * 33), {"code": "unknown_type", "message": "unknown frame type '?'; "
+                            "known: subscribe, unsubscribe, send, read, typing, ping"}),
+])
+def test_each_refusal_has_its_exact_error_frame(raw: str | bytes,
+                                                 expected: dict[str, Any]) -> None:
+    """The whole error frame a client gets, message included: the message is the only
+    explanation a client developer sees, so a change of wording is a deliberate one.
+    An unknown type is echoed up to 32 characters, longer ones are shown as '?'."""
+    assert error_frame(refused(raw)) == {"type": "error", **expected}
+
+
 # --- builders --------------------------------------------------------------------------
 
 

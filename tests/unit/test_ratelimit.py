@@ -20,6 +20,7 @@ import limits.aio.storage.memory
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from limits import RateLimitItemPerSecond
 
 from burrow import ratelimit
 from burrow.ratelimit import (
@@ -152,6 +153,28 @@ def test_flood_rules_parse() -> None:
             FloodRule.parse(raw)
 
 
+@pytest.mark.parametrize(("raw", "message"), [
+    ("x/10", "rejections 'x' is not a whole number"),
+    ("5/x", "window 'x' is not a number"),
+    ("5/10/1", "window '10/1' is not a number"),
+])
+def test_flood_rule_refusals_name_the_part_that_is_wrong(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        FloodRule.parse(raw)
+
+
+@pytest.mark.parametrize(("rejections", "seconds", "message"), [
+    (0, 1.0, "rejections must be at least 1, not 0"),
+    (1, 0.0, "window must be a positive number, not 0.0"),
+    (1, -1.0, "window must be a positive number, not -1.0"),
+    (1, float("inf"), "window must be a positive number, not inf"),
+])
+def test_flood_rules_built_in_code_are_checked_too(rejections: int, seconds: float,
+                                                   message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        FloodRule(rejections, seconds)
+
+
 @pytest.mark.parametrize(("raw", "uri"), [
     ("memory://", "async+memory://"),
     ("async+memory://", "async+memory://"),
@@ -174,6 +197,35 @@ def test_storage_uris_become_async(raw: str, uri: str) -> None:
 def test_unusable_storages_are_refused(raw: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         async_storage_uri(raw)
+
+
+def test_storage_refusals_in_full_and_a_password_with_a_scheme_separator() -> None:
+    """The scheme is what comes before the first ``://``; a password may hold one too."""
+    assert (async_storage_uri("redis://:pa://ss@cache:6379")
+            == "async+redis://:pa://ss@cache:6379")
+    with pytest.raises(ValueError) as info:
+        async_storage_uri("localhost:6379")
+    assert str(info.value) == "expected a storage URI: memory:// or redis://HOST:PORT"
+    with pytest.raises(ValueError) as info:
+        async_storage_uri("mongodb://db:27017/?x=a://b")
+    assert str(info.value) == ("unsupported storage 'mongodb': use memory:// (one process) "
+                               "or redis://HOST:PORT (shared by all gateways)")
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("async+redis://:secret@cache:6380/2", "async+redis://cache:6380/2"),
+    ("async+redis://user:secret@cache/0", "async+redis://cache/0"),
+    ("async+redis+unix:///run/redis.sock", "async+redis+unix:///run/redis.sock"),
+    ("async+memory://", "async+memory://"),
+])
+def test_storage_uris_are_logged_without_credentials(uri: str, shown: str) -> None:
+    assert ratelimit._redacted(uri) == shown
+
+
+def test_storage_exception_classes_become_a_tuple() -> None:
+    """``limits`` storages give their base exceptions as a class or a tuple of them."""
+    assert ratelimit._as_tuple(OSError) == (OSError,)
+    assert ratelimit._as_tuple((OSError, KeyError)) == (OSError, KeyError)
 
 
 def test_settings_defaults_and_refusals() -> None:
@@ -368,6 +420,24 @@ def test_retry_after_is_exact_and_never_beats_a_token_bucket_by_more_than_one(
             assert taken < capacity + rate * (end - start) / 1000 + 1, (start, end, passed)
 
 
+@pytest.mark.parametrize(("window", "cost", "wait_ms"), [
+    # half-way through the window after a full one: 10 * 5 / 10 = 5 weighted, 1 fits now
+    ((10, 5.0, 0, 15.0), 1, 0),
+    # ... exactly at the budget: the storage refuses (floor(5) + 5 + 1 > 10), so not 0
+    ((10, 5.0, 5, 15.0), 1, 1),
+    # Redis at the instant the first window ends (pttl == expiry, no previous window):
+    # the current count fades out over the next window, a hit of 1 fits 1 ms later
+    ((0, 0.0, 10, 10.0), 1, 1),
+    # a cost of 5 waits until the previous window's weight drops below 6: 9.5 - 6 s
+    ((10, 9.5, 0, 19.5), 5, 3501),
+])
+def test_retry_after_on_windows_longer_than_a_second(window: tuple[int, float, int, float],
+                                                     cost: int, wait_ms: int) -> None:
+    """The windows the storages report, for a limit of 10 per 10 s (expiry 10)."""
+    item = RateLimitItemPerSecond(10, 10)
+    assert ratelimit._retry_after_ms(window, item, cost) == wait_ms
+
+
 async def test_the_memory_storage_sweeps_expired_counters_at_most_once_a_second(
         clock: FakeTime) -> None:
     """The stock storage scans every key after each hit; Burrow's waits between scans."""
@@ -433,3 +503,11 @@ def test_flood_forgets_rejections_older_than_the_window() -> None:
 
 def test_a_flood_threshold_of_one_closes_at_the_first_rejection() -> None:
     assert Flood(FloodRule(1, 1.0), clock=Tick()).rejected()
+
+
+def test_a_flood_remembers_at_most_its_threshold_of_refusals() -> None:
+    """A client that goes on after the threshold costs no more memory."""
+    flood = Flood(FloodRule(3, 10.0), clock=Tick())
+    for _ in range(50):
+        flood.rejected()
+    assert flood.recent == 3

@@ -176,6 +176,26 @@ def test_too_far_behind_also_while_replaying() -> None:
         cursor.live(3, m(3))
 
 
+def test_the_default_bound_is_ten_thousand_held_messages() -> None:
+    cursor = Cursor(0)
+    for seq in range(1, 10_001):
+        cursor.live(seq, m(seq))
+    with pytest.raises(TooFarBehind, match=r"^10000 messages held after seq 0$"):
+        cursor.live(10_001, m(10_001))
+
+
+def test_what_a_replay_delivers_no_longer_counts_as_held() -> None:
+    """Live messages the replay delivered leave the held set at once, even before
+    caught_up: room is made for the live messages that follow."""
+    cursor = Cursor(0, max_held=2)
+    cursor.live(1, m(1))
+    cursor.live(2, m(2))
+    assert cursor.replayed(rows(1, 2)) == [m(1), m(2)]
+    cursor.live(3, m(3))
+    cursor.live(4, m(4))  # two held again, within the bound
+    assert cursor.caught_up() == [m(3), m(4)]
+
+
 def test_any_frame_value_is_delivered() -> None:
     """Frames are opaque to the cursor, so even a None frame is delivered in its place."""
     cursor: Cursor = live_cursor()

@@ -198,6 +198,7 @@ def test_store_batch_looks_nothing_up_when_nothing_clashes() -> None:
     plan = store(Numbering(), db, [send("a", "1"), send("a", "2"), send("b", "3")], id_maker())
     assert [(m.room, m.seq) for m in plan.new] == [("a", 1), ("a", 2), ("b", 1)]
     assert db.lookups == 0
+    assert {m.ts for m in plan.new} == {NOW}  # stored at the caller's clock
 
 
 def test_store_batch_answers_a_redelivered_send_with_its_stored_seq() -> None:
@@ -226,10 +227,12 @@ def test_store_batch_gives_up_when_seqs_keep_being_taken() -> None:
                 raise Clash({m.room})
 
     db = Hostile()
-    with pytest.raises(Clash):
+    with pytest.raises(Clash) as info:
         store(Numbering(), db, [send("a", "1")], id_maker())
     assert db.lookups == MAX_ATTEMPTS - 1
     assert not db.by_key
+    assert info.value.rooms == {"a"}
+    assert str(info.value) == "unique index clash in ['a']"
 
 
 @settings(max_examples=300, deadline=None)

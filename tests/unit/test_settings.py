@@ -34,6 +34,10 @@ def test_amqp_url_is_required_and_named() -> None:
     ("BURROW_MONGO_URL", "mongodb://", "with a host"),
     ("BURROW_LOG_LEVEL", "loud", "DEBUG, INFO"),
     ("BURROW_PROT", "8000", "unknown setting BURROW_PROT"),
+    # a ticket is for the connection about to open, not a second long-lived credential
+    ("BURROW_WS_TICKET_TTL", "0", "whole seconds from 1 to 300"),
+    ("BURROW_WS_TICKET_TTL", "301", "whole seconds from 1 to 300"),
+    ("BURROW_WS_TICKET_TTL", "2.5", "BURROW_WS_TICKET_TTL='2.5' is invalid"),
 ])
 def test_malformed_values_are_refused_with_the_variable(name: str, value: str,
                                                         message: str) -> None:

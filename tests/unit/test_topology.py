@@ -72,3 +72,37 @@ def test_bad_tiers_and_shard_counts_are_refused(bad: int) -> None:
         tier_name(bad)
     with pytest.raises(ValueError, match="at least one shard"):
         build(shards=bad)
+
+
+def test_the_workers_parts_together_are_the_whole_topology() -> None:
+    """Every name is declared by exactly one worker kind (burrow.jobs by each), so the
+    kinds running side by side, each with its own broker user, declare everything."""
+    topo = build(shards=3)
+    parts = {kind: topology.part(topo, kind) for kind in topology.OWNERS}
+    assert {e.name for p in parts.values() for e in p.exchanges} == {
+        e.name for e in topo.exchanges}
+    assert sorted(q.name for p in parts.values() for q in p.queues) == sorted(
+        q.name for q in topo.queues)  # each queue in one part only
+    assert {b for p in parts.values() for b in p.bindings} == set(topo.bindings)
+    for kind, mine in parts.items():
+        for other, theirs in parts.items():
+            if kind != other:
+                assert {e.name for e in mine.exchanges} & {e.name for e in theirs.exchanges} \
+                    == {JOBS}
+    assert topology.part(topo, *topology.OWNERS) == topo  # one process running them all
+    assert topology.part(topo) == topology.Topology((), (), ())
+
+
+def test_a_worker_expects_what_other_kinds_declare_for_it() -> None:
+    """The notifier binds notify.messages to the sequencer's chat.fanout and publishes
+    digests into the digester's delay tiers: it checks for them instead of declaring."""
+    topo = build(families=topology.job_families(digest_periods=(1800, 86400)))
+    notifier = topology.part(topo, "notifier")
+    assert notifier.expected_exchanges == (topology.FANOUT,)
+    assert notifier.expected_queues == ("digest.delay.30m", "digest.delay.1d")
+    assert Binding(topology.FANOUT, topology.NOTIFY_MESSAGES, "room.*.msg") in notifier.bindings
+    for kind in ("sequencer", "digester"):
+        alone = topology.part(topo, kind)
+        assert alone.expected_exchanges == alone.expected_queues == ()
+    both = topology.part(topo, "notifier", "digester")
+    assert both.expected_queues == () and both.expected_exchanges == (topology.FANOUT,)
