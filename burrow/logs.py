@@ -30,7 +30,7 @@ OWN_LOGGERS: Final = ("burrow", "gateway", "consumers", "queues")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Credentials that can reach a log line by way of a URL, a header or an exception's text
 # (Sanic logs the full URL of a request whose handler raised): a token in the query, a
-# bearer header, a JWT anywhere, a password in an AMQP or MongoDB URL, a one-time
+# bearer header, a JWT anywhere, a password in any URL (AMQP, MongoDB...), a one-time
 # WebSocket ticket (in a URL or a JSON answer): worth a connection until it is used.
 SECRETS: Final = (
     (re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE), r"\1[redacted]"),
@@ -38,7 +38,8 @@ SECRETS: Final = (
     (re.compile(r"([\"']ticket[\"']:\s*[\"'])[^\"']+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"(bearer\s+)[^\s'\",]+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"eyJ[\w-]*\.eyJ[\w-]*\.[\w-]*"), "[jwt redacted]"),
-    (re.compile(r"((?:amqps?|mongodb(?:\+srv)?|redis)://[^:/@\s]+:)[^@\s]+@"), r"\1[redacted]@"),
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE),
+     r"\1[redacted]@"),  # any scheme: amqp(s), mongodb(+srv), redis, smtp(s), a typo
 )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from burrow import tls
+from burrow.logs import redact
 from burrow.mail.smtp_url import parse_smtp_url
 from burrow.ratelimit import FloodRule, Rule, async_storage_uri
 
@@ -273,7 +274,9 @@ class Settings:
             try:
                 return parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{name}={raw!r} is invalid ({exc}): {_help(name)}") from None
+                # redacted: the message reaches the terminal, the logs and CI's output
+                raise ConfigError(f"{name}={redact(raw)!r} is invalid ({redact(str(exc))}): "
+                                  f"{_help(name)}") from None
 
         return cls(
             amqp_url=get("BURROW_AMQP_URL",

@@ -63,3 +63,16 @@ def test_metrics_networks() -> None:
     with pytest.raises(ConfigError, match="BURROW_METRICS_FROM"):
         Settings.from_env({"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1/b",
                            "BURROW_METRICS_FROM": "10.0.0.0/33"})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("BURROW_AMQP_URL", "amqp://burrow-gateway:s3cret-pw@127.0.0.1:5672/burrow?no_verify_ssl=1"),
+    ("BURROW_AMQP_URL", "http://burrow-gateway:s3cret-pw@127.0.0.1/burrow"),
+    ("BURROW_MONGO_URL", "mongodb://burrow:s3cret-pw@db/burrow?tls=true&tlsInsecure=true"),
+])
+def test_a_refused_url_is_named_without_its_password(name: str, value: str) -> None:
+    env = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1:5672/burrow", name: value}
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert name in str(refused.value)
+    assert "s3cret-pw" not in str(refused.value)
