@@ -10,6 +10,7 @@ persisted) for shared rate limits; tests keep to keys of their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
@@ -105,15 +106,22 @@ def vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
         host.api("DELETE", "/api/vhosts/{vhost}")
 
 
-@pytest.fixture(scope="session")
-def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mongo.EmbeddedMongo]:
-    server = mongo.EmbeddedMongo(tmp_path_factory.mktemp("mongo") / "data", ports.free_port())
+@contextlib.contextmanager
+def running(server: mongo.EmbeddedMongo) -> Iterator[mongo.EmbeddedMongo]:
+    """*server* started and answering; stopped afterwards."""
     server.start()
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mongo.EmbeddedMongo]:
+    with running(mongo.EmbeddedMongo(tmp_path_factory.mktemp("mongo") / "data",
+                                     ports.free_port())) as server:
+        yield server
 
 
 @pytest.fixture

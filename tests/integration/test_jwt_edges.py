@@ -18,10 +18,8 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import http.server
 import json
 import os
-import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -39,6 +37,7 @@ from jwt.algorithms import RSAAlgorithm
 from burrow import ids
 from gateway.auth import REASONS
 from tests.conftest import JWT_SECRET
+from tests.fakes.json_http import serving
 from tests.integration.conftest import Running, Stack, raw_ws
 
 pytestmark = pytest.mark.integration
@@ -320,37 +319,17 @@ class KeyServer:
     documents: dict[str, bytes] = field(default_factory=dict)
     asked: Counter[str] = field(default_factory=Counter)
 
+    def answer(self, path: str) -> tuple[int, bytes | None]:
+        self.asked[path] += 1
+        body = self.documents.get(path)
+        return (404, None) if body is None else (200, body)
+
 
 @pytest.fixture
 def keys_server() -> Iterator[KeyServer]:
     state = KeyServer()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.asked[self.path] += 1
-            body = state.documents.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serving(state.answer) as state.url:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture(scope="module")

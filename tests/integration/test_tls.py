@@ -35,7 +35,7 @@ from burrow.client import ChatClient
 from burrow.devstack import mongo, ports
 from burrow.devstack.processes import wait_status
 from burrow.devstack.tls import TlsFiles
-from tests.conftest import JWT_SECRET, PASSWORDS, Vhost
+from tests.conftest import JWT_SECRET, PASSWORDS, Vhost, running
 from tests.integration.conftest import READY, Start
 from tests.tls import ThrowawayCA
 
@@ -50,14 +50,9 @@ SEQUENCER_USER = next(u for u in ("burrow-sequencer", "burrow-worker") if u in P
 def tls_mongo(tmp_path_factory: pytest.TempPathFactory,
               tls_ca: ThrowawayCA) -> Iterator[mongo.EmbeddedMongo]:
     """The embedded database serving TLS only (the session's one stays plain)."""
-    server = mongo.EmbeddedMongo(tmp_path_factory.mktemp("mongo-tls") / "data",
-                                 ports.free_port(), tls=tls_ca.server("mongo"))
-    server.start()
-    try:
-        server.wait_ready()
+    with running(mongo.EmbeddedMongo(tmp_path_factory.mktemp("mongo-tls") / "data",
+                                     ports.free_port(), tls=tls_ca.server("mongo"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def token(user: str) -> str:

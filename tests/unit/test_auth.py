@@ -10,7 +10,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import http.server
 import json
 import re
 import socket
@@ -35,6 +34,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from burrow.settings import ConfigError, Settings
 from gateway import jwks as jwks_module
 from gateway.auth import JWKS_LIFESPAN, AuthError, Claims, Verifier
+from tests.fakes.json_http import serving
 
 AMQP = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1:5672/burrow"}
 SECRET = "k3y-0f-at-least-32-bytes-for-hs256!"
@@ -371,6 +371,15 @@ class JwksServer:
     requested: threading.Event = field(default_factory=threading.Event)
     gate: threading.Event | None = None  # when set, answers wait for it (at most 2 s)
 
+    def answer(self, path: str) -> tuple[int, bytes | None]:
+        self.requests += 1
+        self.requested.set()
+        if self.gate is not None and not self.gate.wait(2):
+            self.status = 503
+        if self.status != 200:
+            return self.status, None
+        return 200, self.body if self.body is not None else json.dumps(self.document).encode()
+
 
 @pytest.fixture
 def jwks(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> Iterator[JwksServer]:
@@ -379,37 +388,9 @@ def jwks(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> Iter
         {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "ec-1"},
     ]}
     state = JwksServer(url="", document=document)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.requests += 1
-            state.requested.set()
-            if state.gate is not None and not state.gate.wait(2):
-                state.status = 503
-            if state.status != 200:
-                self.send_error(state.status)
-                return
-            body = state.body if state.body is not None else json.dumps(state.document).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="jwks",
-                              daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
-    try:
+    with serving(state.answer) as base:
+        state.url = f"{base}/.well-known/jwks.json"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 async def test_jwks_keys_by_kid(jwks: JwksServer, rsa_key: rsa.RSAPrivateKey,
