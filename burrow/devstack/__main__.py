@@ -186,6 +186,8 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
             mongo_url = db.database_url("burrow")
             db.wait_ready()
         node.wait_ready()
+        for name in node.recreate_changed_exchanges():
+            say(f"{name} had another type on this node (from an older Burrow): recreated")
 
         def app_env(user: str, extra: Mapping[str, str]) -> dict[str, str]:
             role = definitions.role(user)

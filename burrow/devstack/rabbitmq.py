@@ -189,6 +189,33 @@ class RabbitNode:
         raise NodeFailed(f"RabbitMQ did not come up on {self.config.management_url} within "
                          f"{timeout:.0f}s ({last_error}){self.log_tail()}")
 
+    def recreate_changed_exchanges(self) -> list[str]:
+        """Recreate, with their bindings, the exchanges whose type on the node is not the
+        one in the definitions; returns their names.
+
+        Loading definitions at boot keeps an exchange that exists already, whatever its
+        type, and RabbitMQ cannot change a type in place: a node kept from an older Burrow
+        (``burrow.jobs`` was direct before the workers got users of their own) would have
+        every worker refused with PRECONDITION_FAILED. Queues stay, with their messages;
+        the definitions are imported again for the bindings the deletion dropped.
+        """
+        changed = []
+        for exchange in self.definitions.get("exchanges", []):
+            path = "/api/exchanges/{}/{}".format(
+                *(urllib.parse.quote(exchange[k], safe="") for k in ("vhost", "name")))
+            try:
+                found = self.api("GET", path)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    continue
+                raise
+            if found["type"] != exchange["type"]:
+                self.api("DELETE", path)
+                changed.append(exchange["name"])
+        if changed:
+            self.api("POST", "/api/definitions", self.definitions)
+        return changed
+
     def _amqp_ports(self) -> list[int]:
         tls = [self.config.amqps_port] if self.config.tls and self.config.amqps_port else []
         return [self.config.amqp_port, *tls]

@@ -9,10 +9,10 @@ from typing import Any
 import aio_pika
 import pytest
 
-from burrow.devstack import plan
+from burrow.devstack import plan, rabbitmq
 from queues import definitions, topology
 from queues.declare import declare
-from tests.conftest import Vhost
+from tests.conftest import PASSWORDS, Vhost
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +92,24 @@ async def test_a_drifted_broker_is_refused_not_silently_changed(vhost: Vhost) ->
     vhost.api("POST", "/api/definitions/{vhost}", drifted)
     with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
         await declare_as_workers(vhost)
+
+
+def test_a_node_from_an_older_burrow_gets_its_changed_exchanges_recreated(
+        broker: rabbitmq.RabbitNode, vhost: Vhost) -> None:
+    """``burrow.jobs`` was direct before the workers got users of their own; loading the
+    definitions at boot keeps an existing exchange as it is, so ``./dev up`` on a kept
+    node recreates it (and its bindings) with the type the definitions give."""
+    vhost.load_topology()
+    vhost.api("DELETE", "/api/exchanges/{vhost}/burrow.jobs")
+    vhost.api("PUT", "/api/exchanges/{vhost}/burrow.jobs", {"type": "direct", "durable": True})
+    wanted = definitions.render(topology.build(), PASSWORDS, vhost=vhost.name)
+    node = rabbitmq.RabbitNode(broker.config, wanted)
+    assert node.recreate_changed_exchanges() == ["burrow.jobs"]
+    found = vhost.api("GET", "/api/exchanges/{vhost}/burrow.jobs")
+    assert isinstance(found, dict) and found["type"] == "topic"
+    bound = vhost.api("GET", "/api/exchanges/{vhost}/burrow.jobs/bindings/source")
+    assert isinstance(bound, list)
+    assert sorted((b["destination"], b["routing_key"]) for b in bound) == sorted(
+        (b["destination"], b["routing_key"]) for b in wanted["bindings"]
+        if b["source"] == "burrow.jobs")
+    assert node.recreate_changed_exchanges() == []  # nothing else differs
