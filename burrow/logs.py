@@ -91,7 +91,20 @@ def formatter(fmt: str, process: str, tty: bool) -> logging.Formatter:
     return TextFormatter()
 
 
+def _log_unraisable(unraisable: Any) -> None:
+    """An exception Python cannot raise (in a destructor, or in a coroutine closed by the
+    garbage collector: Sanic abandons a shutdown coroutine when a stop signal interrupts
+    it) goes to the log as a line like any other, not as bare text that breaks a JSON log.
+    """
+    exc_info = (None if unraisable.exc_type is None else
+                (unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
+    logging.getLogger("burrow.unraisable").warning(
+        "%s: %r", unraisable.err_msg or "Exception ignored in", unraisable.object,
+        exc_info=exc_info)
+
+
 def setup(level: str, fmt: str = "auto", process: str = "burrow") -> None:
+    sys.unraisablehook = _log_unraisable
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt, process, sys.stderr.isatty()))
     root = logging.getLogger()

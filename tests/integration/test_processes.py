@@ -78,6 +78,8 @@ def test_sigterm_stops_every_process_cleanly(start, vhost: Vhost, mongo_url: str
                                                              strict=True))):
         lines = app.log.read_text().splitlines()
         assert lines, app.log
+        not_json = [line for line in lines if not line.startswith("{")]
+        assert not not_json, f"{app.log}: lines that are not JSON:\n" + "\n".join(not_json)
         for line in lines:
             entry = json.loads(line)
             assert {"ts", "level", "process", "logger", "event"} <= entry.keys(), line

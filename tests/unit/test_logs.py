@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
+import types
+from collections.abc import Generator
 
 import pytest
 
@@ -99,3 +102,33 @@ def test_credentials_never_reach_a_log_line(text: str, leaked: str) -> None:
 def test_what_is_not_a_credential_is_left_alone() -> None:
     text = "room lobby seq 42 amqp://rabbit:5672/burrow eyJ-not-a-jwt bearer"
     assert logs.redact(text) == text
+
+
+def test_an_exception_python_cannot_raise_is_a_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A coroutine closed by the garbage collector while it still runs (Sanic abandons a
+    shutdown coroutine a stop signal interrupts) prints "Exception ignored in" on stderr;
+    with the logs set up it is a JSON line like the others."""
+    logs.setup("INFO", "json", "gateway")
+    try:
+        @types.coroutine
+        def pause() -> Generator[None, None, None]:
+            yield
+
+        async def stubborn() -> None:
+            try:
+                await pause()
+            finally:
+                await pause()  # awaits while being closed: RuntimeError
+
+        coroutine = stubborn()
+        coroutine.send(None)
+        del coroutine
+        gc.collect()
+    finally:
+        sys.unraisablehook = sys.__unraisablehook__
+        logging.getLogger().handlers.clear()
+    [line] = capsys.readouterr().err.splitlines()
+    entry = json.loads(line)
+    assert (entry["level"], entry["process"]) == ("WARNING", "gateway")
+    assert entry["event"].startswith("Exception ignored in: <coroutine object")
+    assert "RuntimeError" in entry["exc"]
