@@ -78,9 +78,14 @@ Start = Callable[..., Running]
 
 
 @pytest.fixture
-def start(process_env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
+def start(process_env: dict[str, str], tmp_path: Path, vhost: Vhost,
+          mongo_url: str) -> Iterator[Start]:
     """``start(kind, amqp_url, mongo_url, *args, port=None, **env)``: kind is gateway or
-    worker; *port* (default: a free one) is the gateway's, or the worker's probes'."""
+    worker; *port* (default: a free one) is the gateway's, or the worker's probes'.
+
+    After the test's vhost and database (it asks for them), so its processes stop before
+    they go: a worker whose vhost was deleted under it took its 20 s SIGKILL deadline to
+    stop (four tests, four minutes a run)."""
     started: list[AppProcess] = []
 
     def run(kind: str, amqp_url: str, mongo_url: str, *args: str, port: int | None = None,
