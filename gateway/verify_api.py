@@ -26,13 +26,10 @@ from burrow.mail.verification import BadToken, Claim
 from burrow.settings import ConfigError
 from burrow.user_store import UserStore
 from gateway.http_json import FORM_FIELDS, without_body
+from gateway.unsubscribe_api import PAGE  # one page shell for the links in mails
 
 log = logging.getLogger(__name__)
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
-<body><h1>{title}</h1><p>{text}</p>{form}</body></html>
-"""
 FORM = ('<form method="post" action="{path}?token={token}">'
         '<button type="submit">Confirm this address</button></form>')
 
