@@ -12,10 +12,25 @@ import asyncio
 import gc
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # bench.load uses this module
-    from bench.load import LoadConfig, LoadResult
+
+class LoadConfig(Protocol):
+    """What the driver reads of a load's configuration (:class:`bench.load.LoadConfig`)."""
+
+    rate: float
+    duration: float
+    drain: float
+
+
+class LoadResult(Protocol):
+    """What the driver writes into a load's result (:class:`bench.load.LoadResult`)."""
+
+    connect_seconds: float
+    setup_seconds: float
+    send_started: float
+    send_ended: float
+    sent: int
 
 
 async def measure(result: LoadResult, setup_start: float, connect: Callable[[], Awaitable[object]],

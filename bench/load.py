@@ -36,7 +36,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench import driver
-from burrow import database, tokens
+from burrow.core import tokens
+from burrow.storage import database
 
 BODY_BYTES = 100
 HANDSHAKES = 100  # concurrent handshakes (Sanic's listen backlog is 100)

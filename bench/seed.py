@@ -9,8 +9,8 @@ What is seeded, in rooms the load does not use (``hist-<k>``, 1,000 messages eac
 10 members per room with read pointers spread over the room's history (so most of
 them have unread messages), one user document (email, hourly digest) and one phone per
 member for half of them, a push record per 10 messages. The documents are the ones the
-stores write (:meth:`burrow.envelopes.Stored.to_document`, the memberships of
-:meth:`burrow.room_store.RoomStore.add`) and the indexes are the stores' own.
+stores write (:meth:`burrow.core.envelopes.Stored.to_document`, the memberships of
+:meth:`burrow.storage.rooms.RoomStore.add`) and the indexes are the stores' own.
 
 Seeding goes at ~5,000 messages/s on the embedded database (1 M in ~4 minutes), so a
 seeded data directory is built once per size and kept under ``.burrow/bench-seed/``;
@@ -30,14 +30,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from burrow import database
-from burrow.device_store import DeviceStore
+from burrow.core.envelopes import Stored
 from burrow.devstack import mongo, ports
-from burrow.envelopes import Stored
-from burrow.message_store import MessageStore
-from burrow.notify_store import NotifyStore
-from burrow.presence_store import PresenceStore
-from burrow.room_store import MEMBER, OWNER, RoomStore
+from burrow.storage import database
+from burrow.storage.devices import DeviceStore
+from burrow.storage.messages import MessageStore
+from burrow.storage.notify import NotifyStore
+from burrow.storage.presence import PresenceStore
+from burrow.storage.rooms import MEMBER, OWNER, RoomStore
 
 PER_ROOM = 1000
 MEMBERS = 10

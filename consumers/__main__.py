@@ -10,8 +10,8 @@ import asyncio
 import os
 import sys
 
-from burrow import logs
-from burrow.settings import ConfigError, Settings
+from burrow.runtime import logs
+from burrow.runtime.settings import ConfigError, Settings
 from consumers import CONSUMERS
 
 

@@ -29,16 +29,18 @@ from typing import Any
 
 from aio_pika.abc import AbstractExchange
 
-from burrow import database, ids, metrics
+from burrow.core import ids
 from burrow.mail import verification
 from burrow.mail.digest import Digest, DigestMessage, DigestRoom, render
 from burrow.mail.smtp import Mailer, Outcome
 from burrow.mail.unsubscribe import make_token
 from burrow.mail.verification import VerifyJob
-from burrow.notify_store import NotifyStore
-from burrow.runtime import Runtime
-from burrow.settings import Settings
-from burrow.user_store import UserStore, stamp
+from burrow.runtime import metrics
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
+from burrow.storage import database
+from burrow.storage.notify import NotifyStore
+from burrow.storage.users import UserStore, stamp
 from queues import topology
 from queues.jobs import Job, JobQueue, Permanent, RetryLater, publish_job
 

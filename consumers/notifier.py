@@ -2,7 +2,7 @@
 
 ``notify.messages`` receives every stored message (bound to ``chat.fanout``). The
 notifier takes them in batches (up to ``BURROW_NOTIFY_BATCH``) and decides for the whole
-batch from one read of its rooms' memberships (:mod:`burrow.notify_plan`): for each
+batch from one read of its rooms' memberships (:mod:`burrow.core.notify_plan`): for each
 member other than the sender who has not read it and has no push waiting for the room,
 it puts a job into ``push.delay.<BURROW_PUSH_DELAY>``; later messages of the room ride
 along with that job (collapse). A busy room whose members all have a push waiting costs
@@ -41,16 +41,18 @@ from typing import Any
 from aio_pika.abc import AbstractExchange
 from aiodataloader import DataLoader
 
-from burrow import database, ids, metrics, notify_plan
-from burrow.device_store import DeviceStore
-from burrow.notify_plan import Notice
-from burrow.notify_store import NotifyStore
-from burrow.presence_store import PresenceStore
+from burrow.core import ids, notify_plan
+from burrow.core.notify_plan import Notice
 from burrow.push import Device, Notification, Outcome, Result, Sender
 from burrow.push.senders import build_senders
-from burrow.runtime import Runtime
-from burrow.settings import Settings
-from burrow.user_store import UserStore
+from burrow.runtime import metrics
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
+from burrow.storage import database
+from burrow.storage.devices import DeviceStore
+from burrow.storage.notify import NotifyStore
+from burrow.storage.presence import PresenceStore
+from burrow.storage.users import UserStore
 from queues import topology
 from queues.jobs import BatchJobQueue, Job, JobQueue, Permanent, RetryLater, publish_job
 

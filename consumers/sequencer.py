@@ -3,7 +3,7 @@
 For each shard it takes what the broker has delivered (up to ``BURROW_SEQUENCER_BATCH``
 messages) as one batch: number per room and store with one ordered ``insert_many``,
 deduplicating by (room, sender, client_id) when a unique index refuses a send
-(:func:`burrow.sequencing.store_batch`), publish every message to ``chat.fanout`` and
+(:func:`burrow.core.sequencing.store_batch`), publish every message to ``chat.fanout`` and
 the acks to each gateway through ``chat.reply`` (one message per gateway and batch),
 wait for the broker's confirms, and only then ack the batch to the broker. A crash anywhere before
 that ack means redelivery, which dedup turns into the same seqs: at-least-once inside,
@@ -14,7 +14,7 @@ every shard, the first one is active, the others wait as standbys and take over 
 its connection drops (G2 under failover). The unique (room, seq) index fences a writer
 that still believes it is active.
 
-Metrics are observed here, in the adapter (:mod:`burrow.sequencing` stays free of I/O):
+Metrics are observed here, in the adapter (:mod:`burrow.core.sequencing` stays free of I/O):
 batch sizes, store time, messages and duplicates, per-shard lag and shard ownership.
 AMQP 0-9-1 does not tell a single-active consumer that it became active, so a shard
 counts as active here from its first delivery until its channel closes.
@@ -38,9 +38,8 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
-from burrow import database, ids, metrics
-from burrow.broker import BROKER_ERRORS
-from burrow.envelopes import (
+from burrow.core import ids
+from burrow.core.envelopes import (
     ACKS_TYPE,
     BATCHED_ACKS,
     STORED_AT,
@@ -48,10 +47,13 @@ from burrow.envelopes import (
     Send,
     encode_acks,
 )
-from burrow.message_store import MessageStore
-from burrow.runtime import Runtime
-from burrow.sequencing import Clash, Numbering, Plan, store_batch
-from burrow.settings import Settings
+from burrow.core.sequencing import Clash, Numbering, Plan, store_batch
+from burrow.runtime import metrics
+from burrow.runtime.broker import BROKER_ERRORS
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
+from burrow.storage import database
+from burrow.storage.messages import MessageStore
 from queues import topology
 
 log = logging.getLogger(__name__)

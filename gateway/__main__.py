@@ -8,8 +8,8 @@ import os
 import sys
 from functools import partial
 
-from burrow import logs
-from burrow.settings import ConfigError, Settings
+from burrow.runtime import logs
+from burrow.runtime.settings import ConfigError, Settings
 
 
 def main() -> None:

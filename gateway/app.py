@@ -1,6 +1,6 @@
 """The gateway's composition root: :func:`create_app` builds one Sanic app from settings.
 
-Each Sanic worker process opens its own :class:`~burrow.runtime.Runtime` (broker link,
+Each Sanic worker process opens its own :class:`~burrow.runtime.process.Runtime` (broker link,
 database client, readiness monitor) in ``before_server_start`` and closes it in
 ``after_server_stop``; it lives on the typed ``app.ctx``. Run it with ``python -m gateway``.
 """
@@ -15,11 +15,12 @@ from sanic import Request, Sanic
 from sanic.config import Config
 from sanic.response import BaseHTTPResponse, HTTPResponse
 
-from burrow import database, logs, probes
-from burrow.device_store import DeviceStore
-from burrow.runtime import Runtime
-from burrow.settings import Settings
-from burrow.ticket_store import TicketStore
+from burrow.runtime import logs, probes
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
+from burrow.storage import database
+from burrow.storage.devices import DeviceStore
+from burrow.storage.tickets import TicketStore
 from gateway import (
     cors,
     dev_api,
@@ -67,7 +68,7 @@ GatewayApp = Sanic[Config, Context]
 
 
 def create_app(settings: Settings) -> GatewayApp:
-    """Build the app; raises :exc:`~burrow.settings.ConfigError` for a bad JWT setup.
+    """Build the app; raises :exc:`~burrow.runtime.settings.ConfigError` for a bad JWT setup.
 
     Runs in every Sanic worker (spawned processes inherit no logging setup), hence the
     logs here too.

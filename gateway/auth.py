@@ -51,8 +51,8 @@ from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 from jwt.utils import base64url_decode
 
-from burrow import ids
-from burrow.settings import ConfigError, Settings, is_loopback
+from burrow.core import ids
+from burrow.runtime.settings import ConfigError, Settings, is_loopback
 from gateway.jwks import LIFESPAN, TIMEOUT, KeySet, KeysUnavailable
 
 __all__ = ["AuthError", "Claims", "ConfigError", "Verifier"]
@@ -86,7 +86,7 @@ class Claims:
     """What Burrow takes from a verified token."""
 
     user: str
-    """The ``sub`` claim: 1 to 128 printable characters (:func:`burrow.ids.is_user_id`)."""
+    """The ``sub`` claim: 1 to 128 printable characters (:func:`burrow.core.ids.is_user_id`)."""
     roles: frozenset[str]
     """The optional ``roles`` claim (a list of strings); empty when absent."""
     expires_at: float
@@ -103,7 +103,7 @@ class AuthError(Exception):
     ``reason`` is one of ``"missing"``, ``"malformed"``, ``"bad_signature"``,
     ``"expired"``, ``"not_yet_valid"``, ``"audience"``, ``"issuer"``, ``"algorithm"``,
     ``"claims"``, ``"unknown_key"``, ``"ticket"`` (a ticket unknown, used or expired:
-    :mod:`burrow.ticket_store`); ``message`` is short and safe to show the client.
+    :mod:`burrow.storage.tickets`); ``message`` is short and safe to show the client.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -142,7 +142,7 @@ class Verifier:
     def from_settings(cls, settings: Settings) -> Verifier:
         """The verifier for *settings*' key source.
 
-        Raises :exc:`~burrow.settings.ConfigError`, naming the variable, unless exactly one
+        Raises :exc:`~burrow.runtime.settings.ConfigError`, naming the variable, unless exactly one
         of ``BURROW_JWT_SECRET``, ``BURROW_JWT_PUBLIC_KEY`` and ``BURROW_JWKS_URL`` is set
         and it fits ``BURROW_JWT_ALGORITHMS``.
         """

@@ -20,8 +20,8 @@ import logging
 from collections import deque
 from typing import Protocol
 
-from burrow import metrics
-from burrow.seam import Cursor
+from burrow.core.seam import Cursor
+from burrow.runtime import metrics
 from gateway import protocol
 
 log = logging.getLogger(__name__)

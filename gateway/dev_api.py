@@ -22,8 +22,8 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import ids, tokens
-from burrow.settings import ConfigError, Settings, is_loopback
+from burrow.core import ids, tokens
+from burrow.runtime.settings import ConfigError, Settings, is_loopback
 from gateway.http_json import Invalid, json_object, problem
 
 log = logging.getLogger(__name__)

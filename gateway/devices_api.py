@@ -23,10 +23,10 @@ from typing import Any, Final
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import database
-from burrow.device_store import DeviceStore, Registration
 from burrow.push import Platform, TokenKind
-from burrow.runtime import Runtime
+from burrow.runtime.process import Runtime
+from burrow.storage import database
+from burrow.storage.devices import DeviceStore, Registration
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object, without_body
 from gateway.ws import authenticate

@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import ids
+from burrow.core import ids
 from gateway import streams
 from gateway.connection import Connection
 from gateway.http_json import Invalid, json_object, problem, without_body

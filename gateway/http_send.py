@@ -15,7 +15,7 @@ import orjson
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import ids
+from burrow.core import ids
 from gateway import protocol, streams
 from gateway.http_json import Invalid, json_object
 from gateway.limiting import Limits

@@ -19,9 +19,9 @@ import weakref
 from sanic import Request, response
 from sanic.response import HTTPResponse
 
-from burrow import metrics
 from burrow.mail.verification import address_key
-from burrow.ratelimit import (
+from burrow.runtime import metrics
+from burrow.runtime.ratelimit import (
     CONNECTION,
     FRAMES,
     IP,
@@ -32,7 +32,7 @@ from burrow.ratelimit import (
     RateLimiter,
     Rule,
 )
-from burrow.settings import Settings
+from burrow.runtime.settings import Settings
 from gateway import protocol
 from gateway.connection import Connection
 

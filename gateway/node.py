@@ -3,7 +3,7 @@
 The worker has one exclusive queue, ``gateway.<instance>.<pid>``, bound to ``chat.reply``
 by its own name (acks) and to ``chat.fanout`` with ``room.<room>.*`` for exactly the rooms
 it has local subscribers in (bound on the first, unbound after the last). Every delivery
-is handed to the local subscribers of its room through their :class:`~burrow.seam.Cursor`,
+is handed to the local subscribers of its room through their :class:`~burrow.core.seam.Cursor`,
 which makes delivery exactly-once and in order (G2, G4); a gap (messages lost while the
 broker restarted) is filled from the database. The frame text is decoded once per
 delivery, whatever the number of receivers.
@@ -12,7 +12,7 @@ Presence and typing events travel the same way (``room.<room>.presence`` / ``.ty
 but are ephemeral: never stored, no seq, not replayed, straight to the local subscribers.
 Presence is announced by whichever gateway sees a user's status change (its connect, its
 close after :data:`OFFLINE_GRACE`, or a sweep of a dead gateway's connections); see
-:mod:`burrow.presence_store` for why racing gateways still end on the right status.
+:mod:`burrow.storage.presence` for why racing gateways still end on the right status.
 """
 
 from __future__ import annotations
@@ -37,16 +37,18 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
-from burrow import database, ids, metrics
-from burrow.batches import Batches
-from burrow.broker import BROKER_ERRORS
-from burrow.envelopes import ACKS_TYPE, BATCHED_ACKS, STORED_AT, Send, decode_acks
-from burrow.message_store import MessageStore
-from burrow.presence_store import PresenceStore
-from burrow.room_store import RoomStore
-from burrow.runtime import Runtime
-from burrow.seam import Cursor, TooFarBehind
-from burrow.settings import Settings
+from burrow.core import ids
+from burrow.core.batches import Batches
+from burrow.core.envelopes import ACKS_TYPE, BATCHED_ACKS, STORED_AT, Send, decode_acks
+from burrow.core.seam import Cursor, TooFarBehind
+from burrow.runtime import metrics
+from burrow.runtime.broker import BROKER_ERRORS
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
+from burrow.storage import database
+from burrow.storage.messages import MessageStore
+from burrow.storage.presence import PresenceStore
+from burrow.storage.rooms import RoomStore
 from gateway import protocol
 from gateway.connection import Connection, Subscription
 from gateway.protocol import ProtocolError
@@ -144,7 +146,7 @@ class Node:
         self._cleanups: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._readiness: asyncio.Task[None] | None = None
-        # Presence writes, one per batch of what arrived together (see burrow.batches).
+        # Presence writes, one per batch of what arrived together (see burrow.core.batches).
         self._arrivals: Batches[Connection] = Batches(self._record_arrivals, "arrivals")
         self._unsettled: Batches[str] = Batches(self._settle, "presence-settle")
         self._activity: Batches[str] = Batches(

@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from burrow import ids
+from burrow.core import ids
 
 # Close codes (RFC 6455 reserves 4000-4999 for applications). A client reconnects and
 # resumes after 1001, 1011, 4008; after 4401 only with a fresh token; never after 4403.

@@ -11,8 +11,8 @@ from __future__ import annotations
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import ids
-from burrow.room_store import OWNER
+from burrow.core import ids
+from burrow.storage.rooms import OWNER
 from gateway.auth import Claims
 from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem, without_body
 from gateway.limiting import Limits

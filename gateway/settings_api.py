@@ -26,10 +26,10 @@ from typing import Any, Final
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import database
 from burrow.mail import verification
-from burrow.runtime import Runtime
-from burrow.user_store import DIGESTS, UserStore, stamp
+from burrow.runtime.process import Runtime
+from burrow.storage import database
+from burrow.storage.users import DIGESTS, UserStore, stamp
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object
 from gateway.limiting import Limits

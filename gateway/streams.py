@@ -22,7 +22,8 @@ import orjson
 from sanic import Request, response
 from sanic.response import HTTPResponse
 
-from burrow import ids, metrics
+from burrow.core import ids
+from burrow.runtime import metrics
 from gateway import protocol
 from gateway.auth import Claims
 from gateway.caps import ConnectionCaps, Refusal
@@ -150,7 +151,7 @@ def attached(request: Request, conn: Connection, claims: Claims,
     """``async with attached(...)``: *conn* is one of the gateway's connections for the
     body's duration, whatever the transport: counted for SIGTERM's 1001, present, closed
     with 4401 when its token expires, counted in ``burrow_gateway_connections`` under
-    *transport* (one of :data:`burrow.metrics.TRANSPORTS`), and cleaned up to the end
+    *transport* (one of :data:`burrow.runtime.metrics.TRANSPORTS`), and cleaned up to the end
     even if the request is cancelled."""
     ctx = request.app.ctx
     return Attached(ctx.node, ctx.connections, conn, claims.expires_at, transport,

@@ -1,5 +1,5 @@
 """``POST /v1/ws-ticket``: a one-time ticket for ``/v1/ws`` or ``/v1/sse``, so that a
-browser never puts its JWT in a URL (:mod:`burrow.ticket_store` says how tickets are kept).
+browser never puts its JWT in a URL (:mod:`burrow.storage.tickets` says how tickets are kept).
 
 The token comes in the ``Authorization`` header only (this path is not one of those that
 take ``?access_token=``, and a ticket cannot buy another ticket). The route takes no
@@ -17,8 +17,8 @@ from pymongo.errors import PyMongoError
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import metrics
-from burrow.ticket_store import TicketStore
+from burrow.runtime import metrics
+from burrow.storage.tickets import TicketStore
 from gateway.auth import Claims
 from gateway.http_json import problem, without_body
 from gateway.ws import authenticate

@@ -17,7 +17,7 @@ from sanic import Request
 from sanic.http.tls.context import process_to_context
 from sanic.response import BaseHTTPResponse
 
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 
 # A year, the value browsers' preload lists ask for; no includeSubDomains: other
 # hosts of the operator's domain may still need plain http, that is their call.

@@ -14,10 +14,10 @@ import logging
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import database
 from burrow.mail.unsubscribe import BadToken, read_token
-from burrow.settings import ConfigError
-from burrow.user_store import UserStore
+from burrow.runtime.settings import ConfigError
+from burrow.storage import database
+from burrow.storage.users import UserStore
 from gateway.http_json import FORM_FIELDS, without_body
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ import logging
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import database
 from burrow.mail import verification
 from burrow.mail.verification import BadToken, Claim
-from burrow.settings import ConfigError
-from burrow.user_store import UserStore
+from burrow.runtime.settings import ConfigError
+from burrow.storage import database
+from burrow.storage.users import UserStore
 from gateway.http_json import FORM_FIELDS, without_body
 from gateway.unsubscribe_api import PAGE  # one page shell for the links in mails
 

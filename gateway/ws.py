@@ -4,7 +4,7 @@ The token is checked in the blueprint's request middleware, which runs before Sa
 completes the handshake, so a missing, forged or expired token gets a plain HTTP 401 and
 never a connection (G6). Browsers cannot set headers on a WebSocket, so they may come with
 a one-time ``ticket`` in the query instead (``POST /v1/ws-ticket``:
-:mod:`burrow.ticket_store`), or with the token itself as ``access_token``. (Not as a
+:mod:`burrow.storage.tickets`), or with the token itself as ``access_token``. (Not as a
 ``Sec-WebSocket-Protocol`` value: a
 browser that offers a subprotocol fails unless the server selects one, and Sanic 25.12
 refuses clients that offer none once a route lists subprotocols; one route cannot serve
@@ -24,8 +24,8 @@ from sanic import Blueprint, Request, Websocket, response
 from sanic.response import HTTPResponse
 from websockets.exceptions import ConnectionClosed
 
-from burrow import metrics
-from burrow.ticket_store import TicketStore
+from burrow.runtime import metrics
+from burrow.storage.tickets import TicketStore
 from gateway import protocol, streams, ws_conformance
 from gateway.auth import AuthError, Claims
 from gateway.connection import Connection

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from burrow.runtime import Runtime
-from burrow.settings import Settings
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
 
 
 class Consumer(Protocol):

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from burrow import ids
+from burrow.core import ids
 from queues import topology
 from queues.topology import Topology
 

@@ -38,9 +38,9 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
-from burrow import metrics
-from burrow.broker import BROKER_ERRORS
-from burrow.settings import Settings
+from burrow.runtime import metrics
+from burrow.runtime.broker import BROKER_ERRORS
+from burrow.runtime.settings import Settings
 from queues import topology
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from burrow.settings import Settings
+    from burrow.runtime.settings import Settings
 
 INGRESS = "chat.ingress"
 """Topic exchange the gateways publish sends to, key ``room.<room>.msg``."""

@@ -20,9 +20,9 @@ from functools import partial
 from sanic import Sanic
 from sanic.config import Config
 
-from burrow import probes
-from burrow.runtime import Runtime
-from burrow.settings import Settings
+from burrow.runtime import probes
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
 from queues import topology
 from queues.consumer import Consumer, ConsumerFactory
 from queues.declare import declare

@@ -28,8 +28,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from burrow import database
 from burrow.devstack import mongo, ports, rabbitmq
+from burrow.storage import database
 from queues import definitions, topology
 from tests.tls import ThrowawayCA
 

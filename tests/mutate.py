@@ -2,7 +2,7 @@
 
 Runs mutmut (configured in pyproject.toml's ``[tool.mutmut]``: which files, which unit
 tests, one pytest process) on the modules below, or on those named (``seam``,
-``burrow.seam`` or ``burrow/seam.py``), then prints each module's score and its surviving
+``burrow.core.seam`` or ``burrow/core/seam.py``), then prints each module's score and its surviving
 mutants. A survivor that docs/mutation.md explains as equivalent is marked so; any other
 survivor makes the command fail. mutmut's copy of the code is in ``mutants/`` (not in git;
 ``mutmut show NAME`` prints a mutant's diff). Not a pytest file: pytest never collects it.
@@ -21,20 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "mutation.md"
 
 # Module -> the mutant names (mutmut's ``module.x_function__mutmut_N`` and
-# ``module.xǁClassǁmethod__mutmut_N``) that count. burrow.ratelimit's RateLimiter and
+# ``module.xǁClassǁmethod__mutmut_N``) that count. burrow.runtime.ratelimit's RateLimiter and
 # _LocalStorage are adapters over the ``limits`` storages and are left out: their
 # behaviour is the storage's (tests/integration covers Redis).
 MODULES: dict[str, tuple[str, ...]] = {
     "gateway.protocol": ("gateway.protocol.*",),
-    "burrow.ids": ("burrow.ids.*",),
-    "burrow.envelopes": ("burrow.envelopes.*",),
-    "burrow.sequencing": ("burrow.sequencing.*",),
-    "burrow.last_seq": ("burrow.last_seq.*",),
-    "burrow.seam": ("burrow.seam.*",),
-    "burrow.ratelimit": ("burrow.ratelimit.x_*", "burrow.ratelimit.xǁRuleǁ*",
-                         "burrow.ratelimit.xǁFloodRuleǁ*", "burrow.ratelimit.xǁFloodǁ*"),
-    "burrow.notify_plan": ("burrow.notify_plan.*",),
-    "burrow.batches": ("burrow.batches.*",),
+    "burrow.core.ids": ("burrow.core.ids.*",),
+    "burrow.core.envelopes": ("burrow.core.envelopes.*",),
+    "burrow.core.sequencing": ("burrow.core.sequencing.*",),
+    "burrow.core.last_seq": ("burrow.core.last_seq.*",),
+    "burrow.core.seam": ("burrow.core.seam.*",),
+    "burrow.runtime.ratelimit": ("burrow.runtime.ratelimit.x_*", "burrow.runtime.ratelimit.xǁRuleǁ*",
+                         "burrow.runtime.ratelimit.xǁFloodRuleǁ*", "burrow.runtime.ratelimit.xǁFloodǁ*"),
+    "burrow.core.notify_plan": ("burrow.core.notify_plan.*",),
+    "burrow.core.batches": ("burrow.core.batches.*",),
 }
 CAUGHT = {"killed", "timeout", "caught by type check"}
 

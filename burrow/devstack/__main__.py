@@ -26,7 +26,7 @@ from types import FrameType
 
 from burrow.devstack import mongo, plan, ports, prometheus, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
-from burrow.settings import ConfigError, Settings, is_loopback
+from burrow.runtime.settings import ConfigError, Settings, is_loopback
 from queues import definitions, topology
 
 PROJECT = Path(__file__).resolve().parents[2]

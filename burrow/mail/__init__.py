@@ -16,4 +16,8 @@ compose them and the tests can exercise each alone:
   or a password in clear beyond loopback without being told to;
 * :mod:`burrow.mail.smtp` hands a message to the relay and says only what the worker needs
   to know next: sent, rejected for good, or worth retrying.
+
+May import: :mod:`burrow.core`, Jinja2, PyJWT and aiosmtplib (only in
+:mod:`~burrow.mail.smtp`); never the storage, the broker or the processes: the digester
+wires them together.
 """

@@ -2,7 +2,7 @@
 
 ``smtp://`` (optionally ``?starttls=1`` or ``?starttls=0``), ``smtps://`` (TLS from the
 first byte), optional ``user:password@``. Parsed without I/O, so every process checks
-it at startup (:mod:`burrow.settings`) and a relay that would get mail or a password in
+it at startup (:mod:`burrow.runtime.settings`) and a relay that would get mail or a password in
 clear is a configuration error, not a surprise in a packet capture:
 
 * ``smtps://`` and ``smtp://...?starttls=1`` encrypt; STARTTLS is then required: a relay

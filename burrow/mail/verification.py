@@ -29,7 +29,7 @@ from email import utils
 from email.message import EmailMessage
 from typing import Any, Final
 
-from burrow import ids
+from burrow.core import ids
 from burrow.mail import links
 from burrow.mail.links import BadToken
 

@@ -5,6 +5,9 @@ the senders here only deliver: :mod:`burrow.push.fcm` through firebase-admin's F
 API, :mod:`burrow.push.apns` through aioapns (HTTP/2, .p8 token auth). Each sender turns
 the provider's answer for every device into one :class:`Outcome`, so the worker can delete
 dead tokens, retry through the back-off tiers, or park the job, without knowing providers.
+
+May import: :mod:`burrow.core`, :mod:`burrow.runtime.settings` (to build the senders),
+firebase-admin, google-auth and aioapns; never the storage or the broker.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import ssl
 from pathlib import Path
 
 from burrow.push import Sender
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from burrow import database
+from burrow.storage import database
 from tests.contract.server import GIVEN_URL, Database
 
 RACERS = 8  # concurrent clients in the racing tests
@@ -27,7 +27,7 @@ def contract_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def db(contract_url: str) -> AsyncIterator[Database]:
     """A database of its own for the test, through Burrow's client settings
-    (:func:`burrow.database.open_client`: tz-aware, bounded timeouts)."""
+    (:func:`burrow.storage.database.open_client`: tz-aware, bounded timeouts)."""
     client = database.open_client(contract_url, 10.0)
     name = f"contract_{uuid.uuid4().hex[:12]}"
     try:

@@ -76,7 +76,7 @@ async def test_ordered_insert_many_stops_at_the_first_clash_and_keeps_the_prefix
     it, stops there (nothing after it is inserted) and raises BulkWriteError with one
     write error: the clashing document's index in the list and code 11000.
 
-    Relied on by MessageStore.insert and burrow.sequencing.store_batch: what got in is a
+    Relied on by MessageStore.insert and burrow.core.sequencing.store_batch: what got in is a
     prefix of each room's new seqs, so numbering again can never leave a gap (an
     unordered insert could store seq 5 after 3 clashed and 4 would never exist).
     MongoDB: reference/method/db.collection.insertMany ("Error Handling": "ordered
@@ -664,7 +664,7 @@ async def test_in_query_with_a_projection_returns_only_the_asked_fields(db: Data
     """``find({room, seq: {$in: [...]}}, {seq: 1, _id: 0})`` returns one document per
     stored seq among those asked, each holding only ``seq``.
 
-    Relied on by MessageStore._last_seq and burrow.last_seq (a room's last seq found by
+    Relied on by MessageStore._last_seq and burrow.core.last_seq (a room's last seq found by
     probing sets of seqs), DeviceStore.users_with_devices, PresenceStore.online.
     MongoDB: reference/operator/query/in, tutorial/project-fields-from-query-results.
     """
@@ -745,7 +745,7 @@ async def test_creating_an_existing_index_again_changes_nothing(db: Database) ->
     """``create_index`` with the spec of an existing index succeeds without change, so
     every process may create its stores' indexes at every start.
 
-    Relied on by burrow.database.ensure_indexes and every store's ensure_indexes.
+    Relied on by burrow.storage.database.ensure_indexes and every store's ensure_indexes.
     MongoDB: reference/method/db.collection.createIndex ("Recreating an Existing Index":
     "MongoDB does not recreate the index").
     """
@@ -809,7 +809,7 @@ async def test_dates_come_back_as_utc_at_millisecond_precision(db: Database) -> 
 
     Relied on by user_store.stamp (a time written and later matched on, the
     verification mail's, is taken at milliseconds so it compares equal to what comes
-    back: UserStore.forget_verification_sent) and burrow.database.utc. MongoDB:
+    back: UserStore.forget_verification_sent) and burrow.storage.database.utc. MongoDB:
     reference/bson-types ("Date": "a 64-bit integer that represents the number of
     milliseconds since the Unix epoch").
     """
@@ -826,7 +826,7 @@ async def test_dates_come_back_as_utc_at_millisecond_precision(db: Database) -> 
 async def test_ping_answers_ok(db: Database) -> None:
     """The ``ping`` command answers ``ok: 1``.
 
-    Relied on by burrow.database.ping (the health checks and readiness of every
+    Relied on by burrow.storage.database.ping (the health checks and readiness of every
     process). MongoDB: reference/command/ping.
     """
     assert (await db.client.admin.command("ping"))["ok"] == 1

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from burrow import tokens
 from burrow.client import ChatClient
+from burrow.core import tokens
 from burrow.devstack import plan, ports
 from burrow.devstack.processes import AppProcess, wait_status
 from tests.conftest import JWT_SECRET, Vhost

@@ -23,11 +23,11 @@ import orjson
 import pytest
 from pymongo.errors import AutoReconnect
 
-from burrow import ids
-from burrow.envelopes import BATCHED_ACKS, Send, Stored, decode_acks
-from burrow.message_store import MessageStore
-from burrow.runtime import Runtime
-from burrow.settings import Settings
+from burrow.core import ids
+from burrow.core.envelopes import BATCHED_ACKS, Send, Stored, decode_acks
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
+from burrow.storage.messages import MessageStore
 from consumers.sequencer import Sequencer
 from queues import topology
 from queues.declare import declare

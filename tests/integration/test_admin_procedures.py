@@ -21,12 +21,12 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
-from burrow import ids
+from burrow.core import ids
+from burrow.core.envelopes import Send
+from burrow.core.sequencing import Plan
 from burrow.devstack import rabbitmq
-from burrow.envelopes import Send
-from burrow.runtime import Runtime
-from burrow.sequencing import Plan
-from burrow.settings import Settings
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
 from consumers.sequencer import Reply, Sequencer
 from queues import definitions, topology
 from tests.conftest import until

@@ -12,11 +12,11 @@ import pytest
 from pymongo import MongoClient
 
 from bench import seed
-from burrow import database
 from burrow.devstack import mongo, ports
-from burrow.message_store import MessageStore
-from burrow.notify_store import NotifyStore
-from burrow.room_store import RoomStore
+from burrow.storage import database
+from burrow.storage.messages import MessageStore
+from burrow.storage.notify import NotifyStore
+from burrow.storage.rooms import RoomStore
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The ``burrow`` command against the real stack, run as a process (``python -m burrow.cli``).
+"""The ``burrow`` command against the real stack, run as a process (``python -m burrow.client.cli``).
 
 Send and tail round trip (lines from stdin, one message each, in order), resume from a
 seq, history, rooms and members, devices, dev tokens (local and from a gateway in dev
@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 import pytest
 
-from burrow.cli import output
+from burrow.client.cli import output
 from burrow.devstack import ports
 from tests.conftest import JWT_SECRET
 from tests.integration.conftest import Stack
@@ -29,7 +29,7 @@ T = 60  # seconds a command may take on a busy machine
 
 def cli(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run ``burrow --url URL ARGS...`` to its end (bounded)."""
-    return subprocess.run([sys.executable, "-m", "burrow.cli", "--url", url, *args],
+    return subprocess.run([sys.executable, "-m", "burrow.client.cli", "--url", url, *args],
                           input=stdin, capture_output=True, text=True, timeout=T, check=False)
 
 
@@ -49,7 +49,7 @@ async def test_send_and_tail_round_trip_resume_and_history(stack: Stack) -> None
     stack.room("lobby", "alice", "bob")
     gateway = stack.gateways[0].url("")
     tail = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "burrow.cli", "--url", gateway, "--token", stack.token("bob"),
+        sys.executable, "-m", "burrow.client.cli", "--url", gateway, "--token", stack.token("bob"),
         "--json", "tail", "lobby", "--since", "0", "--count", "4",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     sent = burrow(stack, "--json", "send", "lobby", user="alice",
@@ -76,7 +76,7 @@ async def test_send_and_tail_round_trip_resume_and_history(stack: Stack) -> None
 
     # tail goes on across a gateway restart (kill -9, back on the same port)
     tail = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "burrow.cli", "--url", gateway, "--token", stack.token("bob"),
+        sys.executable, "-m", "burrow.client.cli", "--url", gateway, "--token", stack.token("bob"),
         "tail", "lobby", "--since", "4", "--count", "2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     lines(burrow(stack, "send", "lobby", "before the restart", user="alice"))

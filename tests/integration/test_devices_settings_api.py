@@ -12,11 +12,11 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
-from burrow import database
-from burrow.device_store import MAX_DEVICES_PER_USER, DeviceStore
 from burrow.mail.verification import EmailState
 from burrow.push import Device
-from burrow.user_store import UserSettings, UserStore, stamp
+from burrow.storage import database
+from burrow.storage.devices import MAX_DEVICES_PER_USER, DeviceStore
+from burrow.storage.users import UserSettings, UserStore, stamp
 from gateway.http_json import MAX_REQUEST_BYTES
 from tests.conftest import eventually
 from tests.integration.conftest import Stack

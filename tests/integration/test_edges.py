@@ -11,7 +11,7 @@ import jwt
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from burrow import tokens
+from burrow.core import tokens
 from tests.conftest import JWT_SECRET, until
 from tests.integration.conftest import Stack, raw_ws
 

@@ -20,9 +20,9 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
-from burrow import tokens
+from burrow.core import tokens
 from burrow.mail import unsubscribe, verification
-from burrow.settings import Settings
+from burrow.runtime.settings import Settings
 from tests.conftest import JWT_SECRET, until
 from tests.fakes.smtp import Captured, FakeSmtpServer
 from tests.integration.conftest import Running, Stack

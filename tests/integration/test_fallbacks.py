@@ -15,7 +15,7 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
-from burrow.envelopes import Stored
+from burrow.core.envelopes import Stored
 from gateway.node import MEMBER_EVENTS
 from tests.conftest import eventually
 from tests.integration.conftest import Stack

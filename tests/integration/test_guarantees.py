@@ -10,8 +10,8 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
-from burrow import ids
-from burrow.envelopes import Send
+from burrow.core import ids
+from burrow.core.envelopes import Send
 from gateway.node import MEMBER_EVENTS
 from queues import topology
 from tests.conftest import eventually, until

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
-from burrow import ids
+from burrow.core import ids
 from gateway.auth import REASONS
 from tests.conftest import JWT_SECRET
 from tests.fakes.json_http import serving

@@ -25,8 +25,8 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from burrow import tokens
 from burrow.client import ChatClient
+from burrow.core import tokens
 from burrow.devstack import plan, ports
 from burrow.devstack.__main__ import DEV_SECRET
 from burrow.devstack.processes import get

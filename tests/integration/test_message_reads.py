@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from burrow.envelopes import Stored
-from burrow.message_store import Database, MessageStore
+from burrow.core.envelopes import Stored
+from burrow.storage.messages import Database, MessageStore
 
 pytestmark = pytest.mark.integration
 

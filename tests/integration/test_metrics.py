@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
-from burrow import tokens
+from burrow.core import tokens
 from tests.conftest import eventually
 from tests.integration.conftest import Running, Stack, raw_ws
 

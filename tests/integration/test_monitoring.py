@@ -27,7 +27,7 @@ import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 
-import burrow.metrics  # noqa: F401  (declares Burrow's metrics in REGISTRY)
+import burrow.runtime.metrics  # noqa: F401  (declares Burrow's metrics in REGISTRY)
 from burrow.devstack import ports, prometheus, rabbitmq
 from tests.conftest import eventually
 from tests.fakes.smtp import FakeSmtpServer

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from burrow.message_store import Database
-from burrow.notify_store import NotifyStore
-from burrow.room_store import RoomStore
+from burrow.storage.messages import Database
+from burrow.storage.notify import NotifyStore
+from burrow.storage.rooms import RoomStore
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from burrow import database
-from burrow.presence_store import PresenceStore
+from burrow.storage import database
+from burrow.storage.presence import PresenceStore
 from gateway.node import OFFLINE_GRACE
 from tests.conftest import until
 from tests.integration.conftest import Raw, Stack, raw_ws

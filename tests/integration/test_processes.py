@@ -18,10 +18,10 @@ import urllib.request
 import aio_pika
 import pytest
 
-from burrow import ids
+from burrow.core import ids
+from burrow.core.envelopes import Send
 from burrow.devstack import plan, ports
 from burrow.devstack.processes import get
-from burrow.envelopes import Send
 from queues import topology
 from tests.conftest import Vhost, eventually, until
 from tests.integration.conftest import Running

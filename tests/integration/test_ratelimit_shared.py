@@ -1,4 +1,4 @@
-"""Shared rate limits on a real Redis (burrow/ratelimit.py with ``redis://``).
+"""Shared rate limits on a real Redis (burrow/runtime/ratelimit.py with ``redis://``).
 
 Two :class:`RateLimiter` instances stand for two gateways (or two Sanic workers): with a
 shared storage a user's sends count once, wherever they land. When the storage goes away
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from burrow.devstack import ports
-from burrow.ratelimit import ALLOWED, RateLimiter, Rule
+from burrow.runtime.ratelimit import ALLOWED, RateLimiter, Rule
 from tests.conftest import RedisServer, until
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 async def test_fails_open_while_redis_is_down_and_enforces_again_after(
         own_redis: RedisServer, make: Make, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="burrow.ratelimit")
+    caplog.set_level(logging.INFO, logger="burrow.runtime.ratelimit")
     limiter = make(own_redis.url, {"user": Rule(1, 0.001)}, outage_backoff=0.2)
     assert (await limiter.hit("user", "alice")).allowed
     assert not (await limiter.hit("user", "alice")).allowed  # enforced while up
@@ -115,7 +115,7 @@ async def test_fails_open_while_redis_is_down_and_enforces_again_after(
         assert await limiter.hit("user", "alice") == ALLOWED
         assert await limiter.hit_all([("user", "bob")]) == ALLOWED
     assert not limiter.available
-    outage = [r for r in caplog.records if r.name == "burrow.ratelimit"]
+    outage = [r for r in caplog.records if r.name == "burrow.runtime.ratelimit"]
     assert len(outage) == 1, [r.getMessage() for r in outage]  # one warning per outage
     assert outage[0].levelno == logging.WARNING
     assert "unreachable" in outage[0].getMessage()
@@ -144,7 +144,7 @@ async def test_fails_open_when_redis_never_answered(make: Make,
     assert await limiter.hit("user", "alice") == ALLOWED
     assert await limiter.hit("user", "alice") == ALLOWED
     assert not limiter.available
-    warning = next(r.getMessage() for r in caplog.records if r.name == "burrow.ratelimit")
+    warning = next(r.getMessage() for r in caplog.records if r.name == "burrow.runtime.ratelimit")
     assert f"async+redis://127.0.0.1:{port} is unreachable" in warning
     assert "s3cret" not in caplog.text  # the password stays out of the log
 

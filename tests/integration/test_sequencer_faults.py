@@ -20,12 +20,12 @@ import aio_pika
 import pytest
 from aiormq.exceptions import ChannelInvalidStateError
 
-from burrow import database
-from burrow.envelopes import BATCHED_ACKS, Send, decode_acks
-from burrow.message_store import MessageStore
-from burrow.runtime import Runtime
-from burrow.sequencing import Plan
-from burrow.settings import Settings
+from burrow.core.envelopes import BATCHED_ACKS, Send, decode_acks
+from burrow.core.sequencing import Plan
+from burrow.runtime.process import Runtime
+from burrow.runtime.settings import Settings
+from burrow.storage import database
+from burrow.storage.messages import MessageStore
 from consumers.sequencer import Reply, Sequencer
 from queues import topology
 from queues.declare import declare

@@ -30,11 +30,12 @@ from pymongo.errors import ServerSelectionTimeoutError
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidMessage
 
-from burrow import database, tokens
 from burrow.client import ChatClient
+from burrow.core import tokens
 from burrow.devstack import mongo, ports
 from burrow.devstack.processes import wait_status
 from burrow.devstack.tls import TlsFiles
+from burrow.storage import database
 from tests.conftest import JWT_SECRET, PASSWORDS, Vhost, running
 from tests.integration.conftest import READY, Start
 from tests.tls import ThrowawayCA
@@ -80,7 +81,7 @@ def https(port: int, method: str, path: str, context: ssl.SSLContext | None,
 
 async def cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "burrow.cli", *args, env=env,
+        sys.executable, "-m", "burrow.client.cli", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), T)
     assert process.returncode is not None

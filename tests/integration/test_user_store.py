@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from burrow import database
-from burrow.user_store import UserStore
+from burrow.storage import database
+from burrow.storage.users import UserStore
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from burrow import database
-from burrow.ticket_store import TicketStore, digest
+from burrow.storage import database
+from burrow.storage.tickets import TicketStore, digest
 from tests.integration.conftest import Raw, Running, Stack, raw_ws
 from tests.integration.test_request_bounds import HUGE, answer_while_uploading
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 from gateway import jwks as jwks_module
 from gateway.auth import JWKS_LIFESPAN, AuthError, Claims, Verifier
 from tests.fakes.json_http import serving

@@ -1,4 +1,4 @@
-"""burrow.batches: what arrives while a flush runs goes into the next one."""
+"""burrow.core.batches: what arrives while a flush runs goes into the next one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from burrow.batches import Batches
+from burrow.core.batches import Batches
 
 
 async def test_items_that_arrive_during_a_flush_form_the_next_batch() -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from burrow.cli import output, parser
+from burrow.client.cli import output, parser
 
 
 def test_exit_codes_follow_the_status_and_the_code_wins() -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from burrow.devstack import secrets
-from burrow.settings import NAMES
+from burrow.runtime.settings import NAMES
 from consumers import CONSUMERS
 from queues import definitions
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 from gateway import cors
 
 BASE = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1/burrow"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from burrow.devstack import plan
-from burrow.settings import Settings
+from burrow.runtime.settings import Settings
 from queues import definitions, topology
 
 ROOT = Path(__file__).resolve().parents[2]

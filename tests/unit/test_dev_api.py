@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 from gateway import dev_api
 from gateway.http_json import Invalid
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from burrow.device_store import new_id
+from burrow.storage.devices import new_id
 
 
 def test_device_ids_never_look_like_an_option() -> None:

@@ -1,4 +1,4 @@
-"""Broker envelopes (burrow/envelopes.py): Send on chat.ingress, Stored in MongoDB and frames."""
+"""Broker envelopes (burrow/core/envelopes.py): Send on chat.ingress, Stored in MongoDB and frames."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from burrow.envelopes import EnvelopeError, Send, Stored, decode_acks, encode_acks
+from burrow.core.envelopes import EnvelopeError, Send, Stored, decode_acks, encode_acks
 
 LIMIT = 32  # max_body_bytes in these tests
 TS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from burrow.health import Readiness
+from burrow.core.health import Readiness
 
 
 def test_ready_only_when_every_dependency_answers() -> None:

@@ -1,10 +1,10 @@
-"""burrow.ids: the room of a routing key (the gateway routes chat.fanout deliveries by it)."""
+"""burrow.core.ids: the room of a routing key (the gateway routes chat.fanout deliveries by it)."""
 
 from __future__ import annotations
 
 import pytest
 
-from burrow import ids
+from burrow.core import ids
 
 
 @pytest.mark.parametrize(("key", "room"), [

@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from burrow import last_seq
+from burrow.core import last_seq
 
 
 def search(stored: int) -> tuple[int, int, int]:

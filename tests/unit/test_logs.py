@@ -1,4 +1,4 @@
-"""burrow.logs: JSON lines for machines, readable lines for people, the same context."""
+"""burrow.runtime.logs: JSON lines for machines, readable lines for people, the same context."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections.abc import Generator
 
 import pytest
 
-from burrow import logs
-from burrow.settings import ConfigError, Settings
+from burrow.runtime import logs
+from burrow.runtime.settings import ConfigError, Settings
 
 
 def record(message: str, *args: object, exc: bool = False, **extra: object) -> logging.LogRecord:

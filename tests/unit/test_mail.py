@@ -18,7 +18,7 @@ from email.message import EmailMessage
 import jwt
 import pytest
 
-from burrow import tokens
+from burrow.core import tokens
 from burrow.devstack.ports import free_port
 from burrow.mail import unsubscribe
 from burrow.mail.digest import (
@@ -33,7 +33,7 @@ from burrow.mail.digest import (
 )
 from burrow.mail.smtp import Mailer, Outcome, SmtpTarget, parse_smtp_url
 from burrow.mail.unsubscribe import BadToken, make_token, read_token
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 from tests.fakes.smtp import FakeSmtpServer
 
 SECRET = "unsubscribe-secret-of-at-least-32-bytes!"

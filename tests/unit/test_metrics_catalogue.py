@@ -1,4 +1,4 @@
-"""docs/metrics.md catalogues every metric burrow/metrics.py defines, so it cannot drift."""
+"""docs/metrics.md catalogues every metric burrow/runtime/metrics.py defines, so it cannot drift."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from burrow import metrics
+from burrow.runtime import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "docs" / "metrics.md"
 
 
 def exported_names() -> set[str]:
-    """What each metric of burrow/metrics.py is called on /metrics (counters end in
+    """What each metric of burrow/runtime/metrics.py is called on /metrics (counters end in
     ``_total``), including those made on first use (:func:`metrics.gateway_ready`)."""
     found = [value for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)]
     found.append(metrics.gateway_ready())

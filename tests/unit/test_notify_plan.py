@@ -1,4 +1,4 @@
-"""burrow.notify_plan: who a batch of stored messages schedules a push or a digest for.
+"""burrow.core.notify_plan: who a batch of stored messages schedules a push or a digest for.
 
 Covers ``unread`` (the newest message from someone else, unless read), ``plan_pushes`` and
 ``plan_digests`` (claim when nothing waits or the waiting job is stale, ride along a fresh
@@ -17,7 +17,7 @@ from itertools import accumulate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from burrow.notify_plan import (
+from burrow.core.notify_plan import (
     MemberState,
     Notice,
     PushPlan,

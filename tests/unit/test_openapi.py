@@ -8,7 +8,7 @@ import re
 import pytest
 from sanic import Sanic
 
-from burrow.settings import Settings
+from burrow.runtime.settings import Settings
 from gateway import openapi
 from gateway.app import create_app
 

@@ -1,4 +1,4 @@
-"""Rate-limit core (burrow/ratelimit.py) on the in-process storage.
+"""Rate-limit core (burrow/runtime/ratelimit.py) on the in-process storage.
 
 ``limits``' memory storage reads the wall clock through its module's ``time``; the tests
 replace that module reference with a :class:`FakeTime`, so bursts, refills and retry
@@ -22,8 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from limits import RateLimitItemPerSecond
 
-from burrow import ratelimit
-from burrow.ratelimit import (
+from burrow.runtime import ratelimit
+from burrow.runtime.ratelimit import (
     ALLOWED,
     Decision,
     Flood,
@@ -32,7 +32,7 @@ from burrow.ratelimit import (
     Rule,
     async_storage_uri,
 )
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 
 # A whole multiple of every window 1..10 s, so each test starts on a window boundary.
 START = 2520.0 * 700_000

@@ -1,4 +1,4 @@
-"""The seam between replayed and live messages (burrow/seam.py, G4).
+"""The seam between replayed and live messages (burrow/core/seam.py, G4).
 
 A subscriber's :class:`Cursor` must deliver every seq after its start exactly once, in
 ascending order, never skipping one, whatever the interleaving of live deliveries
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from burrow.seam import Cursor, TooFarBehind
+from burrow.core.seam import Cursor, TooFarBehind
 
 
 def m(seq: int) -> str:

@@ -1,4 +1,4 @@
-"""The sequencer's pure decisions (burrow/sequencing.py): dedup (G3) and numbering (G2)."""
+"""The sequencer's pure decisions (burrow/core/sequencing.py): dedup (G3) and numbering (G2)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from burrow.envelopes import Send, Stored
-from burrow.sequencing import MAX_ATTEMPTS, Clash, DedupKey, Numbering, Plan, dedup_key, store_batch
+from burrow.core.envelopes import Send, Stored
+from burrow.core.sequencing import (
+    MAX_ATTEMPTS,
+    Clash,
+    DedupKey,
+    Numbering,
+    Plan,
+    dedup_key,
+    store_batch,
+)
 
 NOW = 1_767_225_600_000
 
@@ -154,7 +162,7 @@ batches = st.lists(st.tuples(st.lists(sends, min_size=1, max_size=8), events),
 
 class Database:
     """Stored messages with the two unique indexes of the messages collection, as the
-    :class:`burrow.sequencing.Storage` the sequencer's store step talks to.
+    :class:`burrow.core.sequencing.Storage` the sequencer's store step talks to.
 
     ``fail_after`` makes the next insert store that many documents and then fail the way
     a lost connection does; ``taken`` are (room, seq) another writer holds.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from burrow.settings import NAMES, ConfigError, Settings
+from burrow.runtime.settings import NAMES, ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 AMQP = {"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1:5672/burrow"}
@@ -52,7 +52,7 @@ def test_readme_documents_every_variable() -> None:
 
 
 def test_metrics_networks() -> None:
-    from burrow.settings import allowed, networks
+    from burrow.runtime.settings import allowed, networks
     default = Settings.from_env({"BURROW_AMQP_URL": "amqp://u:p@127.0.0.1/b"}).metrics_from
     for address in ("127.0.0.1", "::1", "10.2.3.4", "172.18.0.5", "192.168.1.9", "fd00::1"):
         assert allowed(address, default), address

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from burrow.cli import main as cli_main
-from burrow.cli import output
+from burrow.client.cli import main as cli_main
+from burrow.client.cli import output
 from burrow.devstack import rabbitmq
-from burrow.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings
 from gateway.tls import over_https, server_ssl
 from tests.tls import ThrowawayCA
 

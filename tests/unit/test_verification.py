@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from burrow import tokens
+from burrow.core import tokens
 from burrow.mail import unsubscribe, verification
 from burrow.mail.verification import (
     COOLDOWN,

@@ -24,8 +24,8 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from burrow.database import pages
 from burrow.push import Device, Platform, TokenKind
+from burrow.storage.database import pages
 
 Database = AsyncDatabase[dict[str, Any]]
 MAX_DEVICES_PER_USER = 20

@@ -11,9 +11,10 @@ import logging
 
 from pymongo import AsyncMongoClient
 
-from burrow import database, metrics
-from burrow.broker import BrokerLink
-from burrow.health import Readiness
+from burrow.core.health import Readiness
+from burrow.runtime import metrics
+from burrow.runtime.broker import BrokerLink
+from burrow.storage import database
 
 log = logging.getLogger(__name__)
 

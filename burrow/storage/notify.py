@@ -26,9 +26,9 @@ from pymongo import ASCENDING, DESCENDING, UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from burrow.database import pages, utc
-from burrow.envelopes import Stored
-from burrow.notify_plan import MemberState, UserState
+from burrow.core.envelopes import Stored
+from burrow.core.notify_plan import MemberState, UserState
+from burrow.storage.database import pages, utc
 
 K = TypeVar("K")
 

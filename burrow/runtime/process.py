@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
 
-from burrow import database, metrics
-from burrow.broker import BrokerLink, OnChannel
-from burrow.monitor import Monitor
-from burrow.settings import Settings
+from burrow.runtime import metrics
+from burrow.runtime.broker import BrokerLink, OnChannel
+from burrow.runtime.monitor import Monitor
+from burrow.runtime.settings import Settings
+from burrow.storage import database
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from burrow import last_seq
-from burrow.envelopes import Stored
-from burrow.sequencing import Clash, DedupKey
+from burrow.core import last_seq
+from burrow.core.envelopes import Stored
+from burrow.core.sequencing import Clash, DedupKey
 
 Database = AsyncDatabase[dict[str, Any]]
 
@@ -36,7 +36,7 @@ class MessageStore:
 
     async def last_seqs(self, rooms: Iterable[str]) -> dict[str, int]:
         """Each room's highest stored seq, 0 for a room with no message: a few bounded
-        index probes per room (:mod:`burrow.last_seq`), not a read of its history."""
+        index probes per room (:mod:`burrow.core.last_seq`), not a read of its history."""
         return dict(await asyncio.gather(*(self._last_seq(r) for r in rooms)))
 
     async def _last_seq(self, room: str) -> tuple[str, int]:

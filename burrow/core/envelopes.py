@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from burrow import ids
+from burrow.core import ids
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # exact integer ms; float timestamps round down
 

@@ -1,6 +1,6 @@
 """Probes and metrics over HTTP, the same in every process: ``/healthz``, ``/readyz``,
 ``/metrics``. The app that mounts :func:`blueprint` keeps its
-:class:`~burrow.runtime.Runtime` on ``app.ctx.runtime``.
+:class:`~burrow.runtime.process.Runtime` on ``app.ctx.runtime``.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow import metrics
-from burrow.settings import Networks, allowed
+from burrow.runtime import metrics
+from burrow.runtime.settings import Networks, allowed
 
 
 def blueprint(metrics_from: Networks = None) -> Blueprint:

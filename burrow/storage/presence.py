@@ -33,7 +33,7 @@ from pymongo import ASCENDING, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from burrow.database import pages, utc
+from burrow.storage.database import pages, utc
 
 Database = AsyncDatabase[dict[str, Any]]
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from burrow.envelopes import Send, Stored
+from burrow.core.envelopes import Send, Stored
 
 T = TypeVar("T")  # whatever the adapter needs to answer a send (its delivery, reply address)
 DedupKey = tuple[str, str, str]

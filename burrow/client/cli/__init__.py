@@ -4,7 +4,7 @@ HTTP commands (rooms, members, history, devices, tokens) go through httpx; ``sen
 ``tail`` through :class:`burrow.client.ChatClient`, which reconnects, resumes from the
 last seq and resends with the same client_id by itself, so ``burrow tail`` survives a
 gateway restart and ``burrow send`` stores each line once. Errors end the command with a
-one-line message on stderr and an exit code from :mod:`burrow.cli.output`.
+one-line message on stderr and an exit code from :mod:`burrow.client.cli.output`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from urllib.parse import quote
 import httpx
 from websockets.exceptions import InvalidStatus
 
-from burrow import tls, tokens
-from burrow.cli import output
-from burrow.cli.output import CliError
 from burrow.client import ChatClient, ChatError
+from burrow.client.cli import output
+from burrow.client.cli.output import CliError
+from burrow.core import tls, tokens
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUBSCRIBE_TIMEOUT = 30.0
@@ -40,7 +40,7 @@ class Target:
     token_source: Callable[[], str]
     as_json: bool
     out: TextIO
-    ssl_context: ssl.SSLContext  # https: whom to trust (burrow.tls.client_context)
+    ssl_context: ssl.SSLContext  # https: whom to trust (burrow.core.tls.client_context)
 
     def print(self, line: str) -> None:
         print(line, file=self.out, flush=True)

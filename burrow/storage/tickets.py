@@ -36,7 +36,7 @@ from typing import Any, Final
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from burrow.database import utc
+from burrow.storage.database import utc
 
 Database = AsyncDatabase[dict[str, Any]]
 Clock = Callable[[], float]

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from burrow import tls
-from burrow.logs import redact
+from burrow.core import tls
 from burrow.mail.smtp_url import parse_smtp_url
-from burrow.ratelimit import FloodRule, Rule, async_storage_uri
+from burrow.runtime.logs import redact
+from burrow.runtime.ratelimit import FloodRule, Rule, async_storage_uri
 
 
 class ConfigError(ValueError):

@@ -23,8 +23,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from burrow.database import utc
 from burrow.mail.verification import EmailState
+from burrow.storage.database import utc
 
 Database = AsyncDatabase[dict[str, Any]]
 Digest = Literal["hourly", "daily", "off"]

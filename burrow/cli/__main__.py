@@ -1,3 +1,0 @@
-from burrow.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,3 @@
+from burrow.client.cli import main
+
+raise SystemExit(main())
