@@ -19,7 +19,8 @@ from burrow.core import ids
 from gateway import protocol, streams
 from gateway.http_json import Invalid, json_object
 from gateway.limiting import Limits
-from gateway.node import Node, Unavailable
+from gateway.link import Unavailable
+from gateway.node import Node
 from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
 

@@ -23,7 +23,8 @@ from sanic.response import HTTPResponse
 
 from gateway import streams
 from gateway.http_json import problem
-from gateway.node import Node, Unavailable
+from gateway.link import Unavailable
+from gateway.node import Node
 from gateway.protocol import ProtocolError
 from gateway.sse import check_rooms
 from gateway.ws import authenticate

@@ -16,7 +16,8 @@ from burrow.storage.rooms import OWNER
 from gateway.auth import Claims
 from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem, without_body
 from gateway.limiting import Limits
-from gateway.node import PUBLISH_FAILED, Node
+from gateway.link import PUBLISH_FAILED
+from gateway.node import Node
 from gateway.ws import authenticate
 
 MAX_HISTORY = 500

@@ -33,7 +33,8 @@ from burrow.storage.users import DIGESTS, UserStore, stamp
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object
 from gateway.limiting import Limits
-from gateway.node import PUBLISH_FAILED, Node
+from gateway.link import PUBLISH_FAILED
+from gateway.node import Node
 from gateway.ws import authenticate
 
 log = logging.getLogger(__name__)

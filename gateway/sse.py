@@ -28,8 +28,10 @@ from sanic.response.types import BaseHTTPResponse as StreamResponse
 
 from gateway import protocol, streams
 from gateway.connection import Connection
+from gateway.frames_out import OUT
 from gateway.http_json import problem
-from gateway.node import OUT, Node, Unavailable
+from gateway.link import Unavailable
+from gateway.node import Node
 from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
 

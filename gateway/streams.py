@@ -28,7 +28,8 @@ from gateway import protocol
 from gateway.auth import Claims
 from gateway.caps import ConnectionCaps, Refusal
 from gateway.connection import Connection, Transport
-from gateway.node import OUT, Node
+from gateway.frames_out import OUT
+from gateway.node import Node
 
 MAX_ROOMS = 50
 MAX_CURSOR = 4096

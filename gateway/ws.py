@@ -29,9 +29,11 @@ from burrow.storage.tickets import TicketStore
 from gateway import protocol, streams, ws_conformance
 from gateway.auth import AuthError, Claims
 from gateway.connection import Connection
+from gateway.frames_out import OUT
 from gateway.http_json import problem
 from gateway.limiting import Limits
-from gateway.node import OUT, Node, Unavailable
+from gateway.link import Unavailable
+from gateway.node import Node
 from gateway.protocol import ProtocolError
 
 log = logging.getLogger(__name__)

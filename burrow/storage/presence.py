@@ -5,7 +5,7 @@ refreshes ``seen_at`` of exactly the connections it holds with one heartbeat wri
 ``active_at`` when the client does something (a send, a read, a subscribe, typing: not a
 ping, which client libraries send by themselves). On close the document is not deleted at
 once: its ``seen_at`` is set so that it stops counting after a short grace
-(:data:`~gateway.node.OFFLINE_GRACE`), so a page reload or a reconnect to another gateway
+(:data:`~gateway.presence.OFFLINE_GRACE`), so a page reload or a reconnect to another gateway
 does not flash the user offline. A gateway killed with ``kill -9`` writes nothing more: its
 documents stop counting once ``seen_at`` is older than the TTL, the other gateways' sweeps
 delete them (and announce the users who are left with no connection), and a TTL index

@@ -16,7 +16,7 @@ import pytest
 from pymongo import MongoClient
 
 from burrow.core.envelopes import Stored
-from gateway.node import MEMBER_EVENTS
+from gateway.members import MEMBER_EVENTS
 from tests.conftest import eventually
 from tests.integration.conftest import Stack
 

@@ -1,4 +1,5 @@
-"""DESIGN.md's guarantees G1-G6, each proven against real processes, broker and database."""
+"""The guarantees G1-G6 (docs/architecture.md), each proven against real processes, broker
+and database."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pymongo import MongoClient
 
 from burrow.core import ids
 from burrow.core.envelopes import Send
-from gateway.node import MEMBER_EVENTS
+from gateway.members import MEMBER_EVENTS
 from queues import topology
 from tests.conftest import eventually, until
 from tests.integration.conftest import Stack, raw_ws

@@ -1,7 +1,7 @@
 """Presence and typing across gateways, against real gateway and sequencer processes.
 
 Presence: a user is online while any connection of theirs, on any gateway, is open (and
-:data:`~gateway.node.OFFLINE_GRACE` after the last one closes); members subscribed to a
+:data:`~gateway.presence.OFFLINE_GRACE` after the last one closes); members subscribed to a
 shared room get ``presence`` frames; a gateway killed with ``kill -9`` has its users
 announced offline within ``BURROW_PRESENCE_TTL`` x 4/3. Typing: ephemeral (never stored,
 no seq), throttled per connection and room, for members only.
@@ -22,7 +22,7 @@ from pymongo import MongoClient
 
 from burrow.storage import database
 from burrow.storage.presence import PresenceStore
-from gateway.node import OFFLINE_GRACE
+from gateway.presence import OFFLINE_GRACE
 from tests.conftest import until
 from tests.integration.conftest import Raw, Stack, raw_ws
 
@@ -230,7 +230,7 @@ async def test_a_typing_frame_with_extra_fields_is_taken_without_an_answer(
 
 class Change:
     """One gateway's handling of a connection change, run step by step: the change, then
-    the version, then the count, then the settle (the order of ``Node._settle``)."""
+    the version, then the count, then the settle (the order of ``PresenceTracker._settle``)."""
 
     def __init__(self, store: PresenceStore, announced: list[tuple[int, bool]]) -> None:
         self.store, self.announced = store, announced

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gateway import protocol
-from gateway.node import Throttle
+from gateway.ephemeral import Throttle
 from gateway.protocol import ProtocolError, Typing, parse
 
 

@@ -1,0 +1,142 @@
+"""Sends and their acks: publish with a confirm, forward the ack, bound the wait (G3).
+
+A send is published to ``chat.ingress`` with this worker's queue as ``reply_to`` and a
+correlation id of its own; the sequencer's ack (one message for a batch of one gateway's
+sends) comes back through ``chat.reply``. The table of pending sends is what joins the
+two ends, and its timeout is what a client's retry with the same ``client_id`` relies
+on: it hears ``timeout`` rather than nothing, and the sequencer dedups the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from burrow.core import ids
+from burrow.core.envelopes import ACKS_TYPE, BATCHED_ACKS, Send, decode_acks
+from burrow.runtime import metrics
+from burrow.runtime.settings import Settings
+from gateway import protocol
+from gateway.connection import Connection
+from gateway.frames_out import OUT
+from gateway.link import NODE_LOGGER, PUBLISH_FAILED, Link
+from gateway.members import Members
+from gateway.protocol import ProtocolError
+
+log = logging.getLogger(NODE_LOGGER)
+
+
+@dataclass
+class PendingSend:
+    connection: Connection
+    client_id: str
+    room: str
+    arrived: float  # perf_counter() when the send frame arrived: burrow_gateway_ack_seconds
+    timer: asyncio.TimerHandle | None = None
+
+
+class Sends:
+    """The sends this worker published, by correlation id, until their ack comes."""
+
+    def __init__(self, settings: Settings, link: Link, members: Members) -> None:
+        self.settings = settings
+        self.link = link
+        self.members = members
+        self.pending: dict[str, PendingSend] = {}
+
+    async def send(self, conn: Connection, frame: protocol.SendFrame,
+                   arrived: float | None = None) -> None:
+        """Publish a send with a confirm; its ack arrives later through ``chat.reply``.
+
+        *arrived* is the ``perf_counter()`` of the frame's arrival (default: now), the
+        start of its ``burrow_gateway_ack_seconds``.
+        """
+        if arrived is None:
+            arrived = time.perf_counter()
+        await self.members.check(conn, frame.room, frame.client_id)
+        await self.link.ready()
+        assert self.link.ingress is not None
+        correlation_id = uuid.uuid4().hex
+        pending = PendingSend(conn, frame.client_id, frame.room, arrived)
+        self.pending[correlation_id] = pending
+        message = aio_pika.Message(
+            Send(frame.room, conn.user, frame.client_id, frame.body).to_json(),
+            content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex, correlation_id=correlation_id,
+            reply_to=self.link.queue_name, headers={BATCHED_ACKS: 1})
+        try:
+            await self.link.ingress.publish(message, ids.message_key(frame.room),
+                                            timeout=self.settings.send_timeout)
+        except PUBLISH_FAILED as exc:
+            self.pending.pop(correlation_id, None)
+            log.warning("send %s of %s not confirmed: %s", frame.client_id, conn.user, exc)
+            raise ProtocolError("unavailable", "the message was not accepted; retry with the "
+                                "same client_id", client_id=frame.client_id,
+                                room=frame.room) from None
+        loop = asyncio.get_running_loop()
+        # Waiting for the ack (stored) is bounded: the client gets a retryable error and
+        # retries with the same client_id, which the sequencer dedups (G3).
+        pending.timer = loop.call_later(self.settings.send_timeout, self._timed_out,
+                                        correlation_id)
+
+    def _timed_out(self, correlation_id: str) -> None:
+        pending = self.pending.get(correlation_id)
+        if pending is None:
+            return
+        pending.timer = None
+        pending.connection.push([protocol.error(
+            "timeout", "no ack in time; retry with the same client_id",
+            client_id=pending.client_id, room=pending.room)])
+        OUT["error"].inc()
+        # Keep the entry a while: a late ack is still worth forwarding.
+        asyncio.get_running_loop().call_later(
+            10 * self.settings.send_timeout, self.pending.pop, correlation_id, None)
+
+    async def acked(self) -> None:
+        """Wait until every send that this gateway published has its ack (or timed out)."""
+        while any(p.timer is not None for p in self.pending.values()):
+            await asyncio.sleep(0.01)
+
+    def on_ack(self, message: AbstractIncomingMessage) -> None:
+        """A delivery from ``chat.reply``: one ack, or a batch of them."""
+        if message.type == ACKS_TYPE:
+            for correlation_id, frame in decode_acks(message.body):
+                self._answer(correlation_id, frame)
+        else:
+            self._answer(message.correlation_id or "", message.body.decode())
+
+    def _answer(self, correlation_id: str, ack: str) -> None:
+        pending = self.pending.pop(correlation_id, None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        pending.connection.push([ack])
+        OUT["ack"].inc()
+        if log.isEnabledFor(logging.DEBUG):  # per message: only when asked for
+            frame = orjson.loads(ack)
+            log.debug("send answered", extra={
+                "msg_id": frame.get("id"), "seq": frame.get("seq"), "room": pending.room,
+                "client_id": pending.client_id, "user": pending.connection.user,
+                "conn": pending.connection.id})
+        metrics.GATEWAY_ACK_SECONDS.observe(time.perf_counter() - pending.arrived)
+
+    def forget(self, conn: Connection) -> None:
+        """*conn* closed: its acks, should they come, go nowhere."""
+        for key in [k for k, p in self.pending.items() if p.connection is conn]:
+            pending = self.pending.pop(key)
+            if pending.timer is not None:
+                pending.timer.cancel()
+
+    def stop(self) -> None:
+        """Stop every send's timeout (the gateway stops)."""
+        for pending in self.pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
