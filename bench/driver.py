@@ -18,9 +18,12 @@ from typing import Protocol
 class LoadConfig(Protocol):
     """What the driver reads of a load's configuration (:class:`bench.load.LoadConfig`)."""
 
-    rate: float
-    duration: float
-    drain: float
+    @property
+    def rate(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def drain(self) -> float: ...
 
 
 class LoadResult(Protocol):

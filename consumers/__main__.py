@@ -1,7 +1,10 @@
 """Run workers: ``python -m consumers [name ...]`` (no name: every known consumer).
 
 Each worker kind has a broker user of its own (docs/topology.md); a process running
-several needs a user with the rights of each, so run one process per kind."""
+several needs a user with the rights of each, so run one process per kind.
+
+Needs ``burrow[server]``: with the client alone (``pip install burrow``) it says so in one
+line instead of an import traceback."""
 
 from __future__ import annotations
 
@@ -10,8 +13,16 @@ import asyncio
 import os
 import sys
 
-from burrow.runtime import logs
-from burrow.runtime.settings import ConfigError, Settings
+from burrow.runtime.extra import server_extra_missing
+
+try:
+    import aio_pika  # noqa: F401  (first: name the server library that is missing)
+
+    from burrow.runtime import logs
+    from burrow.runtime.settings import ConfigError, Settings
+except ModuleNotFoundError as exc:
+    server_extra_missing("consumers", exc)
+
 from consumers import CONSUMERS
 
 

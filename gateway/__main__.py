@@ -1,4 +1,7 @@
-"""Run the gateway: ``python -m gateway`` (settings from ``BURROW_*`` variables)."""
+"""Run the gateway: ``python -m gateway`` (settings from ``BURROW_*`` variables).
+
+Needs ``burrow[server]``: with the client alone (``pip install burrow``) it says so in one
+line instead of an import traceback."""
 
 from __future__ import annotations
 
@@ -8,8 +11,15 @@ import os
 import sys
 from functools import partial
 
-from burrow.runtime import logs
-from burrow.runtime.settings import ConfigError, Settings
+from burrow.runtime.extra import server_extra_missing
+
+try:
+    import sanic  # noqa: F401  (first: name the server library that is missing)
+
+    from burrow.runtime import logs
+    from burrow.runtime.settings import ConfigError, Settings
+except ModuleNotFoundError as exc:
+    server_extra_missing("gateway", exc)
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ from jwt.types import Options
 from jwt.utils import base64url_decode
 
 from burrow.core import ids
-from burrow.runtime.settings import ConfigError, Settings, is_loopback
+from burrow.runtime.settings import ConfigError, Settings, is_loopback, shown
 from gateway.jwks import LIFESPAN, TIMEOUT, KeySet, KeysUnavailable
 
 __all__ = ["AuthError", "Claims", "ConfigError", "Verifier"]
@@ -306,9 +306,10 @@ def _public_key(value: str) -> PublicKey:
         try:
             pem = path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"{_PUBLIC_KEY}: cannot read the PEM file {str(path)!r} "
+            raise ConfigError(f"{_PUBLIC_KEY}: cannot read the PEM file "
+                              f"{shown(_PUBLIC_KEY, str(path))} "
                               f"({exc.strerror or exc})") from None
-        where = f"{_PUBLIC_KEY} file {str(path)!r}"
+        where = f"{_PUBLIC_KEY} file {shown(_PUBLIC_KEY, str(path))}"
     if b"PRIVATE KEY-----" in pem:
         raise ConfigError(f"{where} holds a private key; give the public key only")
     try:
@@ -355,9 +356,11 @@ def _describe(key: PublicKey) -> str:
 def _jwks_client(url: str) -> KeySet:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{_JWKS}={url!r} is invalid: expected an https:// URL with a host")
+        raise ConfigError(f"{_JWKS}={shown(_JWKS, url)} is invalid: expected an https:// URL "
+                          "with a host")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         # whoever sits on the path would hand the gateway their own signing keys
-        raise ConfigError(f"{_JWKS}={url!r} is plain http: the keys that decide who is who "
+        raise ConfigError(f"{_JWKS}={shown(_JWKS, url)} is plain http: the keys that decide "
+                          "who is who "
                           "must come over https (http is taken for loopback only)")
     return KeySet(url, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)

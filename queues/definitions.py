@@ -149,6 +149,23 @@ def passwords_from_env(env: Mapping[str, str]) -> dict[str, str]:
     return {r.user: env.get(r.password_env) or dev_password(r) for r in ROLES}
 
 
+def deployment_passwords(env: Mapping[str, str]) -> dict[str, str]:
+    """Each role's password from its variable, for a real deployment: every variable must
+    be set, and none to its development password (public: it is in this file).
+
+    ``--with-passwords`` once fell back to the dev passwords for unset variables, so a
+    typo in one name rendered a broker whose user anyone could log in as.
+    """
+    missing = [r.password_env for r in ROLES if not env.get(r.password_env)]
+    public = [r.password_env for r in ROLES if env.get(r.password_env) == dev_password(r)]
+    if missing or public:
+        raise ValueError("; ".join(
+            ([f"not set: {', '.join(missing)}"] if missing else [])
+            + ([f"set to the public development password: {', '.join(public)}"]
+               if public else [])))
+    return {r.user: env[r.password_env] for r in ROLES}
+
+
 def password_hash(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's ``rabbit_password_hashing_sha256``: base64(salt + sha256(salt + password))."""
     salt = os.urandom(4) if salt is None else salt
@@ -210,11 +227,14 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m queues.definitions",
         description="Print Burrow's RabbitMQ definitions (the checked-in file by default).")
     parser.add_argument("--with-passwords", action="store_true",
-                        help="hash each role's password from BURROW_RABBITMQ_*_PASSWORD "
-                             "(dev passwords where unset)")
+                        help="hash each role's password from its BURROW_RABBITMQ_*_PASSWORD "
+                             "(all six must be set, none to a development password)")
     parser.add_argument("--out", help="write to this file (mode 600) instead of stdout")
     args = parser.parse_args(argv)
-    passwords = passwords_from_env(os.environ) if args.with_passwords else None
+    try:
+        passwords = deployment_passwords(os.environ) if args.with_passwords else None
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     text = dumps(render(topology.build(), passwords))
     if args.out is None:
         sys.stdout.write(text)

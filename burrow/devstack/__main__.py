@@ -4,9 +4,11 @@ Starts a private RabbitMQ node (management, prometheus, consistent-hash and shov
 plugins; Burrow's config and definitions loaded), the embedded MongoDB-wire server unless
 ``BURROW_MONGO_URL`` is set, the gateway (two Sanic workers) and one process per worker
 kind (sequencer, notifier, digester: :mod:`burrow.devstack.plan`, the set compose and the
-benchmark run too); waits until every ``/readyz``
-says 200; prints the URLs; and on Ctrl-C (or SIGTERM) stops everything it started, in
-reverse order. Data is kept between runs in ``BURROW_DEV_DIR`` (default ``.burrow/``).
+benchmark run too), and a mailbox that catches the mails they send unless
+``BURROW_SMTP_URL`` is set or ``--no-mailbox`` given (:mod:`burrow.devstack.mailbox`,
+docs/mailbox.md); waits until every ``/readyz`` says 200; prints the URLs; and on Ctrl-C
+(or SIGTERM) stops everything it started, in reverse order. Data is kept between runs in
+``BURROW_DEV_DIR`` (default ``.burrow/``).
 
 ``up --prometheus`` also runs a real Prometheus (Debian's package) that scrapes every
 process of the stack and RabbitMQ, with Burrow's alert rules loaded (docs/monitoring.md).
@@ -24,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from burrow.devstack import mongo, plan, ports, prometheus, rabbitmq
+from burrow.devstack import mailbox, mongo, plan, ports, prometheus, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
+from burrow.mail.smtp_url import parse_smtp_url
 from burrow.runtime.settings import ConfigError, Settings, is_loopback
 from queues import definitions, topology
 
@@ -150,10 +153,14 @@ def say(line: str) -> None:
     print(f"burrow-dev: {line}", flush=True)
 
 
-def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
+def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None,
+       mail: bool = True) -> int:
     started = time.monotonic()
     config = DevConfig.from_env(env)
-    for port, service, variable in config.needed_ports():
+    # A mailbox catches what the digester sends, unless BURROW_SMTP_URL says where mail goes.
+    catcher, no_catcher = mailbox.for_launcher(env, mail)
+    for port, service, variable in [*config.needed_ports(),
+                                    *(catcher.needed_ports() if catcher else [])]:
         ports.ensure_free(port, service, variable)
     scraper: prometheus.PrometheusServer | None = None
     if monitor is not None:
@@ -205,10 +212,16 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
         dev_mode = {"BURROW_DEV_MODE": env.get("BURROW_DEV_MODE")
                     or str(bool(secret) and loopback).lower()}
         demo = dev_mode["BURROW_DEV_MODE"].strip().lower() in ("true", "1", "yes")
-        apps = product_apps(config, env, app_env, {**jwt, **dev_mode}, jwt)
+        # Links in mails lead to this gateway (its port may not be BURROW_PUBLIC_URL's 8000).
+        mails = {**({"BURROW_SMTP_URL": catcher.smtp_url} if catcher else {}),
+                 "BURROW_PUBLIC_URL": env.get("BURROW_PUBLIC_URL")
+                 or f"http://127.0.0.1:{config.gateway_port}"}
+        apps = [*([catcher.process(env)] if catcher else []),
+                *product_apps(config, env, app_env, {**jwt, **dev_mode}, {**jwt, **mails})]
         for app in apps:
             app.start()
-        probes = {"gateway": f"http://127.0.0.1:{config.gateway_port}/readyz",
+        probes = {**({"mailbox": f"{catcher.url}readyz"} if catcher else {}),
+                  "gateway": f"http://127.0.0.1:{config.gateway_port}/readyz",
                   **{name: f"http://127.0.0.1:{port}/readyz"
                      for name, port in config.worker_ports().items()}}
         for app in apps:
@@ -224,7 +237,8 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
             scraper.start()
             scraper.wait_ready()
         admin = config.passwords["burrow-admin"]
-        smtp = env.get("BURROW_SMTP_URL") or "smtp://127.0.0.1:1025 (BURROW_SMTP_URL)"
+        smtp = (str(parse_smtp_url(env["BURROW_SMTP_URL"])) if env.get("BURROW_SMTP_URL")
+                else f"smtp://127.0.0.1:1025 (BURROW_SMTP_URL; {no_catcher})")
         say(f"Burrow is up in {time.monotonic() - started:.1f}s\n"
             f"  gateway        http://127.0.0.1:{config.gateway_port}  "
             "(/v1/rooms, /healthz /readyz /metrics)\n"
@@ -235,8 +249,10 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None) -> int:
             f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
             + "".join(f"  {name:<14} http://127.0.0.1:{port}/metrics\n"
                       for name, port in config.worker_ports().items())
-            + f"  email          digests go to {smtp}\n"
-            f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
+            + (f"  mailbox        {catcher.url}  (every mail the stack sends, caught on "
+               f"{catcher.smtp_url}; docs/mailbox.md)\n" if catcher
+               else f"  email          digests go to {smtp}\n")
+            + f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
             f"  database       {mongo_url}\n"
             + (f"  prometheus     {scraper.url}  (targets: /targets, alerts: /alerts; "
                f"every {scraper.interval:g}s)\n" if scraper else "")
@@ -281,7 +297,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alert-for", default=None, metavar="DURATION",
                         help="replace every rule's `for:` (e.g. 0s: alerts fire at once; "
                              "for demos and tests, never production)")
+    parser.add_argument("--no-mailbox", action="store_true",
+                        help="run no mailbox (it shows the mails the stack sends at "
+                             f"http://127.0.0.1:{mailbox.HTTP_PORT}/, "
+                             f"{mailbox.HTTP_PORT_VAR}; none either when BURROW_SMTP_URL "
+                             "is set)")
     args = parser.parse_args(argv)
+    if not (PROJECT / "rabbitmq" / "rabbitmq.conf").is_file():
+        # Not in the wheel (pyproject.toml): it needs the checkout's broker config and
+        # alert rules, and keeps its data in the checkout (docs/install.md).
+        sys.exit(f"burrow-dev: {PROJECT} is not a Burrow checkout (no rabbitmq/rabbitmq.conf);"
+                 " the local stack runs from one: ./dev up in a clone of the repository")
     if args.scrape_interval <= 0:
         parser.error("--scrape-interval must be positive")
     monitor = (PrometheusOptions(args.prometheus_port, args.scrape_interval, args.alert_for)
@@ -289,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, _raise_stopped)
     signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        sys.exit(up(os.environ, monitor))
+        sys.exit(up(os.environ, monitor, mail=not args.no_mailbox))
     except (ConfigError, ports.PortTaken, prometheus.PrometheusFailed) as exc:
         sys.exit(f"burrow-dev: {exc}")
 

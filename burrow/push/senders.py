@@ -11,7 +11,7 @@ import ssl
 from pathlib import Path
 
 from burrow.push import Sender
-from burrow.runtime.settings import ConfigError, Settings
+from burrow.runtime.settings import ConfigError, Settings, conceal
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ def build_senders(settings: Settings) -> dict[str, Sender]:
             senders["fcm"] = FcmSender(settings.fcm_project, settings.fcm_credentials or None,
                                        endpoint=settings.fcm_endpoint or None)
         except (OSError, ValueError) as exc:  # a missing or malformed service-account file
-            raise ConfigError(f"BURROW_FCM_CREDENTIALS: {exc}") from None
+            raise ConfigError("BURROW_FCM_CREDENTIALS: " + conceal(
+                str(exc), {"BURROW_FCM_CREDENTIALS": settings.fcm_credentials})) from None
     if settings.apns_key_file:
         from burrow.push.apns import ApnsSender
         missing = [name for name, value in (("BURROW_APNS_KEY_ID", settings.apns_key_id),
@@ -52,6 +53,9 @@ def build_senders(settings: Settings) -> dict[str, Sender]:
                 topic=settings.apns_topic, use_sandbox=settings.apns_sandbox, host=host,
                 port=port, ssl_context=context)
         except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"BURROW_APNS_KEY_FILE / BURROW_APNS_CA_FILE: {exc}") from None
+            # a .p8 pasted where its path belongs would be in the OSError's text
+            raise ConfigError("BURROW_APNS_KEY_FILE / BURROW_APNS_CA_FILE: " + conceal(
+                str(exc), {"BURROW_APNS_KEY_FILE": settings.apns_key_file,
+                           "BURROW_APNS_CA_FILE": settings.apns_ca_file})) from None
     log.info("push senders: %s", ", ".join(senders) or "none configured")
     return senders

@@ -38,8 +38,8 @@ SECRETS: Final = (
     (re.compile(r"([\"']ticket[\"']:\s*[\"'])[^\"']+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"(bearer\s+)[^\s'\",]+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"eyJ[\w-]*\.eyJ[\w-]*\.[\w-]*"), "[jwt redacted]"),
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE),
-     r"\1[redacted]@"),  # any scheme: amqp(s), mongodb(+srv), redis, smtp(s), a typo
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE),
+     r"\1[redacted]@"),  # any scheme: amqp(s), mongodb(+srv), redis (no user), smtp(s)
 )
 
 

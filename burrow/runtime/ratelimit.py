@@ -218,7 +218,7 @@ class RateLimiter:
         storage = (_LocalStorage() if self.uri.startswith("async+memory:")
                    else storage_from_string(self.uri))
         if not (isinstance(storage, Storage) and isinstance(storage, SlidingWindowCounterSupport)):
-            raise TypeError(f"{self.uri} is not an async sliding-window storage")
+            raise TypeError(f"{_redacted(self.uri)} is not an async sliding-window storage")
         self._storage: Storage = storage
         self._windows = cast(SlidingWindowCounterSupport, storage)
         self._strategy = SlidingWindowCounterRateLimiter(storage)

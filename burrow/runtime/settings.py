@@ -2,16 +2,29 @@
 
 The composition roots (``python -m gateway``, ``python -m consumers``) call
 :meth:`Settings.from_env` and pass the result down; no other module reads ``os.environ``.
-Every variable is listed in :data:`VARIABLES` with its default and meaning; the README's
-configuration table and the docker-compose test are checked against it.
+
+:data:`~burrow.runtime.variables.VARIABLES` lists every ``BURROW_*`` variable anything in the project reads, with
+its default and meaning: the processes' settings (group ``server``, :data:`NAMES`), and
+the launcher's, docker compose's, the clients' and tools', and the tests' (:data:`IGNORED`),
+which the processes ignore, so one shell can export both. Any other ``BURROW_*`` variable
+stops a process, with a suggestion when it looks like a misspelling. ``docs/configuration.md``
+is generated from the table (``python -m burrow.runtime.configdoc``), and a test holds the
+two equal.
+
+A variable marked ``secret`` (a credential, or a URL that may carry one) is never shown
+in an error message, nor is any part of it a parser's reason quotes (:func:`refusal`),
+nor a value that looks like key material (a PEM or service-account JSON pasted where a
+path belongs).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import ipaddress
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
@@ -23,163 +36,15 @@ from burrow.core import tls
 from burrow.mail.smtp_url import parse_smtp_url
 from burrow.runtime.logs import redact
 from burrow.runtime.ratelimit import FloodRule, Rule, async_storage_uri
+from burrow.runtime.variables import IGNORED, NAMES, VARIABLES
 
 
 class ConfigError(ValueError):
     """A variable is missing or malformed; the message names it and says what is expected."""
 
 
-@dataclass(frozen=True)
-class Variable:
-    name: str
-    default: str | None
-    help: str
-
-
-VARIABLES: tuple[Variable, ...] = (
-    Variable("BURROW_AMQP_URL", None,
-             "RabbitMQ URL with this process's broker user and the vhost, e.g. "
-             "amqp://burrow-gateway:PASSWORD@127.0.0.1:5672/burrow (required)"),
-    Variable("BURROW_MONGO_URL", "mongodb://127.0.0.1:27017/burrow?directConnection=true",
-             "MongoDB URL; its path names the database"),
-    Variable("BURROW_HOST", "127.0.0.1", "gateway listen address"),
-    Variable("BURROW_PORT", "8000", "gateway listen port"),
-    Variable("BURROW_GATEWAY_WORKERS", "1", "gateway processes (Sanic workers)"),
-    Variable("BURROW_TLS_CERT", "",
-             "PEM certificate chain (leaf first) of the gateway; with BURROW_TLS_KEY it "
-             "serves HTTPS and WSS only, and sends HSTS"),
-    Variable("BURROW_TLS_KEY", "", "PEM private key of BURROW_TLS_CERT (both or neither)"),
-    Variable("BURROW_METRICS_HOST", "127.0.0.1", "listen address of a worker's /metrics"),
-    Variable("BURROW_METRICS_PORT", "9100", "listen port of a worker's /metrics"),
-    Variable("BURROW_METRICS_FROM", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,"
-             "192.168.0.0/16,fc00::/7",
-             "client networks (CIDR, comma-separated, or *) that may read the gateway's "
-             "/metrics, which it serves on the clients' port; others get 403"),
-    Variable("BURROW_METRICS_DIR", "",
-             "directory for prometheus-client's multiprocess files "
-             "(default: a fresh one under the system temp dir)"),
-    Variable("BURROW_SHARDS", "4",
-             "sequencer shard queues chat.seq.0..N-1; fixed: changing it is a migration"),
-    Variable("BURROW_RECONNECT_INTERVAL", "1.0",
-             "seconds between attempts to reach the broker after a loss"),
-    Variable("BURROW_HEALTH_INTERVAL", "1.0",
-             "seconds between readiness checks of broker and database"),
-    Variable("BURROW_DB_TIMEOUT", "2.0",
-             "seconds a database check may take before the database counts as down"),
-    Variable("BURROW_INSTANCE_ID", "",
-             "name of this process in queue names and logs (default: host-pid)"),
-    Variable("BURROW_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    Variable("BURROW_LOG_FORMAT", "auto",
-             "json (one object per line), text, or auto: text on a terminal, else json"),
-    Variable("BURROW_JWT_SECRET", "", "HS256 secret (at least 32 bytes) that signs client tokens"),
-    Variable("BURROW_JWT_PUBLIC_KEY", "",
-             "PEM public key (RS256 / ES256), or the path of a PEM file, that verifies tokens"),
-    Variable("BURROW_JWKS_URL", "", "JWKS URL whose keys (by kid) verify tokens"),
-    Variable("BURROW_JWT_ALGORITHMS", "",
-             "accepted algorithms, comma-separated (default: HS256 with a secret, "
-             "RS256,ES256 with a public key or JWKS)"),
-    Variable("BURROW_JWT_AUDIENCE", "", "required aud claim (unchecked when empty)"),
-    Variable("BURROW_JWT_ISSUER", "", "required iss claim (unchecked when empty)"),
-    Variable("BURROW_JWT_LEEWAY", "5", "seconds of clock skew allowed on exp / nbf / iat"),
-    Variable("BURROW_WS_TICKET_TTL", "30",
-             "seconds (1 to 300) a one-time ticket from POST /v1/ws-ticket stays valid "
-             "for /v1/ws or /v1/sse; never beyond its token's exp"),
-    Variable("BURROW_MAX_BODY_BYTES", "16384", "largest message body, in UTF-8 bytes"),
-    Variable("BURROW_MAX_FRAME_BYTES", "65536",
-             "largest WebSocket frame a client may send; bigger closes with 1009"),
-    Variable("BURROW_SEND_TIMEOUT", "5.0",
-             "seconds a send may wait for its ack before the client gets a retryable error"),
-    Variable("BURROW_CLIENT_BUFFER", "2048",
-             "frames queued for one slow client before it is disconnected (4008)"),
-    Variable("BURROW_SEQUENCER_BATCH", "256",
-             "messages a sequencer takes per shard at once (prefetch and batch size)"),
-    Variable("BURROW_NOTIFY_BATCH", "256",
-             "stored messages the notifier takes from notify.messages at once and schedules "
-             "pushes and digests for with one read of their rooms' members"),
-    Variable("BURROW_WORKER_PREFETCH", "32",
-             "job messages a notifier or digester takes from each queue before acking"),
-    Variable("BURROW_WORKER_CONCURRENCY", "16", "jobs a worker runs at once per queue"),
-    Variable("BURROW_IDLE_AFTER", "120",
-             "seconds without a client frame after which a connected user counts as idle "
-             "(gets pushes)"),
-    Variable("BURROW_PRESENCE_TTL", "60",
-             "seconds after its last heartbeat that a connection of a vanished gateway "
-             "stops counting as online"),
-    Variable("BURROW_PUSH_DELAY", "30",
-             "seconds a push waits (delay tier) before it is re-checked and sent"),
-    Variable("BURROW_PUSH_RETRIES", "5,30,300",
-             "back-off tiers of a failed push, seconds, comma-separated; then push.dead"),
-    Variable("BURROW_DIGEST_HOURLY", "3600", "seconds between digests of an 'hourly' user"),
-    Variable("BURROW_DIGEST_DAILY", "86400", "seconds between digests of a 'daily' user"),
-    Variable("BURROW_EMAIL_RETRIES", "60,600,3600",
-             "back-off tiers of a failed digest or email, seconds; then digest.dead / email.dead"),
-    Variable("BURROW_FCM_PROJECT", "", "Firebase project id (empty: FCM pushes are not sent)"),
-    Variable("BURROW_FCM_CREDENTIALS", "",
-             "path of the Firebase service-account JSON (needed unless BURROW_FCM_ENDPOINT is a local server)"),
-    Variable("BURROW_FCM_ENDPOINT", "",
-             "base URL of the FCM API (empty: Google; tests point it at a local server)"),
-    Variable("BURROW_APNS_KEY_FILE", "",
-             "path of the APNs .p8 signing key (empty: APNs pushes are not sent)"),
-    Variable("BURROW_APNS_KEY_ID", "", "APNs key id (10 characters, from Apple)"),
-    Variable("BURROW_APNS_TEAM_ID", "", "Apple developer team id"),
-    Variable("BURROW_APNS_TOPIC", "", "default APNs topic: the app's bundle id"),
-    Variable("BURROW_APNS_SANDBOX", "false", "true: Apple's development APNs server"),
-    Variable("BURROW_APNS_ENDPOINT", "",
-             "host:port of the APNs server (empty: Apple's); tests point it at a local one"),
-    Variable("BURROW_APNS_CA_FILE", "",
-             "PEM CA bundle that verifies the APNs server (empty: the system's)"),
-    Variable("BURROW_SMTP_URL", "smtp://127.0.0.1:1025",
-             "SMTP relay of every email: smtps://[user:pass@]host:port (TLS), or "
-             "smtp://[user:pass@]host:port, which requires STARTTLS unless the host is "
-             "loopback or the URL ends ?starttls=0 (then without user:pass@)"),
-    Variable("BURROW_EMAIL_FROM", "Burrow <no-reply@burrow.invalid>", "From of every email"),
-    Variable("BURROW_PUBLIC_URL", "http://127.0.0.1:8000",
-             "the gateway's URL as users reach it (unsubscribe and verification links in emails)"),
-    Variable("BURROW_UNSUBSCRIBE_SECRET", "",
-             "secret (at least 32 bytes) signing unsubscribe and email-verification links "
-             "(default: derived from BURROW_JWT_SECRET)"),
-    Variable("BURROW_TYPING_INTERVAL", "3",
-             "seconds: at most one typing event per connection and room in this time"),
-    Variable("BURROW_RATE_STORAGE", "memory://",
-             "where rate-limit counters live: memory:// (per process) or redis://HOST:PORT "
-             "(shared by every gateway and worker)"),
-    Variable("BURROW_RATE_CONNECTION", "20/5",
-             "sends per connection, BURST/PER_SECOND: a burst of 20, then 5 per second"),
-    Variable("BURROW_RATE_USER", "40/10",
-             "sends per user over all their connections, BURST/PER_SECOND"),
-    Variable("BURROW_RATE_IP", "60/20",
-             "handshakes and HTTP requests per client IP, BURST/PER_SECOND"),
-    Variable("BURROW_MAX_CONNECTIONS_USER", "32",
-             "open WebSocket, SSE and long-poll connections one user may hold on one gateway "
-             "worker process; more are refused (429 before the handshake, else close 1008)"),
-    Variable("BURROW_MAX_CONNECTIONS_IP", "1000",
-             "open connections one client address may hold on one gateway worker process "
-             "(an office behind one NAT is one address: raise it for such clients)"),
-    Variable("BURROW_RATE_MEMBERS", "1000/1",
-             "members one user may add to rooms (a room created with N members counts N+1), "
-             "BURST/PER_SECOND; admins are not limited"),
-    Variable("BURROW_RATE_FRAMES", "100/20",
-             "frames other than sends (subscribe, unsubscribe, read, typing, ping) per "
-             "connection, BURST/PER_SECOND"),
-    Variable("BURROW_RATE_FLOOD", "50/10",
-             "REJECTIONS/SECONDS: that many refused frames within that many seconds close the "
-             "connection (4429)"),
-    Variable("BURROW_SSE_HEARTBEAT", "15",
-             "seconds between keep-alive comments on an idle SSE stream"),
-    Variable("BURROW_CORS_ORIGINS", "",
-             "browser origins (scheme://host[:port], comma-separated, or *) whose pages may "
-             "call the HTTP API and SSE; empty: none (same-origin only)"),
-    Variable("BURROW_DEV_MODE", "false",
-             "true: the gateway serves the web demo at /demo/ and mints tokens for any user "
-             "name at POST /v1/dev/token (needs BURROW_JWT_SECRET); never in production"),
-    Variable("BURROW_DEV_MODE_ANY_HOST", "false",
-             "true: allow dev mode on a gateway that listens beyond loopback (BURROW_HOST); "
-             "refused otherwise, since dev mode gives anyone an admin token"),
-    Variable("BURROW_DEV_TOKEN_TTL", "900",
-             "seconds a dev-mode token lives at most (a request may ask for less)"),
-)
-NAMES = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
+_BY_NAME = {v.name: v for v in VARIABLES}
 
 
 @dataclass(frozen=True)
@@ -259,13 +124,14 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``BURROW_*`` variable of *env* (default: ``os.environ``).
 
-        Raises :exc:`ConfigError` naming the first variable that is missing or malformed.
+        Raises :exc:`ConfigError` naming the first variable that is missing or malformed,
+        or every ``BURROW_*`` variable that is neither a setting nor in :data:`IGNORED`.
         """
         env = os.environ if env is None else env
         unknown = sorted(k for k in env if k.startswith("BURROW_") and k not in NAMES
-                         and not k.startswith(("BURROW_DEV_", "BURROW_RABBITMQ_")))
+                         and k not in IGNORED)
         if unknown:
-            raise ConfigError(f"unknown setting {unknown[0]}; known: {', '.join(sorted(NAMES))}")
+            raise ConfigError(_unknown(unknown))
 
         def get(name: str, parse: Callable[[str], Any] = str) -> Any:
             raw = env.get(name) or _DEFAULTS[name]
@@ -274,9 +140,8 @@ class Settings:
             try:
                 return parse(raw)
             except ValueError as exc:
-                # redacted: the message reaches the terminal, the logs and CI's output
-                raise ConfigError(f"{name}={redact(raw)!r} is invalid ({redact(str(exc))}): "
-                                  f"{_help(name)}") from None
+                # the message reaches the terminal, the logs and CI's output
+                raise ConfigError(refusal(name, raw, str(exc))) from None
 
         return cls(
             amqp_url=get("BURROW_AMQP_URL",
@@ -334,10 +199,10 @@ class Settings:
             apns_sandbox=get("BURROW_APNS_SANDBOX", _bool),
             apns_endpoint=get("BURROW_APNS_ENDPOINT"),
             apns_ca_file=get("BURROW_APNS_CA_FILE"),
-            smtp_url=_smtp_url(get("BURROW_SMTP_URL")),
+            smtp_url=get("BURROW_SMTP_URL", _smtp_url),
             email_from=get("BURROW_EMAIL_FROM"),
             public_url=get("BURROW_PUBLIC_URL", _url(("http", "https"))).rstrip("/"),
-            unsubscribe_secret=get("BURROW_UNSUBSCRIBE_SECRET"),
+            unsubscribe_secret=get("BURROW_UNSUBSCRIBE_SECRET", _secret_bytes),
             typing_interval=get("BURROW_TYPING_INTERVAL", _positive(float)),
             rate_storage=get("BURROW_RATE_STORAGE", async_storage_uri),
             rate_connection=get("BURROW_RATE_CONNECTION", Rule.parse),
@@ -380,7 +245,82 @@ class Settings:
 
 
 def _help(name: str) -> str:
-    return next(v.help for v in VARIABLES if v.name == name)
+    """The variable's meaning as plain text: its Markdown without the markup."""
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", _BY_NAME[name].help)  # [text](link)
+    return text.replace("`", "").replace("**", "")
+
+
+def _unknown(names: list[str]) -> str:
+    """The refusal of *names*, each with the known variable it looks like a misspelling of."""
+    known = {n.removeprefix("BURROW_"): n for n in sorted(NAMES | IGNORED)}
+
+    def one(name: str) -> str:
+        close = difflib.get_close_matches(name.removeprefix("BURROW_"), known, n=1, cutoff=0.7)
+        return f"{name} (did you mean {known[close[0]]}?)" if close else name
+
+    return (f"unknown setting{'s' if len(names) > 1 else ''} {', '.join(map(one, names))}: "
+            "every BURROW_* variable Burrow reads is in docs/configuration.md")
+
+
+# A query parameter's name as a URL's own vocabulary spells it (starttls, tlsCAFile).
+_PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What a value looks like when key material was given where a path belongs: a PEM, or a
+# service-account JSON pasted whole.
+_KEY_MATERIAL = re.compile(r"-----BEGIN|PRIVATE KEY|\"private_key\"|\n")
+
+
+def _secret(name: str) -> bool:
+    variable = _BY_NAME.get(name)
+    return variable is not None and variable.secret
+
+
+def _hidden(name: str, value: str) -> bool:
+    return _secret(name) or bool(_KEY_MATERIAL.search(value))
+
+
+def shown(name: str, value: str) -> str:
+    """*value* of variable *name* as a message may quote it: ``'value'`` with any URL
+    password redacted, or a note that it is not shown (a secret, or key material)."""
+    if not _hidden(name, value):
+        return repr(redact(value))
+    return "(a secret, not shown)" if _secret(name) else "(key material, not shown)"
+
+
+def _pieces(value: str) -> list[str]:
+    """What of a secret *value* a message must not contain: all of it, the user
+    information of a URL (even a malformed one: up to the last ``@``) and its password, the
+    query's values, and its names unless they are plain parameter names (``starttls``);
+    each also as ``repr`` writes it. Longest first."""
+    pieces = [value]
+    head, at, _ = value.rpartition("@")
+    if at:
+        userinfo = head.split("//", 1)[1] if "//" in head else head.partition(":")[2]
+        pieces += [userinfo, userinfo.partition(":")[2]]
+    for pair in re.split(r"[&;]", value.partition("?")[2]):
+        key, equals, item = pair.partition("=")
+        pieces += [item] if equals and _PARAMETER.fullmatch(key) else [key, item]
+    pieces += [repr(p)[1:-1] for p in pieces]
+    return sorted({p for p in pieces if len(p) >= 4}, key=len, reverse=True)
+
+
+def conceal(text: str, values: Mapping[str, str]) -> str:
+    """*text* (a reason that may quote the given variables' values) fit for a message:
+    URL passwords redacted, and every piece of a secret or key-material value replaced."""
+    for name, value in values.items():
+        if value and _hidden(name, value):
+            for piece in _pieces(value):
+                text = text.replace(piece, "[redacted]")
+    return redact(text)
+
+
+def refusal(name: str, value: str, reason: str) -> str:
+    """The message refusing *value* of variable *name* for *reason* (a parser's, which may
+    quote the value): a secret's value, or key material, is not shown, in either."""
+    why = conceal(reason, {name: value})
+    if _hidden(name, value):
+        return (f"{name} is invalid ({why}; the value is {shown(name, value)[1:-1]}): "
+                f"{_help(name)}")
+    return f"{name}={shown(name, value)} is invalid ({why}): {_help(name)}"
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
@@ -394,14 +334,20 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
 
 def _smtp_url(raw: str) -> str:
     """*raw* once it is a relay URL that sends no mail and no password in clear beyond
-    loopback unless asked to (:mod:`burrow.mail.smtp_url`). Raised here rather than
-    through ``get``, whose message would echo the URL and the password in it."""
-    try:
-        parse_smtp_url(raw)
-    except ValueError as exc:
-        raise ConfigError(f"BURROW_SMTP_URL is invalid ({exc}): "
-                          f"{_help('BURROW_SMTP_URL')}") from None
+    loopback unless asked to (:mod:`burrow.mail.smtp_url`)."""
+    parse_smtp_url(raw)
     return raw
+
+
+def _secret_bytes(raw: str) -> str:
+    """A secret of its own, when given, is at least 32 bytes (as HS256 wants)."""
+    if raw and len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{len(raw.encode())} bytes; at least {MIN_SECRET_BYTES} random "
+                         "bytes are needed")
+    return raw
+
+
+MIN_SECRET_BYTES = 32
 
 
 def _then(first: Callable[[str], str], second: Callable[[str], str]) -> Callable[[str], str]:

@@ -39,7 +39,9 @@ pytestmark = pytest.mark.integration
 ADMIN = "launcher-admin-pw"
 PORT_VARS = ("BURROW_DEV_AMQP_PORT", "BURROW_DEV_MANAGEMENT_PORT", "BURROW_DEV_PROMETHEUS_PORT",
              "BURROW_DEV_DIST_PORT", "BURROW_DEV_MONGO_PORT", "BURROW_PORT",
-             "BURROW_METRICS_PORT")
+             "BURROW_METRICS_PORT",
+             # the mailbox (burrow.devstack.mailbox), not on a running ./dev up's 8025 / 1025
+             "BURROW_DEV_MAILBOX_PORT", "BURROW_DEV_SMTP_PORT")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from burrow.core import ids
 from burrow.core.envelopes import Send
 from burrow.devstack import plan, ports
 from burrow.devstack.processes import get
+from burrow.runtime.variables import IGNORED
 from queues import topology
 from tests.conftest import Vhost, eventually, until
 from tests.integration.conftest import Running
@@ -112,6 +113,19 @@ async def test_a_worker_started_before_the_ones_it_needs_waits_then_works(
                                         outcome="done") == 1)
 
 
+def test_client_and_tool_variables_do_not_stop_a_process(start, vhost: Vhost,
+                                                         mongo_url: str) -> None:
+    """A shell set up for the command-line client or the examples (docs/cli.md) runs the
+    gateway too: processes ignore the launcher's, compose's, the clients' and the tests'
+    variables (docs/configuration.md), and only those."""
+    client = {"BURROW_URL": "https://chat.example", "BURROW_TOKEN": "eyJhbGciOi.x.y",
+              "BURROW_CA_FILE": "/nonexistent/ca.pem",
+              "BURROW_BACKEND_URL": "amqp://burrow-backend:pw@127.0.0.1:5672/burrow"}
+    gateway = start("gateway", vhost.url("burrow-gateway"), mongo_url,
+                    **{**dict.fromkeys(IGNORED, "1"), **client})
+    gateway.wait("up", "up")
+
+
 def test_not_ready_while_the_broker_is_unreachable(start, mongo_url: str) -> None:
     nowhere = f"amqp://burrow-gateway:x@127.0.0.1:{ports.free_port()}/burrow"
     gateway = start("gateway", nowhere, mongo_url)
@@ -154,6 +168,9 @@ def test_dependency_restart_503_then_200(start, request: pytest.FixtureRequest, 
     ("gateway", [], {"BURROW_AMQP_URL": "amqp://h/v", "BURROW_PORT": "x"},
      "BURROW_PORT='x' is invalid"),
     ("consumers", ["nope"], {}, "unknown consumer 'nope'"),
+    ("consumers", [], {"BURROW_AMQP_URL": "amqp://h/v", "BURROW_TOKEN": "t",
+                       "BURROW_PROT": "8000"},
+     "unknown setting BURROW_PROT (did you mean BURROW_PORT?)"),
     ("consumers", ["digester"], {"BURROW_AMQP_URL": "amqp://h/v", "BURROW_JWT_SECRET": ""},
      "BURROW_UNSUBSCRIBE_SECRET is needed"),
     ("consumers", ["notifier"], {"BURROW_AMQP_URL": "amqp://h/v",

@@ -45,6 +45,38 @@ def test_passwords_come_from_env_with_dev_fallback() -> None:
         "BURROW_RABBITMQ_DIGESTER_PASSWORD"}
 
 
+ALL_SET = {r.password_env: f"pw-{r.user}" for r in definitions.ROLES}
+
+
+def test_deployment_passwords_need_every_variable_and_no_public_one() -> None:
+    assert definitions.deployment_passwords(ALL_SET) == {
+        r.user: f"pw-{r.user}" for r in definitions.ROLES}
+    unset = {k: v for k, v in ALL_SET.items() if k != "BURROW_RABBITMQ_ADMIN_PASSWORD"}
+    with pytest.raises(ValueError, match="not set: BURROW_RABBITMQ_ADMIN_PASSWORD$"):
+        definitions.deployment_passwords(unset)
+    public = {**ALL_SET, "BURROW_RABBITMQ_BACKEND_PASSWORD": "burrow-backend-dev"}
+    with pytest.raises(ValueError, match="public development password: "
+                                         "BURROW_RABBITMQ_BACKEND_PASSWORD"):
+        definitions.deployment_passwords(public)
+
+
+def test_rendering_with_passwords_refuses_a_missing_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in ALL_SET.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("BURROW_RABBITMQ_GATEWAY_PASSWORD")
+    out = tmp_path / "definitions.json"
+    with pytest.raises(SystemExit) as exited:
+        definitions.main(["--with-passwords", "--out", str(out)])
+    assert exited.value.code == 2
+    assert "not set: BURROW_RABBITMQ_GATEWAY_PASSWORD" in capsys.readouterr().err
+    assert not out.exists()
+    monkeypatch.setenv("BURROW_RABBITMQ_GATEWAY_PASSWORD", "pw-gateway")
+    definitions.main(["--with-passwords", "--out", str(out)])
+    users = {u["name"]: u["password_hash"] for u in json.loads(out.read_text())["users"]}
+    assert all(users.values()) and len(users) == len(definitions.ROLES)
+
+
 def allowed(user: str, kind: str, resource: str) -> bool:
     pattern = getattr(definitions.role(user), kind)
     return re.search(pattern, resource) is not None
