@@ -196,7 +196,7 @@ def build(shards: int = DEFAULT_SHARDS,
 
     The shard count is fixed configuration: the consistent-hash exchange keeps a room on
     its shard only while the shard bindings stay as they are, so changing it is a drained
-    migration, never a runtime change (see DESIGN.md).
+    migration, never a runtime change (see docs/architecture.md).
     """
     if shards < 1:
         raise ValueError(f"need at least one shard, got {shards}")
@@ -214,7 +214,7 @@ def build(shards: int = DEFAULT_SHARDS,
         name = shard_queue(index)
         queue = _work_queue(name, SHARD_DEAD)
         # One active sequencer per shard gives each room a single writer: total order
-        # and batched writes (DESIGN.md, "Why this shape").
+        # and batched writes (docs/architecture.md, "Why this shape").
         queues.append(Queue(name, {**queue.arguments, "x-single-active-consumer": True}))
         bindings.append(Binding(SHARD, name, "1"))  # the key is the weight of the shard
     queues.append(_dead_queue(SHARD_DEAD))

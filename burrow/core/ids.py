@@ -1,7 +1,7 @@
 """Identifiers that travel in routing keys, URLs and documents, and their checks.
 
 Room ids are ``[A-Za-z0-9_-]{1,64}`` so they are safe inside AMQP routing keys (no dots,
-no wildcards) and URL paths (DESIGN.md). User ids come from the token's ``sub``.
+no wildcards) and URL paths (docs/architecture.md). User ids come from the token's ``sub``.
 """
 
 from __future__ import annotations
