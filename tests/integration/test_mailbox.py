@@ -33,6 +33,7 @@ from playwright.async_api import Dialog
 from burrow.core import tokens
 from burrow.devstack import mailbox, ports
 from burrow.devstack.__main__ import DEV_SECRET
+from burrow.devstack.mailbox import pages, store
 from burrow.devstack.processes import AppProcess, wait_status
 from burrow.mail import verification
 from tests.browser import PageLog, chromium
@@ -82,11 +83,11 @@ class Box:
                    recipients: tuple[str, ...] = ("dev@example.test",)) -> str:
         """Deliver over SMTP; the server's final reply (raises on an SMTP error)."""
         if isinstance(message, EmailMessage):
-            _, reply = await aiosmtplib.send(message, hostname=mailbox.HOST,
+            _, reply = await aiosmtplib.send(message, hostname=pages.HOST,
                                              port=self.options.smtp_port, timeout=10)
         else:
             _, reply = await aiosmtplib.send(message, sender=sender, recipients=recipients,
-                                             hostname=mailbox.HOST,
+                                             hostname=pages.HOST,
                                              port=self.options.smtp_port, timeout=10)
         return reply
 
@@ -162,7 +163,7 @@ async def test_a_mail_sent_over_smtp_is_listed_newest_first_and_shown(box: Box) 
     assert (f'<a href="{html.escape(verify)}" target="_blank" rel="noopener noreferrer">'
             in view)
     # the HTML part: in a sandboxed frame of its own, its links opening a new tab
-    assert (f'<iframe sandbox="{mailbox.SANDBOX}" referrerpolicy="no-referrer" '
+    assert (f'<iframe sandbox="{pages.SANDBOX}" referrerpolicy="no-referrer" '
             f'src="/mail/{one}/html"' in view)
     status, headers, part = box.get(f"/mail/{one}/html")
     assert status == 200 and f'<a href="{verify}">Confirm</a>' in part
@@ -212,22 +213,22 @@ async def test_hostile_subjects_and_bodies_are_shown_escaped(box: Box) -> None:
 
 async def test_an_oversized_mail_is_refused_and_the_oldest_mails_make_room(box: Box) -> None:
     before = box.newest_id()
-    huge = mail("huge", ("y" * 70 + "\n") * (mailbox.MAX_MAIL_BYTES // 71 + 100))
+    huge = mail("huge", ("y" * 70 + "\n") * (store.MAX_MAIL_BYTES // 71 + 100))
     with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
         await box.send(huge)
     assert refused.value.code == 552  # too much mail data: nothing of it was kept
     assert box.mails(after=before) == []
 
     # At most MAX_RECIPIENTS per mail: beyond, RCPT is refused (452), the mail goes on.
-    many = tuple(f"r{n}@example.test" for n in range(mailbox.MAX_RECIPIENTS + 1))
+    many = tuple(f"r{n}@example.test" for n in range(store.MAX_RECIPIENTS + 1))
     refused_rcpt, _ = await aiosmtplib.send(mail("many", "to many"), recipients=many,
-                                            hostname=mailbox.HOST,
+                                            hostname=pages.HOST,
                                             port=box.options.smtp_port, timeout=10)
     assert {a: r.code for a, r in refused_rcpt.items()} == {many[-1]: 452}
     assert box.mails()[0]["envelope_to"] == list(many[:-1])
 
     # The mailbox keeps the newest KEPT mails: the oldest go, and are gone for good.
-    async with aiosmtplib.SMTP(hostname=mailbox.HOST, port=box.options.smtp_port,
+    async with aiosmtplib.SMTP(hostname=pages.HOST, port=box.options.smtp_port,
                                timeout=10) as client:
         for n in range(KEPT + 5):
             await client.send_message(mail(f"bulk {n}", f"number {n}"))
@@ -273,7 +274,7 @@ async def test_malformed_and_non_utf8_mails_are_kept_and_shown(box: Box) -> None
     assert refused.value.code == 500
     # A whole session by hand: a garbage command gets an SMTP error; 8-bit addresses
     # without SMTPUTF8 and an 8-bit body are taken, and shown with U+FFFD.
-    reader, writer = await asyncio.open_connection(mailbox.HOST, box.options.smtp_port)
+    reader, writer = await asyncio.open_connection(pages.HOST, box.options.smtp_port)
     try:
         writer.write(b"EHLO x\r\n\xff\xfe GARBAGE\r\nMAIL FROM:<\xff\xfe@example.test>\r\n"
                      b"RCPT TO:<d\xe9v@example.test>\r\nDATA\r\n"

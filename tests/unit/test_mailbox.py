@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from burrow.devstack import mailbox
+from burrow.devstack.mailbox import pages, store
 from burrow.mail.smtp_url import parse_smtp_url
 from burrow.runtime.settings import ConfigError, Settings
 
@@ -46,7 +47,7 @@ def test_the_workers_take_its_url_as_a_relay_without_tls() -> None:
 
 
 def test_it_keeps_the_newest_mails_within_its_byte_budget() -> None:
-    box = mailbox.Mailbox(max_mails=10, max_bytes=1000)
+    box = store.Mailbox(max_mails=10, max_bytes=1000)
     for n in range(3):
         box.add("a@x.test", ("b@x.test",), f"Subject: {n}\r\n\r\n".encode() + b"x" * 390)
     assert [m.subject for m in box.newest_first()] == ["2", "1"]
@@ -58,21 +59,21 @@ def test_it_keeps_the_newest_mails_within_its_byte_budget() -> None:
 
 def test_text_is_escaped_and_only_web_links_become_links() -> None:
     text = "go to https://a.test/v?t=1&u=<2>. or javascript:alert(1) <b>x</b>"
-    assert mailbox.linked(text) == (
+    assert pages.linked(text) == (
         'go to <a href="https://a.test/v?t=1&amp;u=" target="_blank" '
         'rel="noopener noreferrer">https://a.test/v?t=1&amp;u=</a>&lt;2&gt;. '
         "or javascript:alert(1) &lt;b&gt;x&lt;/b&gt;")
 
 
 def test_the_html_parts_links_open_a_new_tab() -> None:
-    assert mailbox.framed_html('<html><HEAD lang="en"><title>t</title>') == (
+    assert pages.framed_html('<html><HEAD lang="en"><title>t</title>') == (
         '<html><HEAD lang="en"><base target="_blank"><title>t</title>')
-    assert mailbox.framed_html("<p>no head</p>") == '<base target="_blank"><p>no head</p>'
+    assert pages.framed_html("<p>no head</p>") == '<base target="_blank"><p>no head</p>'
 
 
 def test_what_a_parser_kept_as_surrogates_is_shown_as_text() -> None:
     raw = "caf\u00e9 \u202eevil\x1b[31m".encode() + b" \xff"
-    assert mailbox.clean(raw.decode("utf-8", "surrogateescape")) == (
+    assert store.clean(raw.decode("utf-8", "surrogateescape")) == (
         "caf\u00e9 \ufffdevil\ufffd[31m \ufffd")
-    assert mailbox.clean("line\r\nnext") == "line\nnext"
-    assert mailbox.one_line("a\n  b\tc " + "z" * 400, limit=10) == "a b c zzz\u2026"
+    assert store.clean("line\r\nnext") == "line\nnext"
+    assert store.one_line("a\n  b\tc " + "z" * 400, limit=10) == "a b c zzz\u2026"

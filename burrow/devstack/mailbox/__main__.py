@@ -1,0 +1,3 @@
+from burrow.devstack.mailbox import main
+
+main()
