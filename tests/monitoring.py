@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +34,16 @@ _NUMBER = re.compile(r"(?<![\w:.])\d+(?:\.\d*)?(?:[eE][+-]?\d+)?[a-zA-Z]*")
 _IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right",
                        "bool", "and", "or", "unless", "offset", "inf", "nan"})
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run Debian's promtool from the repository's root (paths in *args* are relative)."""
+    binary = shutil.which("promtool") or "/usr/bin/promtool"
+    if not Path(binary).exists():
+        pytest.fail("promtool is not installed: ./dev test installs it (Debian's prometheus "
+                    "package: apt-get install prometheus)")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, check=False)
 
 
 def promql_metric_names(expr: str) -> set[str]:

@@ -8,11 +8,8 @@ it these tests fail (never skip): CI must run them.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.monitoring import (
@@ -22,21 +19,13 @@ from tests.monitoring import (
     exported_names,
     monitoring_metric_names,
     promql_metric_names,
+    promtool,
     rule_expressions,
 )
 
 RULE_NAMES = {"BurrowBrokerDown", "BurrowDatabaseDown", "BurrowShardWithoutConsumer",
               "BurrowSequencerLagHigh", "BurrowAckLatencyHigh", "BurrowDeadLettersWaiting",
               "BurrowPushFailureRatio", "BurrowEmailFailureRatio", "BurrowGatewayNotReady"}
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool") or "/usr/bin/promtool"
-    if not Path(binary).exists():
-        pytest.fail("promtool is not installed: ./dev test installs it (Debian's prometheus "
-                    "package: apt-get install prometheus)")
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120,
-                          cwd=MONITORING.parent, check=False)
 
 
 def test_promtool_checks_the_rules() -> None:

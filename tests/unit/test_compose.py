@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import shutil
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from burrow.devstack import secrets
 from burrow.runtime.variables import NAMES
 from consumers import CONSUMERS
 from queues import definitions
+from tests.monitoring import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -359,15 +358,6 @@ def test_the_gateway_stays_a_static_target_for_its_alert() -> None:
     assert 'up{job="burrow-gateway"} == 0' in alerts
     assert jobs()["burrow-gateway"]["static_configs"] and not jobs()["burrow-gateway"].get(
         "dns_sd_configs")
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool") or "/usr/bin/promtool"
-    if not Path(binary).exists():
-        pytest.fail("promtool is not installed: ./dev test installs it (Debian's prometheus "
-                    "package: apt-get install prometheus)")
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, check=False)
 
 
 def test_promtool_accepts_the_compose_prometheus_config() -> None:
