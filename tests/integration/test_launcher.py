@@ -61,6 +61,23 @@ class Launcher:
                 [sys.executable, "-m", "burrow.devstack", "up", *args], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
+    def up(self, *args: str, attempts: int = 3) -> None:
+        """Start and wait until the stack is up. A port picked free for this test can be
+        taken by another test process before the launcher checks it (the suite runs two
+        at once): the launcher then stops before starting anything, saying so, and this
+        picks fresh ports and starts again; any other failure fails the test."""
+        for attempt in range(attempts):
+            self.start(*args)
+            try:
+                self.wait_line("Burrow is up")
+                return
+            except AssertionError:
+                output = self.log.read_text()[self.offset:]
+                if (self.process is None or self.process.poll() is None
+                        or " is taken " not in output or attempt == attempts - 1):
+                    raise
+                self.env.update({name: str(ports.free_port()) for name in PORT_VARS})
+
     def wait_line(self, text: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.log.read_text()[self.offset:]:  # this run's output only
@@ -122,8 +139,7 @@ async def chat_round_trip(port: int) -> None:
 
 
 def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -> None:
-    launcher.start()
-    launcher.wait_line("Burrow is up")
+    launcher.up()
     text = launcher.log.read_text()
     gateway = f"http://127.0.0.1:{launcher.port('BURROW_PORT')}"
     management = f"http://127.0.0.1:{launcher.port('BURROW_DEV_MANAGEMENT_PORT')}"
@@ -162,8 +178,7 @@ def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -
 
 
 def test_data_is_kept_between_runs(launcher: Launcher) -> None:
-    launcher.start()
-    launcher.wait_line("Burrow is up")
+    launcher.up()
     mongo = f"mongodb://127.0.0.1:{launcher.port('BURROW_DEV_MONGO_PORT')}/?directConnection=true"
     with MongoClient(mongo, serverSelectionTimeoutMS=5000) as client:
         client.burrow.keep.insert_one({"_id": "kept"})
@@ -173,8 +188,8 @@ def test_data_is_kept_between_runs(launcher: Launcher) -> None:
     assert routed == {"routed": True}
     assert launcher.interrupt() == 0
 
-    launcher.start()
-    launcher.wait_line("Burrow is up")
+    launcher.up()  # its ports may be new ones (Launcher.up): the data is the same
+    mongo = f"mongodb://127.0.0.1:{launcher.port('BURROW_DEV_MONGO_PORT')}/?directConnection=true"
     with MongoClient(mongo, serverSelectionTimeoutMS=5000) as client:
         assert client.burrow.keep.find_one({"_id": "kept"}) == {"_id": "kept"}
     parked = launcher.api("/api/queues/burrow/email.dead/get", {
@@ -196,8 +211,7 @@ def test_a_taken_port_is_reported_before_anything_starts(launcher: Launcher) -> 
 
 
 def test_up_with_prometheus_scrapes_every_process_and_rabbitmq(launcher: Launcher) -> None:
-    launcher.start("--prometheus", "--scrape-interval", "1")
-    launcher.wait_line("Burrow is up")
+    launcher.up("--prometheus", "--scrape-interval", "1")
     found = re.search(r"prometheus +(http://127\.0\.0\.1:(\d+))", launcher.log.read_text())
     assert found, launcher.log.read_text()
     url, port = found.group(1), int(found.group(2))

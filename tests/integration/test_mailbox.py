@@ -374,8 +374,7 @@ def test_under_the_launcher_an_address_is_verified_from_the_mailbox_and_gets_a_d
     """docs/mailbox.md, step by step: ./dev up (with a short digest period), set an
     address, open the mailbox, follow the link, miss a message, read the digest."""
     launcher.env["BURROW_DIGEST_HOURLY"] = "2"  # docs/mailbox.md: a digest within seconds
-    launcher.start()
-    launcher.wait_line("Burrow is up")
+    launcher.up()
     options = mailbox.Options(launcher.port("BURROW_DEV_MAILBOX_PORT"),
                               launcher.port("BURROW_DEV_SMTP_PORT"))
     assert (f"mailbox        {options.url}  (every mail the stack sends, caught on "
