@@ -105,7 +105,8 @@ def notice(job: Job) -> Notice:
             or not ids.is_user_id(sender):
         raise Permanent("a stored message needs seq >= 1 and a sender")
     msg_id = body.get("id")
-    return Notice(room, str(sender), seq, msg_id if isinstance(msg_id, str) else job.message_id)
+    return Notice(room, str(sender), seq, msg_id if isinstance(msg_id, str) else job.message_id,
+                  change=body.get("type") != "message" or "kind" in body)
 
 
 def preview(text: str) -> str:
@@ -190,6 +191,11 @@ class Notifier:
         and publishes their jobs again (same message ids), and never claims twice.
         """
         assert self.jobs is not None
+        # Edits, deletes and reactions push nobody and add nothing to digests; a deleted
+        # message is left out when a push or digest is due (burrow.storage.notify).
+        notices = [n for n in notices if not n.change]
+        if not notices:
+            return
         now = datetime.now(UTC)
         members = await self.store.member_states({n.room for n in notices})
         push_stale = timedelta(seconds=2 * self.settings.push_delay

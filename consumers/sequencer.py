@@ -27,9 +27,12 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aio_pika
+import orjson
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -38,26 +41,32 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
-from burrow.core import ids
+from burrow.core import ids, lifecycle
 from burrow.core.envelopes import (
     ACKS_TYPE,
     BATCHED_ACKS,
+    CHANGE_KIND,
     STORED_AT,
     EnvelopeError,
     Send,
     encode_acks,
 )
-from burrow.core.sequencing import Clash, Numbering, Plan, store_batch
+from burrow.core.lifecycle import Refused
+from burrow.core.sequencing import Clash, Numbering, Plan, dedup_key, store_batch
 from burrow.runtime import metrics
 from burrow.runtime.broker import BROKER_ERRORS
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
+from burrow.storage.changes import ChangeStore
 from burrow.storage.messages import MessageStore
+from burrow.storage.rooms import RoomStore
 from queues import topology
 
 log = logging.getLogger(__name__)
 
+A = TypeVar("A")
+R = TypeVar("R")
 LAG_INTERVAL = 1.0  # seconds between updates of burrow_sequencer_lag_seconds
 
 
@@ -85,6 +94,8 @@ class Sequencer:
         self.inboxes: list[asyncio.Queue[AbstractIncomingMessage | None]] = []
         self.consumer_tags: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         self.store: MessageStore | None = None
+        self.changes: ChangeStore | None = None
+        self.rooms: RoomStore | None = None
         self.fanout: AbstractExchange | None = None
         self.reply: AbstractExchange | None = None
         self.retry_interval = settings.reconnect_interval
@@ -95,8 +106,12 @@ class Sequencer:
         self._lag: asyncio.Task[None] | None = None
 
     async def start(self, runtime: Runtime) -> None:
-        self.store = MessageStore(database.database(runtime.db))
-        await database.ensure_indexes([self.store], self.retry_interval, "sequencer")
+        db = database.database(runtime.db)
+        self.store = MessageStore(db)
+        self.changes = ChangeStore(db)
+        self.rooms = RoomStore(db)
+        await database.ensure_indexes([self.store, self.changes], self.retry_interval,
+                                      "sequencer")
         connection = await runtime.broker.opened()
         publisher = await connection.channel()  # publisher confirms are on by default
         self.channels.append(publisher)
@@ -208,8 +223,15 @@ class Sequencer:
                 await message.reject(requeue=False)  # dead-letters into chat.seq.dead
                 continue
             sends.append((send, Reply.to(message)))
+        refused: list[tuple[Send, Reply, Refused]] = []
+        if any(send.kind is not None for send, _ in sends):  # changes: decide first
+            sends, refused = await self._retrying(self._decide, sends)
         if sends:
             plan = await self._store(sends)
+            changes = [o.stored for o in plan.outcomes if o.stored.kind is not None]
+            if changes:  # stored now or before: (re)apply to their targets, guarded
+                assert self.changes is not None
+                await self._retrying(self.changes.apply, changes)
             self.unconfirmed.setdefault(index, time.time())  # an older given-back one stays
             metrics.SEQUENCER_MESSAGES.inc(len(plan.new))
             duplicates = sum(1 for outcome in plan.outcomes if outcome.duplicate)
@@ -222,9 +244,54 @@ class Sequencer:
                               extra={"msg_id": stored.id, "room": stored.room,
                                      "seq": stored.seq, "client_id": stored.client_id,
                                      "user": stored.sender, "shard": index})
+            if refused:
+                await self._refuse(refused)
             await self._publish(plan)
             self.unconfirmed.pop(index, None)
+        elif refused:
+            await self._refuse(refused)
         await batch[-1].ack(multiple=True)
+
+    async def _retrying(self, step: Callable[[A], Awaitable[R]], arg: A) -> R:
+        """``step(arg)``, retried while the database is unreachable."""
+        while True:
+            try:
+                return await step(arg)
+            except PyMongoError as exc:
+                log.warning("database unavailable, retrying: %s", exc)
+                await asyncio.sleep(self.retry_interval)
+
+    async def _decide(self, sends: list[tuple[Send, Reply]]
+                      ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
+        """Which changes of the batch are allowed (:func:`lifecycle.decide`), in order.
+
+        A change stored already (a redelivery, a retried client_id) is not decided
+        again: it goes on to be found as a duplicate and answered with its seq.
+        """
+        assert self.store is not None and self.changes is not None and self.rooms is not None
+        changes = [send for send, _ in sends if send.kind is not None]
+        stored = await self.store.existing([dedup_key(s) for s in changes])
+        targets = await self.changes.targets(
+            s.target for s in changes if s.target and dedup_key(s) not in stored)
+        now_ms = int(time.time() * 1000)
+        allowed: list[tuple[Send, Reply]] = []
+        refused: list[tuple[Send, Reply, Refused]] = []
+        for send, reply in sends:
+            if send.kind is None or dedup_key(send) in stored:
+                allowed.append((send, reply))
+                continue
+            target = targets.get(send.target or "")
+            role = None
+            if (send.kind == "delete" and target is not None and not send.admin
+                    and target.sender != send.sender):
+                role = await self.rooms.role(send.room, send.sender)
+            try:
+                allowed.append((lifecycle.decide(
+                    send, target, role, now_ms, self.settings.edit_window,
+                    self.settings.max_reactions), reply))
+            except Refused as exc:
+                refused.append((send, reply, exc))
+        return allowed, refused
 
     async def _store(self, sends: list[tuple[Send, Reply]]) -> Plan[Reply]:
         """Number and store *sends*, retrying while the database is unreachable."""
@@ -240,6 +307,31 @@ class Sequencer:
                 continue
             metrics.SEQUENCER_STORE_SECONDS.observe(time.perf_counter() - started)
             return plan
+
+    async def _refuse(self, refused: Sequence[tuple[Send, Reply, Refused]]) -> None:
+        """Answer each refused change with an error frame in place of its ack (batched
+        per gateway like acks), and wait for the confirms."""
+        assert self.reply is not None
+        publishes = []
+        batched: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        for send, reply, exc in refused:
+            if not reply.reply_to:
+                continue
+            frame = orjson.dumps({"type": "error", "code": exc.code, "message": exc.message,
+                                  "client_id": send.client_id, "room": send.room})
+            if reply.batched and reply.correlation_id:
+                batched[reply.reply_to].append((reply.correlation_id, frame))
+            else:
+                publishes.append(self.reply.publish(
+                    aio_pika.Message(frame, content_type="application/json",
+                                     correlation_id=reply.correlation_id),
+                    reply.reply_to, mandatory=False))
+        for reply_to, errors in batched.items():
+            publishes.append(self.reply.publish(
+                aio_pika.Message(encode_acks(errors), content_type="text/plain",
+                                 type=ACKS_TYPE),
+                reply_to, mandatory=False))
+        await asyncio.gather(*publishes)
 
     async def _publish(self, plan: Plan[Reply]) -> None:
         """Fan every message out, answer every sender, and wait for all the confirms.
@@ -257,9 +349,12 @@ class Sequencer:
         batched: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         for outcome in plan.outcomes:
             stored = outcome.stored
+            headers: dict[str, Any] = {"seq": stored.seq, STORED_AT: stored_at}
+            if stored.kind is not None:
+                headers[CHANGE_KIND] = stored.kind  # gateways show it to v1 receivers
             publishes.append(self.fanout.publish(
                 aio_pika.Message(stored.frame(), content_type="application/json",
-                                 headers={"seq": stored.seq, STORED_AT: stored_at},
+                                 headers=headers,
                                  message_id=stored.id,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 ids.message_key(stored.room), mandatory=False))

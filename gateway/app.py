@@ -19,9 +19,11 @@ from burrow.runtime import logs, probes
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
+from burrow.storage.attachments import AttachmentStore
 from burrow.storage.devices import DeviceStore
 from burrow.storage.tickets import TicketStore
 from gateway import (
+    attachments_api,
     cors,
     dev_api,
     devices_api,
@@ -62,6 +64,7 @@ class Context:
     caps: ConnectionCaps
     connections: set[Connection]
     tickets: TicketStore
+    attachments: AttachmentStore
 
 
 GatewayApp = Sanic[Config, Context]
@@ -99,6 +102,8 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(poll.blueprint())
     app.blueprint(http_send.blueprint())
     app.blueprint(http_events.blueprint())
+    app.blueprint(attachments_api.blueprint())
+    app.blueprint(attachments_api.files_blueprint())
     app.blueprint(dev_api.blueprint(settings))
     cors.install(app, settings.cors_origins)
     app.on_request(_limit_ip)  # app-wide and first: before the JWT is even looked at
@@ -120,13 +125,17 @@ async def _open(app: GatewayApp) -> None:
     app.ctx.caps = ConnectionCaps(settings.max_connections_user, settings.max_connections_ip)
     app.ctx.connections = set()
     app.ctx.tickets = TicketStore(database.database(app.ctx.runtime.db))
+    app.ctx.attachments = attachments_api.store(settings, database.database(app.ctx.runtime.db))
     app.ctx.node.start()
     node = app.ctx.node
     stores: list[database.Indexed] = [
         node.messages, node.rooms, node.presence, DeviceStore(database.database(node.runtime.db)),
-        app.ctx.tickets]
+        app.ctx.tickets, app.ctx.attachments]
     app.add_task(database.ensure_indexes(stores, settings.reconnect_interval, "gateway"),
                  name="ensure-indexes")
+    app.add_task(attachments_api.collect_forever(app.ctx.attachments,
+                                                 settings.attachment_pending_ttl),
+                 name="collect-attachments")
 
 
 async def _drain(app: GatewayApp) -> None:

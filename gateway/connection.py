@@ -39,12 +39,14 @@ class Subscription:
     Compared by identity: subscriptions live in sets.
     """
 
-    __slots__ = ("connection", "cursor", "replay", "room")
+    __slots__ = ("connection", "cursor", "replay", "room", "v")
 
-    def __init__(self, connection: Connection, room: str, cursor: Cursor) -> None:
+    def __init__(self, connection: Connection, room: str, cursor: Cursor,
+                 v: int = 1) -> None:
         self.connection = connection
         self.room = room
         self.cursor = cursor
+        self.v = v  # protocol version: 2 takes change events as their own frames
         self.replay: asyncio.Task[None] | None = None
 
 

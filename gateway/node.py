@@ -24,6 +24,7 @@ from burrow.core import ids
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
+from burrow.storage.changes import ChangeStore
 from burrow.storage.messages import MessageStore
 from burrow.storage.presence import PresenceStore
 from burrow.storage.rooms import RoomStore
@@ -50,6 +51,7 @@ class Node:
         self.runtime = runtime
         db = database.database(runtime.db)
         self.messages = MessageStore(db)
+        self.changes = ChangeStore(db)  # reactions and versions, for history
         self.rooms = RoomStore(db)
         self.presence = PresenceStore(db, settings.presence_ttl)
         self.held = Held()
@@ -169,9 +171,12 @@ class Node:
         in *room* (G6); cached on the connection until revoked."""
         await self.members.check(conn, room, client_id)
 
-    async def subscribe(self, conn: Connection, room: str, since: int | None) -> None:
-        """Bind, then replay what follows *since* from the database, then go live."""
-        await self.subscriptions.subscribe(conn, room, since)
+    async def subscribe(self, conn: Connection, room: str, since: int | None,
+                        v: int = 1) -> None:
+        """Bind, then replay what follows *since* from the database, then go live.
+
+        *v* 2: change events come as their own frames; 1: as ``message`` frames."""
+        await self.subscriptions.subscribe(conn, room, since, v)
 
     async def unsubscribe(self, conn: Connection, room: str) -> None:
         await self.subscriptions.unsubscribe(conn, room)

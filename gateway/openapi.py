@@ -34,6 +34,7 @@ def _answer(description: str, schema: dict[str, Any] | None = None,
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "malformed request", 401: "no valid token", 403: "not allowed",
             404: "not found", 409: "conflict", 413: "body too large",
+            415: "type not allowed, or the bytes are not of the type named",
             429: "rate limited (Retry-After)", 503: "broker or database unreachable: retry"}
     return {str(s): _answer(text[s], ERROR) for s in statuses}
 
@@ -58,17 +59,28 @@ AUTH: Final[list[dict[str, list[str]]]] = [{"bearer": []}]
 ROOM_PATH: Final = _path("room", ROOM)
 OK_EMPTY: Final = {"204": _answer("done")}
 ANY_JSON: Final = {"type": "object"}
+MESSAGE_PATH: Final = _path("message", {"type": "string", "minLength": 1, "maxLength": 64})
+IDEMPOTENCY_KEY: Final = {"name": "Idempotency-Key", "in": "header", "required": True,
+                          "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
 SETTINGS: Final = {"type": "object", "required": [
     "email", "email_verified", "push", "digest", "previews"], "properties": {
     "email": {"type": ["string", "null"]}, "email_verified": {"type": "boolean"},
     "push": {"type": "boolean"}, "digest": {"enum": ["off", "hourly", "daily"]},
     "previews": {"type": "boolean"}}}
+FILE_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
+ATTACHMENT: Final = {"type": "object", "properties": {
+    "id": FILE_ID, "name": {"type": "string"}, "type": {"type": "string"},
+    "size": {"type": "integer"}, "width": {"type": ["integer", "null"]},
+    "height": {"type": ["integer", "null"]}}}
 LINK_PAGES: Final = {
     "200": _answer("page, or confirmed", {"type": "string"}, "text/html"),
     "400": _answer("not a valid link", {"type": "string"}, "text/html"),
     "410": _answer("expired, or for an address no longer set", {"type": "string"},
                    "text/html"),
     "503": _answer("not configured", {"type": "string"}, "text/html")}
+
+
+CHANGE_ERRORS: Final = _errors(400, 401, 403, 404, 409, 413, 429, 503)
 
 
 def document() -> dict[str, Any]:
@@ -140,7 +152,8 @@ def document() -> dict[str, Any]:
             "get": {"summary": "History", "security": AUTH, "parameters": [
                 _query("after", {"type": "integer", "minimum": 0}),
                 _query("before", {"type": "integer", "minimum": 1}),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500})],
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                _query("v", {"enum": ["1", "2"]})],
                 "responses": {"200": _answer("messages", ANY_JSON),
                               **_errors(400, 401, 403, 429, 503)}},
             "post": {"summary": "Send a message (Idempotency-Key)", "security": AUTH,
@@ -150,6 +163,38 @@ def document() -> dict[str, Any]:
                      "requestBody": _json_body({"body": {"type": "string"}}, ["body"]),
                      "responses": {"201": _answer("stored, with its seq", ANY_JSON),
                                    **_errors(400, 401, 403, 413, 429, 503)}}},
+        "/v1/rooms/{room}/messages/{message}": {
+            "parameters": [ROOM_PATH, MESSAGE_PATH],
+            "delete": {"summary": "Delete a message (Idempotency-Key)", "security": AUTH,
+                       "parameters": [IDEMPOTENCY_KEY],
+                       "responses": {"201": _answer("stored, with its seq", ANY_JSON),
+                                     **CHANGE_ERRORS}}},
+        "/v1/rooms/{room}/messages/{message}/delete": {
+            "parameters": [ROOM_PATH, MESSAGE_PATH],
+            "post": {"summary": "Delete a message (Idempotency-Key)", "security": AUTH,
+                     "parameters": [IDEMPOTENCY_KEY],
+                     "responses": {"201": _answer("stored, with its seq", ANY_JSON),
+                                   **CHANGE_ERRORS}}},
+        "/v1/rooms/{room}/messages/{message}/edit": {
+            "parameters": [ROOM_PATH, MESSAGE_PATH],
+            "post": {"summary": "Edit a message (Idempotency-Key)", "security": AUTH,
+                     "parameters": [IDEMPOTENCY_KEY],
+                     "requestBody": _json_body({"body": {"type": "string"}}, ["body"]),
+                     "responses": {"201": _answer("stored, with its seq", ANY_JSON),
+                                   **CHANGE_ERRORS}}},
+        "/v1/rooms/{room}/messages/{message}/reactions": {
+            "parameters": [ROOM_PATH, MESSAGE_PATH],
+            "post": {"summary": "React, or take a reaction back (Idempotency-Key)",
+                     "security": AUTH, "parameters": [IDEMPOTENCY_KEY],
+                     "requestBody": _json_body({"emoji": {"type": "string"},
+                                                "remove": {"type": "boolean"}}, ["emoji"]),
+                     "responses": {"201": _answer("stored, with its seq", ANY_JSON),
+                                   **CHANGE_ERRORS}}},
+        "/v1/rooms/{room}/messages/{message}/edits": {
+            "parameters": [ROOM_PATH, MESSAGE_PATH],
+            "get": {"summary": "A message's versions, oldest first", "security": AUTH,
+                    "responses": {"200": _answer("versions", ANY_JSON),
+                                  **_errors(400, 401, 403, 404, 429)}}},
         "/v1/rooms/{room}/members": {"parameters": [ROOM_PATH], "get": {
             "summary": "Members", "security": AUTH,
             "responses": {"200": _answer("members", ANY_JSON),
@@ -166,6 +211,33 @@ def document() -> dict[str, Any]:
             "summary": "My read pointer", "security": AUTH,
             "requestBody": _json_body({"seq": {"type": "integer", "minimum": 0}}, ["seq"]),
             "responses": {**OK_EMPTY, **_errors(400, 401, 403, 413, 429, 503)}}},
+        "/v1/rooms/{room}/attachments": {"parameters": [ROOM_PATH], "post": {
+            "summary": "Upload a file (the raw bytes; Content-Type is its type)",
+            "security": AUTH,
+            "parameters": [_query("name", {"type": "string", "maxLength": 1000},
+                                  description="the file's name")],
+            "requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}},
+                "text/plain": {"schema": {"type": "string"}}}},
+            "responses": {"201": _answer("stored, pending until a message attaches it",
+                                         ATTACHMENT),
+                          **_errors(400, 401, 403, 413, 415, 429, 503)}}},
+        "/v1/rooms/{room}/attachments/{file_id}": {
+            "parameters": [ROOM_PATH, _path("file_id", FILE_ID)],
+            "get": {"summary": "A signed, short-lived URL of the file", "security": AUTH,
+                    "responses": {"200": _answer("the file and its URL", {
+                        **ATTACHMENT, "required": ["id", "url", "expires_at"]}),
+                                  **_errors(400, 401, 403, 404, 429, 503)}}},
+        "/v1/files/{file_id}": {
+            "parameters": [_path("file_id", FILE_ID),
+                           _query("exp", {"type": "integer"}, True, "expiry (Unix time)"),
+                           _query("sig", {"type": "string"}, True, "the URL's signature")],
+            "get": {"summary": "The bytes of a file, for a signed URL (no token)",
+                    "responses": {"200": _answer("the file", {"type": "string",
+                                                              "format": "binary"},
+                                                 "application/octet-stream"),
+                                  **_errors(403, 404, 429, 503)}}},
         "/v1/devices": {
             "get": {"summary": "My devices", "security": AUTH,
                     "responses": {"200": _answer("devices", ANY_JSON), **_errors(401, 429)}},

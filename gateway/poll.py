@@ -61,6 +61,7 @@ def blueprint() -> Blueprint:
             rooms = streams.parse_rooms(request.args.get("rooms"))
             cursor = streams.parse_cursor(request.args.get("cursor"), rooms, "cursor")
             timeout = parse_timeout(request.args.get("timeout"))
+            version = streams.parse_version(request.args.get("v"))
         except streams.BadParameter as exc:
             return problem(400, "bad_request", str(exc))
         refused = await check_rooms(node, claims.user, rooms)
@@ -79,7 +80,7 @@ def blueprint() -> Blueprint:
             async with streams.attached(request, conn, claims, "poll"):
                 try:
                     for room in rooms:
-                        await node.subscribe(conn, room, cursor.get(room))
+                        await node.subscribe(conn, room, cursor.get(room), version)
                 except ProtocolError as exc:
                     return problem(403, exc.code, exc.message)
                 except Unavailable as exc:

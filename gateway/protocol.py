@@ -14,6 +14,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from burrow.core import ids
+from burrow.core.lifecycle import MAX_EMOJI_BYTES, valid_emoji
 
 # Close codes (RFC 6455 reserves 4000-4999 for applications). A client reconnects and
 # resumes after 1001, 1011, 4008; after 4401 only with a fresh token; never after 4403.
@@ -46,6 +47,7 @@ class ProtocolError(Exception):
 class Subscribe:
     room: str
     since: int | None  # None: only what comes after the subscription
+    v: int = 1         # 2: change events come as their own frames (docs/protocol.md)
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,16 @@ class Unsubscribe:
 
 @dataclass(frozen=True)
 class SendFrame:
+    """A ``send``, or a change (``edit``, ``delete``, ``react``) of message *target*:
+    a change travels and is acked like a send (kind: edit, delete, reaction)."""
+
     room: str
     client_id: str
     body: str
+    kind: str | None = None
+    target: str | None = None
+    emoji: str | None = None
+    remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,10 @@ class Typing:
 
 
 ClientFrame = Subscribe | Unsubscribe | SendFrame | Read | Ping | Typing
-TYPES = ("subscribe", "unsubscribe", "send", "read", "typing", "ping")
+TYPES = ("subscribe", "unsubscribe", "send", "read", "typing", "ping", "edit", "delete",
+         "react")
+CHANGES = {"edit": "edit", "delete": "delete", "react": "reaction"}
+VERSIONS = (1, 2)
 STATUSES = ("online", "offline")
 
 
@@ -112,7 +124,10 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
         since = data.get("since")
         if since is not None and not _is_seq(since):
             raise ProtocolError("bad_frame", "since must be a non-negative integer", room=room)
-        return Subscribe(room, since)
+        version = data.get("v", 1)
+        if version not in VERSIONS or isinstance(version, bool):
+            raise ProtocolError("bad_frame", "v must be 1 or 2", room=room)
+        return Subscribe(room, since, version)
     if kind == "unsubscribe":
         return Unsubscribe(room)
     if kind == "typing":
@@ -122,10 +137,12 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
         if not _is_seq(seq):
             raise ProtocolError("bad_frame", "seq must be a non-negative integer", room=room)
         return Read(room, seq)
-    # send
+    # send, or a change
     if client_id is None:
-        raise ProtocolError("bad_frame", "send needs a client_id of 1..64 printable ASCII "
-                            "characters", room=room)
+        raise ProtocolError("bad_frame", f"{kind} needs a client_id of 1..64 printable "
+                            "ASCII characters", room=room)
+    if kind in CHANGES:
+        return _change(data, CHANGES[kind], room, client_id, max_body_bytes)
     body = data.get("body")
     if not isinstance(body, str):
         raise ProtocolError("bad_frame", "body must be a string", client_id=client_id,
@@ -134,6 +151,34 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
         raise ProtocolError("too_large", f"body is over {max_body_bytes} bytes",
                             client_id=client_id, room=room)
     return SendFrame(room, client_id, body)
+
+
+def _change(data: dict[str, Any], kind: str, room: str, client_id: str,
+            max_body_bytes: int) -> SendFrame:
+    """An ``edit`` {id, body}, ``delete`` {id} or ``react`` {id, emoji, remove} frame."""
+    target = data.get("id")
+    if not ids.is_client_id(target):
+        raise ProtocolError("bad_frame", "id must name a message (1..64 printable ASCII "
+                            "characters)", client_id=client_id, room=room)
+    if kind == "edit":
+        body = data.get("body")
+        if not isinstance(body, str):
+            raise ProtocolError("bad_frame", "body must be a string", client_id=client_id,
+                                room=room)
+        if len(body.encode()) > max_body_bytes:
+            raise ProtocolError("too_large", f"body is over {max_body_bytes} bytes",
+                                client_id=client_id, room=room)
+        return SendFrame(room, client_id, body, kind, target)
+    if kind == "delete":
+        return SendFrame(room, client_id, "", kind, target)
+    emoji, remove = data.get("emoji"), data.get("remove", False)
+    if not valid_emoji(emoji):
+        raise ProtocolError("bad_frame", f"emoji must be 1..{MAX_EMOJI_BYTES} bytes of text "
+                            "without control characters", client_id=client_id, room=room)
+    if not isinstance(remove, bool):
+        raise ProtocolError("bad_frame", "remove must be true or false", client_id=client_id,
+                            room=room)
+    return SendFrame(room, client_id, "", kind, target, emoji, remove)
 
 
 def _is_seq(value: Any) -> TypeGuard[int]:

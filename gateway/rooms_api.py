@@ -8,10 +8,13 @@ in the token) add and remove members; a member may remove themself (leave); only
 
 from __future__ import annotations
 
+from typing import Any
+
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from burrow.core import ids
+from burrow.core.envelopes import Stored, v1_frame
 from burrow.storage.rooms import OWNER
 from gateway.auth import Claims
 from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem, without_body
@@ -26,6 +29,16 @@ MAX_INITIAL_MEMBERS = 1000
 # A room with its 1,000 first members of 128-character ids, quoted: ~132 kB.
 CREATE_BYTES = LARGEST_BODY
 
+
+
+def _history_v1(m: Stored) -> dict[str, Any]:
+    entry = {"room": m.room, "seq": m.seq, "id": m.id, "sender": m.sender,
+             "client_id": m.client_id, "ts": m.ts, "body": m.body}
+    if m.kind is None and m.edit_count == 0 and m.deleted_at is None:
+        return entry
+    entry = v1_frame(m.fields())
+    del entry["type"]
+    return entry
 
 
 def _query_int(request: Request, name: str, low: int, high: int) -> int | None:
@@ -165,9 +178,35 @@ def blueprint() -> Blueprint:
             limit = _query_int(request, "limit", 1, MAX_HISTORY) or DEFAULT_HISTORY
         except ValueError as exc:
             return problem(400, "bad_request", str(exc))
-        found = await node_of(request).messages.history(room, after, before, limit)
-        return response.json({"room": room, "messages": [
-            {"room": m.room, "seq": m.seq, "id": m.id, "sender": m.sender,
-             "client_id": m.client_id, "ts": m.ts, "body": m.body} for m in found]})
+        version = request.args.get("v", "1")
+        if version not in ("1", "2"):
+            return problem(400, "bad_request", "v must be 1 or 2")
+        node = node_of(request)
+        found = await node.messages.history(room, after, before, limit)
+        if version == "1":  # every seq; a change event in its v1 (message) shape
+            return response.json({"room": room, "messages": [
+                _history_v1(m) for m in found]})
+        claims: Claims = request.ctx.claims
+        reactions = await node.changes.reactions_of(
+            [m.id for m in found if m.kind is None and m.deleted_at is None], claims.user)
+        entries = []
+        for m in found:
+            entry = m.fields()
+            if m.kind is None:
+                entry["reactions"] = reactions.get(m.id, [])
+            entries.append(entry)
+        return response.json({"room": room, "messages": entries})
+
+    @bp.get("/<room>/messages/<message>/edits")
+    async def edits(request: Request, room: str, message: str) -> HTTPResponse:
+        """The versions of a message, oldest first (none once it is deleted)."""
+        if (refused := await may_read(request, room)) is not None:
+            return refused
+        if not ids.is_client_id(message):
+            return problem(400, "bad_request", "a message id is 1..64 printable characters")
+        versions = await node_of(request).changes.versions(room, message)
+        if versions is None:
+            return problem(404, "not_found", f"no message {message} in room {room}")
+        return response.json({"room": room, "id": message, "versions": versions})
 
     return bp

@@ -52,7 +52,7 @@ class SseTransport:
             await self.stream.send(": keepalive\n\n")
             return
         kind, _ = self.position.see(frame)
-        if kind in ("message", "subscribed"):
+        if kind in streams.SEQUENCED or kind == "subscribed":
             event_id = streams.encode_cursor(self.position.cursor)
             await self.stream.send(f"id: {event_id}\nevent: {kind}\ndata: {frame}\n\n")
         else:
@@ -96,6 +96,7 @@ def blueprint() -> Blueprint:
             since = streams.parse_cursor(request.args.get("since"), rooms, "since")
             since.update(streams.parse_cursor(request.headers.get("last-event-id"), rooms,
                                               "Last-Event-ID"))
+            version = streams.parse_version(request.args.get("v"))
         except streams.BadParameter as exc:
             return problem(400, "bad_request", str(exc))
         refused = await check_rooms(node, claims.user, rooms)
@@ -114,7 +115,7 @@ def blueprint() -> Blueprint:
                 try:
                     for room in rooms:
                         try:
-                            await node.subscribe(conn, room, since.get(room))
+                            await node.subscribe(conn, room, since.get(room), version)
                         except ProtocolError as exc:  # removed from the room meanwhile
                             conn.push([exc.frame()])
                             OUT["error"].inc()

@@ -75,6 +75,19 @@ def encode_cursor(cursor: Mapping[str, int]) -> str:
     return ",".join(f"{room}:{seq}" for room, seq in cursor.items())
 
 
+#: Frames that hold a room's seq: messages, and change events for v2 receivers.
+SEQUENCED = frozenset({"message", "edit", "delete", "reaction"})
+
+
+def parse_version(raw: str | None) -> int:
+    """The ``v`` query parameter: 1 (default) or 2 (change events as their own frames)."""
+    if raw is None or raw == "1":
+        return 1
+    if raw == "2":
+        return 2
+    raise BadParameter("v must be 1 or 2")
+
+
 class Position:
     """Follows the frames a client is given and keeps its cursor up to date."""
 
@@ -85,7 +98,7 @@ class Position:
         """The frame's type and fields; a message moves its room's place forward."""
         data = orjson.loads(frame)
         kind = str(data.get("type", ""))
-        if kind == "message":
+        if kind in SEQUENCED:
             self.cursor[data["room"]] = data["seq"]
         elif kind == "subscribed" and data["room"] not in self.cursor:
             self.cursor[data["room"]] = data["since"]

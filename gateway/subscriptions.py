@@ -14,10 +14,11 @@ import asyncio
 import logging
 import time
 
+import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from pymongo.errors import PyMongoError
 
-from burrow.core.envelopes import STORED_AT
+from burrow.core.envelopes import CHANGE_KIND, STORED_AT, v1_frame
 from burrow.core.seam import Cursor, TooFarBehind
 from burrow.runtime import metrics
 from burrow.storage.messages import MessageStore
@@ -43,7 +44,8 @@ class Subscriptions:
         self.members = members
         self.messages = messages
 
-    async def subscribe(self, conn: Connection, room: str, since: int | None) -> None:
+    async def subscribe(self, conn: Connection, room: str, since: int | None,
+                        v: int = 1) -> None:
         """Bind, then replay what follows *since* from the database, then go live."""
         members = self.members
         seen = members.revocations
@@ -53,7 +55,7 @@ class Subscriptions:
             await self.unsubscribe(conn, room)
         await self.bindings.bind(room)
         last = since if since is not None else (await self.messages.last_seqs([room]))[room]
-        sub = Subscription(conn, room, Cursor(last))
+        sub = Subscription(conn, room, Cursor(last), v)
         conn.subscriptions[room] = sub
         self.bindings.add(sub)
         if members.revocations != seen and await members.rooms.role(room, conn.user) is None:
@@ -81,10 +83,17 @@ class Subscriptions:
             log.error("message without a seq header on %s", message.routing_key)
             return
         frame = message.body.decode()  # once, for every local subscriber
+        v1 = frame
+        if headers.get(CHANGE_KIND) is not None:  # a change event: v1 gets a message frame
+            try:
+                v1 = orjson.dumps(v1_frame(orjson.loads(frame))).decode()
+            except orjson.JSONDecodeError:
+                log.error("change event %s is not JSON", message.message_id)
+                return
         sent = 0
         for sub in self.bindings.local(room):
             try:
-                frames = sub.cursor.live(seq, frame)
+                frames = sub.cursor.live(seq, frame if sub.v >= 2 else v1)
             except TooFarBehind:
                 sub.connection.close(protocol.SLOW_CLIENT, "too far behind: resume")
                 continue
@@ -116,7 +125,7 @@ class Subscriptions:
         cursor.start_replay()
         while True:
             page = await self.messages.history(sub.room, after=cursor.last, limit=REPLAY_PAGE)
-            frames = cursor.replayed((m.seq, m.frame().decode()) for m in page)
+            frames = cursor.replayed((m.seq, m.frame(sub.v).decode()) for m in page)
             sub.connection.push(frames)
             OUT["message"].inc(len(frames))
             if sub.connection.close_code is not None:

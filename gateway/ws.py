@@ -191,8 +191,8 @@ async def handle(node: Node, conn: Connection, raw: str | bytes, limits: Limits)
             case protocol.Ping(ping_id):
                 conn.push([protocol.pong(ping_id)])
                 OUT_PONG.inc()
-            case protocol.Subscribe(room, since):
-                await node.subscribe(conn, room, since)
+            case protocol.Subscribe(room, since, v):
+                await node.subscribe(conn, room, since, v)
             case protocol.Unsubscribe(room):
                 await node.unsubscribe(conn, room)
                 conn.push([protocol.unsubscribed(room, "requested")])

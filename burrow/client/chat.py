@@ -5,6 +5,10 @@ room with ``since`` = that seq, so it misses nothing and sees nothing twice (G4)
 that have no ack yet are sent again with the same ``client_id`` (G3), to whichever gateway
 it reaches next. It also checks the server: a message that skips a seq or repeats one is
 recorded in :attr:`ChatClient.violations` (the tests assert there are none).
+
+It subscribes with protocol v2: edits, deletes and reactions (:meth:`ChatClient.edit`,
+:meth:`~ChatClient.delete`, :meth:`~ChatClient.react`) arrive as change events in
+:attr:`ChatClient.changes`, in the room's seq order with the messages.
 """
 
 from __future__ import annotations
@@ -54,11 +58,34 @@ class Ack:
     client_id: str
 
 
+@dataclass(frozen=True)
+class Change:
+    """A change event (v2): ``kind`` edit, delete or reaction of message ``target``."""
+
+    room: str
+    seq: int
+    id: str
+    kind: str
+    target: str
+    sender: str
+    ts: int
+    body: str | None = None       # edit
+    edit_count: int | None = None  # edit
+    emoji: str | None = None      # reaction
+    op: str | None = None         # reaction: add or remove
+
+
+CHANGE_KINDS = frozenset({"edit", "delete", "reaction"})
+
+
 @dataclass
 class _Pending:
-    room: str
-    body: str
+    frame: dict[str, Any]  # the send or change frame, sent again as it is
     done: asyncio.Future[Ack]
+
+    @property
+    def room(self) -> str:
+        return str(self.frame["room"])
 
 
 @dataclass
@@ -70,6 +97,7 @@ class ChatClient:
     reconnect: bool = True
     retry_delay: float = 0.2
     messages: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    changes: asyncio.Queue[Change] = field(default_factory=asyncio.Queue)  # edits, ...
     last: dict[str, int] = field(default_factory=dict)     # room -> last delivered seq
     violations: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # other frames, for tests
@@ -103,10 +131,10 @@ class ChatClient:
         self.connects += 1
         self._connected.set()
         for room, since in self.last.items():  # resume every room from where we are
-            await self._send_frame({"type": "subscribe", "room": room, "since": since})
-        for client_id, pending in self._pending.items():
-            await self._send_frame({"type": "send", "room": pending.room,
-                                    "client_id": client_id, "body": pending.body})
+            await self._send_frame({"type": "subscribe", "room": room, "since": since,
+                                    "v": 2})
+        for pending in self._pending.values():
+            await self._send_frame(pending.frame)
 
     def _tls(self, url: str) -> dict[str, Any]:
         # websockets refuses an ssl argument for ws://, and makes its own default
@@ -138,7 +166,7 @@ class ChatClient:
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "message":
+        if kind == "message" or kind in CHANGE_KINDS:
             room, seq = frame["room"], frame["seq"]
             last = self.last.get(room, 0)
             if seq <= last:
@@ -149,6 +177,12 @@ class ChatClient:
             if seq != last + 1:
                 self.violations.append(f"{room}: seq {seq} after {last}")
             self.last[room] = seq
+            if kind != "message":
+                self.changes.put_nowait(Change(
+                    room, seq, frame["id"], kind, frame["target"], frame["sender"],
+                    frame["ts"], frame.get("body"), frame.get("edit_count"),
+                    frame.get("emoji"), frame.get("op")))
+                return
             self.messages.put_nowait(Message(room, seq, frame["id"], frame["sender"],
                                              frame["client_id"], frame["ts"], frame["body"]))
         elif kind == "ack":
@@ -185,7 +219,7 @@ class ChatClient:
 
     def _resubscribe(self, room: str) -> None:
         if room in self._subscribed and self._connected.is_set():
-            frame: dict[str, Any] = {"type": "subscribe", "room": room}
+            frame: dict[str, Any] = {"type": "subscribe", "room": room, "v": 2}
             if room in self.last:
                 frame["since"] = self.last[room]
             asyncio.ensure_future(self._send_frame(frame))
@@ -193,9 +227,7 @@ class ChatClient:
     def _resend(self, client_id: str) -> None:
         pending = self._pending.get(client_id)
         if pending is not None and self._connected.is_set():
-            asyncio.ensure_future(self._send_frame(
-                {"type": "send", "room": pending.room, "client_id": client_id,
-                 "body": pending.body}))
+            asyncio.ensure_future(self._send_frame(pending.frame))
 
     async def _send_frame(self, frame: dict[str, Any]) -> None:
         assert self._ws is not None
@@ -210,7 +242,7 @@ class ChatClient:
         self._subscribed[room] = waiter
         if since is not None:
             self.last[room] = since
-        frame: dict[str, Any] = {"type": "subscribe", "room": room}
+        frame: dict[str, Any] = {"type": "subscribe", "room": room, "v": 2}
         if since is not None:
             frame["since"] = since
         await self._connected.wait()
@@ -219,12 +251,33 @@ class ChatClient:
 
     async def send(self, room: str, body: str, client_id: str | None = None) -> Ack:
         """Send and wait for the ack; retried (same client_id) until stored or refused."""
-        client_id = client_id or uuid.uuid4().hex
+        return await self._request({"type": "send", "room": room, "body": body}, client_id)
+
+    async def edit(self, room: str, message: str, body: str,
+                   client_id: str | None = None) -> Ack:
+        """Replace the body of *message* (one of ours); the ack is the edit's seq."""
+        return await self._request({"type": "edit", "room": room, "id": message,
+                                    "body": body}, client_id)
+
+    async def delete(self, room: str, message: str, client_id: str | None = None) -> Ack:
+        """Delete *message* (ours, or any as the room's owner or an admin)."""
+        return await self._request({"type": "delete", "room": room, "id": message},
+                                   client_id)
+
+    async def react(self, room: str, message: str, emoji: str, remove: bool = False,
+                    client_id: str | None = None) -> Ack:
+        """Add (or with *remove*, take back) our reaction *emoji* to *message*."""
+        return await self._request({"type": "react", "room": room, "id": message,
+                                    "emoji": emoji, "remove": remove}, client_id)
+
+    async def _request(self, frame: dict[str, Any], client_id: str | None) -> Ack:
+        """Send *frame* with a client_id and wait for the ack; retried until stored or
+        refused (:exc:`ChatError` with the refusal's code)."""
+        frame["client_id"] = client_id or uuid.uuid4().hex
         done: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._pending[client_id] = _Pending(room, body, done)
+        self._pending[frame["client_id"]] = _Pending(frame, done)
         if self._connected.is_set():
-            await self._send_frame({"type": "send", "room": room, "client_id": client_id,
-                                    "body": body})
+            await self._send_frame(frame)
         return await done
 
     def drop(self) -> None:

@@ -31,24 +31,50 @@ BATCHED_ACKS = "x-burrow-acks"
 #: seconds; the gateway measures store-to-delivery latency against it (fan-out metric).
 STORED_AT = "x-burrow-stored-at"
 ACKS_TYPE = "burrow.acks"
+#: Header of a change event on ``chat.fanout`` (its kind): a gateway shows it to v1
+#: receivers as a ``message`` frame (:func:`v1_frame`).
+CHANGE_KIND = "x-burrow-kind"
 
 
 class EnvelopeError(ValueError):
     """A broker message does not have the shape its queue promises."""
 
 
+#: The kinds of change events (docs/protocol.md, changes); a message has no kind.
+CHANGE_KINDS = ("edit", "delete", "reaction")
+
+
 @dataclass(frozen=True)
 class Send:
-    """A message to store: from a client through a gateway, or from a backend service."""
+    """A message to store: from a client through a gateway, or from a backend service.
+
+    A change event (``kind`` edit, delete or reaction) names its ``target`` message;
+    ``admin`` is set by a gateway for a token with the admin role (a backend service
+    is trusted to set it). ``edit_count`` is not carried on the wire: the sequencer
+    sets it when it accepts an edit (:mod:`burrow.core.lifecycle`).
+    """
 
     room: str
     sender: str
     client_id: str
     body: str
+    kind: str | None = None
+    target: str | None = None
+    emoji: str | None = None
+    remove: bool = False
+    admin: bool = False
+    edit_count: int = 0
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"room": self.room, "sender": self.sender,
-                             "client_id": self.client_id, "body": self.body})
+        data: dict[str, Any] = {"room": self.room, "sender": self.sender,
+                                "client_id": self.client_id, "body": self.body}
+        if self.kind is not None:
+            data.update(kind=self.kind, target=self.target)
+            if self.emoji is not None:
+                data.update(emoji=self.emoji, remove=self.remove)
+        if self.admin:
+            data["admin"] = True
+        return orjson.dumps(data)
 
     @classmethod
     def from_json(cls, raw: bytes, max_body_bytes: int) -> Send:
@@ -69,7 +95,21 @@ class Send:
             raise EnvelopeError("client_id must be 1..64 printable ASCII characters")
         if not isinstance(body, str) or len(body.encode()) > max_body_bytes:
             raise EnvelopeError(f"body must be a string of at most {max_body_bytes} bytes")
-        return cls(room, sender, client_id, body)
+        kind = data.get("kind")
+        if kind is None or kind == "message":
+            return cls(room, sender, client_id, body, admin=data.get("admin") is True)
+        target, emoji, remove = data.get("target"), data.get("emoji"), data.get("remove", False)
+        if kind not in CHANGE_KINDS:
+            raise EnvelopeError(f"kind must be one of message, {', '.join(CHANGE_KINDS)}")
+        if not ids.is_client_id(target):
+            raise EnvelopeError("target must be a message id")
+        if kind == "reaction" and (not isinstance(emoji, str) or len(emoji) > 256
+                                   or not isinstance(remove, bool)):
+            raise EnvelopeError("a reaction needs an emoji string and a boolean remove")
+        return cls(room, sender, client_id, body, kind=kind, target=target,
+                   emoji=emoji if kind == "reaction" else None,
+                   remove=bool(remove) if kind == "reaction" else False,
+                   admin=data.get("admin") is True)
 
 
 @dataclass(frozen=True)
@@ -83,16 +123,56 @@ class Stored:
     client_id: str
     body: str
     ts: int  # milliseconds since the epoch, UTC, when the sequencer stored it
+    # A change event: its kind (None: a message), target message, and what it did.
+    kind: str | None = None
+    target: str | None = None
+    emoji: str | None = None
+    op: str | None = None          # reaction: "add" or "remove"
+    edit_count: int = 0            # a message: edits applied; an edit: its number
+    # A message's current state (history, replay), once changed.
+    edited_at: int | None = None   # ms
+    deleted_at: int | None = None  # ms
+    deleted_by: str | None = None
 
     @property
     def dedup_key(self) -> tuple[str, str, str]:
         return (self.room, self.sender, self.client_id)
 
-    def frame(self) -> bytes:
-        """The client frame for this message, encoded once for every receiver."""
-        return orjson.dumps({"type": "message", "room": self.room, "seq": self.seq,
-                             "id": self.id, "sender": self.sender,
-                             "client_id": self.client_id, "ts": self.ts, "body": self.body})
+    def frame(self, v: int = 2) -> bytes:
+        """The client frame for this message, encoded once for every receiver.
+
+        A change event is its own frame for a v2 receiver, and a ``message`` frame
+        with a fallback body for a v1 one (:func:`v1_frame`).
+        """
+        if self.kind is None and self.edit_count == 0 and self.deleted_at is None:
+            return orjson.dumps({"type": "message", "room": self.room, "seq": self.seq,
+                                 "id": self.id, "sender": self.sender,
+                                 "client_id": self.client_id, "ts": self.ts,
+                                 "body": self.body})
+        data = self.fields()
+        return orjson.dumps(data if v >= 2 else v1_frame(data))
+
+    def fields(self) -> dict[str, Any]:
+        """The v2 frame of a changed message or of a change event, as a dict."""
+        data: dict[str, Any] = {
+            "type": self.kind or "message", "room": self.room, "seq": self.seq,
+            "id": self.id, "sender": self.sender, "client_id": self.client_id,
+            "ts": self.ts}
+        if self.kind is None:
+            data["body"] = self.body
+            if self.edit_count:
+                data.update(edited_at=self.edited_at, edit_count=self.edit_count)
+            if self.deleted_at is not None:
+                data.update(deleted_at=self.deleted_at, deleted_by=self.deleted_by)
+            return data
+        data["target"] = self.target
+        if self.kind == "edit":
+            data.update(body=self.body, edit_count=self.edit_count)
+        elif self.kind == "delete":
+            data["deleted_by"] = self.sender
+        else:
+            data.update(emoji=self.emoji, op=self.op)
+        return data
 
     def ack_frame(self) -> bytes:
         """The frame that tells the sender its message is stored, and where."""
@@ -100,15 +180,54 @@ class Stored:
                              "seq": self.seq, "id": self.id})
 
     def to_document(self) -> dict[str, Any]:
-        return {"_id": self.id, "room": self.room, "seq": self.seq, "sender": self.sender,
-                "client_id": self.client_id, "body": self.body,
-                "ts": datetime.fromtimestamp(self.ts / 1000, UTC)}
+        doc = {"_id": self.id, "room": self.room, "seq": self.seq, "sender": self.sender,
+               "client_id": self.client_id, "body": self.body,
+               "ts": datetime.fromtimestamp(self.ts / 1000, UTC)}
+        if self.kind is not None:
+            doc.update(kind=self.kind, target=self.target)
+            if self.kind == "edit":
+                doc["edit_count"] = self.edit_count
+            elif self.kind == "reaction":
+                doc.update(emoji=self.emoji, op=self.op)
+        return doc
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Stored:
+        if "kind" not in doc and "edit_count" not in doc and "deleted_at" not in doc:
+            return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"],
+                       sender=doc["sender"], client_id=doc["client_id"], body=doc["body"],
+                       ts=_ms(doc["ts"]))
+        edited, deleted = doc.get("edited_at"), doc.get("deleted_at")
         return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"], sender=doc["sender"],
-                   client_id=doc["client_id"], body=doc["body"],
-                   ts=(doc["ts"] - EPOCH) // timedelta(milliseconds=1))
+                   client_id=doc["client_id"], body=doc["body"], ts=_ms(doc["ts"]),
+                   kind=doc.get("kind"), target=doc.get("target"), emoji=doc.get("emoji"),
+                   op=doc.get("op"), edit_count=doc.get("edit_count", 0),
+                   edited_at=None if edited is None else _ms(edited),
+                   deleted_at=None if deleted is None else _ms(deleted),
+                   deleted_by=doc.get("deleted_by"))
+
+
+def _ms(value: datetime) -> int:
+    return (value - EPOCH) // timedelta(milliseconds=1)
+
+
+#: The body a v1 receiver is shown for a change event (docs/protocol.md).
+EDIT_PREFIX = "* "
+
+
+def v1_frame(data: dict[str, Any]) -> dict[str, Any]:
+    """A v2 change-event frame as the ``message`` frame a v1 receiver gets (same seq).
+
+    A changed message's frame keeps its extra fields (v1 clients ignore them).
+    """
+    kind = data.get("type")
+    if kind == "message":
+        return data
+    body = EDIT_PREFIX + str(data.get("body", "")) if kind == "edit" else ""
+    return {"type": "message", "room": data.get("room"), "seq": data.get("seq"),
+            "id": data.get("id"), "sender": data.get("sender"),
+            "client_id": data.get("client_id"), "ts": data.get("ts"), "body": body,
+            "kind": kind, "target": data.get("target")}
 
 
 def encode_acks(acks: list[tuple[str, bytes]]) -> bytes:

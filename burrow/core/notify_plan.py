@@ -30,6 +30,7 @@ class Notice:
     sender: str
     seq: int
     msg_id: str | None = None
+    change: bool = False  # a change event (edit, delete, reaction): never notified
 
 
 @dataclass(frozen=True)

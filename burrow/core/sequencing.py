@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from burrow.core.envelopes import Send, Stored
+from burrow.core.lifecycle import change_event
 
 T = TypeVar("T")  # whatever the adapter needs to answer a send (its delivery, reply address)
 DedupKey = tuple[str, str, str]
@@ -109,8 +110,11 @@ class Numbering:
                 outcomes.append(Outcome(send, ref, stored, duplicate=True))
                 continue
             seq = self.last[send.room] + 1
-            stored = Stored(id=new_id(), room=send.room, seq=seq, sender=send.sender,
-                            client_id=send.client_id, body=send.body, ts=now_ms)
+            if send.kind is None:
+                stored = Stored(id=new_id(), room=send.room, seq=seq, sender=send.sender,
+                                client_id=send.client_id, body=send.body, ts=now_ms)
+            else:
+                stored = change_event(send, new_id(), seq, now_ms)
             self.last[send.room] = seq
             seen[key] = stored
             new.append(stored)

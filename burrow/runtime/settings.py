@@ -76,6 +76,8 @@ class Settings:
     jwt_leeway: float
     ws_ticket_ttl: int
     max_body_bytes: int
+    edit_window: int
+    max_reactions: int
     max_frame_bytes: int
     send_timeout: float
     client_buffer: int
@@ -119,6 +121,12 @@ class Settings:
     dev_mode: bool
     dev_mode_any_host: bool
     dev_token_ttl: int
+    attachment_max_bytes: int
+    attachment_types: frozenset[str]
+    attachment_pending_max: int
+    attachment_pending_ttl: float
+    attachment_url_ttl: int
+    attachment_secret: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -175,6 +183,8 @@ class Settings:
             jwt_leeway=get("BURROW_JWT_LEEWAY", _non_negative(float)),
             ws_ticket_ttl=get("BURROW_WS_TICKET_TTL", _ticket_ttl),
             max_body_bytes=get("BURROW_MAX_BODY_BYTES", _positive(int)),
+            edit_window=get("BURROW_EDIT_WINDOW", _non_negative(int)),
+            max_reactions=get("BURROW_MAX_REACTIONS", _positive(int)),
             max_frame_bytes=get("BURROW_MAX_FRAME_BYTES", _positive(int)),
             send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
             client_buffer=get("BURROW_CLIENT_BUFFER", _positive(int)),
@@ -218,6 +228,12 @@ class Settings:
             dev_mode=get("BURROW_DEV_MODE", _bool),
             dev_mode_any_host=get("BURROW_DEV_MODE_ANY_HOST", _bool),
             dev_token_ttl=get("BURROW_DEV_TOKEN_TTL", _positive(int)),
+            attachment_max_bytes=get("BURROW_ATTACHMENT_MAX_BYTES", _positive(int)),
+            attachment_types=get("BURROW_ATTACHMENT_TYPES", _media_types),
+            attachment_pending_max=get("BURROW_ATTACHMENT_PENDING_MAX", _positive(int)),
+            attachment_pending_ttl=get("BURROW_ATTACHMENT_PENDING_TTL", _positive(float)),
+            attachment_url_ttl=get("BURROW_ATTACHMENT_URL_TTL", _url_ttl),
+            attachment_secret=get("BURROW_ATTACHMENT_SECRET", _secret_bytes),
         )
 
     def unsubscribe_key(self) -> str:
@@ -233,6 +249,17 @@ class Settings:
                               f"to derive it from): {_help('BURROW_UNSUBSCRIBE_SECRET')}")
         return hmac.new(self.jwt_secret.encode(), b"burrow unsubscribe links",
                         hashlib.sha256).hexdigest()
+
+    def attachment_key(self) -> bytes:
+        """The key of signed download URLs: its own, or one derived from the JWT secret
+        (never the JWT secret itself). :exc:`ConfigError` when there is neither."""
+        if self.attachment_secret:
+            return self.attachment_secret.encode()
+        if not self.jwt_secret:
+            raise ConfigError("BURROW_ATTACHMENT_SECRET is needed (no BURROW_JWT_SECRET "
+                              f"to derive it from): {_help('BURROW_ATTACHMENT_SECRET')}")
+        return hmac.new(self.jwt_secret.encode(), b"burrow attachment urls",
+                        hashlib.sha256).digest()
 
     def fresh_metrics_dir(self) -> str:
         """The multiprocess metrics directory, created and emptied of a previous run's files."""
@@ -422,6 +449,23 @@ def allowed(address: str, nets: Networks) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in nets)
+
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+
+
+def _media_types(raw: str) -> frozenset[str]:
+    types = frozenset(t.strip().lower() for t in raw.split(",") if t.strip())
+    if bad := sorted(t for t in types if not _MEDIA_TYPE.fullmatch(t)):
+        raise ValueError(f"{bad[0]!r} is not a type/subtype media type")
+    return types
+
+
+def _url_ttl(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 86400:
+        raise ValueError("must be from 1 to 86400 seconds")
+    return value
 
 
 def _origins(raw: str) -> frozenset[str]:

@@ -154,6 +154,12 @@ VARIABLES: tuple[Variable, ...] = (
              "[docs/security.md](security.md))"),
     Variable("BURROW_MAX_BODY_BYTES", "16384",
              "largest message body (UTF-8 bytes); larger sends get `too_large`"),
+    Variable("BURROW_EDIT_WINDOW", "0",
+             "seconds after a message is stored during which its sender may edit it; "
+             "0 = always (docs/protocol.md, changes)"),
+    Variable("BURROW_MAX_REACTIONS", "20",
+             "distinct emoji one message may carry; a reaction with a new emoji beyond "
+             "that gets `too_many_reactions`"),
     Variable("BURROW_MAX_FRAME_BYTES", "65536",
              "largest WebSocket frame a client may send; larger closes with 1009"),
     Variable("BURROW_SEND_TIMEOUT", "5.0",
@@ -265,6 +271,23 @@ VARIABLES: tuple[Variable, ...] = (
              "dev mode on only on loopback"),
     Variable("BURROW_DEV_TOKEN_TTL", "900",
              "seconds a dev-mode token lives at most (a request may ask for less)"),
+    Variable("BURROW_ATTACHMENT_MAX_BYTES", "10485760",
+             "largest uploaded file (bytes); a larger upload is refused with 413 while it "
+             "is still coming ([docs/attachments.md](attachments.md))"),
+    Variable("BURROW_ATTACHMENT_TYPES",
+             "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain",
+             "content types a file may be uploaded as, comma-separated; images and PDFs "
+             "must have the bytes of their type, text must be UTF-8; others get 415"),
+    Variable("BURROW_ATTACHMENT_PENDING_MAX", "20",
+             "uploads of one user not yet attached to a message; more get 429"),
+    Variable("BURROW_ATTACHMENT_PENDING_TTL", "3600",
+             "seconds an upload may wait for a message to attach it; then it is deleted "
+             "(each gateway worker collects them once a minute)"),
+    Variable("BURROW_ATTACHMENT_URL_TTL", "300",
+             "seconds (1 to 86400) a signed download URL of a file stays valid"),
+    Variable("BURROW_ATTACHMENT_SECRET", "",
+             "secret (at least 32 bytes) signing download URLs of files; the same on every "
+             "gateway", secret=True, shown="derived from `BURROW_JWT_SECRET`"),
     # --- read by others; the processes ignore them (IGNORED) ---
     Variable("BURROW_DEV_DIR", ".burrow",
              "where the node, the database, logs and metrics files live", LAUNCHER),

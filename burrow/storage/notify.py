@@ -43,6 +43,11 @@ class Unread:
     senders: tuple[str, ...]  # distinct, newest first
 
 
+# Pushes and digests tell of messages: not of change events (edit, delete, reaction),
+# nor of a message deleted by the time they are due.
+MESSAGES_ONLY: dict[str, Any] = {"kind": None, "deleted_at": None}
+
+
 def _absent_or_before(field: str, bound: datetime) -> dict[str, Any]:
     """Matches a record whose *field* is missing, null or older than *bound*.
 
@@ -151,7 +156,8 @@ class NotifyStore:
         return await self._unread(room, user, since)
 
     async def _unread(self, room: str, user: str, since: int, limit: int = 0) -> Unread | None:
-        query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user}}
+        query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
+                 **MESSAGES_ONLY}
         count = await self.messages.count_documents(query)
         if count == 0:
             return None
@@ -237,7 +243,8 @@ class NotifyStore:
             room = membership["room"]
             since = max(membership.get("read_seq", 0), membership.get("pushed_seq", 0),
                         membership.get("emailed_seq", 0))
-            query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user}}
+            query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
+                     **MESSAGES_ONLY}
             count = await self.messages.count_documents(query)
             if count:
                 newest = [Stored.from_document(d) async for d in

@@ -285,9 +285,11 @@ def test_errors_without_context_carry_only_code_and_message() -> None:
      {"code": "bad_frame", "client_id": "c1", "room": "lobby",
       "message": "body must be a string"}),
     (frame(type="x" * 32), {"code": "unknown_type", "message": f"unknown frame type {'x' * 32!r}; "
-                            "known: subscribe, unsubscribe, send, read, typing, ping"}),
+                            "known: subscribe, unsubscribe, send, read, typing, ping, edit, "
+                            "delete, react"}),
     (frame(type="x" * 33), {"code": "unknown_type", "message": "unknown frame type '?'; "
-                            "known: subscribe, unsubscribe, send, read, typing, ping"}),
+                            "known: subscribe, unsubscribe, send, read, typing, ping, edit, "
+                            "delete, react"}),
 ])
 def test_each_refusal_has_its_exact_error_frame(raw: str | bytes,
                                                  expected: dict[str, Any]) -> None:

@@ -156,6 +156,7 @@ SECRETS = {
         {"BURROW_JWT_SECRET": MARKER + LONG, "BURROW_JWKS_URL": "https://idp.example/jwks"},
     ],
     "BURROW_UNSUBSCRIBE_SECRET": [{"BURROW_UNSUBSCRIBE_SECRET": MARKER}],  # too short
+    "BURROW_ATTACHMENT_SECRET": [{"BURROW_ATTACHMENT_SECRET": MARKER}],  # too short
 }
 
 

@@ -1,0 +1,139 @@
+"""Change events applied to their targets: edits, deletes, reactions (MongoDB writes).
+
+The events themselves are stored by :class:`~burrow.storage.messages.MessageStore` like
+messages (their own seq, their own document with a ``kind``); this store reads what
+:func:`burrow.core.lifecycle.decide` needs of their targets and applies the events the
+sequencer stored or found stored again, with the guards that make applying idempotent
+and order-safe (:func:`burrow.core.lifecycle.apply`):
+
+- an edit updates its target only where ``changed_seq`` is below its seq;
+- a delete writes fixed values (empty body, no original body, ``deleted_at``, who) and
+  empties the bodies of the target's edit events, every time it is applied;
+- a reaction upserts the document ``reactions[(message, user, emoji)]`` only where
+  its ``seq`` is below the event's, so the reaction's state is that of its last event
+  by seq whatever the order or number of applications (an upsert that meets a newer
+  document clashes on ``_id`` and is dropped: the newer one wins).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pymongo import ASCENDING, UpdateMany, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from burrow.core import lifecycle
+from burrow.core.envelopes import EPOCH, Stored
+from burrow.core.lifecycle import Target
+
+Database = AsyncDatabase[dict[str, Any]]
+
+
+class ChangeStore:
+    def __init__(self, db: Database) -> None:
+        self.messages = db["messages"]
+        self.reactions = db["reactions"]
+
+    async def ensure_indexes(self) -> None:
+        await self.reactions.create_index([("message", ASCENDING)], name="message")
+        await self.messages.create_index([("target", ASCENDING)], name="target",
+                                         sparse=True)
+
+    async def targets(self, ids: Iterable[str]) -> dict[str, Target]:
+        """The current state of the messages *ids* (those that exist), with reactions."""
+        wanted = list(set(ids))
+        found: dict[str, Target] = {}
+        async for doc in self.messages.find(
+                {"_id": {"$in": wanted}},
+                {"room": 1, "sender": 1, "ts": 1, "kind": 1, "deleted_at": 1,
+                 "edit_count": 1}):
+            found[doc["_id"]] = Target(
+                doc["_id"], doc["room"], doc["sender"],
+                _ms(doc["ts"]), doc.get("kind"),
+                doc.get("deleted_at") is not None, doc.get("edit_count", 0))
+        if found:
+            async for r in self.reactions.find({"message": {"$in": list(found)}, "on": True}):
+                found[r["message"]].reactions.setdefault(r["emoji"], set()).add(r["user"])
+        return found
+
+    async def apply(self, events: Sequence[Stored]) -> None:
+        """Apply stored change *events* (any order, any number of times) to targets."""
+        events = sorted(events, key=lambda e: (e.room, e.seq))
+        edits = [e for e in events if e.kind in ("edit", "delete")]
+        if edits:
+            docs = {d["_id"]: d async for d in self.messages.find(
+                {"_id": {"$in": list({e.target for e in edits})}})}
+            writes: list[UpdateOne | UpdateMany] = []
+            for event in edits:
+                doc = docs.get(event.target or "")
+                if doc is None:
+                    continue
+                write = lifecycle.apply(doc, event)
+                if write is None:
+                    continue
+                if write.purge_edits:
+                    writes.append(UpdateMany({"kind": "edit", "target": write.target},
+                                             {"$set": {"body": ""}}))
+                    update: dict[str, Any] = {"$set": write.set,
+                                              "$max": {"changed_seq": write.seq}}
+                    if write.unset:
+                        update["$unset"] = {name: "" for name in write.unset}
+                    writes.append(UpdateOne({"_id": write.target}, update))
+                else:
+                    writes.append(UpdateOne(
+                        {"_id": write.target, "deleted_at": None,
+                         "changed_seq": {"$not": {"$gte": write.seq}}},
+                        {"$set": write.set}))
+            if writes:
+                await self.messages.bulk_write(writes, ordered=True)
+        for event in events:
+            if event.kind == "reaction":
+                await self._react(event)
+
+    async def _react(self, event: Stored) -> None:
+        assert event.target is not None and event.emoji is not None
+        key = lifecycle.reaction_key(event.target, event.sender, event.emoji)
+        try:
+            await self.reactions.update_one(
+                {"_id": key, "seq": {"$lt": event.seq}},
+                {"$set": {"message": event.target, "room": event.room,
+                          "user": event.sender, "emoji": event.emoji,
+                          "on": event.op == "add", "seq": event.seq}},
+                upsert=True)
+        except DuplicateKeyError:
+            pass  # a later event of this reaction is applied already: it wins
+
+    async def reactions_of(self, ids: Sequence[str], reader: str
+                           ) -> dict[str, list[dict[str, Any]]]:
+        """Per message: ``[{emoji, count, me}]``, emoji in order of first reaction."""
+        counts: dict[str, dict[str, list[int]]] = defaultdict(dict)
+        async for r in self.reactions.find({"message": {"$in": list(ids)}, "on": True}
+                                           ).sort("seq", ASCENDING):
+            entry = counts[r["message"]].setdefault(r["emoji"], [0, 0])
+            entry[0] += 1
+            entry[1] |= r["user"] == reader
+        return {m: [{"emoji": e, "count": c, "me": bool(me)} for e, (c, me) in by.items()]
+                for m, by in counts.items()}
+
+    async def versions(self, room: str, message: str) -> list[dict[str, Any]] | None:
+        """The bodies *message* had, oldest first; None if no such message in *room*."""
+        doc = await self.messages.find_one({"_id": message, "room": room})
+        if doc is None or doc.get("kind") is not None:
+            return None
+        if doc.get("deleted_at") is not None:
+            return []
+        original = doc.get("original_body", doc["body"])
+        found = [{"seq": doc["seq"], "id": doc["_id"], "ts": _ms(doc["ts"]),
+                  "body": original}]
+        async for edit in self.messages.find({"room": room, "kind": "edit",
+                                              "target": message}).sort("seq", ASCENDING):
+            found.append({"seq": edit["seq"], "id": edit["_id"], "ts": _ms(edit["ts"]),
+                          "body": edit["body"], "edit_count": edit.get("edit_count")})
+        return found
+
+
+def _ms(value: Any) -> int:
+    return int((value - EPOCH).total_seconds() * 1000)
