@@ -29,7 +29,8 @@ from tests.integration.conftest import Stack
 pytestmark = pytest.mark.integration
 EXAMPLES = max(10, int(os.environ.get("BURROW_FUZZ_EXAMPLES", "12")) * 2)
 ALLOWED_CLOSES = {1007, 1009, 4429}
-TYPES = ["subscribe", "unsubscribe", "send", "read", "typing", "ping"]
+TYPES = ["subscribe", "unsubscribe", "send", "read", "typing", "ping", "edit", "delete",
+         "react"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
@@ -44,7 +45,9 @@ frames = st.one_of(
     st.fixed_dictionaries({"type": st.sampled_from(TYPES)}, optional={
         "room": rooms, "client_id": st.text(max_size=80) | json_values,
         "body": st.text(max_size=300) | json_values, "since": json_values,
-        "seq": json_values, "id": json_values}).map(json.dumps),
+        "seq": json_values, "id": json_values | st.text(max_size=70),
+        "emoji": st.text(max_size=20) | json_values, "remove": json_values,
+        "v": json_values}).map(json.dumps),
     st.fixed_dictionaries({"type": json_values}).map(json.dumps),       # unknown types
     json_values.map(json.dumps),                                         # not an object
     st.text(max_size=200),                                               # not JSON
