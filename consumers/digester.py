@@ -138,7 +138,7 @@ class Digester:
         if not found:
             return
         rooms = [DigestRoom(room, await self.store.room_name(room), count,
-                            [DigestMessage(m.seq, m.sender, m.body, m.ts) for m in messages])
+                            [DigestMessage(m.seq, m.sender, m.text, m.ts) for m in messages])
                  for room, count, messages in found]
         token = make_token(self.secret, user)
         digest = Digest(user=user, to=settings.email, rooms=rooms,

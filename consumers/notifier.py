@@ -293,7 +293,7 @@ class Notifier:
             return
         latest, name = unread.latest, await self.store.room_name(room)
         if settings.previews:
-            text = f"{latest.sender}: {preview(latest.body)}"
+            text = f"{latest.sender}: {preview(latest.text)}"
             if unread.count > 1:
                 text += f" (+{unread.count - 1} more)"
         else:

@@ -23,6 +23,7 @@ counts as active here from its first delivery until its channel closes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -50,6 +51,7 @@ from burrow.core.envelopes import (
     EnvelopeError,
     Send,
     encode_acks,
+    message_id_of,
 )
 from burrow.core.lifecycle import Refused
 from burrow.core.sequencing import Clash, Numbering, Plan, dedup_key, store_batch
@@ -57,7 +59,8 @@ from burrow.runtime import metrics
 from burrow.runtime.broker import BROKER_ERRORS
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
-from burrow.storage import database
+from burrow.storage import attachments, database
+from burrow.storage.attachments import AttachmentStore, Limits
 from burrow.storage.changes import ChangeStore
 from burrow.storage.messages import MessageStore
 from burrow.storage.rooms import RoomStore
@@ -96,6 +99,7 @@ class Sequencer:
         self.store: MessageStore | None = None
         self.changes: ChangeStore | None = None
         self.rooms: RoomStore | None = None
+        self.files: AttachmentStore | None = None
         self.fanout: AbstractExchange | None = None
         self.reply: AbstractExchange | None = None
         self.retry_interval = settings.reconnect_interval
@@ -108,7 +112,10 @@ class Sequencer:
     async def start(self, runtime: Runtime) -> None:
         db = database.database(runtime.db)
         self.store = MessageStore(db)
-        self.changes = ChangeStore(db)
+        self.files = AttachmentStore(db, Limits(self.settings.attachment_max_bytes,
+                                                self.settings.attachment_types,
+                                                self.settings.attachment_pending_max))
+        self.changes = ChangeStore(db, self.files)
         self.rooms = RoomStore(db)
         await database.ensure_indexes([self.store, self.changes], self.retry_interval,
                                       "sequencer")
@@ -226,6 +233,9 @@ class Sequencer:
         refused: list[tuple[Send, Reply, Refused]] = []
         if any(send.kind is not None for send, _ in sends):  # changes: decide first
             sends, refused = await self._retrying(self._decide, sends)
+        if any(send.attachments for send, _ in sends):  # one check; no I/O without
+            sends, unclaimable = await self._retrying(self._claim, sends)
+            refused += unclaimable
         if sends:
             plan = await self._store(sends)
             changes = [o.stored for o in plan.outcomes if o.stored.kind is not None]
@@ -293,6 +303,46 @@ class Sequencer:
                 refused.append((send, reply, exc))
         return allowed, refused
 
+    async def _claim(self, sends: list[tuple[Send, Reply]]
+                     ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
+        """Attach the uploads each message of the batch names to it, before it is
+        numbered: a send whose uploads cannot all be claimed is refused (nothing stored,
+        no seq, its uploads left pending), like a refused change.
+
+        The claim is made for the id the message will have, :func:`message_id_of` its
+        dedup key, so it is idempotent across retries: a redelivery after a crash
+        between this claim and the store, or the client repeating its client_id, claims
+        the same uploads for the same id again, which the store allows (they are
+        attached to this very message) and answers with the same records. A send stored
+        already is not claimed again: dedup answers it with the stored message (and its
+        attachments), whatever its uploads became since.
+        """
+        assert self.store is not None and self.files is not None
+        with_files = [send for send, _ in sends if send.attachments]
+        stored = await self.store.existing([dedup_key(s) for s in with_files])
+        claimed: dict[tuple[str, str, str], tuple[dict[str, Any], ...] | Refused] = {}
+        allowed: list[tuple[Send, Reply]] = []
+        refused: list[tuple[Send, Reply, Refused]] = []
+        for send, reply in sends:
+            key = dedup_key(send)
+            if not send.attachments or key in stored:
+                allowed.append((send, reply))
+                continue
+            if key not in claimed:  # the same send twice in a batch: claimed once
+                try:
+                    found = await self.files.claim(
+                        send.attachments, send.room, send.sender,
+                        message_id_of(send.room, send.sender, send.client_id))
+                    claimed[key] = tuple(_reference(a) for a in found)
+                except attachments.Refused as exc:
+                    claimed[key] = Refused(exc.code, exc.message)
+            outcome = claimed[key]
+            if isinstance(outcome, Refused):
+                refused.append((send, reply, outcome))
+            else:
+                allowed.append((dataclasses.replace(send, claimed=outcome), reply))
+        return allowed, refused
+
     async def _store(self, sends: list[tuple[Send, Reply]]) -> Plan[Reply]:
         """Number and store *sends*, retrying while the database is unreachable."""
         assert self.store is not None
@@ -309,7 +359,7 @@ class Sequencer:
             return plan
 
     async def _refuse(self, refused: Sequence[tuple[Send, Reply, Refused]]) -> None:
-        """Answer each refused change with an error frame in place of its ack (batched
+        """Answer each refused change (or unclaimable send) with an error frame in place of its ack (batched
         per gateway like acks), and wait for the confirms."""
         assert self.reply is not None
         publishes = []
@@ -396,3 +446,8 @@ class Sequencer:
             self._inactive(index)
         for channel in self.channels:
             await channel.close()
+
+
+def _reference(found: attachments.Attachment) -> dict[str, Any]:
+    """What a message carries of an attachment: no dimensions for a file without."""
+    return {k: v for k, v in found.reference().items() if v is not None}

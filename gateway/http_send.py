@@ -9,7 +9,10 @@ Changes go the same way (docs/protocol.md, changes): ``POST .../messages/{id}/ed
 ``{"body"}``, ``POST .../messages/{id}/delete`` or ``DELETE .../messages/{id}``, and
 ``POST .../messages/{id}/reactions`` ``{"emoji", "remove"}``, each with its
 ``Idempotency-Key``; 201 with the change event's seq, or the sequencer's refusal
-(403 ``forbidden`` / ``edit_window``, 404 ``not_found``, 409 ``too_many_reactions``). The answer waits until the message is stored: 201 with its seq, or
+(403 ``forbidden`` / ``edit_window``, 404 ``not_found``, 409 ``too_many_reactions``).
+A message may name ``"attachments": [id, ...]`` (docs/attachments.md): 400
+``bad_attachments`` for a malformed list, 409 ``not_claimable`` for uploads it may not
+attach. The answer waits until the message is stored: 201 with its seq, or
 an error a client may retry with the same key (503 ``unavailable``, 504 ``timeout``).
 """
 
@@ -22,6 +25,7 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from burrow.core import ids
+from burrow.core.envelopes import MAX_ATTACHMENTS, attachment_ids
 from burrow.core.lifecycle import MAX_EMOJI_BYTES, valid_emoji
 from gateway import protocol, streams
 from gateway.http_json import Invalid, json_object, without_body
@@ -32,7 +36,7 @@ from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
 
 STATUS = {"forbidden": 403, "edit_window": 403, "not_found": 404,
-          "too_many_reactions": 409, "too_large": 413, "unavailable": 503, "timeout": 504}
+          "too_many_reactions": 409, "not_claimable": 409, "too_large": 413, "unavailable": 503, "timeout": 504}
 RETRYABLE = frozenset({"unavailable", "timeout"})
 
 
@@ -60,7 +64,8 @@ def blueprint() -> Blueprint:
         try:
             # JSON may escape a character into 6 bytes; the body's own limit is checked
             # on the decoded text below
-            data = await json_object(request, ("body",), 6 * settings.max_body_bytes + 64)
+            data = await json_object(request, ("body", "attachments"),
+                                     6 * settings.max_body_bytes + 64 + 30 * MAX_ATTACHMENTS)
         except Invalid as exc:
             return exc.response()
         body = data.get("body")
@@ -69,7 +74,12 @@ def blueprint() -> Blueprint:
         if len(body.encode()) > settings.max_body_bytes:
             return refused("too_large", f"body is larger than {settings.max_body_bytes} "
                            "bytes (UTF-8)", field="body")
-        return await send_and_wait(request, protocol.SendFrame(room, client_id, body))
+        try:
+            attached = attachment_ids(data.get("attachments"))
+        except ValueError as exc:
+            return refused("bad_attachments", str(exc), field="attachments")
+        return await send_and_wait(request, protocol.SendFrame(room, client_id, body,
+                                                               attachments=attached))
 
     @bp.post("/rooms/<room>/messages/<message>/edit", stream=True)
     async def edit(request: Request, room: str, message: str) -> HTTPResponse:

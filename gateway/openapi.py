@@ -14,6 +14,8 @@ from typing import Any, Final
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
+from burrow.core.envelopes import MAX_ATTACHMENTS
+
 ROOM: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 USER: Final = {"type": "string", "minLength": 1, "maxLength": 128}
 TICKET: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
@@ -160,9 +162,12 @@ def document() -> dict[str, Any]:
                      "parameters": [{"name": "Idempotency-Key", "in": "header",
                                      "required": True, "schema": {
                                          "type": "string", "minLength": 1, "maxLength": 64}}],
-                     "requestBody": _json_body({"body": {"type": "string"}}, ["body"]),
+                     "requestBody": _json_body({"body": {"type": "string"}, "attachments": {
+                         "type": "array", "maxItems": MAX_ATTACHMENTS, "uniqueItems": True,
+                         "items": {"type": "string", "pattern": "^[0-9a-f]{24}$"}}},
+                         ["body"]),
                      "responses": {"201": _answer("stored, with its seq", ANY_JSON),
-                                   **_errors(400, 401, 403, 413, 429, 503)}}},
+                                   **_errors(400, 401, 403, 409, 413, 429, 503)}}},
         "/v1/rooms/{room}/messages/{message}": {
             "parameters": [ROOM_PATH, MESSAGE_PATH],
             "delete": {"summary": "Delete a message (Idempotency-Key)", "security": AUTH,

@@ -14,6 +14,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from burrow.core import ids
+from burrow.core.envelopes import attachment_ids
 from burrow.core.lifecycle import MAX_EMOJI_BYTES, valid_emoji
 
 # Close codes (RFC 6455 reserves 4000-4999 for applications). A client reconnects and
@@ -67,6 +68,7 @@ class SendFrame:
     target: str | None = None
     emoji: str | None = None
     remove: bool = False
+    attachments: tuple[str, ...] = ()  # a send's upload ids (docs/attachments.md)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,12 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
     if len(body.encode()) > max_body_bytes:
         raise ProtocolError("too_large", f"body is over {max_body_bytes} bytes",
                             client_id=client_id, room=room)
-    return SendFrame(room, client_id, body)
+    try:
+        attached = attachment_ids(data.get("attachments"))
+    except ValueError as exc:
+        raise ProtocolError("bad_attachments", str(exc), client_id=client_id,
+                            room=room) from None
+    return SendFrame(room, client_id, body, attachments=attached)
 
 
 def _change(data: dict[str, Any], kind: str, room: str, client_id: str,

@@ -35,6 +35,8 @@ def _history_v1(m: Stored) -> dict[str, Any]:
     entry = {"room": m.room, "seq": m.seq, "id": m.id, "sender": m.sender,
              "client_id": m.client_id, "ts": m.ts, "body": m.body}
     if m.kind is None and m.edit_count == 0 and m.deleted_at is None:
+        if m.attachments:
+            entry["attachments"] = list(m.attachments)
         return entry
     entry = v1_frame(m.fields())
     del entry["type"]

@@ -14,7 +14,9 @@ services that do not ask get one ack message per send, as docs/queues.md promise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +45,45 @@ class EnvelopeError(ValueError):
 #: The kinds of change events (docs/protocol.md, changes); a message has no kind.
 CHANGE_KINDS = ("edit", "delete", "reaction")
 
+#: Most attachments one message may reference (docs/attachments.md).
+MAX_ATTACHMENTS = 10
+_ATTACHMENT_ID = re.compile(r"[0-9a-f]{24}")
+
+
+class BadAttachments(ValueError):
+    """A send's ``attachments`` field is not a list of distinct attachment ids."""
+
+
+def attachment_ids(value: Any) -> tuple[str, ...]:
+    """The ``attachments`` of a send checked: a list of at most :data:`MAX_ATTACHMENTS`
+    distinct upload ids (24 lowercase hex digits, as the upload route answers); absent
+    (None) is none. Raises :exc:`BadAttachments` saying what is wrong."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BadAttachments("attachments must be a list of attachment ids")
+    if len(value) > MAX_ATTACHMENTS:
+        raise BadAttachments(f"a message has at most {MAX_ATTACHMENTS} attachments")
+    if not all(isinstance(v, str) and _ATTACHMENT_ID.fullmatch(v) for v in value):
+        raise BadAttachments("an attachment id is the 24 hex digits the upload answered")
+    if len(set(value)) != len(value):
+        raise BadAttachments("an attachment is named twice")
+    return tuple(value)
+
+
+def message_id_of(room: str, sender: str, client_id: str) -> str:
+    """The id of a message with attachments: derived from its dedup key, not random.
+
+    The sequencer claims a send's uploads for this id *before* it numbers and stores
+    the send, so a retry of that send (a redelivery after a crash between the claim and
+    the store, or the client repeating its client_id) must claim for the very same id:
+    :meth:`~burrow.storage.attachments.AttachmentStore.claim` is idempotent only for
+    the message the uploads are attached to already. The dedup key names one message
+    for good (unique index), so its hash does too; 32 hex digits like the random ids.
+    """
+    key = f"burrow-message\0{room}\0{sender}\0{client_id}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
 
 @dataclass(frozen=True)
 class Send:
@@ -64,10 +105,17 @@ class Send:
     remove: bool = False
     admin: bool = False
     edit_count: int = 0
+    #: Upload ids the message references (a message only), and what the sequencer
+    #: read of them when it claimed them (not on the wire): ``{id, name, type, size,
+    #: width?, height?}`` each, in the order named.
+    attachments: tuple[str, ...] = ()
+    claimed: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = {"room": self.room, "sender": self.sender,
                                 "client_id": self.client_id, "body": self.body}
+        if self.attachments:
+            data["attachments"] = list(self.attachments)
         if self.kind is not None:
             data.update(kind=self.kind, target=self.target)
             if self.emoji is not None:
@@ -97,7 +145,14 @@ class Send:
             raise EnvelopeError(f"body must be a string of at most {max_body_bytes} bytes")
         kind = data.get("kind")
         if kind is None or kind == "message":
-            return cls(room, sender, client_id, body, admin=data.get("admin") is True)
+            try:
+                attached = attachment_ids(data.get("attachments"))
+            except ValueError as exc:
+                raise EnvelopeError(str(exc)) from None
+            return cls(room, sender, client_id, body, admin=data.get("admin") is True,
+                       attachments=attached)
+        if data.get("attachments") is not None:
+            raise EnvelopeError("only a message carries attachments")
         target, emoji, remove = data.get("target"), data.get("emoji"), data.get("remove", False)
         if kind not in CHANGE_KINDS:
             raise EnvelopeError(f"kind must be one of message, {', '.join(CHANGE_KINDS)}")
@@ -133,10 +188,24 @@ class Stored:
     edited_at: int | None = None   # ms
     deleted_at: int | None = None  # ms
     deleted_by: str | None = None
+    #: A message's attachments ``{id, name, type, size, width?, height?}`` (none once
+    #: deleted); a frame has the field only when there are some.
+    attachments: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
     @property
     def dedup_key(self) -> tuple[str, str, str]:
         return (self.room, self.sender, self.client_id)
+
+    @property
+    def text(self) -> str:
+        """The body for a push or a digest: "sent a photo" / "sent a file" (or
+        "sent N ...") for a message of attachments and no body."""
+        if self.body or not self.attachments:
+            return self.body
+        n = len(self.attachments)
+        photos = all(str(a.get("type", "")).startswith("image/") for a in self.attachments)
+        what = "photo" if photos else "file"
+        return f"sent a {what}" if n == 1 else f"sent {n} {what}s"
 
     def frame(self, v: int = 2) -> bytes:
         """The client frame for this message, encoded once for every receiver.
@@ -145,10 +214,12 @@ class Stored:
         with a fallback body for a v1 one (:func:`v1_frame`).
         """
         if self.kind is None and self.edit_count == 0 and self.deleted_at is None:
-            return orjson.dumps({"type": "message", "room": self.room, "seq": self.seq,
-                                 "id": self.id, "sender": self.sender,
-                                 "client_id": self.client_id, "ts": self.ts,
-                                 "body": self.body})
+            frame = {"type": "message", "room": self.room, "seq": self.seq, "id": self.id,
+                     "sender": self.sender, "client_id": self.client_id, "ts": self.ts,
+                     "body": self.body}
+            if self.attachments:
+                frame["attachments"] = list(self.attachments)
+            return orjson.dumps(frame)
         data = self.fields()
         return orjson.dumps(data if v >= 2 else v1_frame(data))
 
@@ -160,6 +231,8 @@ class Stored:
             "ts": self.ts}
         if self.kind is None:
             data["body"] = self.body
+            if self.attachments:
+                data["attachments"] = list(self.attachments)
             if self.edit_count:
                 data.update(edited_at=self.edited_at, edit_count=self.edit_count)
             if self.deleted_at is not None:
@@ -183,6 +256,8 @@ class Stored:
         doc = {"_id": self.id, "room": self.room, "seq": self.seq, "sender": self.sender,
                "client_id": self.client_id, "body": self.body,
                "ts": datetime.fromtimestamp(self.ts / 1000, UTC)}
+        if self.attachments:
+            doc["attachments"] = list(self.attachments)
         if self.kind is not None:
             doc.update(kind=self.kind, target=self.target)
             if self.kind == "edit":
@@ -196,7 +271,7 @@ class Stored:
         if "kind" not in doc and "edit_count" not in doc and "deleted_at" not in doc:
             return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"],
                        sender=doc["sender"], client_id=doc["client_id"], body=doc["body"],
-                       ts=_ms(doc["ts"]))
+                       ts=_ms(doc["ts"]), attachments=tuple(doc.get("attachments", ())))
         edited, deleted = doc.get("edited_at"), doc.get("deleted_at")
         return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"], sender=doc["sender"],
                    client_id=doc["client_id"], body=doc["body"], ts=_ms(doc["ts"]),

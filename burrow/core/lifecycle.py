@@ -162,8 +162,10 @@ def apply(doc: dict[str, Any], event: Stored) -> Write | None:
         doc.update(body="", deleted_at=when, deleted_by=event.sender,
                    changed_seq=max(doc.get("changed_seq", 0), event.seq))
         doc.pop("original_body", None)
-        return Write(event.target or "", event.seq,
-                     {"body": "", "deleted_at": when, "deleted_by": event.sender},
+        gone: dict[str, Any] = {"body": "", "deleted_at": when, "deleted_by": event.sender}
+        if "attachments" in doc:  # their files go first (ChangeStore.apply)
+            doc["attachments"] = gone["attachments"] = []
+        return Write(event.target or "", event.seq, gone,
                      unset=("original_body",), always=True, purge_edits=True)
     if event.kind != "edit":
         return None

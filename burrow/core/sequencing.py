@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from burrow.core.envelopes import Send, Stored
+from burrow.core.envelopes import Send, Stored, message_id_of
 from burrow.core.lifecycle import change_event
 
 T = TypeVar("T")  # whatever the adapter needs to answer a send (its delivery, reply address)
@@ -111,8 +111,12 @@ class Numbering:
                 continue
             seq = self.last[send.room] + 1
             if send.kind is None:
-                stored = Stored(id=new_id(), room=send.room, seq=seq, sender=send.sender,
-                                client_id=send.client_id, body=send.body, ts=now_ms)
+                # with attachments: the id they were claimed for (message_id_of)
+                msg_id = (message_id_of(send.room, send.sender, send.client_id)
+                          if send.attachments else new_id())
+                stored = Stored(id=msg_id, room=send.room, seq=seq, sender=send.sender,
+                                client_id=send.client_id, body=send.body, ts=now_ms,
+                                attachments=send.claimed)
             else:
                 stored = change_event(send, new_id(), seq, now_ms)
             self.last[send.room] = seq

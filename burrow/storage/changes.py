@@ -7,8 +7,10 @@ sequencer stored or found stored again, with the guards that make applying idemp
 and order-safe (:func:`burrow.core.lifecycle.apply`):
 
 - an edit updates its target only where ``changed_seq`` is below its seq;
-- a delete writes fixed values (empty body, no original body, ``deleted_at``, who) and
-  empties the bodies of the target's edit events, every time it is applied;
+- a delete writes fixed values (empty body, no original body, no attachments,
+  ``deleted_at``, who) and empties the bodies of the target's edit events, every time
+  it is applied; the target's attachment files are deleted before (the files store's
+  ``delete_for_message``, a no-op for files already gone);
 - a reaction upserts the document ``reactions[(message, user, emoji)]`` only where
   its ``seq`` is below the event's, so the reaction's state is that of its last event
   by seq whatever the order or number of applications (an upsert that meets a newer
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -32,10 +34,15 @@ from burrow.core.lifecycle import Target
 Database = AsyncDatabase[dict[str, Any]]
 
 
+class Files(Protocol):
+    async def delete_for_message(self, message_id: str) -> int: ...
+
+
 class ChangeStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, files: Files | None = None) -> None:
         self.messages = db["messages"]
         self.reactions = db["reactions"]
+        self.files = files  # the attachments store: a delete deletes the target's files
 
     async def ensure_indexes(self) -> None:
         await self.reactions.create_index([("message", ASCENDING)], name="message")
@@ -71,6 +78,11 @@ class ChangeStore:
                 doc = docs.get(event.target or "")
                 if doc is None:
                     continue
+                if event.kind == "delete" and doc.get("attachments") and self.files:
+                    # Files first, then the tombstone that forgets them: a delete cut
+                    # short in between is applied again on redelivery, finding the
+                    # list still there; deleting files already gone deletes nothing.
+                    await self.files.delete_for_message(doc["_id"])
                 write = lifecycle.apply(doc, event)
                 if write is None:
                     continue
