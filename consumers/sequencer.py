@@ -28,7 +28,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -359,29 +359,12 @@ class Sequencer:
             return plan
 
     async def _refuse(self, refused: Sequence[tuple[Send, Reply, Refused]]) -> None:
-        """Answer each refused change (or unclaimable send) with an error frame in place of its ack (batched
-        per gateway like acks), and wait for the confirms."""
-        assert self.reply is not None
-        publishes = []
-        batched: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-        for send, reply, exc in refused:
-            if not reply.reply_to:
-                continue
-            frame = orjson.dumps({"type": "error", "code": exc.code, "message": exc.message,
-                                  "client_id": send.client_id, "room": send.room})
-            if reply.batched and reply.correlation_id:
-                batched[reply.reply_to].append((reply.correlation_id, frame))
-            else:
-                publishes.append(self.reply.publish(
-                    aio_pika.Message(frame, content_type="application/json",
-                                     correlation_id=reply.correlation_id),
-                    reply.reply_to, mandatory=False))
-        for reply_to, errors in batched.items():
-            publishes.append(self.reply.publish(
-                aio_pika.Message(encode_acks(errors), content_type="text/plain",
-                                 type=ACKS_TYPE),
-                reply_to, mandatory=False))
-        await asyncio.gather(*publishes)
+        """Answer each refused change (or unclaimable send) with an error frame in place
+        of its ack (batched per gateway like acks), and wait for the confirms."""
+        await asyncio.gather(*self._answers(
+            (reply, orjson.dumps({"type": "error", "code": exc.code, "message": exc.message,
+                                  "client_id": send.client_id, "room": send.room}))
+            for send, reply, exc in refused))
 
     async def _publish(self, plan: Plan[Reply]) -> None:
         """Fan every message out, answer every sender, and wait for all the confirms.
@@ -389,14 +372,10 @@ class Sequencer:
         Each fan-out message carries the time it was stored (epoch seconds; this runs
         right after the store) in its ``STORED_AT`` header, for the gateways'
         store-to-delivery latency.
-
-        Acks go one message per gateway for the whole batch (:func:`encode_acks`), one
-        message per send to senders that did not ask for that (backend services).
         """
-        assert self.fanout is not None and self.reply is not None
+        assert self.fanout is not None
         stored_at = time.time()
-        publishes = []
-        batched: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        publishes: list[Awaitable[object]] = []
         for outcome in plan.outcomes:
             stored = outcome.stored
             headers: dict[str, Any] = {"seq": stored.seq, STORED_AT: stored_at}
@@ -408,22 +387,32 @@ class Sequencer:
                                  message_id=stored.id,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 ids.message_key(stored.room), mandatory=False))
-            reply = outcome.ref
+        publishes += self._answers((o.ref, o.stored.ack_frame()) for o in plan.outcomes)
+        await asyncio.gather(*publishes)
+
+    def _answers(self, answers: Iterable[tuple[Reply, bytes]]) -> list[Awaitable[object]]:
+        """The publishes that take each frame (an ack or an error) to its sender: one
+        message per gateway for the whole batch (:func:`encode_acks`), one message per
+        send to senders that did not ask for that (backend services)."""
+        assert self.reply is not None
+        publishes: list[Awaitable[object]] = []
+        batched: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        for reply, frame in answers:
             if not reply.reply_to:
                 continue
             if reply.batched and reply.correlation_id:
-                batched[reply.reply_to].append((reply.correlation_id, stored.ack_frame()))
+                batched[reply.reply_to].append((reply.correlation_id, frame))
             else:
                 publishes.append(self.reply.publish(
-                    aio_pika.Message(stored.ack_frame(), content_type="application/json",
+                    aio_pika.Message(frame, content_type="application/json",
                                      correlation_id=reply.correlation_id),
                     reply.reply_to, mandatory=False))
-        for reply_to, acks in batched.items():
+        for reply_to, frames in batched.items():
             publishes.append(self.reply.publish(
-                aio_pika.Message(encode_acks(acks), content_type="text/plain",
+                aio_pika.Message(encode_acks(frames), content_type="text/plain",
                                  type=ACKS_TYPE),
                 reply_to, mandatory=False))
-        await asyncio.gather(*publishes)
+        return publishes
 
     async def drain(self) -> None:
         """Stop taking deliveries, finish the batches in hand, and close the channels.

@@ -19,6 +19,7 @@ an error a client may retry with the same key (503 ``unavailable``, 504 ``timeou
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from sanic import Blueprint, Request, response
@@ -68,12 +69,9 @@ def blueprint() -> Blueprint:
                                      6 * settings.max_body_bytes + 64 + 30 * MAX_ATTACHMENTS)
         except Invalid as exc:
             return exc.response()
-        body = data.get("body")
-        if not isinstance(body, str):
-            return refused("bad_request", "body must be a string", field="body")
-        if len(body.encode()) > settings.max_body_bytes:
-            return refused("too_large", f"body is larger than {settings.max_body_bytes} "
-                           "bytes (UTF-8)", field="body")
+        body = _body(data, settings.max_body_bytes)
+        if isinstance(body, HTTPResponse):
+            return body
         try:
             attached = attachment_ids(data.get("attachments"))
         except ValueError as exc:
@@ -91,12 +89,9 @@ def blueprint() -> Blueprint:
             data = await json_object(request, ("body",), 6 * settings.max_body_bytes + 64)
         except Invalid as exc:
             return exc.response()
-        body = data.get("body")
-        if not isinstance(body, str):
-            return refused("bad_request", "body must be a string", field="body")
-        if len(body.encode()) > settings.max_body_bytes:
-            return refused("too_large", f"body is larger than {settings.max_body_bytes} "
-                           "bytes (UTF-8)", field="body")
+        body = _body(data, settings.max_body_bytes)
+        if isinstance(body, HTTPResponse):
+            return body
         return await send_and_wait(request, protocol.SendFrame(room, checked, body, "edit",
                                                                message))
 
@@ -136,6 +131,17 @@ def blueprint() -> Blueprint:
                                                                message, emoji, remove))
 
     return bp
+
+
+def _body(data: dict[str, Any], limit: int) -> str | HTTPResponse:
+    """The ``body`` of a send or an edit, or the 400/413 that refuses it."""
+    body = data.get("body")
+    if not isinstance(body, str):
+        return refused("bad_request", "body must be a string", field="body")
+    if len(body.encode()) > limit:
+        return refused("too_large", f"body is larger than {limit} bytes (UTF-8)",
+                       field="body")
+    return body
 
 
 def _change_key(room: str, target: str, request: Request) -> str | HTTPResponse:

@@ -145,6 +145,17 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
                             "ASCII characters", room=room)
     if kind in CHANGES:
         return _change(data, CHANGES[kind], room, client_id, max_body_bytes)
+    body = _body(data, room, client_id, max_body_bytes)
+    try:
+        attached = attachment_ids(data.get("attachments"))
+    except ValueError as exc:
+        raise ProtocolError("bad_attachments", str(exc), client_id=client_id,
+                            room=room) from None
+    return SendFrame(room, client_id, body, attachments=attached)
+
+
+def _body(data: dict[str, Any], room: str, client_id: str, max_body_bytes: int) -> str:
+    """The ``body`` of a send or an edit: a string of at most *max_body_bytes* (UTF-8)."""
     body = data.get("body")
     if not isinstance(body, str):
         raise ProtocolError("bad_frame", "body must be a string", client_id=client_id,
@@ -152,12 +163,7 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
     if len(body.encode()) > max_body_bytes:
         raise ProtocolError("too_large", f"body is over {max_body_bytes} bytes",
                             client_id=client_id, room=room)
-    try:
-        attached = attachment_ids(data.get("attachments"))
-    except ValueError as exc:
-        raise ProtocolError("bad_attachments", str(exc), client_id=client_id,
-                            room=room) from None
-    return SendFrame(room, client_id, body, attachments=attached)
+    return body
 
 
 def _change(data: dict[str, Any], kind: str, room: str, client_id: str,
@@ -168,14 +174,8 @@ def _change(data: dict[str, Any], kind: str, room: str, client_id: str,
         raise ProtocolError("bad_frame", "id must name a message (1..64 printable ASCII "
                             "characters)", client_id=client_id, room=room)
     if kind == "edit":
-        body = data.get("body")
-        if not isinstance(body, str):
-            raise ProtocolError("bad_frame", "body must be a string", client_id=client_id,
-                                room=room)
-        if len(body.encode()) > max_body_bytes:
-            raise ProtocolError("too_large", f"body is over {max_body_bytes} bytes",
-                                client_id=client_id, room=room)
-        return SendFrame(room, client_id, body, kind, target)
+        return SendFrame(room, client_id, _body(data, room, client_id, max_body_bytes),
+                         kind, target)
     if kind == "delete":
         return SendFrame(room, client_id, "", kind, target)
     emoji, remove = data.get("emoji"), data.get("remove", False)
