@@ -41,6 +41,10 @@ class ChatError(Exception):
 
 @dataclass(frozen=True)
 class Message:
+    """A message as received. Fields the server adds over time come after ``body`` with
+    a default (a frame without them still makes a Message): add one here and in
+    :meth:`from_frame`."""
+
     room: str
     seq: int
     id: str
@@ -48,6 +52,24 @@ class Message:
     client_id: str
     ts: int
     body: str
+    # what the message carries (docs/attachments.md): [{id, name, type, size, width,
+    # height}]; ask GET /v1/rooms/{room}/attachments/{id} for a download URL
+    attachments: list[dict[str, Any]] = field(default_factory=list, hash=False)
+    # a message replayed after changes (resume, since) comes in its current state
+    edit_count: int = 0
+    edited_at: int | None = None   # ms
+    deleted_at: int | None = None  # ms: a tombstone (body "", no attachments)
+    deleted_by: str | None = None
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> Message:
+        attachments = frame.get("attachments")
+        return cls(frame["room"], frame["seq"], frame["id"], frame["sender"],
+                   frame["client_id"], frame["ts"], frame["body"],
+                   attachments=list(attachments) if isinstance(attachments, list) else [],
+                   edit_count=frame.get("edit_count") or 0,
+                   edited_at=frame.get("edited_at"), deleted_at=frame.get("deleted_at"),
+                   deleted_by=frame.get("deleted_by"))
 
 
 @dataclass(frozen=True)
@@ -183,8 +205,7 @@ class ChatClient:
                     frame["ts"], frame.get("body"), frame.get("edit_count"),
                     frame.get("emoji"), frame.get("op")))
                 return
-            self.messages.put_nowait(Message(room, seq, frame["id"], frame["sender"],
-                                             frame["client_id"], frame["ts"], frame["body"]))
+            self.messages.put_nowait(Message.from_frame(frame))
         elif kind == "ack":
             pending = self._pending.pop(frame["client_id"], None)
             if pending is not None and not pending.done.done():
@@ -249,9 +270,16 @@ class ChatClient:
         await self._send_frame(frame)
         return await waiter
 
-    async def send(self, room: str, body: str, client_id: str | None = None) -> Ack:
-        """Send and wait for the ack; retried (same client_id) until stored or refused."""
-        return await self._request({"type": "send", "room": room, "body": body}, client_id)
+    async def send(self, room: str, body: str, client_id: str | None = None, *,
+                   attachments: Sequence[str] | None = None) -> Ack:
+        """Send and wait for the ack; retried (same client_id) until stored or refused.
+
+        *attachments*: ids of our uploads to this room (docs/attachments.md) that the
+        message carries; a refusal is ``not_claimable`` or ``bad_attachments``."""
+        frame: dict[str, Any] = {"type": "send", "room": room, "body": body}
+        if attachments:
+            frame["attachments"] = list(attachments)
+        return await self._request(frame, client_id)
 
     async def edit(self, room: str, message: str, body: str,
                    client_id: str | None = None) -> Ack:

@@ -2,8 +2,10 @@
 
 Send and tail round trip (lines from stdin, one message each, in order), resume from a
 seq, history, rooms and members, devices, dev tokens (local and from a gateway in dev
-mode); and every failure a script must tell apart: a bad or missing token (3), a room
-one is not in (4), nothing there (5), already there (6), no gateway (7), usage (2).
+mode); an upload sent with a message, edited, reacted to and deleted, as tail and
+history show them; and every failure a script must tell apart: a bad or missing token
+(3), a room one is not in (4), nothing there (5), already there (6), no gateway (7),
+usage (2), the server's refusals of uploads and changes (1, 4, 5).
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import struct
 import subprocess
 import sys
+import zlib
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -174,3 +179,115 @@ async def test_dev_tokens_rooms_members_and_devices(stack: Stack) -> None:
     assert [(d["id"], d["token_suffix"]) for d in listed] == [(device["id"], "56789")]
     as_user("yan", "device", "remove", device["id"])
     assert as_user("yan", "--json", "device", "list") == []
+
+
+def png(width: int, height: int) -> bytes:
+    """A valid PNG (8-bit greyscale, all black), CRCs and all."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    rows = b"".join(b"\x00" * (width + 1) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                                8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def after_clock(found: list[str]) -> list[str]:
+    return [line.rstrip("\n").split("] ", 1)[1] for line in found]
+
+
+async def test_upload_attach_edit_react_delete_in_tail_and_history(stack: Stack,
+                                                                   tmp_path: Path) -> None:
+    stack.room("pics", "alice", "bob")
+    gateway = stack.gateways[0].url("")
+    live = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "burrow.client.cli", "--url", gateway, "--token", stack.token("bob"),
+        "tail", "pics", "--since", "0", "--count", "5",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    image = tmp_path / "dot.png"
+    image.write_bytes(png(3, 2))
+    [uploaded] = [json.loads(line) for line in lines(burrow(
+        stack, "--json", "upload", "pics", str(image), user="alice"))]
+    assert {k: uploaded[k] for k in ("name", "type", "size", "width", "height")} == {
+        "name": "dot.png", "type": "image/png", "size": len(png(3, 2)), "width": 3,
+        "height": 2}  # the type guessed from the name
+    file_id = uploaded["id"]
+    [ack] = [json.loads(line) for line in lines(burrow(
+        stack, "--json", "send", "pics", "look", "--attach", file_id, user="alice"))]
+    message = ack["id"]
+    # the tail has the message (live or replayed) before it changes: shown as sent
+    assert live.stdout is not None
+    first = (await asyncio.wait_for(live.stdout.readline(), T)).decode()
+    assert lines(burrow(stack, "edit", "pics", message, user="alice",
+                        stdin="look at this\n")) == ["pics #2 edited"]
+    assert lines(burrow(stack, "react", "pics", message, "👍", user="bob")) == [
+        "pics #3 reacted"]
+    assert lines(burrow(stack, "react", "pics", message, "🎉", user="bob")) == [
+        "pics #4 reacted"]
+    assert lines(burrow(stack, "delete", "pics", message, user="alice")) == [
+        "pics #5 deleted"]
+
+    out, err = await asyncio.wait_for(live.communicate(), T)
+    assert live.returncode == 0, err
+    size = f"{len(png(3, 2))} B"
+    assert after_clock([first, *out.decode().splitlines()]) == [
+        f"pics #1 alice: look [dot.png image/png {size} 3x2 id {file_id}]",
+        "pics #2 alice edited #1: look at this",
+        "pics #3 bob reacted 👍 to #1",
+        "pics #4 bob reacted 🎉 to #1",
+        "pics #5 alice deleted #1"]
+    # replayed afterwards, in the current state: a tombstone, and the edit's text gone
+    # with it (docs/protocol.md: a delete removes the text)
+    now = ["pics #1 alice: (deleted)", "pics #2 alice edited #1: ",
+           "pics #3 bob reacted 👍 to #1", "pics #4 bob reacted 🎉 to #1",
+           "pics #5 alice deleted #1"]
+    assert after_clock(lines(burrow(stack, "tail", "pics", "--since", "0", "--count", "5",
+                                    user="bob"))) == now
+    assert after_clock(lines(burrow(stack, "history", "pics", user="bob"))) == now
+    history = [json.loads(line) for line in lines(burrow(stack, "--json", "history", "pics",
+                                                         user="bob"))]
+    assert [(m["type"], m["seq"]) for m in history] == [
+        ("message", 1), ("edit", 2), ("reaction", 3), ("reaction", 4), ("delete", 5)]
+    # the file went with the message
+    assert stack.http("GET", f"/v1/rooms/pics/attachments/{file_id}", "bob")[0] == 404
+
+
+async def test_upload_and_change_refusals_are_one_line_with_their_codes(
+        stack: Stack, tmp_path: Path) -> None:
+    stack.room("club", "alice", "bob")
+    small = stack.add_gateway(BURROW_ATTACHMENT_MAX_BYTES="100").url("")
+    alice, bob = stack.token("alice"), stack.token("bob")
+    [ack] = [json.loads(line) for line in lines(burrow(stack, "--json", "send", "club",
+                                                       "mine", user="alice"))]
+    big = tmp_path / "big.png"
+    big.write_bytes(png(200, 200))
+    assert big.stat().st_size > 100
+    failed(cli(small, "--token", alice, "upload", "club", str(big)), output.REFUSED,
+           "too_large")
+    # refused at its Content-Length while the client still sends: the 413, not a reset
+    big.write_bytes(png(200, 200) + bytes(8_000_000))
+    failed(cli(small, "--token", alice, "upload", "club", str(big)), output.REFUSED,
+           "too_large")
+    failed(burrow(stack, "upload", "club", str(tmp_path / "missing.png"), user="alice"),
+           output.USAGE, "cannot read", "missing.png")
+    failed(burrow(stack, "upload", "club", str(tmp_path), user="alice"), output.USAGE,
+           "cannot read")
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not an image at all")
+    failed(burrow(stack, "upload", "club", str(fake), user="alice"), output.REFUSED,
+           "wrong_type")
+    failed(burrow(stack, "react", "club", ack["id"], "👍" * 17, user="bob"),
+           output.REFUSED, "emoji")
+    failed(burrow(stack, "edit", "club", "no-such-id", "x", user="alice"),
+           output.NOT_FOUND, "not_found")
+    failed(burrow(stack, "delete", "club", "no-such-id", user="alice"), output.NOT_FOUND,
+           "not_found")
+    failed(burrow(stack, "react", "club", "no-such-id", "👍", user="alice"),
+           output.NOT_FOUND, "not_found")
+    failed(cli(stack.gateways[0].url(""), "--token", bob, "edit", "club", ack["id"], "hijack"),
+           output.FORBIDDEN, "forbidden")
+    failed(burrow(stack, "send", "club", "x", "--attach", "0" * 24, user="alice"),
+           output.REFUSED, "not_claimable")
+    # nothing of it was stored
+    assert [json.loads(line)["body"] for line in lines(burrow(
+        stack, "--json", "history", "club", user="alice"))] == ["mine"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from burrow.client.cli import output, parser
+from burrow.client import ChatClient
+from burrow.client.chat import Change, Message
+from burrow.client.cli import output, parser, received
 
 
 def test_exit_codes_follow_the_status_and_the_code_wins() -> None:
@@ -81,3 +84,82 @@ def test_ordinary_text_is_printed_as_it_is() -> None:
     text = "Grüße, 日本語, emoji 🎉, tabs\tare not kept"
     assert output.printable("Grüße, 日本語, emoji 🎉") == "Grüße, 日本語, emoji 🎉"
     assert output.printable(text).endswith("tabs\\x09are not kept")
+
+
+def test_changes_are_lines_that_name_their_target() -> None:
+    base = {"room": "r", "ts": 0, "sender": "bob", "target": "m1"}
+    seqs = {"m1": 3}
+    shown = [output.message_line({**base, "seq": 5, "kind": "edit", "body": "new text"},
+                                 False, seqs),
+             output.message_line({**base, "seq": 6, "type": "delete"}, False, seqs),
+             output.message_line({**base, "seq": 7, "kind": "reaction", "emoji": "👍",
+                                  "op": "add"}, False, seqs),
+             output.message_line({**base, "seq": 8, "kind": "reaction", "emoji": "👍",
+                                  "op": "remove"}, False, seqs),
+             output.message_line({**base, "seq": 9, "kind": "delete", "target": "m9"},
+                                 False, seqs)]
+    assert [line.split("] ", 1)[1] for line in shown] == [
+        "r #5 bob edited #3: new text", "r #6 bob deleted #3", "r #7 bob reacted 👍 to #3",
+        "r #8 bob took back 👍 from #3", "r #9 bob deleted m9"]  # m9: not seen, its id
+    change = {**base, "seq": 5, "kind": "edit", "body": "x", "edit_count": 1}
+    assert json.loads(output.message_line(change, True, seqs)) == change
+
+
+def test_messages_show_their_state_files_and_reactions() -> None:
+    message = {"room": "r", "seq": 1, "id": "m1", "sender": "al", "ts": 0, "body": "look",
+               "attachments": [{"id": "f1", "name": "a.png", "type": "image/png",
+                                "size": 1234, "width": 3, "height": 2},
+                               {"id": "f2", "name": "b.pdf", "type": "application/pdf",
+                                "size": 12, "width": None, "height": None}]}
+    assert output.message_line(message, False).endswith(
+        "r #1 al: look [a.png image/png 1.2 KB 3x2 id f1] [b.pdf application/pdf 12 B id f2]")
+    edited = {**message, "attachments": [], "edit_count": 2,
+              "reactions": [{"emoji": "👍", "count": 2, "me": True}]}
+    assert output.message_line(edited, False).endswith("r #1 al: look (edited) [👍 2]")
+    gone = {**message, "body": "", "attachments": [], "deleted_at": 5}
+    assert output.message_line(gone, False).endswith("r #1 al: (deleted)")
+    assert [output.size_text(n) for n in (0, 999, 1000, 10_485_760, None, True)] == [
+        "0 B", "999 B", "1.0 KB", "10.5 MB", "", ""]
+    ack = {"room": "r", "seq": 4, "id": "e", "client_id": "c"}
+    assert [output.ack_line(ack, False, done) for done in ("sent", "edited")] == [
+        "r #4 sent", "r #4 edited"]
+    assert [output.exit_code(s, c) for s, c in ((409, "too_many_reactions"),
+                                                (409, "not_claimable"), (403, "edit_window"),
+                                                (413, "too_large"), (404, "not_found"))] == [
+        1, 1, 4, 1, 5]
+
+
+@pytest.mark.parametrize("text", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_changes_and_file_names_cannot_drive_the_terminal(text: str) -> None:
+    base = {"room": "r", "ts": 0, "seq": 2, "sender": text, "target": text}
+    for line in (output.message_line({**base, "kind": "edit", "body": text}, False),
+                 output.message_line({**base, "kind": "reaction", "emoji": text}, False),
+                 output.message_line({**base, "body": "", "attachments": [
+                     {"id": text, "name": text, "type": text, "size": 1}],
+                     "reactions": [{"emoji": text, "count": 1}]}, False)):
+        assert line.isprintable(), line
+
+
+def test_new_arguments() -> None:
+    args = parser().parse_args(["send", "r", "hi", "--attach", "f1", "--attach", "f2"])
+    assert (args.text, args.attach) == (["hi"], ["f1", "f2"])
+    args = parser().parse_args(["react", "r", "m1", "👍", "--remove"])
+    assert (args.id, args.emoji, args.remove) == ("m1", "👍", True)
+    args = parser().parse_args(["upload", "r", "a.bin", "--type", "text/plain"])
+    assert (args.file, args.media_type) == ("a.bin", "text/plain")
+    assert parser().parse_args(["edit", "r", "m1"]).text == []  # then: stdin
+    with pytest.raises(SystemExit):
+        parser().parse_args(["react", "r", "m1"])  # no emoji
+
+
+async def test_tail_takes_messages_and_changes_in_seq_order() -> None:
+    client = ChatClient([], lambda: "")
+    for seq in (1, 3):
+        client.messages.put_nowait(Message("r", seq, f"m{seq}", "al", "c", 0, "b"))
+    for seq in (2, 4):
+        client.changes.put_nowait(Change("r", seq, f"e{seq}", "delete", "m1", "al", 0))
+    assert [e.seq for e in await received(client)] == [1, 2, 3, 4]
+    asyncio.get_running_loop().call_later(0.01, client.changes.put_nowait,
+                                          Change("r", 5, "e5", "edit", "m1", "al", 0, "x"))
+    assert [e.seq for e in await asyncio.wait_for(received(client), 5)] == [5]
+    assert client.messages.empty() and client.changes.empty()

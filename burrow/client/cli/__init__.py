@@ -1,9 +1,11 @@
 """``burrow``: the command-line client (docs/cli.md).
 
-HTTP commands (rooms, members, history, devices, tokens) go through httpx; ``send`` and
-``tail`` through :class:`burrow.client.ChatClient`, which reconnects, resumes from the
-last seq and resends with the same client_id by itself, so ``burrow tail`` survives a
-gateway restart and ``burrow send`` stores each line once. Errors end the command with a
+HTTP commands (rooms, members, history, devices, tokens, uploads, and the changes
+``edit``, ``delete``, ``react``, each with an Idempotency-Key it repeats when the gateway
+is away) go through httpx; ``send`` and ``tail`` through
+:class:`burrow.client.ChatClient`, which reconnects, resumes from the last seq and
+resends with the same client_id by itself, so ``burrow tail`` survives a gateway restart
+and ``burrow send`` stores each line once. Errors end the command with a
 one-line message on stderr and an exit code from :mod:`burrow.client.cli.output`.
 """
 
@@ -11,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import mimetypes
 import os
 import ssl
 import sys
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -23,12 +28,14 @@ import httpx
 from websockets.exceptions import InvalidStatus
 
 from burrow.client import ChatClient, ChatError
+from burrow.client.chat import Change, Message
 from burrow.client.cli import output
 from burrow.client.cli.output import CliError
 from burrow.core import tls, tokens
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUBSCRIBE_TIMEOUT = 30.0
+CHANGE_ATTEMPTS = 3  # a change request the gateway could not serve (503, 504, away)
 
 
 @dataclass
@@ -45,19 +52,39 @@ class Target:
     def print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
-    def http(self, method: str, path: str, body: Any = None) -> Any:
-        """The JSON answer (None for 204); raises :exc:`CliError` for any refusal."""
+    def http(self, method: str, path: str, body: Any = None, *, content: Any = None,
+             headers: dict[str, str] | None = None) -> Any:
+        """The JSON answer (None for 204); raises :exc:`CliError` for any refusal.
+
+        *body* goes as JSON; *content* (bytes or a file) as it is, with *headers*."""
         try:
             with httpx.Client(base_url=self.url, timeout=30,
                               verify=self.ssl_context) as client:
-                response = client.request(method, path, json=body, headers={
-                    "Authorization": f"Bearer {self.token_source()}"})
+                response = client.request(method, path, json=body, content=content,
+                                          headers={**(headers or {}), "Authorization":
+                                                   f"Bearer {self.token_source()}"})
         except httpx.TransportError as exc:
             raise unreachable(self.url, exc) from None
-        data = response.json() if response.content else None
+        try:
+            data = response.json() if response.content else None
+        except ValueError:  # not JSON: a proxy's error page, say
+            data = None
         if response.status_code >= 300:
             raise output.http_error(response.status_code, data)
         return data
+
+    def change(self, path: str, body: Any = None) -> Any:
+        """POST a change (edit, delete, reaction) with an Idempotency-Key, repeated with
+        the same key while the gateway cannot serve it: stored once, whatever happens."""
+        key = uuid.uuid4().hex
+        for attempt in range(1, CHANGE_ATTEMPTS + 1):
+            try:
+                return self.http("POST", path, body, headers={"Idempotency-Key": key})
+            except CliError as exc:
+                if exc.code != output.UNAVAILABLE or attempt == CHANGE_ATTEMPTS:
+                    raise
+            time.sleep(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def unreachable(url: str, exc: Exception) -> CliError:
@@ -129,10 +156,32 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("send", help="send TEXT, or each line of stdin, as messages")
     c.add_argument("room")
     c.add_argument("text", nargs="*")
-    c = sub.add_parser("tail", help="print a room's messages as they come (Ctrl-C ends)")
+    c.add_argument("--attach", action="append", default=[], metavar="ID",
+                   help="an upload's id (see upload) the (first) message carries; "
+                        "repeat for more")
+    c = sub.add_parser("edit", help="replace the text of one of my messages")
+    c.add_argument("room")
+    c.add_argument("id", metavar="ID", help="the message's id")
+    c.add_argument("text", nargs="*", help="the new text (else all of stdin)")
+    c = sub.add_parser("delete", help="delete a message (mine; any as owner or admin)")
+    c.add_argument("room")
+    c.add_argument("id", metavar="ID")
+    c = sub.add_parser("react", help="react to a message with an emoji")
+    c.add_argument("room")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("emoji", metavar="EMOJI")
+    c.add_argument("--remove", action="store_true", help="take my reaction back")
+    c = sub.add_parser("upload", help="upload a file to attach to a message (send --attach)")
+    c.add_argument("room")
+    c.add_argument("file", metavar="FILE")
+    c.add_argument("--type", dest="media_type", metavar="TYPE",
+                   help="its media type (default: guessed from the name)")
+    c = sub.add_parser("tail", help="print a room's messages and changes as they come "
+                                    "(Ctrl-C ends)")
     c.add_argument("room")
     c.add_argument("--since", type=int, help="first replay every message after this seq")
-    c.add_argument("--count", type=int, help="exit after this many messages")
+    c.add_argument("--count", type=int,
+                   help="exit after this many messages and changes (seqs)")
     c = sub.add_parser("history", help="print stored messages")
     c.add_argument("room")
     c.add_argument("--after", type=int)
@@ -181,13 +230,55 @@ def run_http(args: argparse.Namespace, target: Target) -> None:
         case "history":
             query = {k: v for k in ("after", "before", "limit")
                      if (v := getattr(args, k)) is not None}
-            path = room_path(args.room, "/messages")
-            if query:
-                path += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+            path = room_path(args.room, "/messages?v=2")  # changes in their own shape
+            path += "".join(f"&{k}={v}" for k, v in query.items())
+            seqs: dict[str, int] = {}
             for message in target.http("GET", path)["messages"]:
-                show(output.message_line(message, target.as_json))
+                if message.get("type") == "message":
+                    seqs[str(message.get("id"))] = message.get("seq", 0)
+                show(output.message_line(message, target.as_json, seqs))
+        case "edit":
+            show(output.ack_line(target.change(message_path(args, "/edit"), {
+                "body": edit_text(args)}), target.as_json, "edited"))
+        case "delete":
+            show(output.ack_line(target.change(message_path(args, "/delete")),
+                                 target.as_json, "deleted"))
+        case "react":
+            show(output.ack_line(target.change(message_path(args, "/reactions"), {
+                "emoji": args.emoji, "remove": args.remove}), target.as_json,
+                "unreacted" if args.remove else "reacted"))
+        case "upload":
+            show(output.one(upload(args, target), target.as_json))
         case "device":
             run_device(args, target)
+
+
+def message_path(args: argparse.Namespace, rest: str) -> str:
+    return room_path(args.room, "/messages/") + quote(args.id, safe="") + rest
+
+
+def edit_text(args: argparse.Namespace) -> str:
+    if args.text:
+        return " ".join(args.text)
+    text: str = args.stdin.read()
+    return text.removesuffix("\n").removesuffix("\r")  # the last line's end only
+
+
+def upload(args: argparse.Namespace, target: Target) -> Any:
+    """Stream FILE to the room's attachments; the server checks size and type."""
+    name = os.path.basename(args.file)
+    media_type = args.media_type or mimetypes.guess_type(name)[0] or \
+        "application/octet-stream"
+    try:
+        with open(args.file, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            return target.http("POST", room_path(args.room, "/attachments?name=")
+                               + quote(name, safe=""), content=file, headers={
+                                   "Content-Type": media_type,
+                                   "Content-Length": str(size)})
+    except OSError as exc:  # missing, unreadable, a directory
+        raise CliError(f"cannot read {output.printable(args.file)}: "
+                       f"{exc.strerror or exc}", output.USAGE) from None
 
 
 def run_device(args: argparse.Namespace, target: Target) -> None:
@@ -226,21 +317,28 @@ async def run_chat(args: argparse.Namespace, target: Target, stdin: TextIO) -> N
                        output.exit_code(exc.response.status_code)) from None
     try:
         if args.command == "send":
+            attach: list[str] = args.attach  # for the first message only: claimed once
             if args.text:
-                await send_line(client, args.room, " ".join(args.text), target)
+                await send_line(client, args.room, " ".join(args.text), target, attach)
+                attach = []
             # one message per line, in order: each waits for its ack (read in a thread,
             # so that the connection is served while stdin is quiet)
             while not args.text and (line := await asyncio.to_thread(stdin.readline)):
                 if line.strip():
-                    await send_line(client, args.room, line.rstrip("\r\n"), target)
+                    await send_line(client, args.room, line.rstrip("\r\n"), target,
+                                    attach)
+                    attach = []
+            if attach:  # files and no text
+                await send_line(client, args.room, "", target, attach)
         else:
             await tail(client, args, target)
     finally:
         await client.close()
 
 
-async def send_line(client: ChatClient, room: str, body: str, target: Target) -> None:
-    ack = await client.send(room, body)
+async def send_line(client: ChatClient, room: str, body: str, target: Target,
+                    attach: list[str]) -> None:
+    ack = await client.send(room, body, attachments=attach)
     target.print(output.ack_line(vars(ack), target.as_json))
 
 
@@ -252,10 +350,41 @@ async def tail(client: ChatClient, args: argparse.Namespace, target: Target) -> 
         raise CliError(f"no answer to the subscription within {SUBSCRIBE_TIMEOUT:g}s: the "
                        "gateway's broker or database is down", output.UNAVAILABLE) from None
     shown = 0
+    seqs: dict[str, int] = {}  # message id -> seq: a change names its target by seq
     while args.count is None or shown < args.count:
-        message = await client.messages.get()
-        target.print(output.message_line(vars(message), target.as_json))
-        shown += 1
+        for event in await received(client):
+            if isinstance(event, Message):
+                seqs[event.id] = event.seq
+            target.print(output.message_line(vars(event), target.as_json, seqs))
+            shown += 1
+            if shown == args.count:
+                break
+
+
+async def received(client: ChatClient) -> list[Message | Change]:
+    """The messages and changes received so far, in seq order (waits for one).
+
+    ChatClient queues the two apart, each as the frames come: what is in both queues
+    at one moment is everything received, and what comes later has higher seqs."""
+    if client.messages.empty() and client.changes.empty():
+        getters: list[asyncio.Task[Any]] = [asyncio.create_task(client.messages.get()),
+                                            asyncio.create_task(client.changes.get())]
+        try:
+            await asyncio.wait(getters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for getter in getters:
+                getter.cancel()
+            await asyncio.gather(*getters, return_exceptions=True)
+        # a get cancelled before it returned leaves its item in the queue
+        events: list[Message | Change] = [g.result() for g in getters
+                                          if not g.cancelled() and g.exception() is None]
+    else:
+        events = []
+    while not client.messages.empty():
+        events.append(client.messages.get_nowait())
+    while not client.changes.empty():
+        events.append(client.changes.get_nowait())
+    return sorted(events, key=lambda event: (event.room, event.seq))
 
 
 def ca_context(path: str) -> ssl.SSLContext:
@@ -287,6 +416,7 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
             return str(args.token)
 
         target = Target(url, token_source, args.json, out or sys.stdout, context)
+        args.stdin = stdin or sys.stdin
         if args.command in ("send", "tail"):
             asyncio.run(run_chat(args, target, stdin or sys.stdin))
         else:

@@ -22,7 +22,8 @@ EXIT_CODES: Mapping[int, str] = {
     USAGE: "wrong command-line arguments",
     UNAUTHORIZED: "the token is missing, malformed, expired or refused (401, close 4401)",
     FORBIDDEN: "not allowed: not a member of the room, not its owner (403)",
-    NOT_FOUND: "no such room, member or device (404), or dev mode is off",
+    NOT_FOUND: "no such room, member, device, message or attachment (404), or dev mode "
+               "is off",
     CONFLICT: "it exists already (409)",
     UNAVAILABLE: "the gateway cannot be reached, or its broker or database is down (503)",
     INTERRUPTED: "interrupted (Ctrl-C)",
@@ -32,7 +33,9 @@ _BY_STATUS = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT,
               502: UNAVAILABLE, 503: UNAVAILABLE, 504: UNAVAILABLE}
 _BY_CODE = {"unauthorized": UNAUTHORIZED, "forbidden": FORBIDDEN, "not_found": NOT_FOUND,
             "dev_mode_off": NOT_FOUND, "exists": CONFLICT, "unavailable": UNAVAILABLE,
-            "timeout": UNAVAILABLE, "unreachable": UNAVAILABLE}
+            "timeout": UNAVAILABLE, "unreachable": UNAVAILABLE, "edit_window": FORBIDDEN,
+            # 409s that are no "exists already": a refusal (as over the WebSocket)
+            "too_many_reactions": REFUSED, "not_claimable": REFUSED}
 
 
 class CliError(Exception):
@@ -88,17 +91,77 @@ def printable(value: object) -> str:
                    for c in text)
 
 
-def message_line(message: Mapping[str, Any], as_json: bool) -> str:
+CHANGE_KINDS = frozenset({"edit", "delete", "reaction"})
+
+
+def message_line(message: Mapping[str, Any], as_json: bool,
+                 seqs: Mapping[str, int] | None = None) -> str:
+    """A message, or a change event (``kind`` from ChatClient's Change, ``type`` in v2
+    history); *seqs* (message id -> seq) names a change's target by its seq."""
     if as_json:
         return orjson.dumps(dict(message)).decode()
-    return f"[{clock(message['ts'])}] {printable(message['room'])} #{message['seq']} " \
-           f"{printable(message['sender'])}: {printable(message['body'])}"
+    head = f"[{clock(message['ts'])}] {printable(message['room'])} #{message['seq']} " \
+           f"{printable(message['sender'])}"
+    kind = message.get("kind") or message.get("type")
+    if kind in CHANGE_KINDS:
+        return f"{head} {change_text(message, kind, seqs or {})}"
+    if message.get("deleted_at") is not None:
+        return f"{head}: (deleted)"
+    text = printable(message.get("body", ""))
+    if message.get("edit_count"):
+        text += " (edited)"
+    for item in message.get("attachments") or []:
+        text += " " + attachment_text(item)
+    reactions = [f"{printable(r.get('emoji', ''))} {r.get('count', 0)}"
+                 for r in message.get("reactions") or [] if isinstance(r, Mapping)]
+    if reactions:
+        text += " [" + ", ".join(reactions) + "]"
+    return f"{head}: {text}"
 
 
-def ack_line(ack: Mapping[str, Any], as_json: bool) -> str:
+def change_text(change: Mapping[str, Any], kind: str, seqs: Mapping[str, int]) -> str:
+    """``edited #3: new text``, ``deleted #3``, ``reacted 👍 to #3``, ``took back 👍
+    from #3`` (the target's id when its seq is not known)."""
+    target_id = str(change.get("target", ""))
+    target = f"#{seqs[target_id]}" if target_id in seqs else printable(target_id)
+    emoji = printable(change.get("emoji") or "")
+    if kind == "edit":
+        return f"edited {target}: {printable(change.get('body') or '')}"
+    if kind == "delete":
+        return f"deleted {target}"
+    if change.get("op") == "remove":
+        return f"took back {emoji} from {target}"
+    return f"reacted {emoji} to {target}"
+
+
+def attachment_text(item: Any) -> str:
+    """``[photo.png image/png 1.2 KB 640x480 id 65f...]``."""
+    if not isinstance(item, Mapping):
+        return "[attachment]"
+    parts = [printable(item.get("name", "")), printable(item.get("type", "")),
+             size_text(item.get("size"))]
+    if item.get("width") and item.get("height"):
+        parts.append(f"{item['width']}x{item['height']}")
+    return "[" + " ".join(p for p in parts + [f"id {printable(item.get('id', ''))}"] if p) \
+        + "]"
+
+
+def size_text(size: Any) -> str:
+    """``512 B``, ``1.2 KB``, ``10.5 MB`` (SI units); "" for anything but an int."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        return ""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} KB"
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def ack_line(ack: Mapping[str, Any], as_json: bool, done: str = "sent") -> str:
+    """``ROOM #SEQ sent`` (or ``edited``, ``deleted``, ``reacted``)."""
     if as_json:
         return orjson.dumps(dict(ack)).decode()
-    return f"{ack['room']} #{ack['seq']} sent"
+    return f"{printable(ack['room'])} #{ack['seq']} {done}"
 
 
 def rows(items: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> list[str]:
