@@ -233,11 +233,18 @@ class Sequencer:
         refused: list[tuple[Send, Reply, Refused]] = []
         if any(send.kind is not None for send, _ in sends):  # changes: decide first
             sends, refused = await self._retrying(self._decide, sends)
+        if any(send.reply_to for send, _ in sends):  # one check; no I/O without
+            sends, orphans = await self._retrying(self._thread, sends)
+            refused += orphans
         if any(send.attachments for send, _ in sends):  # one check; no I/O without
             sends, unclaimable = await self._retrying(self._claim, sends)
             refused += unclaimable
         if sends:
             plan = await self._store(sends)
+            roots = {o.stored.thread for o in plan.outcomes if o.stored.thread}
+            if roots:  # stored now or before: count again, guarded (MessageStore.count_replies)
+                assert self.store is not None
+                await self._retrying(self.store.count_replies, roots)
             changes = [o.stored for o in plan.outcomes if o.stored.kind is not None]
             if changes:  # stored now or before: (re)apply to their targets, guarded
                 assert self.changes is not None
@@ -301,6 +308,36 @@ class Sequencer:
                     self.settings.max_reactions), reply))
             except Refused as exc:
                 refused.append((send, reply, exc))
+        return allowed, refused
+
+    async def _thread(self, sends: list[tuple[Send, Reply]]
+                      ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
+        """The thread of each reply of the batch: the root of the message it answers
+        if that is a reply itself, else that message. A reply to a message that does
+        not exist, is in another room or is a change event is refused ``not_found``
+        (nothing stored, no seq). One read for the batch's parents; a reply stored
+        already is not looked at again (dedup answers it with the stored message).
+        A parent sent in the same batch is not stored yet: the reply is refused, which
+        is right, since the client cannot know its id before its ack.
+        """
+        assert self.store is not None
+        replies = [send for send, _ in sends if send.reply_to]
+        stored = await self.store.existing([dedup_key(s) for s in replies])
+        parents = await self.store.parents(
+            s.reply_to for s in replies if s.reply_to and dedup_key(s) not in stored)
+        allowed: list[tuple[Send, Reply]] = []
+        refused: list[tuple[Send, Reply, Refused]] = []
+        for send, reply in sends:
+            if not send.reply_to or dedup_key(send) in stored:
+                allowed.append((send, reply))
+                continue
+            parent = parents.get(send.reply_to)
+            if parent is None or parent.room != send.room or parent.kind is not None:
+                refused.append((send, reply, Refused(
+                    "not_found", f"no message {send.reply_to} in room {send.room}")))
+                continue
+            allowed.append((dataclasses.replace(send, thread=parent.thread or parent.id),
+                            reply))
         return allowed, refused
 
     async def _claim(self, sends: list[tuple[Send, Reply]]

@@ -12,8 +12,10 @@ Changes go the same way (docs/protocol.md, changes): ``POST .../messages/{id}/ed
 (403 ``forbidden`` / ``edit_window``, 404 ``not_found``, 409 ``too_many_reactions``).
 A message may name ``"attachments": [id, ...]`` (docs/attachments.md): 400
 ``bad_attachments`` for a malformed list, 409 ``not_claimable`` for uploads it may not
-attach. The answer waits until the message is stored: 201 with its seq, or
-an error a client may retry with the same key (503 ``unavailable``, 504 ``timeout``).
+attach. A reply names ``"reply_to": id`` (docs/protocol.md, replies): 404
+``not_found`` when that is no message of the room. The answer waits until the message
+is stored: 201 with its seq, or an error a client may retry with the same key (503
+``unavailable``, 504 ``timeout``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from burrow.core import ids
-from burrow.core.envelopes import MAX_ATTACHMENTS, attachment_ids
+from burrow.core.envelopes import MAX_ATTACHMENTS, attachment_ids, reply_to_id
 from burrow.core.lifecycle import MAX_EMOJI_BYTES, valid_emoji
 from gateway import protocol, streams
 from gateway.http_json import Invalid, json_object, without_body
@@ -65,8 +67,8 @@ def blueprint() -> Blueprint:
         try:
             # JSON may escape a character into 6 bytes; the body's own limit is checked
             # on the decoded text below
-            data = await json_object(request, ("body", "attachments"),
-                                     6 * settings.max_body_bytes + 64 + 30 * MAX_ATTACHMENTS)
+            data = await json_object(request, ("body", "attachments", "reply_to"),
+                                     6 * settings.max_body_bytes + 160 + 30 * MAX_ATTACHMENTS)
         except Invalid as exc:
             return exc.response()
         body = _body(data, settings.max_body_bytes)
@@ -76,8 +78,12 @@ def blueprint() -> Blueprint:
             attached = attachment_ids(data.get("attachments"))
         except ValueError as exc:
             return refused("bad_attachments", str(exc), field="attachments")
-        return await send_and_wait(request, protocol.SendFrame(room, client_id, body,
-                                                               attachments=attached))
+        try:
+            reply_to = reply_to_id(data.get("reply_to"))
+        except ValueError as exc:
+            return refused("bad_request", str(exc), field="reply_to")
+        return await send_and_wait(request, protocol.SendFrame(
+            room, client_id, body, attachments=attached, reply_to=reply_to))
 
     @bp.post("/rooms/<room>/messages/<message>/edit", stream=True)
     async def edit(request: Request, room: str, message: str) -> HTTPResponse:

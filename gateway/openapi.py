@@ -155,7 +155,8 @@ def document() -> dict[str, Any]:
                 _query("after", {"type": "integer", "minimum": 0}),
                 _query("before", {"type": "integer", "minimum": 1}),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-                _query("v", {"enum": ["1", "2"]})],
+                _query("v", {"enum": ["1", "2"]}),
+                _query("thread", {"type": "string", "minLength": 1, "maxLength": 64})],
                 "responses": {"200": _answer("messages", ANY_JSON),
                               **_errors(400, 401, 403, 429, 503)}},
             "post": {"summary": "Send a message (Idempotency-Key)", "security": AUTH,
@@ -164,10 +165,11 @@ def document() -> dict[str, Any]:
                                          "type": "string", "minLength": 1, "maxLength": 64}}],
                      "requestBody": _json_body({"body": {"type": "string"}, "attachments": {
                          "type": "array", "maxItems": MAX_ATTACHMENTS, "uniqueItems": True,
-                         "items": {"type": "string", "pattern": "^[0-9a-f]{24}$"}}},
+                         "items": {"type": "string", "pattern": "^[0-9a-f]{24}$"}},
+                         "reply_to": {"type": "string", "minLength": 1, "maxLength": 64}},
                          ["body"]),
                      "responses": {"201": _answer("stored, with its seq", ANY_JSON),
-                                   **_errors(400, 401, 403, 409, 413, 429, 503)}}},
+                                   **_errors(400, 401, 403, 404, 409, 413, 429, 503)}}},
         "/v1/rooms/{room}/messages/{message}": {
             "parameters": [ROOM_PATH, MESSAGE_PATH],
             "delete": {"summary": "Delete a message (Idempotency-Key)", "security": AUTH,

@@ -14,7 +14,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from burrow.core import ids
-from burrow.core.envelopes import attachment_ids
+from burrow.core.envelopes import attachment_ids, reply_to_id
 from burrow.core.lifecycle import MAX_EMOJI_BYTES, valid_emoji
 
 # Close codes (RFC 6455 reserves 4000-4999 for applications). A client reconnects and
@@ -69,6 +69,7 @@ class SendFrame:
     emoji: str | None = None
     remove: bool = False
     attachments: tuple[str, ...] = ()  # a send's upload ids (docs/attachments.md)
+    reply_to: str | None = None  # the message a send answers (docs/protocol.md)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,11 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
     except ValueError as exc:
         raise ProtocolError("bad_attachments", str(exc), client_id=client_id,
                             room=room) from None
-    return SendFrame(room, client_id, body, attachments=attached)
+    try:
+        reply_to = reply_to_id(data.get("reply_to"))
+    except ValueError as exc:
+        raise ProtocolError("bad_frame", str(exc), client_id=client_id, room=room) from None
+    return SendFrame(room, client_id, body, attachments=attached, reply_to=reply_to)
 
 
 def _body(data: dict[str, Any], room: str, client_id: str, max_body_bytes: int) -> str:

@@ -37,6 +37,10 @@ def _history_v1(m: Stored) -> dict[str, Any]:
     if m.kind is None and m.edit_count == 0 and m.deleted_at is None:
         if m.attachments:
             entry["attachments"] = list(m.attachments)
+        if m.reply_to is not None:
+            entry.update(reply_to=m.reply_to, thread=m.thread)
+        if m.reply_count:
+            entry.update(reply_count=m.reply_count, last_reply=m.last_reply)
         return entry
     entry = v1_frame(m.fields())
     del entry["type"]
@@ -183,8 +187,14 @@ def blueprint() -> Blueprint:
         version = request.args.get("v", "1")
         if version not in ("1", "2"):
             return problem(400, "bad_request", "v must be 1 or 2")
+        thread = request.args.get("thread")
+        if thread is not None and not ids.is_client_id(thread):
+            return problem(400, "bad_request", "thread must be a message id")
+        if thread is not None and before is not None:
+            return problem(400, "bad_request", "a thread is read forward: after, not before")
         node = node_of(request)
-        found = await node.messages.history(room, after, before, limit)
+        found = (await node.messages.history(room, after, before, limit) if thread is None
+                 else await node.messages.thread(room, thread, after, limit))
         if version == "1":  # every seq; a change event in its v1 (message) shape
             return response.json({"room": room, "messages": [
                 _history_v1(m) for m in found]})

@@ -71,6 +71,22 @@ def attachment_ids(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+class BadReply(ValueError):
+    """A send's ``reply_to`` is not a message id."""
+
+
+def reply_to_id(value: Any) -> str | None:
+    """The ``reply_to`` of a send checked: absent (None) or a message id (1..64
+    printable ASCII characters, like every message id). Whether that message exists,
+    is a message (not a change event) and is in the send's room, only the sequencer
+    knows: it refuses the send ``not_found`` otherwise. Raises :exc:`BadReply`."""
+    if value is None:
+        return None
+    if not ids.is_client_id(value):
+        raise BadReply("reply_to must be the id of a message of the room")
+    return str(value)
+
+
 def message_id_of(room: str, sender: str, client_id: str) -> str:
     """The id of a message with attachments: derived from its dedup key, not random.
 
@@ -110,12 +126,18 @@ class Send:
     #: width?, height?}`` each, in the order named.
     attachments: tuple[str, ...] = ()
     claimed: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    #: The message this one answers (a message only), and the root of its thread,
+    #: which the sequencer finds (not on the wire): reply_to's own root, else reply_to.
+    reply_to: str | None = None
+    thread: str | None = None
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = {"room": self.room, "sender": self.sender,
                                 "client_id": self.client_id, "body": self.body}
         if self.attachments:
             data["attachments"] = list(self.attachments)
+        if self.reply_to is not None:
+            data["reply_to"] = self.reply_to
         if self.kind is not None:
             data.update(kind=self.kind, target=self.target)
             if self.emoji is not None:
@@ -147,12 +169,15 @@ class Send:
         if kind is None or kind == "message":
             try:
                 attached = attachment_ids(data.get("attachments"))
+                reply_to = reply_to_id(data.get("reply_to"))
             except ValueError as exc:
                 raise EnvelopeError(str(exc)) from None
             return cls(room, sender, client_id, body, admin=data.get("admin") is True,
-                       attachments=attached)
+                       attachments=attached, reply_to=reply_to)
         if data.get("attachments") is not None:
             raise EnvelopeError("only a message carries attachments")
+        if data.get("reply_to") is not None:
+            raise EnvelopeError("only a message replies to another")
         target, emoji, remove = data.get("target"), data.get("emoji"), data.get("remove", False)
         if kind not in CHANGE_KINDS:
             raise EnvelopeError(f"kind must be one of message, {', '.join(CHANGE_KINDS)}")
@@ -191,6 +216,13 @@ class Stored:
     #: A message's attachments ``{id, name, type, size, width?, height?}`` (none once
     #: deleted); a frame has the field only when there are some.
     attachments: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    #: A reply: the message it answers and its thread's root (docs/protocol.md,
+    #: replies). A root: how many replies its thread has and the last one
+    #: ``{seq, id, sender, ts}`` (history only; maintained by the sequencer).
+    reply_to: str | None = None
+    thread: str | None = None
+    reply_count: int = 0
+    last_reply: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     @property
     def dedup_key(self) -> tuple[str, str, str]:
@@ -219,6 +251,7 @@ class Stored:
                      "body": self.body}
             if self.attachments:
                 frame["attachments"] = list(self.attachments)
+            self._thread_fields(frame)
             return orjson.dumps(frame)
         data = self.fields()
         return orjson.dumps(data if v >= 2 else v1_frame(data))
@@ -233,6 +266,7 @@ class Stored:
             data["body"] = self.body
             if self.attachments:
                 data["attachments"] = list(self.attachments)
+            self._thread_fields(data)
             if self.edit_count:
                 data.update(edited_at=self.edited_at, edit_count=self.edit_count)
             if self.deleted_at is not None:
@@ -247,6 +281,13 @@ class Stored:
             data.update(emoji=self.emoji, op=self.op)
         return data
 
+    def _thread_fields(self, data: dict[str, Any]) -> None:
+        """A message's reply and thread fields, only those it has."""
+        if self.reply_to is not None:
+            data.update(reply_to=self.reply_to, thread=self.thread)
+        if self.reply_count:
+            data.update(reply_count=self.reply_count, last_reply=self.last_reply)
+
     def ack_frame(self) -> bytes:
         """The frame that tells the sender its message is stored, and where."""
         return orjson.dumps({"type": "ack", "client_id": self.client_id, "room": self.room,
@@ -258,6 +299,8 @@ class Stored:
                "ts": datetime.fromtimestamp(self.ts / 1000, UTC)}
         if self.attachments:
             doc["attachments"] = list(self.attachments)
+        if self.reply_to is not None:
+            doc.update(reply_to=self.reply_to, thread=self.thread)
         if self.kind is not None:
             doc.update(kind=self.kind, target=self.target)
             if self.kind == "edit":
@@ -271,7 +314,10 @@ class Stored:
         if "kind" not in doc and "edit_count" not in doc and "deleted_at" not in doc:
             return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"],
                        sender=doc["sender"], client_id=doc["client_id"], body=doc["body"],
-                       ts=_ms(doc["ts"]), attachments=tuple(doc.get("attachments", ())))
+                       ts=_ms(doc["ts"]), attachments=tuple(doc.get("attachments", ())),
+                       reply_to=doc.get("reply_to"), thread=doc.get("thread"),
+                       reply_count=doc.get("reply_count", 0),
+                       last_reply=_last_reply(doc.get("last_reply")))
         edited, deleted = doc.get("edited_at"), doc.get("deleted_at")
         return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"], sender=doc["sender"],
                    client_id=doc["client_id"], body=doc["body"], ts=_ms(doc["ts"]),
@@ -279,7 +325,20 @@ class Stored:
                    op=doc.get("op"), edit_count=doc.get("edit_count", 0),
                    edited_at=None if edited is None else _ms(edited),
                    deleted_at=None if deleted is None else _ms(deleted),
-                   deleted_by=doc.get("deleted_by"))
+                   deleted_by=doc.get("deleted_by"),
+                   attachments=tuple(doc.get("attachments", ())),
+                   reply_to=doc.get("reply_to"), thread=doc.get("thread"),
+                   reply_count=doc.get("reply_count", 0),
+                   last_reply=_last_reply(doc.get("last_reply")))
+
+
+def _last_reply(value: Any) -> dict[str, Any] | None:
+    """A root's stored ``last_reply`` as history shows it (ts in ms)."""
+    if not isinstance(value, dict):
+        return None
+    ts = value.get("ts")
+    return {"seq": value.get("seq"), "id": value.get("id"), "sender": value.get("sender"),
+            "ts": _ms(ts) if isinstance(ts, datetime) else ts}
 
 
 def _ms(value: datetime) -> int:

@@ -116,7 +116,8 @@ class Numbering:
                           if send.attachments else new_id())
                 stored = Stored(id=msg_id, room=send.room, seq=seq, sender=send.sender,
                                 client_id=send.client_id, body=send.body, ts=now_ms,
-                                attachments=send.claimed)
+                                attachments=send.claimed, reply_to=send.reply_to,
+                                thread=send.thread)
             else:
                 stored = change_event(send, new_id(), seq, now_ms)
             self.last[send.room] = seq

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -33,6 +33,8 @@ class MessageStore:
         await self.messages.create_index(
             [("room", ASCENDING), ("sender", ASCENDING), ("client_id", ASCENDING)],
             unique=True, name="room_sender_client_id")
+        await self.messages.create_index([("thread", ASCENDING), ("seq", ASCENDING)],
+                                         name="thread_seq", sparse=True)
 
     async def last_seqs(self, rooms: Iterable[str]) -> dict[str, int]:
         """Each room's highest stored seq, 0 for a room with no message: a few bounded
@@ -70,6 +72,54 @@ class MessageStore:
 
         found = await asyncio.gather(*(find(r, s, c) for (r, s), c in groups.items()))
         return {m.dedup_key: m for batch in found for m in batch if m.dedup_key in wanted}
+
+    async def parents(self, message_ids: Iterable[str]) -> dict[str, Stored]:
+        """The stored messages (or change events) among *message_ids*, by id: what the
+        sequencer needs to thread the replies to them."""
+        wanted = list(set(message_ids))
+        if not wanted:
+            return {}
+        return {doc["_id"]: Stored.from_document(doc)
+                async for doc in self.messages.find({"_id": {"$in": wanted}})}
+
+    async def count_replies(self, roots: Iterable[str]) -> None:
+        """Set each root's ``reply_count`` and ``last_reply`` from its stored replies.
+
+        Recomputed, not incremented: the sequencer calls this for every reply of a
+        batch, stored now or found stored before (a redelivery, a client retrying its
+        client_id), so a ``$inc`` would count a retried reply twice. Counting what is
+        stored gives the same answer however often it runs. The write is guarded on
+        ``last_reply.seq``: a count made earlier (a stalled sequencer that lost its
+        shard and wakes up) never replaces a later one, so the root's fields only move
+        forward. A deleted reply is still a reply (its tombstone stays in the thread).
+        One count and one read of the newest reply per root (the roots at once), on the
+        ``thread_seq`` index.
+        """
+        await asyncio.gather(*(self._count_replies(root) for root in set(roots)))
+
+    async def _count_replies(self, root: str) -> None:
+        count = await self.messages.count_documents({"thread": root})
+        last = [doc async for doc in self.messages.find(
+            {"thread": root}, {"seq": 1, "sender": 1, "ts": 1}).sort(
+            "seq", DESCENDING).limit(1)]
+        if not count or not last:
+            return
+        newest = last[0]
+        await self.messages.update_one(
+            {"_id": root, "$or": [{"last_reply.seq": {"$lte": newest["seq"]}},
+                                  {"last_reply": {"$exists": False}}]},
+            {"$set": {"reply_count": count, "last_reply": {
+                "seq": newest["seq"], "id": newest["_id"], "sender": newest["sender"],
+                "ts": newest["ts"]}}})
+
+    async def thread(self, room: str, root: str, after: int | None = None,
+                     limit: int = 100) -> list[Stored]:
+        """Up to *limit* replies of the thread *root* in *room*, ascending seq."""
+        query: dict[str, Any] = {"room": room, "thread": root}
+        if after is not None:
+            query["seq"] = {"$gt": after}
+        cursor = self.messages.find(query).sort("seq", ASCENDING).limit(limit)
+        return [Stored.from_document(doc) async for doc in cursor]
 
     async def insert(self, messages: Sequence[Stored]) -> None:
         """Store *messages* in one round trip; raises :exc:`Clash` on a unique clash.

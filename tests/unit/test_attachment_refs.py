@@ -3,6 +3,8 @@ stored message and its frames, a stable id for claiming, the push and digest tex
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pytest
 
@@ -77,3 +79,12 @@ def test_frames_documents_and_text_carry_the_attachments() -> None:
     edited = Stored("m", "r", 1, "u", "c", "x", 1, edit_count=1, edited_at=2,
                     attachments=(PNG,))
     assert orjson.loads(edited.frame(1))["attachments"] == [PNG]
+
+
+def test_an_edited_message_keeps_its_attachments_in_storage() -> None:
+    """The document of an edited message (the change store adds edit_count and
+    edited_at) is read by another path than a plain one's: it must keep the
+    attachments too (history lost them once)."""
+    doc = Stored("m", "r", 1, "u", "c", "x", 1000, attachments=(PNG,)).to_document()
+    doc.update(edit_count=1, edited_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert Stored.from_document(doc).attachments == (PNG,)
