@@ -59,11 +59,9 @@ def blueprint() -> Blueprint:
         settings = request.app.ctx.settings
         if not ids.is_room_id(room):
             return refused("bad_room", "room ids match [A-Za-z0-9_-]{1,64}")
-        client_id = request.headers.get("idempotency-key")
-        if not ids.is_client_id(client_id):
-            return refused("bad_request", "the Idempotency-Key header is required: 1..64 "
-                           "printable ASCII characters, the same for every retry",
-                           field="Idempotency-Key")
+        client_id = _idempotency_key(request)
+        if isinstance(client_id, HTTPResponse):
+            return client_id
         try:
             # JSON may escape a character into 6 bytes; the body's own limit is checked
             # on the decoded text below
@@ -156,6 +154,11 @@ def _change_key(room: str, target: str, request: Request) -> str | HTTPResponse:
         return refused("bad_room", "room ids match [A-Za-z0-9_-]{1,64}")
     if not ids.is_client_id(target):
         return refused("bad_request", "a message id is 1..64 printable ASCII characters")
+    return _idempotency_key(request)
+
+
+def _idempotency_key(request: Request) -> str | HTTPResponse:
+    """The request's Idempotency-Key (its client_id), or the 400 that asks for one."""
     client_id = request.headers.get("idempotency-key")
     if not ids.is_client_id(client_id):
         return refused("bad_request", "the Idempotency-Key header is required: 1..64 "
