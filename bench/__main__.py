@@ -13,6 +13,10 @@ adds each fault's recovery time, and acked-but-lost and gaps must be 0.
 websockets server under the same load, one table with the ratios (:mod:`bench.compare`).
 
 ``--curve``: deliveries/s and p99 as connections and room size grow (:mod:`bench.curve`).
+
+``--mix send=80,react=10,edit=5,delete=5``: sends, reactions, edits and deletes drawn
+by weight (:mod:`bench.mix`); the report adds the numbers per kind and the convergence
+of every client's view with the stored rooms.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import compare, curve, report
+from bench import compare, curve, kinds, mix, report
 from bench import faults as fault_mode
-from bench.load import LoadConfig, run_load
-from bench.measure import add_load_arguments, measure, prepare_process
+from bench.load import LoadConfig, LoadResult, run_load
+from bench.measure import OnConnected, add_load_arguments, measure, prepare_process
 from bench.peers.stack import PeerFailed
 from bench.stack import BenchStack, StackFailed
 from burrow.devstack.rabbitmq import NodeFailed
@@ -45,6 +49,7 @@ def failures(summary: dict[str, Any]) -> list[str]:
     if not summary.get("faults"):
         counts.append("loss")  # with faults, a send still unacked at the end may be unstored
     bad = [name for name in counts if summary.get(name)]
+    bad += kinds.failures(summary.get("mix") or {})
     if summary.get("faults") and not summary.get("faults_recovered"):
         bad.append("unrecovered faults")
     return bad
@@ -52,13 +57,14 @@ def failures(summary: dict[str, Any]) -> list[str]:
 
 def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
                faults: bool = False, notifications: bool = True,
-               history: int = 0) -> dict[str, Any]:
+               history: int = 0, seed: int = 1) -> dict[str, Any]:
     """One run against a fresh Burrow stack; returns the report.
 
     *faults*: 2 sequencers (one active, one standby) and :data:`bench.faults.SCHEDULE`
     during the send phase (the caller passes at least 2 gateways).
     *notifications* False: the reduced stack without notifier and digester.
     *history*: messages already stored when the run starts (:mod:`bench.seed`).
+    *seed*: of the RNG that draws the mixed workload's operations (``config.mix``).
     """
     sequencers = 2 if faults else 1
     with BenchStack(gateways=gateways, keep=keep, sequencers=sequencers,
@@ -66,10 +72,22 @@ def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
         print(f"bench: stack up in {stack.directory} ({stack.description})",
               file=sys.stderr, flush=True)
         during = partial(fault_mode.run_schedule, stack, config.duration) if faults else None
-        summary = measure(config, stack.pids, lambda on_connected: run_load(
-            config, [g.http_url for g in stack.gateways], [g.ws_url for g in stack.gateways],
-            stack.jwt_secret, on_connected=on_connected, during_send=during,
-            mongo_url=stack.db.database_url("burrow")), "burrow")
+        workload = mix.MixWorkload(config.mix, seed) if config.mix else None
+        http = [g.http_url for g in stack.gateways]
+        results: list[LoadResult] = []
+
+        async def load(on_connected: OnConnected) -> LoadResult:
+            results.append(await run_load(
+                config, http, [g.ws_url for g in stack.gateways], stack.jwt_secret,
+                on_connected=on_connected, during_send=during,
+                mongo_url=stack.db.database_url("burrow"), workload=workload))
+            return results[0]
+
+        summary = measure(config, stack.pids, load, "burrow")
+        if workload is not None:  # after the last CPU sample: reading back is not measured
+            summary["mix"]["fallbacks"] = workload.fallbacks
+            summary["mix"]["convergence"] = workload.converge(http, stack.jwt_secret,
+                                                              results[0])
         summary["stack"] = stack.description
         summary["history_messages"] = history
         summary["workers"] = worker_work(stack)
@@ -115,10 +133,10 @@ def worker_work(stack: BenchStack) -> dict[str, Any]:
 
 
 def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
-        faults: bool = False, notifications: bool = True, history: int = 0
+        faults: bool = False, notifications: bool = True, history: int = 0, seed: int = 1
         ) -> dict[str, Any]:
     """One Burrow run, written under *results* and printed; returns the report."""
-    summary = run_burrow(config, gateways, keep, faults, notifications, history)
+    summary = run_burrow(config, gateways, keep, faults, notifications, history, seed)
     path, table = report.write(summary, results)
     print(table)
     print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)
@@ -196,6 +214,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="start from a database holding N stored messages in other "
                              "rooms, with their members, read pointers, phones and push "
                              "records (built once per N under .burrow/bench-seed/)")
+    parser.add_argument("--mix", default=None, metavar="KIND=WEIGHT,...",
+                        help="a mixed workload instead of sends only, e.g. "
+                             "send=80,react=10,edit=5,delete=5 (kinds: send, react, edit, "
+                             "delete; weights are relative): clients subscribe with v2, the "
+                             "report adds numbers per kind and checks that every client's "
+                             "view converges on the stored rooms (bench/README.md)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the RNG that draws the mix's operations (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"directory of the reports (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -213,13 +239,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("room-size + offline is at most 1001 (POST /v1/rooms takes 1000 members)")
     if args.room_size > 1001:
         parser.error("room-size is at most 1001 (POST /v1/rooms takes 1000 members)")
+    try:
+        weights = mix.parse(args.mix) if args.mix is not None else ()
+    except ValueError as exc:
+        parser.error(f"--mix: {exc}")
+    if weights and (args.compare or args.curve is not None):
+        parser.error("--mix is Burrow's alone (the peers have no edits, deletes or "
+                     "reactions): not with --compare or --curve")
     if args.faults:
         args.gateways = max(2, args.gateways)
     if args.drain is None:
         args.drain = 60.0 if args.faults else 15.0
     config = LoadConfig(connections=args.connections, room_size=args.room_size,
                         rate=args.rate, duration=args.duration, drain=args.drain,
-                        offline=args.offline, devices=args.devices)
+                        offline=args.offline, devices=args.devices, mix=weights)
     notifications = not args.reduced
     prepare_process()
     try:
@@ -234,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             summary = run(config, args.gateways, args.results, keep=args.keep,
                           faults=args.faults, notifications=notifications,
-                          history=args.history)
+                          history=args.history, seed=args.seed)
     except (StackFailed, PeerFailed, NodeFailed) as exc:
         sys.exit(f"bench: {exc}")
     except KeyboardInterrupt:

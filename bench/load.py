@@ -15,29 +15,28 @@ every send that has no ack yet, with the same ``client_id``; an ``error`` frame
 ``timeout``/``unavailable``/``rate_limited`` for a send means: send it again a little later,
 with the same ``client_id`` (the sequencer stores it once). None of this adds work per
 frame on the normal path: one comparison per message and one list append per send.
+
+The rooms, phones and e-mails are set up by :mod:`bench.accounts`; the mixed workload
+(sends, reactions, edits, deletes) is :mod:`bench.mix`, a :class:`Workload` whose
+clients subclass :class:`Client`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from pymongo import MongoClient
-from pymongo.collection import Collection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from bench import driver
+from bench import accounts, driver
+from bench.accounts import room_id
 from burrow.core import tokens
-from burrow.storage import database
 
 BODY_BYTES = 100
 HANDSHAKES = 100  # concurrent handshakes (Sanic's listen backlog is 100)
@@ -66,6 +65,8 @@ class LoadConfig:
     # that the notifier schedules and sends pushes and the digester sends emails.
     offline: int = 2
     devices: float = 0.5
+    # The mixed workload (bench.mix): (kind, weight) pairs; empty: sends only.
+    mix: tuple[tuple[str, int], ...] = ()
 
     @property
     def rooms(self) -> int:
@@ -111,6 +112,10 @@ class LoadResult:
     acks: dict[str, float] = field(default_factory=dict)   # client_id -> ack latency (s)
     acked_seq: dict[str, tuple[str, int]] = field(default_factory=dict)  # client_id -> (room, seq)
     sent_room: dict[str, str] = field(default_factory=dict)  # client_id -> room
+    # the mix only: client_id -> kind of each change sent, and -> error code of each
+    # change the sequencer refused (not stored, no seq: nothing to deliver)
+    kinds: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)    # error code -> count
     closed: int = 0          # connections that ended (server close, kill, or ours at the end)
     reconnects: list[Reconnect] = field(default_factory=list)
@@ -128,16 +133,14 @@ class LoadResult:
     load_cpu_seconds: float = 0.0
 
     def expected(self) -> int:
-        """Deliveries that must arrive: each sent message to every member of its room."""
+        """Deliveries that must arrive: each sent message (or change not refused) to
+        every member of its room."""
         size = {room: 0 for room in set(self.sent_room.values())}
         for room in size:
             index = int(room.rsplit("-", 1)[1])
             size[room] = len(self.config.members(index))
-        return sum(size[room] for room in self.sent_room.values())
-
-
-def room_id(run: str, index: int) -> str:
-    return f"bench{run}-{index}"
+        refused = self.refused
+        return sum(size[room] for cid, room in self.sent_room.items() if cid not in refused)
 
 
 def body_for(client_id: str, sent: float) -> str:
@@ -154,22 +157,7 @@ def send_frame(room: str, client_id: str) -> str:
                          "body": head + "x" * (BODY_BYTES - len(head))}).decode()
 
 
-def offline_user(room: int, k: int) -> str:
-    return f"off{room}-{k}"
-
-
-def _post(url: str, token: str, body: object, method: str = "POST") -> tuple[int, str]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
-                                     headers={"Authorization": f"Bearer {token}",
-                                              "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-class _Client:
+class Client:
     """One user's connection, its room, and what it must resume after a reconnect."""
 
     def __init__(self, index: int, room: str, result: LoadResult, urls: Sequence[str],
@@ -190,6 +178,14 @@ class _Client:
         self.ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"},
                                 compression=None, ping_interval=None, open_timeout=60,
                                 max_size=2**22)
+
+    def subscribe_frame(self, since: int) -> str:
+        """The ``subscribe`` of this client's room (:mod:`bench.mix` asks for v2)."""
+        return orjson.dumps({"type": "subscribe", "room": self.room, "since": since}).decode()
+
+    def frame_of(self, client_id: str) -> str:
+        """The frame to send again for *client_id* (a send: rebuilt from it)."""
+        return send_frame(self.room, client_id)
 
     async def run(self) -> None:
         """Read frames; when the connection ends, reconnect elsewhere and resume."""
@@ -288,7 +284,7 @@ class _Client:
         try:
             for client_id in client_ids:
                 if client_id not in acks:
-                    await ws.send(send_frame(self.room, client_id))
+                    await ws.send(self.frame_of(client_id))
                     self.result.resent += 1
         except ConnectionClosed:
             pass  # the reader reconnects and sends them again
@@ -298,8 +294,7 @@ class _Client:
         if ws is None or self.subscribed.is_set():
             return
         try:
-            await ws.send(orjson.dumps({"type": "subscribe", "room": self.room,
-                                        "since": self.last_seq}).decode())
+            await ws.send(self.subscribe_frame(self.last_seq))
         except ConnectionClosed:
             pass
 
@@ -348,10 +343,9 @@ class _Client:
         unacked = self.unacked()
         record.resent = len(unacked)
         try:
-            await ws.send(orjson.dumps({"type": "subscribe", "room": self.room,
-                                        "since": self.last_seq}).decode())
+            await ws.send(self.subscribe_frame(self.last_seq))
             for client_id in unacked:
-                await ws.send(send_frame(self.room, client_id))
+                await ws.send(self.frame_of(client_id))
             self.result.resent += len(unacked)
         except ConnectionClosed:
             pass  # the read loop sees it and reconnects again
@@ -367,11 +361,21 @@ class _Client:
             await self.ws.close()
 
 
+class Workload(Protocol):
+    """Another workload than plain sends (:class:`bench.mix.MixWorkload`): its clients
+    and what operation k of the schedule is."""
+
+    def client(self, index: int, room: str, result: LoadResult, urls: Sequence[str],
+               token: str, handshakes: asyncio.Semaphore) -> Client: ...
+    async def send(self, client: Any, k: int) -> None: ...
+
+
 async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: Sequence[str],
                    jwt_secret: str, run: str | None = None,
                    on_connected: Callable[[], Awaitable[None]] | None = None,
                    during_send: Callable[[LoadResult], Coroutine[Any, Any, None]] | None = None,
-                   mongo_url: str | None = None) -> LoadResult:
+                   mongo_url: str | None = None, workload: Workload | None = None
+                   ) -> LoadResult:
     """Create the rooms, connect and subscribe every client, send, drain; return records.
 
     *on_connected* is awaited once every client is subscribed, before the first send (the
@@ -380,6 +384,7 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
     send phase and is awaited before the drain, whose time starts after it.
     *mongo_url* (the stack's database): the users' e-mail addresses are marked verified
     there, as if each had followed its link, so that digests are sent.
+    *workload* makes the clients and the operations (None: :class:`Client`, sends).
     """
     run = run or time.strftime("%H%M%S")
     result = LoadResult(config, len(gateway_ws))
@@ -387,36 +392,23 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
     setup_start = time.monotonic()
     token = {i: tokens.mint(jwt_secret, f"u{i}", 3600) for i in range(config.connections)}
 
-    # Rooms: the first member creates the room with the others (offline ones too) as members.
     limit = asyncio.Semaphore(8)
-
-    async def create(index: int) -> None:
-        members = list(config.members(index))
-        offline = [offline_user(index, k) for k in range(config.offline)]
-        async with limit:
-            status, text = await asyncio.to_thread(
-                _post, gateway_http[index % len(gateway_http)] + "/v1/rooms",
-                token[members[0]], {"id": room_id(run, index),
-                                    "members": [f"u{m}" for m in members[1:]] + offline})
-        if status != 201:
-            raise RuntimeError(f"POST /v1/rooms {room_id(run, index)}: {status} {text}")
-
-    await asyncio.gather(*(create(r) for r in range(config.rooms)))
-    await _phones_and_emails(config, run, gateway_http, jwt_secret, limit, mongo_url)
+    await accounts.create_rooms(config, run, gateway_http, token, limit)
+    await accounts.phones_and_emails(config, run, gateway_http, jwt_secret, limit, mongo_url)
 
     handshakes = asyncio.Semaphore(HANDSHAKES)
-    clients = [_Client(i, room_id(run, config.room_of(i)), result, gateway_ws, token[i],
-                       handshakes)
+    make = Client if workload is None else workload.client
+    clients = [make(i, room_id(run, config.room_of(i)), result, gateway_ws, token[i],
+                    handshakes)
                for i in range(config.connections)]
     readers: list[asyncio.Task[None]] = []
 
-    async def open_one(client: _Client) -> None:
+    async def open_one(client: Client) -> None:
         async with handshakes:
             await client.open(gateway_ws[client.gateway], token[client.index])
         readers.append(asyncio.create_task(client.run()))
         assert client.ws is not None
-        await client.ws.send(orjson.dumps({"type": "subscribe", "room": client.room,
-                                           "since": 0}).decode())
+        await client.ws.send(client.subscribe_frame(0))
         # Connecting is bounded by the database (presence and membership, ~7 queries per
         # client): on the embedded one ~50 clients/s, and subscribes queue behind that.
         await asyncio.wait_for(client.subscribed.wait(), max(60.0, config.connections / 8))
@@ -426,8 +418,12 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
         try:
             if during_send is not None:
                 faults = asyncio.create_task(during_send(result), name="faults")
-            await driver.paced(config, result, lambda k: _send(clients[k % len(clients)], k,
-                                                               result))
+            if workload is None:
+                await driver.paced(config, result, lambda k: send_message(
+                    clients[k % len(clients)], k, result))
+            else:
+                await driver.paced(config, result, lambda k: workload.send(
+                    clients[k % len(clients)], k))
             if faults is not None:
                 await faults
             await _drain(config, result)
@@ -459,51 +455,17 @@ async def run_load(config: LoadConfig, gateway_http: Sequence[str], gateway_ws: 
     return result
 
 
-async def _phones_and_emails(config: LoadConfig, run: str, gateway_http: Sequence[str],
-                             jwt_secret: str, limit: asyncio.Semaphore,
-                             mongo_url: str | None) -> None:
-    """Give every n-th user (online and offline) a phone (FCM and APNs in turn) and an
-    hourly digest, through the HTTP API as a client app would; then, with *mongo_url*,
-    their addresses verified (what following each verification mail's link does)."""
-    users = [f"u{i}" for i in range(config.connections)] + [
-        offline_user(r, k) for r in range(config.rooms) for k in range(config.offline)]
-    every = round(1 / config.devices) if config.devices > 0 else 0
-    chosen = users[::every] if every else []
-
-    async def setup(n: int, user: str) -> None:
-        token = tokens.mint(jwt_secret, user, 3600)
-        base = gateway_http[n % len(gateway_http)]
-        device: dict[str, str] = ({"platform": "apns", "token": f"{n:064x}"} if n % 2 else
-                                  {"platform": "fcm", "token": f"bench-{run}-{user}"})
-        async with limit:
-            status, text = await asyncio.to_thread(_post, base + "/v1/devices", token, device)
-            if status not in (200, 201):
-                raise RuntimeError(f"POST /v1/devices as {user}: {status} {text}")
-            status, text = await asyncio.to_thread(
-                _post, base + "/v1/me/settings", token,
-                {"email": f"{user}@bench.invalid", "digest": "hourly"}, "PUT")
-            if status != 200:
-                raise RuntimeError(f"PUT /v1/me/settings as {user}: {status} {text}")
-
-    await asyncio.gather(*(setup(n, user) for n, user in enumerate(chosen)))
-    if mongo_url is not None:
-        await asyncio.to_thread(_verified, mongo_url, chosen)
-
-
-def _verified(mongo_url: str, users: list[str]) -> None:
-    client: MongoClient[dict[str, Any]]
-    with MongoClient(mongo_url, serverSelectionTimeoutMS=10_000) as client:
-        collection: Collection[dict[str, Any]] = client.get_default_database().users
-        for page in database.pages(users):
-            collection.update_many({"_id": {"$in": page}}, {"$set": {"email_verified": True}})
-
-
-async def _send(client: _Client, k: int, result: LoadResult) -> None:
+async def send_message(client: Client, k: int, result: LoadResult) -> None:
     """Send k of the schedule, from *client*."""
     sent = time.time()
     client_id = f"{client.index}-{k}:{sent:.6f}"
     frame = {"type": "send", "room": client.room, "client_id": client_id,
              "body": body_for(client_id.split(":", 1)[0], sent)}
+    await write(client, result, client_id, orjson.dumps(frame).decode())
+
+
+async def write(client: Client, result: LoadResult, client_id: str, frame: str) -> None:
+    """Send *frame* (of *client_id*, in *client*'s room), or leave it to the reconnect."""
     result.sent_room[client_id] = client.room
     client.sent.append(client_id)  # before the write: a reconnect resends it
     ws = client.ws
@@ -511,7 +473,7 @@ async def _send(client: _Client, k: int, result: LoadResult) -> None:
         result.deferred += 1  # reconnecting: it goes out with the unacked ones
         return
     try:
-        await ws.send(orjson.dumps(frame).decode())
+        await ws.send(frame)
     except ConnectionClosed:  # the reconnect sends it again
         result.errors["send_on_closed"] = result.errors.get("send_on_closed", 0) + 1
 
@@ -519,11 +481,16 @@ async def _send(client: _Client, k: int, result: LoadResult) -> None:
 async def _drain(config: LoadConfig, result: LoadResult) -> None:
     """Until every expected delivery and ack arrived (no delivery, no ack for a while
     also ends it: :func:`bench.driver.drain`)."""
-    expected = result.expected()
+    expected, refused = result.expected(), len(result.refused)
 
     def done() -> bool:
-        return (len(result.deliveries) >= expected and len(result.acks) >= result.sent
+        nonlocal expected, refused
+        if len(result.refused) != refused:  # a refused change has nothing to deliver
+            expected, refused = result.expected(), len(result.refused)
+        return (len(result.deliveries) >= expected
+                and len(result.acks) + len(result.refused) >= result.sent
                 # enough frames: done unless duplicates hide a missing one
                 and len({(d.client, d.room, d.seq) for d in result.deliveries}) >= expected)
 
-    await driver.drain(config, lambda: len(result.deliveries) + len(result.acks), done)
+    await driver.drain(config, lambda: (len(result.deliveries) + len(result.acks)
+                                        + len(result.refused)), done)

@@ -24,7 +24,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import kinds
 from bench.load import LoadResult, Reconnect
+from bench.stats import ms as _ms
+from bench.stats import percentile
+from bench.stats import s as _s
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -110,22 +114,6 @@ async def settle(pids: Mapping[str, int], idle_cores: float = 0.15, quiet: float
 
 
 # ---- statistics ----------------------------------------------------------------------
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of sorted *values* (None when empty)."""
-    if not values:
-        return None
-    rank = max(0, min(len(values) - 1, int(q / 100 * len(values) + 0.999999) - 1))
-    return values[rank]
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 2)
-
-
-def _s(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
 
 def _cpu(result: LoadResult, connected: Mapping[str, Mapping[str, float]],
          after: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -307,7 +295,7 @@ def summarize(result: LoadResult, before: Mapping[str, Mapping[str, float]],
     cpu["load-generator (whole run)"] = round(result.load_cpu_seconds, 2)
     checks = integrity(result)
     faults = recoveries(result)
-    return {
+    summary: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "params": {"connections": config.connections, "rooms": config.rooms,
                    "room_size": config.room_size, "rate": config.rate,
@@ -356,6 +344,9 @@ def summarize(result: LoadResult, before: Mapping[str, Mapping[str, float]],
         "gateways": gateways,
         "cpu_s_during_run": cpu,
     }
+    if config.mix:  # the mixed workload: per operation kind (plain runs: no such key)
+        summary["mix"] = kinds.summarize(result)
+    return summary
 
 
 def markdown(report: Mapping[str, Any]) -> str:
@@ -425,7 +416,10 @@ def markdown(report: Mapping[str, Any]) -> str:
         rows.append((f"CPU s: {name}", seconds))
     lines = ["| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if report.get("mix"):
+        text += "\n" + kinds.markdown(report["mix"])
+    return text
 
 
 def write(report: Mapping[str, Any], directory: Path) -> tuple[Path, str]:

@@ -34,7 +34,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
 from bench import driver
-from bench.load import HANDSHAKES, Delivery, LoadConfig, LoadResult, body_for, room_id
+from bench.accounts import room_id
+from bench.load import HANDSHAKES, Delivery, LoadConfig, LoadResult, body_for
 
 PING = "ping"
 

@@ -1,11 +1,14 @@
 """The benchmark end to end with tiny parameters (a smoke test, never a timed one).
 
 ``python -m bench`` starts its own private stack, drives it, stops it and reports; every
-delivery must arrive exactly once and in order.
+delivery must arrive exactly once and in order. The mixed workload (``--mix``) runs on
+the suite's own stack instead (one sequencer, one gateway): a private stack would add
+~20 s, and what the mix adds is in the load and the report, not in the stack.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,6 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from bench import mix, report
+from bench.__main__ import failures
+from bench.load import LoadConfig, run_load
+from tests.conftest import JWT_SECRET
+from tests.integration.conftest import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +87,34 @@ def test_bench_fault_mode_loses_nothing_acked(tmp_path: Path) -> None:
                                                "gateway-0 (until killed)",
                                                "sequencer-0 (until killed)",
                                                "rabbitmq (2 runs)"}
+
+
+async def test_bench_mixed_workload_converges(stack: Stack) -> None:
+    """Sends, reactions, edits and deletes from 10 clients in 2 rooms: every operation
+    acked or refused, delivered once and in order to every member (messages and change
+    events in one seq order), and every client's view equals the stored rooms."""
+    config = LoadConfig(connections=10, room_size=5, rate=40, duration=2.5, drain=10,
+                        offline=1, devices=0, mix=mix.parse("send=60,react=20,edit=10,delete=10"))
+    workload = mix.MixWorkload(config.mix, seed=3)
+    http = [g.url("") for g in stack.gateways]
+    result = await run_load(config, http, [g.ws_url for g in stack.gateways], JWT_SECRET,
+                            workload=workload)
+    summary = report.summarize(result, {}, {}, {})
+    summary["mix"]["convergence"] = convergence = await asyncio.to_thread(
+        workload.converge, http, JWT_SECRET, result)
+    assert failures(summary) == [], (summary, convergence)
+    assert summary["sent"] == 100 and summary["unacked"] == 0
+    assert summary["distinct_deliveries"] == summary["expected_deliveries"] > 400
+    for name in ("loss", "duplicates", "order_violations", "order_disagreements",
+                 "acked_but_lost", "gaps", "stored_twice"):
+        assert summary[name] == 0, (name, summary)
+    kinds = summary["mix"]["kinds"]
+    for kind, numbers in kinds.items():
+        refused = sum(numbers["refused"].values())
+        assert numbers["sent"] > 0 and numbers["acked"] + refused == numbers["sent"], kind
+        assert numbers["loss"] == 0, kind
+    assert kinds["send"]["refused"] == {} and kinds["edit"]["refused"] == {}
+    assert convergence["ok"] and convergence["clients_converged"] == 10
+    changes = sum(kinds[k]["acked"] for k in ("react", "edit", "delete"))
+    assert convergence["change_events"] == changes
+    assert convergence["messages"] == kinds["send"]["acked"]
