@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -278,8 +279,12 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None,
             scraper.stop()
         for app in reversed(apps):
             app.stop()
-        db.stop()
-        node.stop()
+        # The database and the broker need nothing of each other: stopped at once (each
+        # takes seconds: SecantusDB waits 2 s for its accept thread, RabbitMQ 3.10's
+        # management agent 5 s before it stops; 2 s less at every Ctrl-C).
+        with ThreadPoolExecutor(2, thread_name_prefix="stop") as pool:
+            for stopping in [pool.submit(db.stop), pool.submit(node.stop)]:
+                stopping.result()
         say("stopped")
 
 

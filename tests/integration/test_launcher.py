@@ -138,7 +138,12 @@ async def chat_round_trip(port: int) -> None:
         await client.close()
 
 
-def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -> None:
+def test_up_serves_everything_ctrl_c_stops_it_and_the_next_run_has_the_data(
+        launcher: Launcher) -> None:
+    """Two runs of one data directory: the first serves everything and leaves data in
+    the database and the broker, Ctrl-C stops it all; the second, with Prometheus,
+    finds that data and scrapes every process. (One test: a run of the launcher takes
+    ~25 s to start and stop, and a third run would check nothing the two do not.)"""
     launcher.up()
     text = launcher.log.read_text()
     gateway = f"http://127.0.0.1:{launcher.port('BURROW_PORT')}"
@@ -170,15 +175,7 @@ def test_up_serves_everything_then_ctrl_c_stops_everything(launcher: Launcher) -
         assert f"{worker.name:<14} http://127.0.0.1:{first + i}/metrics" in text
         assert get(f"http://127.0.0.1:{first + i}/readyz")[0] == 200
 
-    assert launcher.interrupt() == 0
-    assert "burrow-dev: stopped" in launcher.log.read_text()
-    assert_all_ports_free(launcher)
-    for i in range(len(plan.WORKERS)):
-        ports.ensure_free(first + i, "a worker's probes", "BURROW_METRICS_PORT")
-
-
-def test_data_is_kept_between_runs(launcher: Launcher) -> None:
-    launcher.up()
+    # data for the next run: a document, and a job parked in a dead-letter queue
     mongo = f"mongodb://127.0.0.1:{launcher.port('BURROW_DEV_MONGO_PORT')}/?directConnection=true"
     with MongoClient(mongo, serverSelectionTimeoutMS=5000) as client:
         client.burrow.keep.insert_one({"_id": "kept"})
@@ -186,16 +183,22 @@ def test_data_is_kept_between_runs(launcher: Launcher) -> None:
         "properties": {"delivery_mode": 2}, "routing_key": "email.dead",
         "payload": "parked job", "payload_encoding": "string"})
     assert routed == {"routed": True}
-    assert launcher.interrupt() == 0
 
-    launcher.up()  # its ports may be new ones (Launcher.up): the data is the same
+    assert launcher.interrupt() == 0
+    assert "burrow-dev: stopped" in launcher.log.read_text()
+    assert_all_ports_free(launcher)
+    for i in range(len(plan.WORKERS)):
+        ports.ensure_free(first + i, "a worker's probes", "BURROW_METRICS_PORT")
+
+    # the next run (its ports may be new ones: Launcher.up): the data is the same
+    launcher.up("--prometheus", "--scrape-interval", "1")
     mongo = f"mongodb://127.0.0.1:{launcher.port('BURROW_DEV_MONGO_PORT')}/?directConnection=true"
     with MongoClient(mongo, serverSelectionTimeoutMS=5000) as client:
         assert client.burrow.keep.find_one({"_id": "kept"}) == {"_id": "kept"}
     parked = launcher.api("/api/queues/burrow/email.dead/get", {
         "count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})
     assert [m["payload"] for m in parked] == ["parked job"]  # type: ignore[attr-defined]
-    assert launcher.interrupt() == 0
+    scrapes_every_process_and_rabbitmq(launcher)
 
 
 def test_a_taken_port_is_reported_before_anything_starts(launcher: Launcher) -> None:
@@ -210,10 +213,12 @@ def test_a_taken_port_is_reported_before_anything_starts(launcher: Launcher) -> 
     assert "starting RabbitMQ" not in text
 
 
-def test_up_with_prometheus_scrapes_every_process_and_rabbitmq(launcher: Launcher) -> None:
-    launcher.up("--prometheus", "--scrape-interval", "1")
-    found = re.search(r"prometheus +(http://127\.0\.0\.1:(\d+))", launcher.log.read_text())
-    assert found, launcher.log.read_text()
+def scrapes_every_process_and_rabbitmq(launcher: Launcher) -> None:
+    """A run with ``--prometheus --scrape-interval 1``: Prometheus scrapes every
+    process and RabbitMQ with the alert rules loaded; Ctrl-C stops it too."""
+    output = launcher.log.read_text()[launcher.offset:]  # this run's
+    found = re.search(r"prometheus +(http://127\.0\.0\.1:(\d+))", output)
+    assert found, output
     url, port = found.group(1), int(found.group(2))
     config = json.loads((Path(launcher.env["BURROW_DEV_DIR"]) / "prometheus" / "prometheus.yml")
                         .read_text())
