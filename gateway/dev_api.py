@@ -8,7 +8,8 @@ tokens with ``BURROW_JWT_SECRET`` (the secret it signs with), logged loudly when
 the route answers 404 ``dev_mode_off`` when off, so a client learns why rather than
 guessing at a typo.
 
-The demo (``/demo/``) and the browser client (``/client/burrow.js``) are static files
+The demo (``/demo/``) and the browser client (``/client/burrow.js`` and the
+``/client/roomstate.js`` it imports) are static files
 from ``gateway/web``: plain ES modules, no build step. ``GET /`` sends a browser there.
 """
 
@@ -93,5 +94,8 @@ def blueprint(settings: Settings) -> Blueprint:
 
         bp.static("/demo/", WEB / "demo", index="index.html", name="demo")
         bp.static("/client/burrow.js", WEB / "burrow.js", name="client",
+                  content_type="text/javascript; charset=utf-8")
+        # burrow.js imports it (./roomstate.js), and so does the demo
+        bp.static("/client/roomstate.js", WEB / "roomstate.js", name="client_roomstate",
                   content_type="text/javascript; charset=utf-8")
     return bp

@@ -7,6 +7,8 @@
 //   await chat.connect();
 //   await chat.subscribe("lobby", { since: 0 });
 //   const ack = await chat.send("lobby", "hello"); // {room, seq, id, client_id} once stored
+//   chat.on("change", (c) => apply(c));          // edit, delete, reaction (protocol v2)
+//   await chat.edit("lobby", ack.id, "hello!");   // acked like a send; so are delete, react
 //
 // What it does for you (docs/protocol.md, "Resuming"): keeps per room the highest seq it
 // delivered and, on every reconnect, subscribes each room again from there, so a message
@@ -16,7 +18,12 @@
 // and again after a 401 or a 4401 close (the token goes in headers only: the WebSocket's
 // URL carries a one-time ticket, POST /v1/ws-ticket); and falls back to Server-Sent Events plus HTTP
 // sends when a WebSocket cannot be opened but the HTTP API answers (a proxy that strips
-// upgrades), with the same guarantees.
+// upgrades), with the same guarantees. It speaks protocol v2: edits, deletes and
+// reactions arrive as "change" events, which RoomState (roomstate.js) applies.
+
+import { CHANGE_TYPES } from "./roomstate.js";
+
+export { RoomState, CHANGE_TYPES } from "./roomstate.js";
 
 const ROOM_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const RETRYABLE = new Set(["timeout", "unavailable", "rate_limited"]);
@@ -52,6 +59,9 @@ export function tokenExpiry(token) {
 function badRoom(room) {
   return new ChatError("bad_room", `room ids match [A-Za-z0-9_-]{1,64}, not ${JSON.stringify(room)}`);
 }
+
+const roomPath = (room) => `/v1/rooms/${encodeURIComponent(room)}`;
+const isBytes = (b) => b instanceof Blob || b instanceof ArrayBuffer || ArrayBuffer.isView(b);
 
 function newClientId() {
   return globalThis.crypto?.randomUUID?.().replace(/-/g, "") ??
@@ -127,7 +137,7 @@ export class BurrowClient {
     this.state = "idle";
     this.last = new Map(); // room -> highest seq delivered
     this.rooms = new Map(); // room -> {since, waiters: [{resolve, reject}]}
-    this.pending = new Map(); // client_id -> {room, body, resolve, reject, attempt, timer}
+    this.pending = new Map(); // client_id -> {room, frame, http, resolve, reject, attempt, timer}
     this.violations = []; // seqs that skipped ahead or came twice: a server bug, never expected
     this.listeners = new Map();
     this.token = null;
@@ -143,7 +153,7 @@ export class BurrowClient {
     this.readSent = new Map();
   }
 
-  /** `on("message" | "state" | "presence" | "typing" | "error" | "unsubscribed" |
+  /** `on("message" | "change" | "state" | "presence" | "typing" | "error" | "unsubscribed" |
    * "transport" | "disconnect", fn)`; returns a function that removes the listener. */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
@@ -219,7 +229,7 @@ export class BurrowClient {
 
   /** Call the HTTP API: resolves with the JSON answer (null for 204), rejects with a
    * ChatError carrying the server's code and the HTTP status. One retry after a 401,
-   * with a fresh token. */
+   * with a fresh token. A Blob or bytes go as they are (an upload), anything else as JSON. */
   async api(method, path, body, headers = {}) {
     for (let tries = 0; ; tries++) {
       const token = await this.currentToken(tries > 0);
@@ -227,10 +237,10 @@ export class BurrowClient {
         method,
         headers: {
           Authorization: `Bearer ${token}`,
-          ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+          ...(body === undefined || isBytes(body) ? {} : { "Content-Type": "application/json" }),
           ...headers,
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined || isBytes(body) ? body : JSON.stringify(body),
       });
       if (response.status === 401 && tries === 0) continue;
       const text = await response.text();
@@ -264,13 +274,32 @@ export class BurrowClient {
     return this.api("PUT", `/v1/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(user)}`);
   }
 
-  /** Stored messages, ascending: {after, before, limit}; only `before`: the newest. */
-  async history(room, { after, before, limit } = {}) {
-    const query = new URLSearchParams();
-    for (const [key, value] of Object.entries({ after, before, limit })) {
+  /** Stored events (v2: messages in their current state, with reactions, and change
+   * events), ascending: {after, before, limit}; only `before`: the newest. */
+  async history(room, { after, before, limit, thread } = {}) {
+    const query = new URLSearchParams({ v: "2" });
+    for (const [key, value] of Object.entries({ after, before, limit, thread })) {
       if (value !== undefined) query.set(key, String(value));
     }
-    return (await this.api("GET", `/v1/rooms/${encodeURIComponent(room)}/messages?${query}`)).messages;
+    return (await this.api("GET", `${roomPath(room)}/messages?${query}`)).messages;
+  }
+
+  /** The replies of the thread whose root is *root* (not the root), ascending. */
+  thread(room, root, { after, limit } = {}) {
+    return this.history(room, { after, limit, thread: root });
+  }
+
+  /** Upload *file* (a File or Blob) to *room*; resolves {id, name, type, size, width,
+   * height}: name the id in `send(..., {attachments})` (docs/attachments.md). */
+  upload(room, file, name = file.name ?? "file") {
+    if (!ROOM_ID.test(room)) return Promise.reject(badRoom(room));
+    return this.api("POST", `${roomPath(room)}/attachments?name=${encodeURIComponent(name)}`, file,
+      { "Content-Type": file.type || "application/octet-stream" });
+  }
+
+  /** A signed, short-lived URL of attachment *id* (members only), for <img src> or a link. */
+  async attachmentUrl(room, id) {
+    return this.url + (await this.api("GET", `${roomPath(room)}/attachments/${encodeURIComponent(id)}`)).url;
   }
 
   /** Who of *room* is online now: [{user, online, active}]. Subscribe first, then
@@ -336,12 +365,45 @@ export class BurrowClient {
   }
 
   /** Send; resolves with the ack once stored. Retried with the same client_id across
-   * reconnects, timeouts and outages until it is stored or refused for good. */
-  send(room, body, { clientId = newClientId() } = {}) {
+   * reconnects, timeouts and outages until it is stored or refused for good. Options:
+   * `replyTo` (a message id), `mentions` ({users: [...], room: true}), `attachments`
+   * (upload ids), `clientId`. */
+  send(room, body, { replyTo, mentions, attachments, clientId = newClientId() } = {}) {
+    const fields = { body };
+    if (replyTo) fields.reply_to = replyTo;
+    if (mentions && (mentions.room || mentions.users?.length)) fields.mentions = mentions;
+    if (attachments?.length) fields.attachments = attachments;
+    return this.request(room, clientId, { type: "send", ...fields }, ["POST", "", fields]);
+  }
+
+  /** Replace the body of my message *id*; acked (and retried) like a send. */
+  edit(room, id, body, { clientId = newClientId() } = {}) {
+    return this.request(room, clientId, { type: "edit", id, body },
+      ["POST", `/${encodeURIComponent(id)}/edit`, { body }]);
+  }
+
+  /** Delete message *id* (mine, or any as the room's owner or an admin). */
+  delete(room, id, { clientId = newClientId() } = {}) {
+    return this.request(room, clientId, { type: "delete", id }, ["POST", `/${encodeURIComponent(id)}/delete`]);
+  }
+
+  /** Add my reaction *emoji* to message *id* (`remove`: take it back). */
+  react(room, id, emoji, { remove = false, clientId = newClientId() } = {}) {
+    return this.request(room, clientId, { type: "react", id, emoji, remove },
+      ["POST", `/${encodeURIComponent(id)}/reactions`, { emoji, remove }]);
+  }
+
+  unreact(room, id, emoji, options = {}) {
+    return this.react(room, id, emoji, { ...options, remove: true });
+  }
+
+  /** A frame acked by client_id: over the WebSocket as it is, over HTTP as `http`
+   * ([method, path under .../messages, body]) with the client_id as Idempotency-Key. */
+  request(room, clientId, frame, http) {
     return new Promise((resolve, reject) => {
       // refused here: on SSE a bad room would fail the whole stream, not one call
       if (!ROOM_ID.test(room)) return reject(badRoom(room));
-      this.pending.set(clientId, { room, body, resolve, reject, attempt: 0, timer: null });
+      this.pending.set(clientId, { room, frame, http, resolve, reject, attempt: 0, timer: null });
       this.sendOnWire(clientId);
     });
   }
@@ -537,7 +599,7 @@ export class BurrowClient {
   }
 
   subscribeFrame(room) {
-    const frame = { type: "subscribe", room };
+    const frame = { type: "subscribe", room, v: 2 };
     if (this.last.has(room)) frame.since = this.last.get(room);
     this.frame(frame);
   }
@@ -573,7 +635,7 @@ export class BurrowClient {
     const controller = new AbortController();
     this.socket = controller;
     const since = rooms.filter((r) => this.last.has(r)).map((r) => `${r}:${this.last.get(r)}`);
-    const query = `rooms=${rooms.join(",")}` + (since.length ? `&since=${since.join(",")}` : "");
+    const query = `v=2&rooms=${rooms.join(",")}` + (since.length ? `&since=${since.join(",")}` : "");
     let response;
     try {
       const token = await this.currentToken();
@@ -676,7 +738,8 @@ export class BurrowClient {
     let ack = null;
     let retry = null;
     try {
-      ack = await this.api("POST", `/v1/rooms/${encodeURIComponent(pending.room)}/messages`, { body: pending.body },
+      const [method, path, body] = pending.http;
+      ack = await this.api(method, `${roomPath(pending.room)}/messages${path}`, body,
         { "Idempotency-Key": clientId });
     } catch (err) {
       if (!(err instanceof ChatError) || RETRYABLE.has(err.code) || err.status >= 500) retry = err;
@@ -697,7 +760,7 @@ export class BurrowClient {
     const pending = this.pending.get(clientId);
     if (!pending) return;
     if (this.transport === "sse") return this.httpSend(clientId);
-    this.frame({ type: "send", room: pending.room, client_id: clientId, body: pending.body });
+    this.frame({ ...pending.frame, room: pending.room, client_id: clientId });
   }
 
   retrySend(clientId, afterMs) {
@@ -721,7 +784,10 @@ export class BurrowClient {
 
   onFrame(frame) {
     switch (frame.type) {
-      case "message": {
+      case "message":
+      case "edit":
+      case "delete":
+      case "reaction": {
         const last = this.last.get(frame.room) ?? 0;
         if (frame.seq <= last) {
           // G4 promises none: dropped for the application, recorded for the tests
@@ -732,7 +798,7 @@ export class BurrowClient {
           this.violations.push(`${frame.room}: seq ${frame.seq} after ${last}`);
         }
         this.last.set(frame.room, frame.seq);
-        this.emit("message", frame);
+        this.emit(CHANGE_TYPES.has(frame.type) ? "change" : "message", frame);
         return;
       }
       case "ack":

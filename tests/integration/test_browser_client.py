@@ -8,6 +8,7 @@ loaded from the gateway (``/client/burrow.js``) into a page of the demo's origin
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from playwright.async_api import Browser, Page
 from tests.browser import ROOT, PageLog, chromium, web_app
 from tests.conftest import Vhost
 from tests.integration.conftest import Running, Stack, Start
+from tests.unit.test_uploads import png
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +65,9 @@ class Lab:
 
 @pytest.fixture
 async def lab(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Lab]:
-    script = (ROOT / "gateway" / "web" / "burrow.js").read_bytes()
-    files = {"/burrow.js": ("text/javascript", script),
+    web = ROOT / "gateway" / "web"
+    files = {"/burrow.js": ("text/javascript", (web / "burrow.js").read_bytes()),
+             "/roomstate.js": ("text/javascript", (web / "roomstate.js").read_bytes()),
              "/": ("text/html", b"<!doctype html><title>an app</title>")}
     with web_app(files) as port:
         app, other = f"http://localhost:{port}", f"http://127.0.0.1:{port}"
@@ -163,6 +166,59 @@ async def test_refused_tokens_and_rooms_fail_clearly(page: Page, transport: str)
     assert result["send"][:2] == ["ChatError", "forbidden"]
     assert result["badRoom"][:2] == ["ChatError", "bad_room"]
     assert (result["ack"], result["transport"]) == (1, transport)
+
+
+async def test_changes_uploads_replies_and_threads_on_both_transports(page: Page) -> None:
+    """Edits, reactions, deletes, replies with attachments: frames on the WebSocket, the
+    HTTP routes with an Idempotency-Key on SSE; acked alike, and seen as "change"
+    events in seq order by the sender's own subscription."""
+    picture = base64.b64encode(png(4, 3)).decode()
+    result = await run(page, f"""
+        const out = {{}};
+        for (const transport of ["websocket", "sse"]) {{
+          const room = `life-${{transport}}`;
+          const client = makeClient("carol", 60, transport);
+          const changes = [];
+          client.on("change", (c) => changes.push([c.type, c.seq, c.target, c.body ?? c.emoji ?? null]));
+          await client.connect();
+          await client.createRoom(room);
+          await client.subscribe(room, {{ since: 0 }});
+          const first = await client.send(room, "first");
+          await client.edit(room, first.id, "first!");
+          await client.react(room, first.id, "👍");
+          await client.unreact(room, first.id, "👍");
+          const bytes = Uint8Array.from(atob("{picture}"), (c) => c.charCodeAt(0));
+          const file = await client.upload(room, new Blob([bytes], {{ type: "image/png" }}), "dot.png");
+          const options = {{ replyTo: first.id, attachments: [file.id], clientId: `r-${{transport}}` }};
+          const reply = await client.send(room, "", options);
+          const again = await client.send(room, "", options);  // a retry: stored once
+          const image = await (await fetch(await client.attachmentUrl(room, file.id))).blob();
+          const thread = (await client.thread(room, first.id)).map((m) => [m.id, m.attachments[0].name]);
+          await client.delete(room, first.id);
+          const late = await failure(client.edit(room, first.id, "too late"));
+          while (changes.length < 4) await new Promise((r) => setTimeout(r, 50));
+          const state = new lib.RoomState("carol");
+          state.load(await client.history(room, {{ before: 2 ** 53 }}));
+          out[transport] = {{ changes: changes.map(([t, seq, target, x]) => [t, seq, target === first.id, x]),
+            reply: [reply.seq, again.seq, again.id === reply.id], thread: [thread.length, thread[0][0] === reply.id, thread[0][1]],
+            image: [image.type, image.size], late, file: [file.width, file.height],
+            state: state.list().map((m) => [m.seq, m.deleted, m.body, m.reply_to === first.id, m.attachments.length]),
+            transport: client.transport }};
+          client.close();
+        }}
+        return out;
+    """)
+    for transport in ("websocket", "sse"):
+        got = result[transport]
+        assert got["transport"] == transport
+        assert got["changes"] == [["edit", 2, True, "first!"], ["reaction", 3, True, "👍"],
+                                  ["reaction", 4, True, "👍"], ["delete", 6, True, None]]
+        assert got["reply"] == [5, 5, True]
+        assert got["thread"] == [1, True, "dot.png"]
+        assert got["image"] == ["image/png", len(png(4, 3))]
+        assert got["file"] == [4, 3]
+        assert got["late"][:3] == ["ChatError", "not_found", 404 if transport == "sse" else 0]
+        assert got["state"] == [[1, True, "", False, 0], [5, False, "", True, 1]]
 
 
 async def test_the_sse_parser_and_the_back_off(page: Page) -> None:

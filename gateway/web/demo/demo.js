@@ -1,6 +1,10 @@
 // The development demo: a whole chat on the browser client (/client/burrow.js), no build.
-// Everything a user types is shown with textContent, never as HTML.
-import { BurrowClient, ChatError } from "/client/burrow.js";
+// Everything a user types is shown with textContent, never as HTML. Each room's messages
+// are a RoomState (/client/roomstate.js) fed with the client's message and change events.
+import { BurrowClient, ChatError, RoomState } from "/client/burrow.js";
+import { el, messageItem } from "./messages.js";
+import { MentionBox } from "./mentions.js";
+import { actions, renderThread, wire } from "./lifecycle.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -12,13 +16,21 @@ const demo = {
   client: null,
   user: null,
   active: null,
-  rooms: new Map(), // id -> {id, name, role, readSeq, messages: Map(seq -> message), dividerAt}
+  rooms: new Map(), // id -> {id, name, role, readSeq, state: RoomState, dividerAt}
   online: new Map(), // user -> {online, version}
   typing: new Map(), // room -> Map(user -> until ms)
   pending: new Map(), // client_id -> {room, body}
   states: [],
+  replyTo: null, // the message the composer answers
+  file: null, // the file the next send uploads and attaches
+  thread: null, // the root id of the open thread
+  editing: null, // {id, form}: the message being edited in place
+  picking: null, // the message whose emoji picker is open
+  urls: new Map(), // attachment id -> {url, until} or "asking"
+  mentions: null, // the composer's MentionBox
 };
 window.burrowDemo = demo; // for the browser tests and for poking at it in the console
+wire(demo, () => renderMessages());
 
 async function devToken(user) {
   const response = await fetch("/v1/dev/token", {
@@ -31,23 +43,10 @@ async function devToken(user) {
   return data.token;
 }
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function clock(ts) {
-  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-}
-
 // -- rendering ------------------------------------------------------------------------
 
 function lastSeq(room) {
-  let last = 0;
-  for (const seq of room.messages.keys()) last = Math.max(last, seq);
-  return last;
+  return room.state.seq;
 }
 
 function renderRooms() {
@@ -57,7 +56,7 @@ function renderRooms() {
     const item = el("li", room.id === demo.active ? "active" : "");
     item.dataset.room = room.id;
     item.append(el("span", "name", room.name || room.id));
-    const unread = [...room.messages.keys()].filter((s) => s > room.readSeq).length;
+    const unread = room.state.list().filter((m) => m.seq > room.readSeq).length;
     if (unread && room.id !== demo.active) item.append(el("span", "unread", String(unread)));
     item.addEventListener("click", () => openRoom(room.id));
     list.append(item);
@@ -68,20 +67,18 @@ function renderRooms() {
 function renderMessages() {
   const room = demo.rooms.get(demo.active);
   const list = $("messages");
+  const refocus = demo.editing && demo.editing.input === document.activeElement;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   list.replaceChildren();
   if (!room) return;
-  for (const seq of [...room.messages.keys()].sort((a, b) => a - b)) {
-    const message = room.messages.get(seq);
-    if (room.dividerAt !== null && seq === room.dividerAt) list.append(el("li", "divider", "new"));
-    const item = el("li", "message");
-    item.dataset.seq = String(seq);
-    item.dataset.sender = message.sender;
-    item.append(el("span", "time", clock(message.ts)), el("span", "seq", `#${seq}`),
-      el("span", "sender", message.sender), el("span", "body", message.body));
-    list.append(item);
+  const ui = actions(room);
+  for (const message of room.state.list()) {
+    if (room.dividerAt !== null && message.seq === room.dividerAt) list.append(el("li", "divider", "new"));
+    list.append(messageItem(message, ui));
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
+  renderThread();
+  if (refocus) demo.editing.input.focus();
   const pending = $("pending");
   pending.replaceChildren();
   for (const [clientId, send] of demo.pending) {
@@ -149,11 +146,13 @@ async function refreshMembers() {
 async function openRoom(id) {
   demo.active = id;
   const room = demo.rooms.get(id);
+  Object.assign(demo, { thread: null, replyTo: null, editing: null, picking: null });
+  $("replying").hidden = true;
   $("room").hidden = false;
   $("room-title").textContent = room.name ? `${room.name} (${room.id})` : room.id;
   $("add-member").hidden = room.role !== "owner";
   $("room-error").textContent = "";
-  room.dividerAt = [...room.messages.keys()].sort((a, b) => a - b).find((s) => s > room.readSeq) ?? null;
+  room.dividerAt = room.state.list().find((m) => m.seq > room.readSeq)?.seq ?? null;
   renderRooms();
   renderMessages();
   renderTyping();
@@ -165,10 +164,9 @@ async function openRoom(id) {
 /** Load a room's newest messages, then follow it from the last one (no gap, no repeat). */
 async function follow(info) {
   const room = { id: info.id, name: info.name, role: info.role, readSeq: info.read_seq ?? 0,
-    messages: new Map(), dividerAt: null };
+    state: new RoomState(demo.user), dividerAt: null };
   demo.rooms.set(info.id, room);
-  const newest = await demo.client.history(info.id, { before: MAX_SEQ, limit: HISTORY });
-  for (const message of newest) room.messages.set(message.seq, message);
+  room.state.load(await demo.client.history(info.id, { before: MAX_SEQ, limit: HISTORY }));
   await demo.client.subscribe(info.id, { since: lastSeq(room) });
 }
 
@@ -200,8 +198,8 @@ function markRead() {
 function onMessage(message) {
   const room = demo.rooms.get(message.room);
   if (!room) return;
-  room.messages.set(message.seq, message);
-  demo.typing.get(message.room)?.delete(message.sender);
+  room.state.apply(message);
+  if (message.type === "message") demo.typing.get(message.room)?.delete(message.sender);
   if (message.room === demo.active) {
     renderMessages();
     renderTyping();
@@ -224,13 +222,16 @@ function onTyping(event) {
   setTimeout(renderTyping, TYPING_SHOWN_MS + 50);
 }
 
-async function sendMessage(body) {
+/** Send *body* to the open room: the file to attach is uploaded first, then the message
+ * names it; `replyTo` and `mentions` go with it. */
+async function sendMessage(body, { replyTo, mentions, file } = {}) {
   const room = demo.active;
   const clientId = crypto.randomUUID().replace(/-/g, "");
-  demo.pending.set(clientId, { room, body });
+  demo.pending.set(clientId, { room, body: body || file?.name });
   renderMessages();
   try {
-    await demo.client.send(room, body, { clientId });
+    const attachments = file ? [(await demo.client.upload(room, file)).id] : [];
+    await demo.client.send(room, body, { clientId, replyTo, mentions, attachments });
   } catch (err) {
     $("room-error").textContent = `not sent: ${err.message}`;
   } finally {
@@ -250,6 +251,7 @@ async function start(user) {
   });
   client.on("transport", (t) => { $("transport").textContent = `${t.transport} (${t.reason})`; });
   client.on("message", onMessage);
+  client.on("change", onMessage);
   client.on("presence", onPresence);
   client.on("typing", onTyping);
   client.on("error", (err) => { $("room-error").textContent = err.message; });
@@ -259,6 +261,8 @@ async function start(user) {
     if (demo.active === frame.room) demo.active = null;
     renderRooms();
   });
+  demo.mentions = new MentionBox($("compose-body"), $("mention-list"),
+    () => membersOfActive.map((m) => m.user), user);
   $("me").textContent = user;
   $("login").hidden = true;
   $("chat").hidden = false;
@@ -312,9 +316,42 @@ $("compose").addEventListener("submit", (event) => {
   event.preventDefault();
   const input = $("compose-body");
   const body = input.value;
-  if (!body.trim() || !demo.active) return;
+  const file = demo.file;
+  if ((!body.trim() && !file) || !demo.active) return;
+  const mentions = demo.mentions.take();
+  const replyTo = demo.replyTo;
   input.value = "";
-  sendMessage(body);
+  clearReply();
+  clearFile();
+  sendMessage(body, { replyTo, mentions, file });
+});
+
+function clearReply() {
+  demo.replyTo = null;
+  $("replying").hidden = true;
+}
+
+function clearFile() {
+  demo.file = null;
+  $("compose-file").value = "";
+  $("attaching").hidden = true;
+}
+
+$("replying-cancel").addEventListener("click", clearReply);
+$("attaching-cancel").addEventListener("click", clearFile);
+$("compose-file").addEventListener("change", (event) => {
+  demo.file = event.target.files[0] ?? null;
+  $("attaching-name").textContent = demo.file ? `Attaching ${demo.file.name}` : "";
+  $("attaching").hidden = !demo.file;
+});
+$("thread-close").addEventListener("click", () => { demo.thread = null; renderThread(); });
+$("thread-compose").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("thread-body");
+  if (!input.value.trim() || !demo.thread) return;
+  const body = input.value;
+  input.value = "";
+  sendMessage(body, { replyTo: demo.thread });
 });
 $("compose-body").addEventListener("input", (event) => {
   if (demo.active && event.target.value) demo.client.typing(demo.active);
