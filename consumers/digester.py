@@ -5,7 +5,8 @@ member with an email and digests on gets a message they have not read) collects,
 room, the unread messages the member was neither pushed nor emailed about, renders text
 and HTML with an unsubscribe link, and sends it over SMTP. At most one digest per period:
 a job that comes due sooner than a period after the last digest goes back into the
-period's delay tier. A redelivered job never sends twice: the job id is recorded once the
+period's delay tier. A message that mentions the member is marked in it
+(:data:`burrow.mail.digest.MENTION_MARKS`). A redelivered job never sends twice: the job id is recorded once the
 SMTP server took the mail, and the Message-ID is the job's, so a resend after a crash
 mid-send is recognisable as the same mail.
 
@@ -30,6 +31,7 @@ from typing import Any
 from aio_pika.abc import AbstractExchange
 
 from burrow.core import ids
+from burrow.core.envelopes import Stored
 from burrow.mail import verification
 from burrow.mail.digest import Digest, DigestMessage, DigestRoom, render
 from burrow.mail.smtp import Mailer, Outcome
@@ -56,6 +58,15 @@ def _job_id(body: dict[str, Any]) -> str:
     if not isinstance(job_id, str) or not ids.is_client_id(job_id):
         raise Permanent("id must be 1..64 printable ASCII characters (the once-only key)")
     return job_id
+
+
+def _mention(message: Stored, reader: str) -> str | None:
+    """How *message* mentions *reader* for the digest's mark: "user", "room" or None."""
+    if message.mentions is None:
+        return None
+    if reader in message.mentions.users:
+        return "user"
+    return "room" if message.mentions.room else None
 
 
 class Digester:
@@ -138,7 +149,8 @@ class Digester:
         if not found:
             return
         rooms = [DigestRoom(room, await self.store.room_name(room), count,
-                            [DigestMessage(m.seq, m.sender, m.text, m.ts) for m in messages])
+                            [DigestMessage(m.seq, m.sender, m.text, m.ts,
+                                           _mention(m, user)) for m in messages])
                  for room, count, messages in found]
         token = make_token(self.secret, user)
         digest = Digest(user=user, to=settings.email, rooms=rooms,

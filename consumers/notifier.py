@@ -5,7 +5,10 @@ notifier takes them in batches (up to ``BURROW_NOTIFY_BATCH``) and decides for t
 batch from one read of its rooms' memberships (:mod:`burrow.core.notify_plan`): for each
 member other than the sender who has not read it and has no push waiting for the room,
 it puts a job into ``push.delay.<BURROW_PUSH_DELAY>``; later messages of the room ride
-along with that job (collapse). A busy room whose members all have a push waiting costs
+along with that job (collapse). A member mentioned by a message (by name or @room) gets
+a job straight into ``push.due`` as well, neither delayed nor swallowed by that claim
+(:func:`burrow.core.notify_plan.plan_mentions`); it marks the member pushed up to the
+mention, so the room's delayed push does not tell the same message again. A busy room whose members all have a push waiting costs
 that one read per batch and nothing else. It schedules for members who look online too:
 whether a push is wanted is decided when it is due (presence, read pointer, settings),
 not now, so a laptop closed seconds after a message still gets one. The same pass
@@ -42,6 +45,9 @@ from aio_pika.abc import AbstractExchange
 from aiodataloader import DataLoader
 
 from burrow.core import ids, notify_plan
+from burrow.core.envelopes import Stored
+from burrow.core.mentions import BadMentions
+from burrow.core.mentions import parse as parse_mentions
 from burrow.core.notify_plan import Notice
 from burrow.push import Device, Notification, Outcome, Result, Sender
 from burrow.push.senders import build_senders
@@ -50,7 +56,7 @@ from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
 from burrow.storage.devices import DeviceStore
-from burrow.storage.notify import NotifyStore
+from burrow.storage.notify import NotifyStore, Unread
 from burrow.storage.presence import PresenceStore
 from burrow.storage.users import UserStore
 from queues import topology
@@ -105,8 +111,12 @@ def notice(job: Job) -> Notice:
             or not ids.is_user_id(sender):
         raise Permanent("a stored message needs seq >= 1 and a sender")
     msg_id = body.get("id")
+    try:
+        mentioned = parse_mentions(body.get("mentions"))
+    except BadMentions as exc:
+        raise Permanent(f"a stored message with malformed mentions: {exc}") from None
     return Notice(room, str(sender), seq, msg_id if isinstance(msg_id, str) else job.message_id,
-                  change=body.get("type") != "message" or "kind" in body)
+                  change=body.get("type") != "message" or "kind" in body, mentions=mentioned)
 
 
 def preview(text: str) -> str:
@@ -204,9 +214,12 @@ class Notifier:
         if not plan.unread:
             return
         claims = plan.claim
-        if claims:
-            phones = await self.devices.users_with_devices({user for _, user in claims})
+        mentioned = notify_plan.plan_mentions(notices, members)
+        if claims or mentioned:  # one read of devices for both
+            phones = await self.devices.users_with_devices(
+                {user for _, user in claims} | {user for _, user in mentioned})
             claims = {key: seq for key, seq in claims.items() if key[1] in phones}
+            mentioned = {key: seq for key, seq in mentioned.items() if key[1] in phones}
         pushes = {**plan.again, **await self.store.claim_pushes(claims, now - push_stale)}
         msg_ids = {(n.room, n.seq): n.msg_id for n in notices}
         publishes = [publish_job(
@@ -215,6 +228,11 @@ class Notifier:
             {"kind": "room", "user": user, "room": room, "seq": seq,
              "msg_id": msg_ids.get((room, seq))}, f"push:{room}:{user}:{seq}")
             for (room, user), seq in sorted(pushes.items())]
+        publishes += [publish_job(  # a mention does not wait: straight into push.due
+            self.jobs, self.family.due, {"kind": "mention", "user": user, "room": room,
+                                         "seq": seq, "msg_id": msg_ids.get((room, seq))},
+            notify_plan.mention_key(room, user, seq))
+            for (room, user), seq in sorted(mentioned.items())]
 
         candidates = notify_plan.digest_candidates(plan.unread)
         users = await self.store.digest_states(candidates.keys())
@@ -245,6 +263,14 @@ class Notifier:
                     "msg_id": body.get("msg_id"), "room": body.get("room"),
                     "seq": body.get("seq"), "user": body.get("user")})
                 await self._room_push(_user(body), _room(body))
+            case "mention":
+                seq = body.get("seq")
+                if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+                    raise Permanent("seq must be the mentioning message's seq (>= 1)")
+                log.debug("mention push due", extra={
+                    "msg_id": body.get("msg_id"), "room": body.get("room"), "seq": seq,
+                    "user": body.get("user")})
+                await self._room_push(_user(body), _room(body), mention=seq)
             case "direct":
                 user = _user(body)
                 nid = body.get("id", job.message_id) or uuid.uuid4().hex
@@ -265,7 +291,8 @@ class Notifier:
                 devices = [d for d in await self.devices.of_user(_user(body)) if d.id in wanted]
                 await self._deliver(notification, devices)
             case other:
-                raise Permanent(f"unknown push job kind {other!r} (room, direct, deliver)")
+                raise Permanent(f"unknown push job kind {other!r} "
+                                "(room, mention, direct, deliver)")
 
     async def _clear_pushes(self, keys: list[tuple[str, str]]) -> list[None]:
         await self.store.clear_pushes(keys)
@@ -275,35 +302,61 @@ class Notifier:
         active = await self.presence.active_users(set(users), self.settings.idle_after)
         return [user in active for user in users]
 
-    async def _room_push(self, user: str, room: str) -> None:
-        # New messages from now on schedule a new job; this one sends what is unread.
-        # (Both asks are shared with the jobs running at once: one query each.)
-        await self.clears.load((room, user))
+    async def _room_push(self, user: str, room: str, mention: int | None = None) -> None:
+        """A room's push (what is unread), or with *mention* the push of that message,
+        which mentions *user*: the same checks, a text that says so."""
+        if mention is None:
+            # New messages from now on schedule a new job; this one sends what is unread.
+            # (Both asks are shared with the jobs running at once: one query each.) A
+            # mention leaves the room's waiting job and its claim alone.
+            await self.clears.load((room, user))
         # Cheapest and most often decisive first: an active user is not pushed.
         if await self.activity.load(user):
             return  # they are looking at a screen right now; the digest may still tell them
-        unread = await self.store.unread_for_push(room, user)
+        unread = await (self.store.unread_for_push(room, user) if mention is None
+                        else self.store.mention_for_push(room, user, mention))
         if unread is None:
-            return  # read in time (or left the room)
+            return  # read in time, pushed already, deleted, not a mention of them, left
         settings = await self.users.settings(user)
         if not settings.push:
             return
         devices = await self.devices.of_user(user)
         if not devices:
             return
-        latest, name = unread.latest, await self.store.room_name(room)
-        if settings.previews:
+        name = await self.store.room_name(room)
+        notification = (self._room(user, room, name, unread, settings.previews)
+                        if mention is None else
+                        self._mention(user, room, name, unread.latest, settings.previews))
+        await self._deliver(notification, devices, user)
+        await self.store.mark_pushed(room, user, unread.latest.seq)
+
+    @staticmethod
+    def _room(user: str, room: str, name: str, unread: Unread, previews: bool) -> Notification:
+        """The notification of a room's unread messages (one per room: collapsed)."""
+        latest = unread.latest
+        if previews:
             text = f"{latest.sender}: {preview(latest.text)}"
             if unread.count > 1:
                 text += f" (+{unread.count - 1} more)"
         else:
             text = f"{unread.count} new message{'s' if unread.count > 1 else ''}"
-        notification = Notification(
+        return Notification(
             id=f"room:{room}:{user}:{latest.seq}", title=name, body=text,
             collapse_key=f"room:{room}"[:64],
             data={"room": room, "seq": str(latest.seq), "unread": str(unread.count)})
-        await self._deliver(notification, devices, user)
-        await self.store.mark_pushed(room, user, latest.seq)
+
+    @staticmethod
+    def _mention(user: str, room: str, name: str, message: Stored,
+                 previews: bool) -> Notification:
+        """The notification of a message that mentions *user* (by name, else @room)."""
+        by_name = message.mentions is not None and user in message.mentions.users
+        return Notification(
+            id=notify_plan.mention_key(room, user, message.seq), title=name,
+            body=notify_plan.mention_text(message.sender, preview(message.text)
+                                          if previews else None, room=not by_name),
+            collapse_key=f"room:{room}"[:64],
+            data={"room": room, "seq": str(message.seq),
+                  "mention": "user" if by_name else "room"})
 
     async def _deliver(self, notification: Notification, devices: Sequence[Device],
                        user: str | None = None) -> None:

@@ -64,6 +64,8 @@ from burrow.storage.attachments import AttachmentStore, Limits
 from burrow.storage.changes import ChangeStore
 from burrow.storage.messages import MessageStore
 from burrow.storage.rooms import RoomStore
+from burrow.storage.s3attachments import attachment_store
+from consumers import mention_check
 from queues import topology
 
 log = logging.getLogger(__name__)
@@ -112,9 +114,11 @@ class Sequencer:
     async def start(self, runtime: Runtime) -> None:
         db = database.database(runtime.db)
         self.store = MessageStore(db)
-        self.files = AttachmentStore(db, Limits(self.settings.attachment_max_bytes,
-                                                self.settings.attachment_types,
-                                                self.settings.attachment_pending_max))
+        # GridFS or S3: a deleted message's files go from where they are
+        self.files = attachment_store(db, Limits(self.settings.attachment_max_bytes,
+                                                 self.settings.attachment_types,
+                                                 self.settings.attachment_pending_max),
+                                      self.settings.s3_config())
         self.changes = ChangeStore(db, self.files)
         self.rooms = RoomStore(db)
         await database.ensure_indexes([self.store, self.changes], self.retry_interval,
@@ -236,6 +240,12 @@ class Sequencer:
         if any(send.reply_to for send, _ in sends):  # one check; no I/O without
             sends, orphans = await self._retrying(self._thread, sends)
             refused += orphans
+        if any(send.mentions for send, _ in sends):  # one check; no I/O without
+            sends, unmentionable = await self._retrying(self._mentions, sends)
+            refused += unmentionable
+        if refused and any(send.reply_to for send, _ in sends):  # in memory only
+            sends, orphans = _orphans(sends, lifecycle.Lost(s for s, _, _ in refused))
+            refused += orphans
         if any(send.attachments for send, _ in sends):  # one check; no I/O without
             sends, unclaimable = await self._retrying(self._claim, sends)
             refused += unclaimable
@@ -317,28 +327,45 @@ class Sequencer:
         not exist, is in another room or is a change event is refused ``not_found``
         (nothing stored, no seq). One read for the batch's parents; a reply stored
         already is not looked at again (dedup answers it with the stored message).
-        A parent sent in the same batch is not stored yet: the reply is refused, which
-        is right, since the client cannot know its id before its ack.
+        A parent earlier in the same batch, not stored yet, is found there when its id
+        could be known before its ack (a message with attachments:
+        :class:`lifecycle.BatchParents`); the sends with attachments are looked up with
+        the replies, in the same read, to tell new ones from stored ones.
         """
         assert self.store is not None
         replies = [send for send, _ in sends if send.reply_to]
-        stored = await self.store.existing([dedup_key(s) for s in replies])
+        with_files = [send for send, _ in sends if send.kind is None and send.attachments]
+        stored = await self.store.existing([dedup_key(s) for s in replies + with_files])
         parents = await self.store.parents(
             s.reply_to for s in replies if s.reply_to and dedup_key(s) not in stored)
+        in_batch = lifecycle.BatchParents()
         allowed: list[tuple[Send, Reply]] = []
         refused: list[tuple[Send, Reply, Refused]] = []
         for send, reply in sends:
-            if not send.reply_to or dedup_key(send) in stored:
+            if dedup_key(send) in stored:
                 allowed.append((send, reply))
                 continue
-            parent = parents.get(send.reply_to)
-            if parent is None or parent.room != send.room or parent.kind is not None:
-                refused.append((send, reply, Refused(
-                    "not_found", f"no message {send.reply_to} in room {send.room}")))
-                continue
-            allowed.append((dataclasses.replace(send, thread=parent.thread or parent.id),
-                            reply))
+            if send.reply_to:
+                parent = parents.get(send.reply_to)
+                if parent is not None and parent.room == send.room and parent.kind is None:
+                    thread: str | None = parent.thread or parent.id
+                else:
+                    thread = in_batch.thread_of(send)
+                if thread is None:
+                    refused.append((send, reply, Refused(
+                        "not_found", f"no message {send.reply_to} in room {send.room}")))
+                    continue
+                send = dataclasses.replace(send, thread=thread)
+            in_batch.add(send)
+            allowed.append((send, reply))
         return allowed, refused
+
+    async def _mentions(self, sends: list[tuple[Send, Reply]]
+                        ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
+        """Refuse sends mentioning non-members, or @room in a large room (one read)."""
+        assert self.rooms is not None and self.store is not None
+        return await mention_check.check(self.rooms, self.store,
+                                         self.settings.room_mention_max, sends)
 
     async def _claim(self, sends: list[tuple[Send, Reply]]
                      ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
@@ -352,7 +379,8 @@ class Sequencer:
         the same uploads for the same id again, which the store allows (they are
         attached to this very message) and answers with the same records. A send stored
         already is not claimed again: dedup answers it with the stored message (and its
-        attachments), whatever its uploads became since.
+        attachments), whatever its uploads became since. A reply to a message of the
+        batch refused here is refused too, before its own uploads are claimed.
         """
         assert self.store is not None and self.files is not None
         with_files = [send for send, _ in sends if send.attachments]
@@ -360,8 +388,12 @@ class Sequencer:
         claimed: dict[tuple[str, str, str], tuple[dict[str, Any], ...] | Refused] = {}
         allowed: list[tuple[Send, Reply]] = []
         refused: list[tuple[Send, Reply, Refused]] = []
+        lost = lifecycle.Lost()
         for send, reply in sends:
             key = dedup_key(send)
+            if (orphan := lost.orphaned(send)) is not None:
+                refused.append((send, reply, orphan))
+                continue
             if not send.attachments or key in stored:
                 allowed.append((send, reply))
                 continue
@@ -376,6 +408,7 @@ class Sequencer:
             outcome = claimed[key]
             if isinstance(outcome, Refused):
                 refused.append((send, reply, outcome))
+                lost.lose(send)
             else:
                 allowed.append((dataclasses.replace(send, claimed=outcome), reply))
         return allowed, refused
@@ -472,6 +505,21 @@ class Sequencer:
             self._inactive(index)
         for channel in self.channels:
             await channel.close()
+        if self.files is not None:
+            await self.files.close()
+
+
+def _orphans(sends: list[tuple[Send, Reply]], lost: lifecycle.Lost
+             ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
+    """Refuse the replies to messages of the batch that an earlier step refused."""
+    allowed: list[tuple[Send, Reply]] = []
+    refused: list[tuple[Send, Reply, Refused]] = []
+    for send, reply in sends:
+        if (orphan := lost.orphaned(send)) is not None:
+            refused.append((send, reply, orphan))
+        else:
+            allowed.append((send, reply))
+    return allowed, refused
 
 
 def _reference(found: attachments.Attachment) -> dict[str, Any]:

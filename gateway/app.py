@@ -24,6 +24,7 @@ from burrow.storage.devices import DeviceStore
 from burrow.storage.tickets import TicketStore
 from gateway import (
     attachments_api,
+    attachments_s3,
     cors,
     dev_api,
     devices_api,
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(http_events.blueprint())
     app.blueprint(attachments_api.blueprint())
     app.blueprint(attachments_api.files_blueprint())
+    app.blueprint(attachments_s3.blueprint())  # BURROW_ATTACHMENT_STORE=s3's uploads
     app.blueprint(dev_api.blueprint(settings))
     cors.install(app, settings.cors_origins)
     app.on_request(_limit_ip)  # app-wide and first: before the JWT is even looked at
@@ -176,5 +178,6 @@ async def _limit_ip(request: Request) -> HTTPResponse | None:
 
 async def _close(app: GatewayApp) -> None:
     await app.ctx.limits.close()
+    await app.ctx.attachments.close()  # S3's HTTP client
     await app.ctx.node.stop()
     await app.ctx.runtime.close()

@@ -32,6 +32,8 @@ from sanic.response import HTTPResponse
 from burrow.core import ids, uploads
 from burrow.runtime.settings import ConfigError, Settings
 from burrow.storage.attachments import AttachmentStore, Limits, Refused
+from burrow.storage.s3attachments import S3AttachmentStore, attachment_store
+from burrow.storage.s3blobs import Unavailable
 from gateway.auth import Claims
 from gateway.http_json import problem
 from gateway.node import Node
@@ -43,9 +45,10 @@ CSP: Final = "default-src 'none'; sandbox"
 
 
 def store(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> AttachmentStore:
-    return AttachmentStore(db, Limits(settings.attachment_max_bytes,
-                                      settings.attachment_types,
-                                      settings.attachment_pending_max))
+    """GridFS, or S3 with ``BURROW_ATTACHMENT_STORE=s3`` (gateway/attachments_s3.py)."""
+    return attachment_store(db, Limits(settings.attachment_max_bytes,
+                                       settings.attachment_types,
+                                       settings.attachment_pending_max), settings.s3_config())
 
 
 async def collect_forever(attachments: AttachmentStore, ttl: float) -> None:
@@ -114,6 +117,9 @@ def blueprint() -> Blueprint:
     async def upload(request: Request, room: str) -> HTTPResponse:
         if (refused := await _may_read(request, room)) is not None:
             return refused
+        if isinstance(_attachments(request), S3AttachmentStore):  # the bytes go to S3
+            return problem(409, "use_presigned_upload", "files are stored in S3: POST "
+                           f"/v1/rooms/{room}/attachments/uploads for an upload policy")
         claims: Claims = request.ctx.claims
         settings: Settings = request.app.ctx.settings
         try:
@@ -166,7 +172,16 @@ def files_blueprint() -> Blueprint:
         if not uploads.verify(key, file_id, expires, signature, time.time()):
             return problem(403, "bad_link", "the link is not valid or has expired: ask "
                            "for a new one")
-        opened = await _attachments(request).open(file_id)
+        files = _attachments(request)
+        if isinstance(files, S3AttachmentStore) and (
+                found := await files.get(file_id)) is not None and found.store == "s3":
+            try:  # S3 serves it, with these headers (docs/attachments.md)
+                to = await files.download_url(found, int(expires) - int(time.time()))
+            except Unavailable as exc:
+                return problem(503, "storage_unavailable", f"the file store failed: {exc}")
+            return response.empty(status=307, headers={"Location": to,
+                                                       "Cache-Control": "no-store"})
+        opened = await files.open(file_id)
         if opened is None:
             return problem(404, "not_found", "the file is gone")
         found, chunks = opened

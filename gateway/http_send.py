@@ -13,9 +13,12 @@ Changes go the same way (docs/protocol.md, changes): ``POST .../messages/{id}/ed
 A message may name ``"attachments": [id, ...]`` (docs/attachments.md): 400
 ``bad_attachments`` for a malformed list, 409 ``not_claimable`` for uploads it may not
 attach. A reply names ``"reply_to": id`` (docs/protocol.md, replies): 404
-``not_found`` when that is no message of the room. The answer waits until the message
-is stored: 201 with its seq, or an error a client may retry with the same key (503
-``unavailable``, 504 ``timeout``).
+``not_found`` when that is no message of the room. A message may carry
+``"mentions": {"users": [...], "room": true}`` (docs/protocol.md, mentions): 400
+``bad_request`` (field ``mentions``) for a malformed value, 409 ``bad_mention`` for a
+user who is not a member, 409 ``room_too_large`` for @room in a large room. The
+answer waits until the message is stored: 201 with its seq, or an error a client may
+retry with the same key (503 ``unavailable``, 504 ``timeout``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from sanic.response import HTTPResponse
 from burrow.core import ids
 from burrow.core.envelopes import MAX_ATTACHMENTS, attachment_ids, reply_to_id
 from burrow.core.lifecycle import MAX_EMOJI_BYTES, valid_emoji
+from burrow.core.mentions import MAX_MENTIONS
+from burrow.core.mentions import parse as parse_mentions
 from gateway import protocol, streams
 from gateway.http_json import Invalid, json_object, without_body
 from gateway.limiting import Limits
@@ -39,7 +44,8 @@ from gateway.protocol import ProtocolError
 from gateway.ws import authenticate
 
 STATUS = {"forbidden": 403, "edit_window": 403, "not_found": 404,
-          "too_many_reactions": 409, "not_claimable": 409, "too_large": 413, "unavailable": 503, "timeout": 504}
+          "too_many_reactions": 409, "not_claimable": 409, "bad_mention": 409,
+          "room_too_large": 409, "too_large": 413, "unavailable": 503, "timeout": 504}
 RETRYABLE = frozenset({"unavailable", "timeout"})
 
 
@@ -65,8 +71,9 @@ def blueprint() -> Blueprint:
         try:
             # JSON may escape a character into 6 bytes; the body's own limit is checked
             # on the decoded text below
-            data = await json_object(request, ("body", "attachments", "reply_to"),
-                                     6 * settings.max_body_bytes + 160 + 30 * MAX_ATTACHMENTS)
+            data = await json_object(request, ("body", "attachments", "reply_to", "mentions"),
+                                     6 * settings.max_body_bytes + 160 + 30 * MAX_ATTACHMENTS
+                                     + 32 + (6 * 128 + 3) * MAX_MENTIONS)
         except Invalid as exc:
             return exc.response()
         body = _body(data, settings.max_body_bytes)
@@ -80,8 +87,13 @@ def blueprint() -> Blueprint:
             reply_to = reply_to_id(data.get("reply_to"))
         except ValueError as exc:
             return refused("bad_request", str(exc), field="reply_to")
+        try:
+            mentioned = parse_mentions(data.get("mentions"))
+        except ValueError as exc:
+            return refused("bad_request", str(exc), field="mentions")
         return await send_and_wait(request, protocol.SendFrame(
-            room, client_id, body, attachments=attached, reply_to=reply_to))
+            room, client_id, body, attachments=attached, reply_to=reply_to,
+            mentions=mentioned))
 
     @bp.post("/rooms/<room>/messages/<message>/edit", stream=True)
     async def edit(request: Request, room: str, message: str) -> HTTPResponse:

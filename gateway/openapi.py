@@ -15,10 +15,14 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from burrow.core.envelopes import MAX_ATTACHMENTS
+from burrow.core.mentions import MAX_MENTIONS
 
 ROOM: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 USER: Final = {"type": "string", "minLength": 1, "maxLength": 128}
 TICKET: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
+MENTIONS: Final = {"type": "object", "additionalProperties": False, "properties": {
+    "users": {"type": "array", "maxItems": MAX_MENTIONS, "uniqueItems": True, "items": USER},
+    "room": {"type": "boolean"}}}
 ERROR: Final = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": {"type": "string"}, "message": {"type": "string"},
@@ -166,7 +170,8 @@ def document() -> dict[str, Any]:
                      "requestBody": _json_body({"body": {"type": "string"}, "attachments": {
                          "type": "array", "maxItems": MAX_ATTACHMENTS, "uniqueItems": True,
                          "items": {"type": "string", "pattern": "^[0-9a-f]{24}$"}},
-                         "reply_to": {"type": "string", "minLength": 1, "maxLength": 64}},
+                         "reply_to": {"type": "string", "minLength": 1, "maxLength": 64},
+                         "mentions": MENTIONS},
                          ["body"]),
                      "responses": {"201": _answer("stored, with its seq", ANY_JSON),
                                    **_errors(400, 401, 403, 404, 409, 413, 429, 503)}}},
@@ -229,7 +234,24 @@ def document() -> dict[str, Any]:
                 "text/plain": {"schema": {"type": "string"}}}},
             "responses": {"201": _answer("stored, pending until a message attaches it",
                                          ATTACHMENT),
-                          **_errors(400, 401, 403, 413, 415, 429, 503)}}},
+                          **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
+        "/v1/rooms/{room}/attachments/uploads": {"parameters": [ROOM_PATH], "post": {
+            "summary": "With BURROW_ATTACHMENT_STORE=s3: a presigned POST policy to upload "
+                       "a file straight to the bucket", "security": AUTH,
+            "requestBody": _json_body({"name": {"type": "string", "maxLength": 1000},
+                                       "type": {"type": "string"},
+                                       "size": {"type": "integer", "minimum": 0}},
+                                      ["name", "type", "size"]),
+            "responses": {"201": _answer("an uploading record and its upload policy", {
+                **ATTACHMENT, "required": ["id", "upload", "expires_at"]}),
+                          **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
+        "/v1/rooms/{room}/attachments/{file_id}/complete": {
+            "parameters": [ROOM_PATH, _path("file_id", FILE_ID)],
+            "post": {"summary": "With BURROW_ATTACHMENT_STORE=s3: check the uploaded bytes; "
+                                "pending until a message attaches it", "security": AUTH,
+                     "responses": {"200": _answer("completed already", ATTACHMENT),
+                                   "201": _answer("checked and stored", ATTACHMENT),
+                                   **_errors(400, 401, 403, 404, 409, 413, 415, 429, 503)}}},
         "/v1/rooms/{room}/attachments/{file_id}": {
             "parameters": [ROOM_PATH, _path("file_id", FILE_ID)],
             "get": {"summary": "A signed, short-lived URL of the file", "security": AUTH,
@@ -244,6 +266,8 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _answer("the file", {"type": "string",
                                                               "format": "binary"},
                                                  "application/octet-stream"),
+                                  "307": _answer("with BURROW_ATTACHMENT_STORE=s3: to a "
+                                                 "presigned GET of the bucket"),
                                   **_errors(403, 404, 429, 503)}}},
         "/v1/devices": {
             "get": {"summary": "My devices", "security": AUTH,

@@ -16,6 +16,8 @@ import orjson
 from burrow.core import ids
 from burrow.core.envelopes import attachment_ids, reply_to_id
 from burrow.core.lifecycle import MAX_EMOJI_BYTES, valid_emoji
+from burrow.core.mentions import Mentions
+from burrow.core.mentions import parse as parse_mentions
 
 # Close codes (RFC 6455 reserves 4000-4999 for applications). A client reconnects and
 # resumes after 1001, 1011, 4008; after 4401 only with a fresh token; never after 4403.
@@ -70,6 +72,7 @@ class SendFrame:
     remove: bool = False
     attachments: tuple[str, ...] = ()  # a send's upload ids (docs/attachments.md)
     reply_to: str | None = None  # the message a send answers (docs/protocol.md)
+    mentions: Mentions | None = None  # who a send mentions (docs/protocol.md, mentions)
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,15 @@ def parse(raw: str | bytes, max_body_bytes: int) -> ClientFrame:
         reply_to = reply_to_id(data.get("reply_to"))
     except ValueError as exc:
         raise ProtocolError("bad_frame", str(exc), client_id=client_id, room=room) from None
-    return SendFrame(room, client_id, body, attachments=attached, reply_to=reply_to)
+    mentioned = data.get("mentions")
+    if mentioned is not None:
+        try:
+            mentioned = parse_mentions(mentioned)
+        except ValueError as exc:
+            raise ProtocolError("bad_frame", str(exc), client_id=client_id,
+                                room=room) from None
+    return SendFrame(room, client_id, body, attachments=attached, reply_to=reply_to,
+                     mentions=mentioned)
 
 
 def _body(data: dict[str, Any], room: str, client_id: str, max_body_bytes: int) -> str:

@@ -41,6 +41,8 @@ def _history_v1(m: Stored) -> dict[str, Any]:
             entry.update(reply_to=m.reply_to, thread=m.thread)
         if m.reply_count:
             entry.update(reply_count=m.reply_count, last_reply=m.last_reply)
+        if m.mentions is not None:
+            entry["mentions"] = m.mentions.to_json()
         return entry
     entry = v1_frame(m.fields())
     del entry["type"]

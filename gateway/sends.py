@@ -70,7 +70,8 @@ class Sends:
             Send(frame.room, conn.user, frame.client_id, frame.body, frame.kind,
                  frame.target, frame.emoji, frame.remove,
                  admin=conn.is_admin and frame.kind is not None,
-                 attachments=frame.attachments, reply_to=frame.reply_to).to_json(),
+                 attachments=frame.attachments, reply_to=frame.reply_to,
+                 mentions=frame.mentions).to_json(),
             content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=uuid.uuid4().hex, correlation_id=correlation_id,
             reply_to=self.link.queue_name, headers={BATCHED_ACKS: 1})

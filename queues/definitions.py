@@ -97,15 +97,15 @@ ROLES = (
                  Topic("chat.ingress", NOTHING, r"^room\.\*\.msg$"),
                  Topic("burrow.jobs", NOTHING, r"^chat\.seq\.dead$"))),
     # The notifier reads stored messages (notify.messages, bound to chat.fanout) and due
-    # pushes; it publishes pushes into its own tiers and digests into the digester's
-    # delay tiers, never an email, a send or a fan-out.
+    # pushes; it publishes pushes into its own tiers (a mention straight into push.due)
+    # and digests into the digester's delay tiers, never an email, a send or a fan-out.
     Role("burrow-notifier",
          configure=r"^((notify|push)\..+|burrow\.jobs)$",
          write=r"^((notify|push)\..+|burrow\.jobs)$",
          read=r"^(notify\.messages|push\.(due|(delay|retry)\..+)|chat\.fanout|burrow\.jobs)$",
          password_env="BURROW_RABBITMQ_NOTIFIER_PASSWORD",
          topics=(Topic("chat.fanout", NOTHING, r"^room\.\*\.msg$"),
-                 Topic("burrow.jobs", rf"^(notify\.dead|push\.(dead|(delay|retry)\.{TIER})"
+                 Topic("burrow.jobs", rf"^(notify\.dead|push\.(due|dead|(delay|retry)\.{TIER})"
                        rf"|digest\.delay\.{TIER})$", r"^(notify|push)\..+$"))),
     # The digester reads due digests and emails and publishes only into its own tiers.
     Role("burrow-digester",

@@ -8,6 +8,7 @@ May import: the standard library, websockets, httpx, and :mod:`burrow.core`'s TL
 and token minting (no server library).
 """
 
-from burrow.client.chat import Ack, ChatClient, ChatError, Message
+from burrow.client.chat import Ack, ChatClient, Message
+from burrow.client.errors import ChatError
 
 __all__ = ["Ack", "ChatClient", "ChatError", "Message"]

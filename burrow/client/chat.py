@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,17 +27,12 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from burrow.client import files
+from burrow.client.errors import ChatError  # raised here; importable from here too
+
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({"timeout", "unavailable", "rate_limited"})
-
-
-class ChatError(Exception):
-    """The server refused something for good (``code`` from its error frame)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -60,6 +56,18 @@ class Message:
     edited_at: int | None = None   # ms
     deleted_at: int | None = None  # ms: a tombstone (body "", no attachments)
     deleted_by: str | None = None
+    # a reply (docs/protocol.md, replies and threads): the message it answers, and the
+    # root of its thread; a root replayed from history counts its replies
+    reply_to: str | None = None
+    thread: str | None = None
+    reply_count: int = 0
+    # who the message mentions (docs/protocol.md, mentions): users by id, and @room
+    mentions: tuple[str, ...] = ()
+    mention_room: bool = False
+
+    def mentions_user(self, user: str) -> bool:
+        """Whether this message mentions *user*, by name or with @room."""
+        return self.mention_room or user in self.mentions
 
     @classmethod
     def from_frame(cls, frame: dict[str, Any]) -> Message:
@@ -69,7 +77,18 @@ class Message:
                    attachments=list(attachments) if isinstance(attachments, list) else [],
                    edit_count=frame.get("edit_count") or 0,
                    edited_at=frame.get("edited_at"), deleted_at=frame.get("deleted_at"),
-                   deleted_by=frame.get("deleted_by"))
+                   deleted_by=frame.get("deleted_by"), reply_to=frame.get("reply_to"),
+                   thread=frame.get("thread"), reply_count=frame.get("reply_count") or 0,
+                   **_mentions(frame.get("mentions")))
+
+
+def _mentions(value: Any) -> dict[str, Any]:
+    """A frame's ``mentions`` as :class:`Message` fields (none when absent)."""
+    if not isinstance(value, dict):
+        return {}
+    users = value.get("users")
+    return {"mentions": tuple(u for u in users if isinstance(u, str))
+            if isinstance(users, list) else (), "mention_room": value.get("room") is True}
 
 
 @dataclass(frozen=True)
@@ -271,14 +290,25 @@ class ChatClient:
         return await waiter
 
     async def send(self, room: str, body: str, client_id: str | None = None, *,
-                   attachments: Sequence[str] | None = None) -> Ack:
+                   attachments: Sequence[str] | None = None,
+                   reply_to: str | None = None, mentions: Sequence[str] = (),
+                   mention_room: bool = False) -> Ack:
         """Send and wait for the ack; retried (same client_id) until stored or refused.
 
         *attachments*: ids of our uploads to this room (docs/attachments.md) that the
-        message carries; a refusal is ``not_claimable`` or ``bad_attachments``."""
+        message carries; a refusal is ``not_claimable`` or ``bad_attachments``.
+        *reply_to*: the id of a message of the room this one answers (its thread's root
+        is the server's to find); ``not_found`` when there is no such message.
+        *mentions*: ids of members of the room to mention (pushed at once), and
+        *mention_room* for @room; ``bad_mention`` names a non-member, ``room_too_large``
+        a room too big for @room (docs/protocol.md, mentions)."""
         frame: dict[str, Any] = {"type": "send", "room": room, "body": body}
+        if mentions or mention_room:
+            frame["mentions"] = {"users": list(mentions), "room": mention_room}
         if attachments:
             frame["attachments"] = list(attachments)
+        if reply_to is not None:
+            frame["reply_to"] = reply_to
         return await self._request(frame, client_id)
 
     async def edit(self, room: str, message: str, body: str,
@@ -307,6 +337,17 @@ class ChatClient:
         if self._connected.is_set():
             await self._send_frame(frame)
         return await done
+
+    async def download(self, room: str, attachment_id: str,
+                       dest: str | os.PathLike[str] | None = None, *,
+                       overwrite: bool = False) -> files.Downloaded:
+        """Save attachment *attachment_id* of *room* (a member's: over HTTP, with no
+        connection needed) as its cleaned name in the current directory, in *dest* when
+        that is a directory, else as *dest*; never over an existing file unless
+        *overwrite*, never outside that directory whatever name the server gives
+        (:mod:`burrow.client.files`). Refusals are :exc:`ChatError`."""
+        return await files.download(self.urls, self.token, room, attachment_id, dest,
+                                    overwrite=overwrite, ssl_context=self.ssl_context)
 
     def drop(self) -> None:
         """Cut the connection as a network failure would; the client reconnects."""

@@ -23,6 +23,9 @@ from typing import Any
 import orjson
 
 from burrow.core import ids
+from burrow.core.mentions import Mentions
+from burrow.core.mentions import from_document as mentions_of
+from burrow.core.mentions import parse as parse_mentions
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # exact integer ms; float timestamps round down
 
@@ -130,6 +133,8 @@ class Send:
     #: which the sequencer finds (not on the wire): reply_to's own root, else reply_to.
     reply_to: str | None = None
     thread: str | None = None
+    #: Who the message mentions (a message only; burrow.core.mentions), None: nobody.
+    mentions: Mentions | None = None
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = {"room": self.room, "sender": self.sender,
@@ -138,6 +143,8 @@ class Send:
             data["attachments"] = list(self.attachments)
         if self.reply_to is not None:
             data["reply_to"] = self.reply_to
+        if self.mentions is not None:
+            data["mentions"] = self.mentions.to_json()
         if self.kind is not None:
             data.update(kind=self.kind, target=self.target)
             if self.emoji is not None:
@@ -170,14 +177,20 @@ class Send:
             try:
                 attached = attachment_ids(data.get("attachments"))
                 reply_to = reply_to_id(data.get("reply_to"))
+                mentioned = data.get("mentions")  # a dict lookup is all a plain send pays
+                if mentioned is not None:
+                    mentioned = parse_mentions(mentioned)
             except ValueError as exc:
                 raise EnvelopeError(str(exc)) from None
             return cls(room, sender, client_id, body, admin=data.get("admin") is True,
-                       attachments=attached, reply_to=reply_to)
+                       attachments=attached, reply_to=reply_to,
+                       mentions=None if mentioned is None else mentioned.without(sender))
         if data.get("attachments") is not None:
             raise EnvelopeError("only a message carries attachments")
         if data.get("reply_to") is not None:
             raise EnvelopeError("only a message replies to another")
+        if data.get("mentions") is not None:
+            raise EnvelopeError("only a message mentions users")
         target, emoji, remove = data.get("target"), data.get("emoji"), data.get("remove", False)
         if kind not in CHANGE_KINDS:
             raise EnvelopeError(f"kind must be one of message, {', '.join(CHANGE_KINDS)}")
@@ -223,6 +236,8 @@ class Stored:
     thread: str | None = None
     reply_count: int = 0
     last_reply: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    #: Who a message mentions (never changed by an edit; not shown once deleted).
+    mentions: Mentions | None = None
 
     @property
     def dedup_key(self) -> tuple[str, str, str]:
@@ -282,7 +297,9 @@ class Stored:
         return data
 
     def _thread_fields(self, data: dict[str, Any]) -> None:
-        """A message's reply and thread fields, only those it has."""
+        """A message's reply, thread and mention fields, only those it has."""
+        if self.mentions is not None:
+            data["mentions"] = self.mentions.to_json()
         if self.reply_to is not None:
             data.update(reply_to=self.reply_to, thread=self.thread)
         if self.reply_count:
@@ -301,6 +318,8 @@ class Stored:
             doc["attachments"] = list(self.attachments)
         if self.reply_to is not None:
             doc.update(reply_to=self.reply_to, thread=self.thread)
+        if self.mentions is not None:
+            doc["mentions"] = self.mentions.to_json()
         if self.kind is not None:
             doc.update(kind=self.kind, target=self.target)
             if self.kind == "edit":
@@ -317,7 +336,8 @@ class Stored:
                        ts=_ms(doc["ts"]), attachments=tuple(doc.get("attachments", ())),
                        reply_to=doc.get("reply_to"), thread=doc.get("thread"),
                        reply_count=doc.get("reply_count", 0),
-                       last_reply=_last_reply(doc.get("last_reply")))
+                       last_reply=_last_reply(doc.get("last_reply")),
+                       mentions=mentions_of(doc["mentions"]) if "mentions" in doc else None)
         edited, deleted = doc.get("edited_at"), doc.get("deleted_at")
         return cls(id=doc["_id"], room=doc["room"], seq=doc["seq"], sender=doc["sender"],
                    client_id=doc["client_id"], body=doc["body"], ts=_ms(doc["ts"]),
@@ -329,7 +349,8 @@ class Stored:
                    attachments=tuple(doc.get("attachments", ())),
                    reply_to=doc.get("reply_to"), thread=doc.get("thread"),
                    reply_count=doc.get("reply_count", 0),
-                   last_reply=_last_reply(doc.get("last_reply")))
+                   last_reply=_last_reply(doc.get("last_reply")),
+                   mentions=None if deleted is not None else mentions_of(doc.get("mentions")))
 
 
 def _last_reply(value: Any) -> dict[str, Any] | None:

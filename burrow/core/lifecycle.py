@@ -17,16 +17,24 @@ text and no later edit applies to a deleted message. Reactions live in their own
 documents, one per (message, user, emoji), each holding the seq of the last reaction
 event applied to it (``on``: whether it stands), so the last event by seq wins
 whatever order they are applied in (:func:`reaction_key`).
+
+A reply may answer a message of its own sequencer batch, not stored yet, when the
+sender could name it before its ack: a message with attachments, whose id is derived
+from its dedup key (:func:`~burrow.core.envelopes.message_id_of`). :class:`BatchParents`
+finds such parents in batch order, and :class:`Lost` refuses the replies (and replies
+to replies) of a parent that a later step of the batch refused, so no stored reply
+ever names a message that was never stored.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from burrow.core.envelopes import EPOCH, Send, Stored
+from burrow.core.envelopes import EPOCH, Send, Stored, message_id_of
 
 OWNER = "owner"  # burrow.storage.rooms.OWNER (core imports nothing from storage)
 MAX_EMOJI_BYTES = 64
@@ -177,3 +185,47 @@ def apply(doc: dict[str, Any], event: Stored) -> Write | None:
         changes["original_body"] = doc.get("body", "")
     doc.update(changes)
     return Write(event.target or "", event.seq, changes)
+
+
+class BatchParents:
+    """The messages of one batch that a later send of the same batch may reply to.
+
+    Only a new message with attachments qualifies (one stored already is found in the
+    database): its id is :func:`message_id_of` its dedup key, known to its sender
+    before the ack. Fed in batch order, so a reply placed before its parent is refused
+    as it would be in two batches.
+    """
+
+    def __init__(self) -> None:
+        self.roots: dict[str, tuple[str, str]] = {}  # id -> (room, root of its thread)
+
+    def add(self, send: Send) -> None:
+        """*send* (allowed so far, not stored before) may now be replied to."""
+        if send.kind is None and send.attachments:
+            mid = message_id_of(send.room, send.sender, send.client_id)
+            self.roots.setdefault(mid, (send.room, send.thread or mid))
+
+    def thread_of(self, send: Send) -> str | None:
+        """The root of the thread *send* replies into, if its parent is in the batch."""
+        found = self.roots.get(send.reply_to or "")
+        return found[1] if found is not None and found[0] == send.room else None
+
+
+class Lost:
+    """Ids of messages of a batch that will not be stored: a reply to one is refused."""
+
+    def __init__(self, refused: Iterable[Send] = ()) -> None:
+        self.ids: set[str] = set()
+        for send in refused:
+            self.lose(send)
+
+    def lose(self, send: Send) -> None:
+        if send.kind is None and send.attachments:  # else nobody can name it yet
+            self.ids.add(message_id_of(send.room, send.sender, send.client_id))
+
+    def orphaned(self, send: Send) -> Refused | None:
+        """The refusal of *send* if it replies to a lost message (which it then is)."""
+        if not send.reply_to or send.reply_to not in self.ids:
+            return None
+        self.lose(send)
+        return Refused("not_found", f"no message {send.reply_to} in room {send.room}")

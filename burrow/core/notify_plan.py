@@ -12,6 +12,13 @@ user's (``digest_claim``) and names the message that scheduled it: ``seq`` for a
 (made by an earlier delivery of it that crashed before acking): its job is published
 again, which is harmless (the job's message id is the claim). A fresh claim naming
 another message means a job is already waiting: this message rides along with it.
+
+A **mention** (docs/protocol.md, mentions) does not wait and does not ride along:
+:func:`plan_mentions` picks, per (room, member) mentioned by name or by @room who has
+not read the message, the newest such message of the batch, and the notifier publishes
+one job for it straight into ``push.due``, whatever claim the member's room push holds.
+The job's id names (room, member, seq), so a redelivered batch publishes the same job
+again and the per-device push log keeps a device from getting it twice.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from burrow.core.mentions import Mentions
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class Notice:
     seq: int
     msg_id: str | None = None
     change: bool = False  # a change event (edit, delete, reaction): never notified
+    mentions: Mentions | None = None  # who the message mentions (pushed at once)
 
 
 @dataclass(frozen=True)
@@ -151,3 +161,38 @@ def plan_digests(notices: Collection[Notice], candidates: Mapping[str, str],
         elif not _waiting(state.pending_at, stale_before):
             claim[state.user] = candidates[state.user]
     return DigestPlan(claim, again)
+
+
+def plan_mentions(notices: Iterable[Notice],
+                  members: Iterable[MemberState]) -> dict[tuple[str, str], int]:
+    """(room, member) -> the newest seq of the batch that mentions the member (by name
+    or @room) and that they have not read; the sender is never mentioned to themself,
+    and only members count (one who left is not pushed)."""
+    mentioning: dict[str, list[Notice]] = defaultdict(list)
+    for notice in notices:
+        if notice.mentions and not notice.change:
+            mentioning[notice.room].append(notice)
+    if not mentioning:
+        return {}
+    found: dict[tuple[str, str], int] = {}
+    for member in members:
+        for notice in mentioning.get(member.room, ()):
+            if notice.sender == member.user or notice.seq <= member.read_seq:
+                continue
+            assert notice.mentions is not None
+            if notice.mentions.names(member.user):
+                key = (member.room, member.user)
+                found[key] = max(found.get(key, 0), notice.seq)
+    return found
+
+
+def mention_key(room: str, user: str, seq: int) -> str:
+    """The id of a mention's push job and of its notification (the same every time)."""
+    return f"mention:{room}:{user}:{seq}"
+
+
+def mention_text(sender: str, preview: str | None, room: bool) -> str:
+    """The body of a mention's push: ``alice mentioned you: <preview>``, ``alice
+    mentioned @room: ...``; without previews (None) only who mentioned."""
+    said = f"{sender} mentioned {'@room' if room else 'you'}"
+    return said if preview is None else f"{said}: {preview}"

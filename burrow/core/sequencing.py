@@ -117,7 +117,7 @@ class Numbering:
                 stored = Stored(id=msg_id, room=send.room, seq=seq, sender=send.sender,
                                 client_id=send.client_id, body=send.body, ts=now_ms,
                                 attachments=send.claimed, reply_to=send.reply_to,
-                                thread=send.thread)
+                                thread=send.thread, mentions=send.mentions)
             else:
                 stored = change_event(send, new_id(), seq, now_ms)
             self.last[send.room] = seq

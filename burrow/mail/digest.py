@@ -10,6 +10,10 @@ The headers are the ones providers grade bulk mail by: ``List-Unsubscribe`` with
 ``Auto-Submitted`` (RFC 3834, so vacation responders stay quiet), and a ``Message-ID``
 the caller chooses, so a resend after an uncertain SMTP outcome is recognisably the same
 mail rather than a second digest.
+
+A message that mentions the reader (by name, or @room) is marked: ``@ mentioned you``
+(or ``@ mentioned @room``) after its line, and each room's heading counts the mentions,
+also without previews (docs/protocol.md, mentions).
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class DigestMessage:
     sender: str
     body: str
     ts: int  # ms since epoch UTC
+    mention: str | None = None  # "user": mentions the reader by name; "room": @room
+
+
+#: How a line of a mentioning message is marked, by :attr:`DigestMessage.mention`.
+MENTION_MARKS = {"user": "@ mentioned you", "room": "@ mentioned @room"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class _Line:
     sender: str
     body: str
     time: str
+    mark: str  # "" or MENTION_MARKS' text
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class _RoomView:
     lines: list[_Line]  # empty without previews
     senders: list[_SenderCount]  # used without previews
     more: int  # unread messages (or senders, without previews) not listed
+    mentions: int  # messages of the room (of those loaded) that mention the reader
 
 
 def message_id_for(user: str, key: str, domain: str) -> str:
@@ -173,17 +184,19 @@ class Renderer:
     def _view(self, room: DigestRoom, previews: bool) -> _RoomView:
         title = preview(room.name or "", self.preview_chars) or room.room
         unread = _unread(room)
+        mentions = sum(1 for m in room.messages if m.mention in MENTION_MARKS)
         newest = sorted(room.messages, key=lambda m: (m.ts, m.seq))[-self.max_messages:]
         if previews:
             lines = [_Line(sender=preview(m.sender, 80) or "?",
-                           body=preview(m.body, self.preview_chars), time=format_time(m.ts))
+                           body=preview(m.body, self.preview_chars), time=format_time(m.ts),
+                           mark=MENTION_MARKS.get(m.mention or "", ""))
                      for m in newest]
             return _RoomView(title=title, unread=unread, lines=lines, senders=[],
-                             more=unread - len(lines))
+                             more=unread - len(lines), mentions=mentions)
         senders = _count_senders(room.messages)
         shown = senders[:self.max_messages]
         return _RoomView(title=title, unread=unread, lines=[], senders=shown,
-                         more=len(senders) - len(shown))
+                         more=len(senders) - len(shown), mentions=mentions)
 
 
 def render(digest: Digest, sender_address: str, previews: bool, *,

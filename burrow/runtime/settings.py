@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import hmac
+import importlib.util
 import ipaddress
 import os
 import re
@@ -37,6 +38,7 @@ from burrow.mail.smtp_url import parse_smtp_url
 from burrow.runtime.logs import redact
 from burrow.runtime.ratelimit import FloodRule, Rule, async_storage_uri
 from burrow.runtime.variables import IGNORED, NAMES, VARIABLES
+from burrow.storage.s3blobs import S3Config
 
 
 class ConfigError(ValueError):
@@ -78,6 +80,7 @@ class Settings:
     max_body_bytes: int
     edit_window: int
     max_reactions: int
+    room_mention_max: int
     max_frame_bytes: int
     send_timeout: float
     client_buffer: int
@@ -127,6 +130,13 @@ class Settings:
     attachment_pending_ttl: float
     attachment_url_ttl: int
     attachment_secret: str
+    attachment_store: str
+    s3_endpoint_url: str
+    s3_bucket: str
+    s3_region: str
+    s3_access_key_id: str
+    s3_secret_access_key: str
+    s3_url_ttl: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -185,6 +195,7 @@ class Settings:
             max_body_bytes=get("BURROW_MAX_BODY_BYTES", _positive(int)),
             edit_window=get("BURROW_EDIT_WINDOW", _non_negative(int)),
             max_reactions=get("BURROW_MAX_REACTIONS", _positive(int)),
+            room_mention_max=get("BURROW_ROOM_MENTION_MAX", _non_negative(int)),
             max_frame_bytes=get("BURROW_MAX_FRAME_BYTES", _positive(int)),
             send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
             client_buffer=get("BURROW_CLIENT_BUFFER", _positive(int)),
@@ -234,6 +245,14 @@ class Settings:
             attachment_pending_ttl=get("BURROW_ATTACHMENT_PENDING_TTL", _positive(float)),
             attachment_url_ttl=get("BURROW_ATTACHMENT_URL_TTL", _url_ttl),
             attachment_secret=get("BURROW_ATTACHMENT_SECRET", _secret_bytes),
+            attachment_store=_s3_complete(get("BURROW_ATTACHMENT_STORE", _store_kind), {
+                name: get(name) for name in _S3_PAIRED}),
+            s3_endpoint_url=get("BURROW_S3_ENDPOINT_URL", _s3_endpoint),
+            s3_bucket=get("BURROW_S3_BUCKET", _s3_bucket),
+            s3_region=get("BURROW_S3_REGION", _s3_region),
+            s3_access_key_id=get("BURROW_S3_ACCESS_KEY_ID", _s3_key("an access key id")),
+            s3_secret_access_key=get("BURROW_S3_SECRET_ACCESS_KEY", _s3_key("a secret key")),
+            s3_url_ttl=get("BURROW_S3_URL_TTL", _s3_url_ttl),
         )
 
     def unsubscribe_key(self) -> str:
@@ -260,6 +279,14 @@ class Settings:
                               f"to derive it from): {_help('BURROW_ATTACHMENT_SECRET')}")
         return hmac.new(self.jwt_secret.encode(), b"burrow attachment urls",
                         hashlib.sha256).digest()
+
+    def s3_config(self) -> S3Config | None:
+        """The bucket of the files with ``BURROW_ATTACHMENT_STORE=s3``, else None (GridFS)."""
+        if self.attachment_store != "s3":
+            return None
+        return S3Config(self.s3_bucket, self.s3_region, self.s3_endpoint_url or None,
+                        self.s3_access_key_id or None, self.s3_secret_access_key or None,
+                        url_ttl=self.s3_url_ttl, grant_ttl=self.attachment_url_ttl)
 
     def fresh_metrics_dir(self) -> str:
         """The multiprocess metrics directory, created and emptied of a previous run's files."""
@@ -465,6 +492,87 @@ def _url_ttl(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 86400:
         raise ValueError("must be from 1 to 86400 seconds")
+    return value
+
+
+def _store_kind(raw: str) -> str:
+    if raw not in ("gridfs", "s3"):
+        raise ValueError("expected gridfs or s3")
+    return raw
+
+
+# Checked together: what S3 needs, and what says S3 was meant when the store is GridFS.
+_S3_PAIRED = ("BURROW_S3_BUCKET", "BURROW_S3_ENDPOINT_URL", "BURROW_S3_ACCESS_KEY_ID",
+              "BURROW_S3_SECRET_ACCESS_KEY")
+
+
+def _s3_complete(kind: str, given: Mapping[str, str]) -> str:
+    """*kind*, once the S3 variables fit it: a bucket and the s3 extra for ``s3``, both
+    halves of a key or neither; no bucket or key given to GridFS, which would ignore
+    them (an operator who set them meant S3). Names the variables, never their values."""
+    if kind == "gridfs":
+        if stray := [name for name, value in given.items() if value]:
+            raise ConfigError(f"{stray[0]} is set but BURROW_ATTACHMENT_STORE is gridfs: "
+                              "set BURROW_ATTACHMENT_STORE=s3 to keep files in S3, or unset "
+                              "the BURROW_S3_* variables")
+        return kind
+    if not given["BURROW_S3_BUCKET"]:
+        raise ConfigError("BURROW_ATTACHMENT_STORE=s3 needs BURROW_S3_BUCKET: "
+                          f"{_help('BURROW_S3_BUCKET')}")
+    if bool(given["BURROW_S3_ACCESS_KEY_ID"]) != bool(given["BURROW_S3_SECRET_ACCESS_KEY"]):
+        half, other = (("BURROW_S3_ACCESS_KEY_ID", "BURROW_S3_SECRET_ACCESS_KEY")
+                       if given["BURROW_S3_ACCESS_KEY_ID"] else
+                       ("BURROW_S3_SECRET_ACCESS_KEY", "BURROW_S3_ACCESS_KEY_ID"))
+        raise ConfigError(f"{half} is set but {other} is not: set both, or neither for the "
+                          "AWS credential chain")
+    if importlib.util.find_spec("aiobotocore") is None:
+        raise ConfigError("BURROW_ATTACHMENT_STORE=s3 needs aiobotocore, which is not "
+                          "installed: pip install 'burrow[s3]'")
+    return kind
+
+
+def _s3_endpoint(raw: str) -> str:
+    if not raw:
+        return raw
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("no user or password in the URL: the key has its own variables")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError("expected scheme://host[:port] only: the bucket is BURROW_S3_BUCKET")
+    parts.port  # noqa: B018  (a malformed port raises ValueError here)
+    return raw.rstrip("/")
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _s3_bucket(raw: str) -> str:
+    if raw and not _BUCKET.fullmatch(raw):
+        raise ValueError("a bucket name is 3 to 63 lowercase letters, digits, dots and "
+                         "hyphens")
+    return raw
+
+
+def _s3_region(raw: str) -> str:
+    if not re.fullmatch(r"[a-z0-9-]{1,32}", raw):
+        raise ValueError("expected a region name such as us-east-1")
+    return raw
+
+
+def _s3_key(what: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw and not re.fullmatch(r"[\x21-\x7e]{1,128}", raw):
+            raise ValueError(f"not {what}: 1 to 128 printable ASCII characters, no space")
+        return raw
+    return parse
+
+
+def _s3_url_ttl(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 3600:
+        raise ValueError("must be from 1 to 3600 seconds")
     return value
 
 

@@ -160,6 +160,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_MAX_REACTIONS", "20",
              "distinct emoji one message may carry; a reaction with a new emoji beyond "
              "that gets `too_many_reactions`"),
+    Variable("BURROW_ROOM_MENTION_MAX", "100",
+             "most members a room may have for a message to mention `@room`; beyond, "
+             "such a send gets `room_too_large` (docs/protocol.md, mentions)"),
     Variable("BURROW_MAX_FRAME_BYTES", "65536",
              "largest WebSocket frame a client may send; larger closes with 1009"),
     Variable("BURROW_SEND_TIMEOUT", "5.0",
@@ -288,6 +291,31 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_ATTACHMENT_SECRET", "",
              "secret (at least 32 bytes) signing download URLs of files; the same on every "
              "gateway", secret=True, shown="derived from `BURROW_JWT_SECRET`"),
+    Variable("BURROW_ATTACHMENT_STORE", "gridfs",
+             "where files' bytes are: `gridfs` (MongoDB) or `s3` (an S3-compatible bucket; "
+             "clients upload to and download from it through presigned URLs, the bytes never "
+             "pass through a gateway; needs `pip install 'burrow[s3]'` and `BURROW_S3_BUCKET`, "
+             "on the gateways and the sequencer) "
+             "([docs/attachments.md](attachments.md#s3-compatible-storage))"),
+    Variable("BURROW_S3_ENDPOINT_URL", "",
+             "URL of the S3 API (MinIO, Ceph, R2...), e.g. `https://s3.example.com`; "
+             "presigned URLs name it, so clients must reach it by this very URL. No "
+             "`user:password@`: the key has its own variables",
+             shown="AWS S3 of `BURROW_S3_REGION`"),
+    Variable("BURROW_S3_BUCKET", "",
+             "the bucket of the files (private, Burrow's own); required with "
+             "`BURROW_ATTACHMENT_STORE=s3`"),
+    Variable("BURROW_S3_REGION", "us-east-1", "the bucket's region (signatures name it)"),
+    Variable("BURROW_S3_ACCESS_KEY_ID", "",
+             "access key id; with `BURROW_S3_SECRET_ACCESS_KEY`, or neither: then the standard "
+             "AWS credential chain (`AWS_*` variables, `~/.aws`, an instance or container "
+             "role)", shown="the AWS credential chain"),
+    Variable("BURROW_S3_SECRET_ACCESS_KEY", "", "secret access key of `BURROW_S3_ACCESS_KEY_ID`",
+             secret=True),
+    Variable("BURROW_S3_URL_TTL", "60",
+             "seconds (1 to 3600) a presigned S3 download URL lives: a signed gateway URL "
+             "(`BURROW_ATTACHMENT_URL_TTL`) answers each visit with a fresh one. An upload "
+             "policy must be used within `BURROW_ATTACHMENT_URL_TTL`"),
     # --- read by others; the processes ignore them (IGNORED) ---
     Variable("BURROW_DEV_DIR", ".burrow",
              "where the node, the database, logs and metrics files live", LAUNCHER),

@@ -64,6 +64,7 @@ class Attachment:
     height: int | None
     state: str
     message: str | None
+    store: str = "gridfs"  # where the bytes are: "s3" (burrow.storage.s3attachments)
 
     def reference(self) -> dict[str, Any]:
         """What a message carries of it, and the upload's answer."""
@@ -84,7 +85,8 @@ def object_id(text: str) -> ObjectId | None:
 def _attachment(doc: dict[str, Any]) -> Attachment:
     return Attachment(str(doc["_id"]), doc["room"], doc["uploader"], doc["name"],
                       doc["type"], doc.get("size", 0), doc.get("sha256", ""),
-                      doc.get("width"), doc.get("height"), doc["state"], doc.get("message"))
+                      doc.get("width"), doc.get("height"), doc["state"], doc.get("message"),
+                      doc.get("store", "gridfs"))
 
 
 class AttachmentStore:
@@ -105,6 +107,9 @@ class AttachmentStore:
         await self.files.create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
         await self.chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)],
                                        unique=True)
+
+    async def close(self) -> None:
+        """Release what the byte store holds open (nothing, for GridFS)."""
 
     async def pending_count(self, user: str) -> int:
         return await self.records.count_documents(
@@ -220,8 +225,19 @@ class AttachmentStore:
         """Attach *file_ids* to message *message_id*: all or none, and only the sender's
         own uploads in *room* that are pending or attached to this very message already
         (a retried send claims again and gets the same answer). Raises :exc:`Refused`
-        (409 ``not_claimable``) naming the first that is not."""
+        (409 ``not_claimable``) naming the first that is not.
+
+        The first claim for *message_id* wins: each record keeps the ids that claim
+        named (``claim``), and a later claim for the same message (the send retried
+        under its client_id after a crash between claim and store) claims those again,
+        whatever *file_ids* it names, so the message lists every upload attached to it
+        and the retry's other uploads stay ``pending`` for a later send."""
         wanted = list(dict.fromkeys(file_ids))
+        first_claim = {"message": message_id, "state": ATTACHED, "room": room,
+                       "uploader": sender}
+        async for first in self.records.find(first_claim, {"claim": 1}).limit(1):
+            wanted = list(first.get("claim") or [  # a record attached before ``claim``
+                str(d["_id"]) async for d in self.records.find(first_claim, {"_id": 1})])
         oids = [object_id(i) for i in wanted]
         if any(oid is None for oid in oids):
             raise Refused(409, "not_claimable", "not an attachment id")
@@ -233,13 +249,15 @@ class AttachmentStore:
             raise Refused(409, "not_claimable", f"{missing[0]} is not a pending upload of "
                           f"{sender} in {room}")
         await self.records.update_many({**mine, "state": PENDING}, {"$set": {
-            "state": ATTACHED, "message": message_id, "attached_at": datetime.now(UTC)}})
+            "state": ATTACHED, "message": message_id, "attached_at": datetime.now(UTC),
+            "claim": wanted}})
         claimed = {str(d["_id"]): _attachment(d) async for d in self.records.find(
             {**mine, "state": ATTACHED, "message": message_id})}
         if len(claimed) != len(wanted):  # another message took one in between: undo ours
             await self.records.update_many({**mine, "message": message_id},
                                            {"$set": {"state": PENDING},
-                                            "$unset": {"message": "", "attached_at": ""}})
+                                            "$unset": {"message": "", "attached_at": "",
+                                                       "claim": ""}})
             raise Refused(409, "not_claimable", "an upload was claimed by another message")
         return [claimed[i] for i in wanted]
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -83,34 +83,45 @@ class MessageStore:
                 async for doc in self.messages.find({"_id": {"$in": wanted}})}
 
     async def count_replies(self, roots: Iterable[str]) -> None:
-        """Set each root's ``reply_count`` and ``last_reply`` from its stored replies.
+        """Bring each root's ``reply_count`` and ``last_reply`` up to its stored replies.
 
-        Recomputed, not incremented: the sequencer calls this for every reply of a
-        batch, stored now or found stored before (a redelivery, a client retrying its
-        client_id), so a ``$inc`` would count a retried reply twice. Counting what is
-        stored gives the same answer however often it runs. The write is guarded on
-        ``last_reply.seq``: a count made earlier (a stalled sequencer that lost its
-        shard and wakes up) never replaces a later one, so the root's fields only move
-        forward. A deleted reply is still a reply (its tombstone stays in the thread).
-        One count and one read of the newest reply per root (the roots at once), on the
-        ``thread_seq`` index.
+        The sequencer calls this for every reply of a batch, stored now or found stored
+        before (a redelivery, a client retrying its client_id), so a plain ``$inc``
+        would count a retried reply twice. Instead the root's ``last_reply.seq`` says
+        up to which seq its replies are counted: the replies above it (a range of the
+        ``thread_seq`` index, usually this batch's) are added, and the write is guarded
+        on the ``last_reply.seq`` that was read, so it counts each stored reply once
+        however often it runs, and a stale writer (a stalled sequencer that lost its
+        shard and wakes up) finds the guard moved and reads again. The root's fields
+        only move forward. A deleted reply is still a reply (its tombstone stays).
+
+        Not a count of the whole thread and a descending sort: on the embedded database
+        both read every reply of the thread (0.5 s a batch in a thread of 10,000
+        replies), where the range above the last counted reply took 1.5 ms.
         """
         await asyncio.gather(*(self._count_replies(root) for root in set(roots)))
 
     async def _count_replies(self, root: str) -> None:
-        count = await self.messages.count_documents({"thread": root})
-        last = [doc async for doc in self.messages.find(
-            {"thread": root}, {"seq": 1, "sender": 1, "ts": 1}).sort(
-            "seq", DESCENDING).limit(1)]
-        if not count or not last:
-            return
-        newest = last[0]
-        await self.messages.update_one(
-            {"_id": root, "$or": [{"last_reply.seq": {"$lte": newest["seq"]}},
-                                  {"last_reply": {"$exists": False}}]},
-            {"$set": {"reply_count": count, "last_reply": {
-                "seq": newest["seq"], "id": newest["_id"], "sender": newest["sender"],
-                "ts": newest["ts"]}}})
+        while True:
+            doc = await self.messages.find_one({"_id": root},
+                                               {"reply_count": 1, "last_reply": 1})
+            if doc is None:
+                return
+            counted = doc.get("last_reply", {}).get("seq", 0)
+            newer = [d async for d in self.messages.find(
+                {"thread": root, "seq": {"$gt": counted}},
+                {"seq": 1, "sender": 1, "ts": 1}).sort("seq", ASCENDING)]
+            if not newer:
+                return
+            newest = newer[-1]
+            guard = ({"last_reply.seq": counted} if "last_reply" in doc
+                     else {"last_reply": {"$exists": False}})
+            done = await self.messages.update_one({"_id": root, **guard}, {"$set": {
+                "reply_count": doc.get("reply_count", 0) + len(newer), "last_reply": {
+                    "seq": newest["seq"], "id": newest["_id"], "sender": newest["sender"],
+                    "ts": newest["ts"]}}})
+            if done.matched_count:
+                return  # else another writer counted meanwhile: read again
 
     async def thread(self, room: str, root: str, after: int | None = None,
                      limit: int = 100) -> list[Stored]:

@@ -166,6 +166,23 @@ class NotifyStore:
         senders = tuple(dict.fromkeys(m.sender for m in recent))
         return Unread(count, recent[0], senders)
 
+    async def mention_for_push(self, room: str, user: str, seq: int) -> Unread | None:
+        """The message *seq* of *room* for a mention push to *user*: None if they read
+        it or were pushed about it since, left the room, or it is deleted, is no message
+        or does not mention them (a job a backend made up)."""
+        membership = await self.memberships.find_one(
+            {"room": room, "user": user}, {"read_seq": 1, "pushed_seq": 1})
+        if membership is None or max(membership.get("read_seq", 0),
+                                     membership.get("pushed_seq", 0)) >= seq:
+            return None
+        doc = await self.messages.find_one({"room": room, "seq": seq, **MESSAGES_ONLY})
+        if doc is None:
+            return None
+        message = Stored.from_document(doc)
+        if message.mentions is None or not message.mentions.names(user):
+            return None
+        return Unread(1, message, (message.sender,))
+
     async def mark_pushed(self, room: str, user: str, seq: int) -> None:
         await self.memberships.update_one({"room": room, "user": user},
                                           {"$max": {"pushed_seq": seq}})

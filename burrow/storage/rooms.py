@@ -85,6 +85,18 @@ class RoomStore:
         return [{"user": m["user"], "role": m["role"], "read_seq": m.get("read_seq", 0)}
                 async for m in self.memberships.find({"room": room}).sort("user")]
 
+    async def members_among(self, rooms: Iterable[str],
+                            users: Iterable[str] | None) -> dict[str, set[str]]:
+        """room -> its members among *users* (every member when None), for the mention
+        checks of a sequencer batch: one query for all its rooms (room_user index)."""
+        query: dict[str, Any] = {"room": {"$in": sorted(set(rooms))}}
+        if users is not None:
+            query["user"] = {"$in": sorted(set(users))}
+        found: dict[str, set[str]] = {}
+        async for m in self.memberships.find(query, {"room": 1, "user": 1, "_id": 0}):
+            found.setdefault(m["room"], set()).add(m["user"])
+        return found
+
     async def mark_read(self, room: str, user: str, seq: int) -> None:
         """Move the read pointer forward only: a late, smaller ``read`` changes nothing."""
         await self.memberships.update_one({"room": room, "user": user},

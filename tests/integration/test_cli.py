@@ -3,9 +3,10 @@
 Send and tail round trip (lines from stdin, one message each, in order), resume from a
 seq, history, rooms and members, devices, dev tokens (local and from a gateway in dev
 mode); an upload sent with a message, edited, reacted to and deleted, as tail and
-history show them; and every failure a script must tell apart: a bad or missing token
-(3), a room one is not in (4), nothing there (5), already there (6), no gateway (7),
-usage (2), the server's refusals of uploads and changes (1, 4, 5).
+history show them; replies, a thread, and a file downloaded (never over a file); and
+every failure a script must tell apart: a bad or missing token (3), a room one is not in
+(4), nothing there (5), already there (6), no gateway (7), usage (2), the server's
+refusals of uploads and changes (1, 4, 5).
 """
 
 from __future__ import annotations
@@ -32,17 +33,19 @@ pytestmark = pytest.mark.integration
 T = 60  # seconds a command may take on a busy machine
 
 
-def cli(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def cli(url: str, *args: str, stdin: str = "",
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``burrow --url URL ARGS...`` to its end (bounded)."""
     return subprocess.run([sys.executable, "-m", "burrow.client.cli", "--url", url, *args],
-                          input=stdin, capture_output=True, text=True, timeout=T, check=False)
+                          input=stdin, capture_output=True, text=True, timeout=T, check=False,
+                          cwd=cwd)
 
 
 def burrow(stack: Stack, *args: str, user: str | None = None, stdin: str = "",
-           gateway: int = 0) -> subprocess.CompletedProcess[str]:
+           gateway: int = 0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the CLI as *user* (a test token) against a gateway of the stack."""
     who = ["--token", stack.token(user)] if user else []
-    return cli(stack.gateways[gateway].url(""), *who, *args, stdin=stdin)
+    return cli(stack.gateways[gateway].url(""), *who, *args, stdin=stdin, cwd=cwd)
 
 
 def lines(done: subprocess.CompletedProcess[str]) -> list[str]:
@@ -291,3 +294,62 @@ async def test_upload_and_change_refusals_are_one_line_with_their_codes(
     # nothing of it was stored
     assert [json.loads(line)["body"] for line in lines(burrow(
         stack, "--json", "history", "club", user="alice"))] == ["mine"]
+
+
+def acked(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in lines(done)]
+
+
+async def test_replies_a_thread_and_a_download(stack: Stack, tmp_path: Path) -> None:
+    stack.room("den", "alice", "bob")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"bring a map\n")
+    [root] = acked(burrow(stack, "--json", "send", "den", "hike?", user="alice"))
+    [upload] = acked(burrow(stack, "--json", "upload", "den", str(notes), user="bob"))
+    [first] = acked(burrow(stack, "--json", "reply", "den", root["id"], "yes",
+                           "--attach", upload["id"], user="bob"))
+    assert lines(burrow(stack, "reply", "den", first["id"], user="alice",
+                        stdin="at nine\n\nsee you\n")) == ["den #3 sent", "den #4 sent"]
+    failed(burrow(stack, "reply", "den", "no-such-id", "lost", user="alice"),
+           output.NOT_FOUND, "not_found")
+
+    file = f"[notes.txt text/plain 12 B id {upload['id']}]"
+    replies = [f"den #2 bob ↳ reply to #1: yes {file}", "den #3 alice ↳ reply to #2: at nine",
+               "den #4 alice ↳ reply to #2: see you"]
+    assert after_clock(lines(burrow(stack, "history", "den", user="bob"))) == [
+        "den #1 alice: hike? (3 replies)", *replies]
+    tailed = after_clock(lines(burrow(stack, "tail", "den", "--since", "1", "--count", "3",
+                                      user="bob")))
+    assert tailed == [replies[0].replace("#1", root["id"]), *replies[1:]]  # #1 not shown
+    thread = lines(burrow(stack, "thread", "den", root["id"], user="alice"))
+    assert after_clock(thread) == [replies[0].replace("#1", root["id"]), *replies[1:]]
+    found = acked(burrow(stack, "--json", "thread", "den", root["id"], "--after", "2",
+                         user="alice"))
+    assert [(m["seq"], m["thread"]) for m in found] == [(3, root["id"]), (4, root["id"])]
+
+    # the file: under its own name in the current directory, never over a file there
+    here, file_id = tmp_path / "here", upload["id"]
+    here.mkdir()
+    [saved] = acked(burrow(stack, "--json", "download", "den", file_id, user="alice",
+                           cwd=here))
+    assert saved == {"id": file_id, "name": "notes.txt", "type": "text/plain", "size": 12,
+                     "path": "notes.txt"}
+    assert (here / "notes.txt").read_bytes() == b"bring a map\n"
+    (here / "notes.txt").write_bytes(b"mine")
+    failed(burrow(stack, "download", "den", file_id, user="alice", cwd=here),
+           output.CONFLICT, "exists", "--force")
+    assert (here / "notes.txt").read_bytes() == b"mine"
+    assert lines(burrow(stack, "download", "den", file_id, "--force", user="alice",
+                        cwd=here)) == [
+        f"id: {file_id}  name: notes.txt  type: text/plain  size: 12  path: notes.txt"]
+    assert (here / "notes.txt").read_bytes() == b"bring a map\n"
+    lines(burrow(stack, "download", "den", file_id, "-o", str(tmp_path / "copy"),
+                 user="bob"))
+    assert (tmp_path / "copy").read_bytes() == b"bring a map\n"
+    failed(burrow(stack, "download", "den", file_id, "-o", str(tmp_path / "no" / "x"),
+                  user="bob"), output.USAGE, "cannot write")
+    failed(burrow(stack, "download", "den", "0" * 24, user="bob", cwd=here),
+           output.NOT_FOUND, "not_found")
+    failed(burrow(stack, "download", "den", file_id, user="carol", cwd=here),
+           output.FORBIDDEN, "forbidden")
+    assert [p.name for p in here.iterdir()] == ["notes.txt"]  # no partial file left

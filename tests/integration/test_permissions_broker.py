@@ -154,7 +154,7 @@ ALLOWED = {
                 "bind chat.seq.dead burrow.jobs chat.seq.dead"],
     NOTIFIER: ["consume notify.messages", "consume push.due",
                *(f"publish burrow.jobs {key}" for key in (
-                   PUSH.delay(30), PUSH.retry(5), PUSH.retry(300), PUSH.dead,
+                   PUSH.due, PUSH.delay(30), PUSH.retry(5), PUSH.retry(300), PUSH.dead,
                    topology.NOTIFY_DEAD, DIGEST.delay(3600), DIGEST.delay(86400)))],
     DIGESTER: ["consume digest.due", "consume email.due",
                *(f"publish burrow.jobs {key}" for key in (

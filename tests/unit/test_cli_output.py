@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
-from burrow.client import ChatClient
+from burrow.client import ChatClient, ChatError, files
 from burrow.client.chat import Change, Message
 from burrow.client.cli import output, parser, received
 
@@ -163,3 +164,98 @@ async def test_tail_takes_messages_and_changes_in_seq_order() -> None:
                                           Change("r", 5, "e5", "edit", "m1", "al", 0, "x"))
     assert [e.seq for e in await asyncio.wait_for(received(client), 5)] == [5]
     assert client.messages.empty() and client.changes.empty()
+
+
+def test_replies_name_what_they_answer_and_roots_count_their_replies() -> None:
+    root = {"room": "r", "seq": 1, "id": "m1", "sender": "al", "ts": 0, "body": "lunch?",
+            "reply_count": 2, "last_reply": {"seq": 3, "id": "m3", "sender": "bo", "ts": 0}}
+    reply = {"room": "r", "seq": 2, "id": "m2", "sender": "bo", "ts": 0, "body": "yes",
+             "reply_to": "m1", "thread": "m1"}
+    seqs = {"m1": 1}
+    shown = [output.message_line(root, False, seqs), output.message_line(reply, False, seqs),
+             output.message_line(reply, False),  # its target not shown: by its id
+             output.message_line({**root, "reply_count": 1}, False),
+             output.message_line({**reply, "body": "", "deleted_at": 5}, False, seqs)]
+    assert [line.split("] ", 1)[1] for line in shown] == [
+        "r #1 al: lunch? (2 replies)", "r #2 bo ↳ reply to #1: yes",
+        "r #2 bo ↳ reply to m1: yes", "r #1 al: lunch? (1 reply)",
+        "r #2 bo ↳ reply to #1: (deleted)"]
+    hostile = output.message_line({**reply, "reply_to": HOSTILE["a forged next line"],
+                                   "reply_count": "\x1b[2J"}, False)
+    assert hostile.isprintable() and "(" not in hostile.split(": ", 1)[1]
+    assert json.loads(output.message_line(reply, True)) == reply
+    frame = {**reply, "client_id": "c", "type": "message"}
+    message = Message.from_frame(frame)
+    assert (message.reply_to, message.thread, message.reply_count) == ("m1", "m1", 0)
+    assert Message.from_frame({**frame, "reply_count": 4}).reply_count == 4
+
+
+def test_reply_thread_and_download_arguments() -> None:
+    args = parser().parse_args(["reply", "r", "m1", "sure", "thing", "--attach", "f1"])
+    assert (args.command, args.room, args.reply_to, args.text, args.attach) == (
+        "reply", "r", "m1", ["sure", "thing"], ["f1"])
+    assert parser().parse_args(["reply", "r", "m1"]).text == []  # then: stdin
+    args = parser().parse_args(["thread", "r", "m1", "--after", "3", "--limit", "9"])
+    assert (args.root, args.after, args.limit) == ("m1", 3, 9)
+    args = parser().parse_args(["download", "r", "f1"])
+    assert (args.id, args.output, args.force) == ("f1", None, False)
+    args = parser().parse_args(["download", "r", "f1", "-o", "x/", "--force"])
+    assert (args.output, args.force) == ("x/", True)
+    with pytest.raises(SystemExit):
+        parser().parse_args(["reply", "r"])  # no message id
+    assert output.exit_code(code="cannot_write") == output.USAGE
+    assert output.exit_code(code="exists") == output.CONFLICT
+
+
+HOSTILE_NAMES = {
+    "../../x": "x", "/etc/passwd": "passwd", "C:\\Users\\a\\evil.pdf": "evil.pdf",
+    "..": "attachment", ".": "attachment", "": "attachment", "dir/": "attachment",
+    "a\x00b.txt": "ab.txt", "a\nb\x1b[31m.txt": "ab[31m.txt", ".bashrc": "bashrc",
+    "invoice\u202egnp.exe": "invoicegnp.exe", " . .. x.png . ": "x.png",
+    "..\\..\\..\\x": "x", "/": "attachment", "日本語.txt": "日本語.txt",
+}
+
+
+@pytest.mark.parametrize("raw", list(HOSTILE_NAMES), ids=[repr(r) for r in HOSTILE_NAMES])
+def test_a_server_supplied_name_never_leaves_the_chosen_directory(
+        raw: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = files.safe_name(raw)
+    assert name == HOSTILE_NAMES[raw]
+    monkeypatch.chdir(tmp_path)
+    for dest, directory in ((None, tmp_path), (tmp_path, tmp_path),
+                            (f"{tmp_path}/", tmp_path)):
+        path = files.target_path(dest, name)
+        assert path.resolve().parent == directory.resolve(), (dest, path)
+        assert path.name == name
+    # a path the user chose is the user's
+    assert files.target_path(tmp_path / "mine.bin", name) == tmp_path / "mine.bin"
+
+
+def test_names_that_are_no_text_too_long_or_nothing_get_a_safe_name() -> None:
+    assert [files.safe_name(v) for v in (None, 12, ["../x"], {"a": 1})] == [
+        "attachment"] * 4
+    long = files.safe_name("é" * 300 + ".tar.gz")
+    assert len(long.encode()) <= files.MAX_NAME_BYTES and long.endswith("é.gz")
+    assert len(files.safe_name("x" * 5000).encode()) == files.MAX_NAME_BYTES
+    with pytest.raises(ChatError) as caught:
+        files.target_path(".", "..")
+    assert caught.value.code == "cannot_write"
+    assert files.http_base("wss://chat.example/app/v1/ws") == "https://chat.example/app"
+    assert files.http_base("ws://127.0.0.1:8000/v1/ws") == "http://127.0.0.1:8000"
+
+
+def test_a_complete_download_takes_its_name_only_if_free_or_forced(tmp_path: Path) -> None:
+    target = tmp_path / "a.txt"
+    target.write_bytes(b"mine")
+    part = tmp_path / ".part"
+    part.write_bytes(b"theirs")
+    with pytest.raises(ChatError) as caught:
+        files._place(part, target, overwrite=False)
+    assert caught.value.code == "exists" and target.read_bytes() == b"mine"
+    link = tmp_path / "link.txt"  # a symlink planted at the name is not followed
+    link.symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(ChatError):
+        files._place(part, link, overwrite=False)
+    assert not (tmp_path / "elsewhere.txt").exists()
+    files._place(part, target, overwrite=True)
+    assert target.read_bytes() == b"theirs" and not part.exists()

@@ -167,7 +167,7 @@ def test_a_worker_has_the_rights_its_part_needs(worker: plan.Worker) -> None:
 # (worker, routing keys on burrow.jobs it publishes with) for the settings' tiers above
 PUBLISHES = {
     "burrow-sequencer": [],
-    "burrow-notifier": ["push.delay.90s", "push.retry.5s", "push.retry.30s", "push.retry.5m",
+    "burrow-notifier": ["push.due", "push.delay.90s", "push.retry.5s", "push.retry.30s", "push.retry.5m",
                         "push.dead", "notify.dead", "digest.delay.30m", "digest.delay.1d"],
     "burrow-digester": ["digest.delay.30m", "digest.delay.1d", "digest.retry.1m",
                         "digest.retry.10m", "digest.retry.1h", "digest.dead",

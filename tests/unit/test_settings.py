@@ -157,6 +157,11 @@ SECRETS = {
     ],
     "BURROW_UNSUBSCRIBE_SECRET": [{"BURROW_UNSUBSCRIBE_SECRET": MARKER}],  # too short
     "BURROW_ATTACHMENT_SECRET": [{"BURROW_ATTACHMENT_SECRET": MARKER}],  # too short
+    "BURROW_S3_SECRET_ACCESS_KEY": [
+        {"BURROW_S3_SECRET_ACCESS_KEY": f"{MARKER} {MARKER}"},  # a space: not a key
+        {"BURROW_S3_SECRET_ACCESS_KEY": MARKER},  # given to GridFS, which would ignore it
+        {"BURROW_S3_SECRET_ACCESS_KEY": MARKER, "BURROW_ATTACHMENT_STORE": "s3",
+         "BURROW_S3_BUCKET": "files"}],  # without its key id
 }
 
 

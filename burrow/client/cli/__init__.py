@@ -1,11 +1,14 @@
 """``burrow``: the command-line client (docs/cli.md).
 
-HTTP commands (rooms, members, history, devices, tokens, uploads, and the changes
-``edit``, ``delete``, ``react``, each with an Idempotency-Key it repeats when the gateway
-is away) go through httpx; ``send`` and ``tail`` through
-:class:`burrow.client.ChatClient`, which reconnects, resumes from the last seq and
-resends with the same client_id by itself, so ``burrow tail`` survives a gateway restart
-and ``burrow send`` stores each line once. Errors end the command with a
+HTTP commands (rooms, members, history, threads, devices, tokens, uploads, and the
+changes ``edit``, ``delete``, ``react``, each with an Idempotency-Key it repeats when the
+gateway is away) go through httpx (:mod:`~burrow.client.cli.target`); ``send``,
+``reply`` and ``tail`` through :class:`burrow.client.ChatClient`, which reconnects,
+resumes from the last seq and resends with the same client_id by itself, so ``burrow
+tail`` survives a gateway restart and ``burrow send`` stores each line once; and
+``download`` through :meth:`ChatClient.download <burrow.client.ChatClient.download>`.
+Commands of their own module: :mod:`~burrow.client.cli.threads` (reply, thread),
+:mod:`~burrow.client.cli.download`. Errors end the command with a
 one-line message on stderr and an exit code from :mod:`burrow.client.cli.output`.
 """
 
@@ -17,103 +20,21 @@ import mimetypes
 import os
 import ssl
 import sys
-import time
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
 
-import httpx
 from websockets.exceptions import InvalidStatus
 
 from burrow.client import ChatClient, ChatError
 from burrow.client.chat import Change, Message
-from burrow.client.cli import output
+from burrow.client.cli import download, output, threads
 from burrow.client.cli.output import CliError
-from burrow.core import tls, tokens
+from burrow.client.cli.target import Target, dev_token, room_path, unreachable
+from burrow.core import tls
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUBSCRIBE_TIMEOUT = 30.0
-CHANGE_ATTEMPTS = 3  # a change request the gateway could not serve (503, 504, away)
-
-
-@dataclass
-class Target:
-    """Where to talk to and as whom; the token is minted lazily (and again, for a long
-    ``tail``, at every reconnect: dev tokens are short-lived)."""
-
-    url: str
-    token_source: Callable[[], str]
-    as_json: bool
-    out: TextIO
-    ssl_context: ssl.SSLContext  # https: whom to trust (burrow.core.tls.client_context)
-
-    def print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
-
-    def http(self, method: str, path: str, body: Any = None, *, content: Any = None,
-             headers: dict[str, str] | None = None) -> Any:
-        """The JSON answer (None for 204); raises :exc:`CliError` for any refusal.
-
-        *body* goes as JSON; *content* (bytes or a file) as it is, with *headers*."""
-        try:
-            with httpx.Client(base_url=self.url, timeout=30,
-                              verify=self.ssl_context) as client:
-                response = client.request(method, path, json=body, content=content,
-                                          headers={**(headers or {}), "Authorization":
-                                                   f"Bearer {self.token_source()}"})
-        except httpx.TransportError as exc:
-            raise unreachable(self.url, exc) from None
-        try:
-            data = response.json() if response.content else None
-        except ValueError:  # not JSON: a proxy's error page, say
-            data = None
-        if response.status_code >= 300:
-            raise output.http_error(response.status_code, data)
-        return data
-
-    def change(self, path: str, body: Any = None) -> Any:
-        """POST a change (edit, delete, reaction) with an Idempotency-Key, repeated with
-        the same key while the gateway cannot serve it: stored once, whatever happens."""
-        key = uuid.uuid4().hex
-        for attempt in range(1, CHANGE_ATTEMPTS + 1):
-            try:
-                return self.http("POST", path, body, headers={"Idempotency-Key": key})
-            except CliError as exc:
-                if exc.code != output.UNAVAILABLE or attempt == CHANGE_ATTEMPTS:
-                    raise
-            time.sleep(attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def unreachable(url: str, exc: Exception) -> CliError:
-    hint = (" (the gateway's certificate is not trusted: give its CA with --ca-file or "
-            "SSL_CERT_FILE)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
-    return CliError(f"cannot reach the gateway at {url}: {exc or type(exc).__name__}{hint}",
-                    output.UNAVAILABLE)
-
-
-def dev_token(url: str, user: str, ttl: int | None, admin: bool, secret: str,
-              context: ssl.SSLContext) -> str:
-    """Mint locally with *secret* (HS256), else ask the gateway's dev login."""
-    roles = ("admin",) if admin else ()
-    if secret:
-        return tokens.mint(secret, user, ttl or 3600, roles)
-    body: dict[str, Any] = {"user": user, **({"ttl": ttl} if ttl else {}),
-                            **({"roles": list(roles)} if roles else {})}
-    try:
-        response = httpx.post(f"{url}/v1/dev/token", json=body, timeout=30,
-                              verify=context)
-    except httpx.TransportError as exc:
-        raise unreachable(url, exc) from None
-    data = response.json() if response.content else None
-    if response.status_code == 404:
-        raise CliError("the gateway is not in dev mode (BURROW_DEV_MODE): give --token, "
-                       "or --secret to mint one", output.NOT_FOUND)
-    if response.status_code != 200:
-        raise output.http_error(response.status_code, data)
-    return str(response.json()["token"])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -159,6 +80,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--attach", action="append", default=[], metavar="ID",
                    help="an upload's id (see upload) the (first) message carries; "
                         "repeat for more")
+    c.add_argument("--mention", action="append", default=[], metavar="USER",
+                   help="a member the (first) message mentions (pushed at once); repeat "
+                        "for more")
+    c.add_argument("--mention-room", action="store_true",
+                   help="the (first) message mentions @room (every member)")
+    threads.add_parsers(sub)  # reply, thread
     c = sub.add_parser("edit", help="replace the text of one of my messages")
     c.add_argument("room")
     c.add_argument("id", metavar="ID", help="the message's id")
@@ -176,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE")
     c.add_argument("--type", dest="media_type", metavar="TYPE",
                    help="its media type (default: guessed from the name)")
+    download.add_parser(sub)
     c = sub.add_parser("tail", help="print a room's messages and changes as they come "
                                     "(Ctrl-C ends)")
     c.add_argument("room")
@@ -198,9 +126,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("id")
     return p
 
-
-def room_path(room: str, rest: str = "") -> str:
-    return f"/v1/rooms/{quote(room, safe='')}{rest}"
 
 
 def run_http(args: argparse.Namespace, target: Target) -> None:
@@ -249,6 +174,8 @@ def run_http(args: argparse.Namespace, target: Target) -> None:
                 "unreacted" if args.remove else "reacted"))
         case "upload":
             show(output.one(upload(args, target), target.as_json))
+        case "thread":
+            threads.show_thread(args, target)
         case "device":
             run_device(args, target)
 
@@ -316,29 +243,34 @@ async def run_chat(args: argparse.Namespace, target: Target, stdin: TextIO) -> N
                        f"{exc.response.status_code}",
                        output.exit_code(exc.response.status_code)) from None
     try:
-        if args.command == "send":
+        if args.command in ("send", "reply"):
             attach: list[str] = args.attach  # for the first message only: claimed once
             if args.text:
-                await send_line(client, args.room, " ".join(args.text), target, attach)
+                await send_line(client, args, " ".join(args.text), target, attach)
                 attach = []
             # one message per line, in order: each waits for its ack (read in a thread,
             # so that the connection is served while stdin is quiet)
             while not args.text and (line := await asyncio.to_thread(stdin.readline)):
                 if line.strip():
-                    await send_line(client, args.room, line.rstrip("\r\n"), target,
-                                    attach)
+                    await send_line(client, args, line.rstrip("\r\n"), target, attach)
                     attach = []
             if attach:  # files and no text
-                await send_line(client, args.room, "", target, attach)
+                await send_line(client, args, "", target, attach)
         else:
             await tail(client, args, target)
     finally:
         await client.close()
 
 
-async def send_line(client: ChatClient, room: str, body: str, target: Target,
-                    attach: list[str]) -> None:
-    ack = await client.send(room, body, attachments=attach)
+async def send_line(client: ChatClient, args: argparse.Namespace, body: str,
+                    target: Target, attach: list[str]) -> None:
+    """Send one message of ``send`` (or ``reply``: with its ``reply_to``)."""
+    first = not getattr(args, "mentioned", False)  # mentions: the first message only
+    ack = await client.send(args.room, body, attachments=attach,
+                            reply_to=getattr(args, "reply_to", None),
+                            mentions=getattr(args, "mention", []) if first else (),
+                            mention_room=first and getattr(args, "mention_room", False))
+    args.mentioned = True
     target.print(output.ack_line(vars(ack), target.as_json))
 
 
@@ -417,8 +349,10 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
 
         target = Target(url, token_source, args.json, out or sys.stdout, context)
         args.stdin = stdin or sys.stdin
-        if args.command in ("send", "tail"):
+        if args.command in ("send", "reply", "tail"):
             asyncio.run(run_chat(args, target, stdin or sys.stdin))
+        elif args.command == "download":
+            asyncio.run(download.run(args, target))
         else:
             run_http(args, target)
     except CliError as exc:

@@ -24,7 +24,7 @@ EXIT_CODES: Mapping[int, str] = {
     FORBIDDEN: "not allowed: not a member of the room, not its owner (403)",
     NOT_FOUND: "no such room, member, device, message or attachment (404), or dev mode "
                "is off",
-    CONFLICT: "it exists already (409)",
+    CONFLICT: "it exists already (409; download: the file, without --force)",
     UNAVAILABLE: "the gateway cannot be reached, or its broker or database is down (503)",
     INTERRUPTED: "interrupted (Ctrl-C)",
 }
@@ -35,7 +35,10 @@ _BY_CODE = {"unauthorized": UNAUTHORIZED, "forbidden": FORBIDDEN, "not_found": N
             "dev_mode_off": NOT_FOUND, "exists": CONFLICT, "unavailable": UNAVAILABLE,
             "timeout": UNAVAILABLE, "unreachable": UNAVAILABLE, "edit_window": FORBIDDEN,
             # 409s that are no "exists already": a refusal (as over the WebSocket)
-            "too_many_reactions": REFUSED, "not_claimable": REFUSED}
+            "too_many_reactions": REFUSED, "not_claimable": REFUSED,
+            "bad_mention": REFUSED, "room_too_large": REFUSED,
+            # download: the file is there already; its directory is missing or locked
+            "cannot_write": USAGE}
 
 
 class CliError(Exception):
@@ -97,7 +100,8 @@ CHANGE_KINDS = frozenset({"edit", "delete", "reaction"})
 def message_line(message: Mapping[str, Any], as_json: bool,
                  seqs: Mapping[str, int] | None = None) -> str:
     """A message, or a change event (``kind`` from ChatClient's Change, ``type`` in v2
-    history); *seqs* (message id -> seq) names a change's target by its seq."""
+    history); *seqs* (message id -> seq) names a change's target, and a reply's
+    message, by its seq."""
     if as_json:
         return orjson.dumps(dict(message)).decode()
     head = f"[{clock(message['ts'])}] {printable(message['room'])} #{message['seq']} " \
@@ -105,6 +109,8 @@ def message_line(message: Mapping[str, Any], as_json: bool,
     kind = message.get("kind") or message.get("type")
     if kind in CHANGE_KINDS:
         return f"{head} {change_text(message, kind, seqs or {})}"
+    if message.get("reply_to"):
+        head += f" ↳ reply to {seq_or_id(str(message['reply_to']), seqs or {})}"
     if message.get("deleted_at") is not None:
         return f"{head}: (deleted)"
     text = printable(message.get("body", ""))
@@ -112,18 +118,35 @@ def message_line(message: Mapping[str, Any], as_json: bool,
         text += " (edited)"
     for item in message.get("attachments") or []:
         text += " " + attachment_text(item)
+    mentioned = mentions_text(message)
+    if mentioned:
+        text += f" ({mentioned})"
     reactions = [f"{printable(r.get('emoji', ''))} {r.get('count', 0)}"
                  for r in message.get("reactions") or [] if isinstance(r, Mapping)]
     if reactions:
         text += " [" + ", ".join(reactions) + "]"
+    count = message.get("reply_count")
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        text += f" ({count} {'reply' if count == 1 else 'replies'})"
     return f"{head}: {text}"
+
+
+def mentions_text(message: Mapping[str, Any]) -> str:
+    """``@bob @room``: whom a message mentions, from a received Message's fields
+    (``mentions`` ids, ``mention_room``) or a history entry's ``mentions`` object."""
+    value = message.get("mentions")
+    if isinstance(value, Mapping):
+        users, room = value.get("users") or [], value.get("room") is True
+    else:
+        users, room = value or [], message.get("mention_room") is True
+    names = [f"@{printable(str(u))}" for u in users] + (["@room"] if room else [])
+    return " ".join(names)
 
 
 def change_text(change: Mapping[str, Any], kind: str, seqs: Mapping[str, int]) -> str:
     """``edited #3: new text``, ``deleted #3``, ``reacted 👍 to #3``, ``took back 👍
     from #3`` (the target's id when its seq is not known)."""
-    target_id = str(change.get("target", ""))
-    target = f"#{seqs[target_id]}" if target_id in seqs else printable(target_id)
+    target = seq_or_id(str(change.get("target", "")), seqs)
     emoji = printable(change.get("emoji") or "")
     if kind == "edit":
         return f"edited {target}: {printable(change.get('body') or '')}"
@@ -132,6 +155,11 @@ def change_text(change: Mapping[str, Any], kind: str, seqs: Mapping[str, int]) -
     if change.get("op") == "remove":
         return f"took back {emoji} from {target}"
     return f"reacted {emoji} to {target}"
+
+
+def seq_or_id(message_id: str, seqs: Mapping[str, int]) -> str:
+    """``#SEQ`` for a message shown before (its seq known), else its id."""
+    return f"#{seqs[message_id]}" if message_id in seqs else printable(message_id)
 
 
 def attachment_text(item: Any) -> str:
