@@ -15,8 +15,13 @@ COPY gateway ./gateway
 COPY consumers ./consumers
 COPY queues ./queues
 # The server extra: the gateway's and the workers' dependencies (the base install is the
-# client alone). The sources go once installed, so the processes run what the wheel ships.
-RUN pip install --no-cache-dir '.[server]' \
+# client alone); and the s3 extra (aiobotocore), so that BURROW_ATTACHMENT_STORE=s3 is a
+# setting, not another image: every compose service runs this one image, and the gateways
+# and the sequencer both need it for S3. About 45 MB more, most of it botocore's service
+# descriptions; imported at the first S3 call only, so a GridFS deployment pays disk, no
+# memory (docs/install.md). The sources go once installed, so the processes run what the
+# wheel ships.
+RUN pip install --no-cache-dir '.[server,s3]' \
     && rm -rf /src \
     && useradd --system --uid 10001 burrow \
     && mkdir /defs && chown 999:999 /defs  # rendered definitions, read by rabbitmq (uid 999)

@@ -27,7 +27,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from burrow.client import files
+from burrow.client import files, uploads
 from burrow.client.errors import ChatError  # raised here; importable from here too
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,8 @@ class ChatClient:
         self._connected = asyncio.Event()
         self._closing = False
         self.close_codes: list[int | None] = []
+        # which upload flow the gateways want, learnt at the first upload
+        self.uploader = uploads.Uploader()
 
     async def connect(self) -> None:
         """Connect to the first gateway that answers; raises :exc:`ChatError` on a 401."""
@@ -348,6 +350,18 @@ class ChatClient:
         (:mod:`burrow.client.files`). Refusals are :exc:`ChatError`."""
         return await files.download(self.urls, self.token, room, attachment_id, dest,
                                     overwrite=overwrite, ssl_context=self.ssl_context)
+
+    async def upload(self, room: str, file: uploads.Source, *, name: str | None = None,
+                     media_type: str | None = None) -> dict[str, Any]:
+        """Upload *file* (bytes, a path, or a seekable binary file, sent whole) to
+        *room* over HTTP (no connection needed); returns the gateway's ``{id, name,
+        type, size, width, height}``: name the id in :meth:`send`'s *attachments*.
+        To the gateway or straight to an S3 bucket, whichever the gateway stores in,
+        learnt at the first upload and remembered in :attr:`uploader`
+        (:mod:`burrow.client.uploads`). Refusals are :exc:`ChatError`."""
+        return await self.uploader.upload_file(self.urls, self.token, room, file, name=name,
+                                               media_type=media_type,
+                                               ssl_context=self.ssl_context)
 
     def drop(self) -> None:
         """Cut the connection as a network failure would; the client reconnects."""

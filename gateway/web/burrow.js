@@ -139,6 +139,7 @@ export class BurrowClient {
     this.rooms = new Map(); // room -> {since, waiters: [{resolve, reject}]}
     this.pending = new Map(); // client_id -> {room, frame, http, resolve, reject, attempt, timer}
     this.violations = []; // seqs that skipped ahead or came twice: a server bug, never expected
+    this.uploadFlow = null; // "direct" or "presigned" (S3): learnt at the first upload
     this.listeners = new Map();
     this.token = null;
     this.attempt = 0;
@@ -290,11 +291,52 @@ export class BurrowClient {
   }
 
   /** Upload *file* (a File or Blob) to *room*; resolves {id, name, type, size, width,
-   * height}: name the id in `send(..., {attachments})` (docs/attachments.md). */
-  upload(room, file, name = file.name ?? "file") {
-    if (!ROOM_ID.test(room)) return Promise.reject(badRoom(room));
-    return this.api("POST", `${roomPath(room)}/attachments?name=${encodeURIComponent(name)}`, file,
-      { "Content-Type": file.type || "application/octet-stream" });
+   * height}: name the id in `send(..., {attachments})` (docs/attachments.md). The bytes
+   * go to the gateway, or with an S3 gateway straight to its bucket (a presigned POST,
+   * then the gateway's check): the first upload asks for a grant (a refusal costs a
+   * small request, where a refused direct upload would send the whole file for nothing)
+   * and the gateway's 409 `use_direct_upload` / `use_presigned_upload` is remembered in
+   * `uploadFlow`. */
+  async upload(room, file, name = file.name ?? "file") {
+    if (!ROOM_ID.test(room)) throw badRoom(room);
+    const type = file.type || "application/octet-stream";
+    const other = { use_direct_upload: "direct", use_presigned_upload: "presigned" };
+    let flow = this.uploadFlow ?? "presigned";
+    for (let tries = 0; tries < 2; tries++) {
+      try {
+        const done = flow === "presigned" ? await this.uploadToBucket(room, file, name, type)
+          : await this.api("POST", `${roomPath(room)}/attachments?name=${encodeURIComponent(name)}`,
+            file, { "Content-Type": type });
+        this.uploadFlow = flow;
+        return done;
+      } catch (err) {
+        if (!(err instanceof ChatError && err.status === 409 && other[err.code])) throw err;
+        flow = other[err.code];
+      }
+    }
+    throw new ChatError("bad_answer", "the gateway refuses both ways of uploading");
+  }
+
+  /** The S3 flow: a grant, the form to the bucket (the file last), the completion. */
+  async uploadToBucket(room, file, name, type) {
+    const grant = await this.api("POST", `${roomPath(room)}/attachments/uploads`,
+      { name, type, size: file.size });
+    const form = new FormData();
+    for (const [key, value] of Object.entries(grant.upload.fields)) form.append(key, value);
+    form.append("file", file); // last: S3 ignores fields after the file
+    let sent;
+    try {
+      sent = await fetch(grant.upload.url, { method: "POST", body: form });
+    } catch (err) {
+      throw new ChatError("unavailable", `cannot reach the file store (or its CORS does not ` +
+        `allow ${globalThis.location?.origin ?? "this origin"}): ${err.message}`);
+    }
+    if (!sent.ok) {
+      const code = /<Code>([A-Za-z0-9.]{1,64})<\/Code>/.exec(await sent.text())?.[1] ?? `HTTP ${sent.status}`;
+      throw new ChatError(sent.status >= 500 ? "unavailable" : code === "EntityTooLarge" ? "too_large"
+        : "refused", `the file store refused the upload: ${code}`, sent.status);
+    }
+    return this.api("POST", `${roomPath(room)}/attachments/${encodeURIComponent(grant.id)}/complete`);
   }
 
   /** A signed, short-lived URL of attachment *id* (members only), for <img src> or a link. */

@@ -2,7 +2,8 @@
 the real stack and a local S3 server speaking the S3 wire API (moto's server mode, on
 127.0.0.1): the upload grant, the upload straight to the bucket, its checks at
 completion, the download redirect to a presigned GET, and the objects going with their
-message and with the collection of never-attached uploads.
+message and with the collection of never-attached uploads; and the clients taking that
+flow by themselves: ChatClient.upload, ``burrow upload`` and burrow.js in Chromium.
 
 moto does not enforce a POST policy's conditions (size, type) nor ``CopySourceIfMatch``:
 what these tests show refused is refused by the gateway's own checks at completion,
@@ -11,10 +12,14 @@ which hold whatever the bucket lets through.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,14 +31,18 @@ from moto.server import ThreadedMotoServer
 from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from burrow.client import ChatClient, ChatError
+from burrow.client.uploads import DIRECT, PRESIGNED
 from burrow.core import tokens
 from burrow.devstack import ports
 from burrow.storage.attachments import Limits, Refused
 from burrow.storage.s3attachments import S3AttachmentStore
 from burrow.storage.s3blobs import S3Blobs, S3Config
+from tests.browser import PageLog, chromium
 from tests.conftest import JWT_SECRET, Vhost
 from tests.integration.conftest import Raw, Stack, Start, raw_ws
 from tests.integration.test_attachments import TYPES
+from tests.integration.test_cli import cli
 from tests.unit.test_uploads import SAMPLES, SIZES
 
 pytestmark = pytest.mark.integration
@@ -133,7 +142,9 @@ class Api:
 def api(start: Start, vhost: Vhost, mongo_url: str, bucket: Bucket) -> Iterator[Api]:
     stack = Stack(start, vhost, mongo_url)
     stack.add_sequencer(**bucket.env())
-    stack.add_gateway(**bucket.env(), BURROW_ATTACHMENT_PENDING_MAX="20")
+    # dev mode for /client/burrow.js (the browser test), served from the gateway's origin
+    stack.add_gateway(**bucket.env(), BURROW_ATTACHMENT_PENDING_MAX="20",
+                      BURROW_DEV_MODE="true")
     client = Api(stack, bucket)
     stack.room("r", "ann", "bob")
     stack.room("s", "eve")
@@ -354,3 +365,92 @@ async def test_a_completion_holds_its_upload_for_a_while(
         assert "checking_until" not in (await db["attachments"].find_one({}) or {})
     finally:
         await files.close()
+
+
+async def test_the_python_client_and_the_cli_upload_to_the_bucket(
+        api: Api, tmp_path: Path) -> None:
+    """ChatClient.upload learns the S3 flow (from a grant, or from the direct route's
+    409 ``use_presigned_upload``) and answers as with GridFS; a message names the
+    upload; ``burrow upload`` works unchanged."""
+    stack, png, gif = api.stack, SAMPLES["image/png"], SAMPLES["image/gif"]
+    client = ChatClient([stack.gateways[0].ws_url], lambda: stack.token("ann"))
+    try:
+        first = await client.upload("r", png, name="dot.png")
+        assert first == {"id": first["id"], "name": "dot.png", "type": "image/png",
+                         "size": len(png), "width": SIZES["image/png"][0],
+                         "height": SIZES["image/png"][1]}
+        assert client.uploader.flow == PRESIGNED
+        # a client that believed in the direct route is told, and follows
+        client.uploader.flow = DIRECT
+        (tmp_path / "g.gif").write_bytes(gif)
+        second = await client.upload("r", tmp_path / "g.gif")
+        assert (second["name"], second["type"], client.uploader.flow) == (
+            "g.gif", "image/gif", PRESIGNED)
+        for stored in (first, second):
+            head = api.bucket.client.head_object(Bucket=api.bucket.name,
+                                                 Key=f"files/{stored['id']}")
+            assert head["ContentLength"] == stored["size"]
+        assert api.bucket.objects() == {f"files/{first['id']}", f"files/{second['id']}"}
+        eve = ChatClient([stack.gateways[0].ws_url], lambda: stack.token("eve"))
+        with pytest.raises(ChatError) as refused:
+            await eve.upload("r", png)
+        assert refused.value.code == "forbidden"
+        with pytest.raises(ChatError) as refused:
+            await client.upload("r", b"<svg/>", name="x.svg")
+        assert refused.value.code == "type_not_allowed"
+        with pytest.raises(ChatError) as refused:
+            await client.upload("r", tmp_path / "missing.png")
+        assert refused.value.code == "cannot_read"
+        await client.connect()
+        await client.subscribe("r", since=0)
+        await client.send("r", "look", attachments=[first["id"], second["id"]])
+        message = await asyncio.wait_for(client.messages.get(), 30)
+        assert [a["id"] for a in message.attachments] == [first["id"], second["id"]]
+    finally:
+        await client.close()
+    # the command line, as a user runs it: one invocation
+    (tmp_path / "notes.txt").write_text("héllo")
+    done = await asyncio.to_thread(cli, stack.gateways[0].url(""), "--token",
+                                   stack.token("bob"), "--json", "upload", "r",
+                                   str(tmp_path / "notes.txt"))
+    assert done.returncode == 0, done.stderr
+    uploaded = json.loads(done.stdout)
+    assert (uploaded["name"], uploaded["type"], uploaded["size"]) == (
+        "notes.txt", "text/plain", len("héllo".encode()))
+    api.bucket.client.head_object(Bucket=api.bucket.name, Key=f"files/{uploaded['id']}")
+
+
+async def test_burrow_js_uploads_to_the_bucket_from_the_browser(api: Api) -> None:
+    """burrow.js's upload in Chromium: a page of the gateway's origin POSTs the form to
+    the bucket (another origin). moto's server answers CORS for every origin by itself
+    (flask-cors), so this shows the flow, not a bucket's CORS rules (docs/clients.md)."""
+    gateway = api.stack.gateways[0]
+    picture = base64.b64encode(SAMPLES["image/png"]).decode()
+    async with chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        log = PageLog(page, "page")
+        await page.goto(gateway.url("/demo/"))
+        result = await page.evaluate(f"""async () => {{
+            const lib = await import("/client/burrow.js");
+            const client = new lib.BurrowClient({{ url: location.origin,
+                                                   token: async () => "{api.stack.token('ann')}" }});
+            const bytes = Uint8Array.from(atob("{picture}"), (c) => c.charCodeAt(0));
+            const file = await client.upload("r", new Blob([bytes], {{ type: "image/png" }}), "dot.png");
+            const image = await (await fetch(await client.attachmentUrl("r", file.id))).blob();
+            client.uploadFlow = "direct";  // told by the gateway's 409, it follows
+            const again = await client.upload("r", new Blob(["héllo"], {{ type: "text/plain" }}), "n.txt");
+            let refused = null;
+            try {{ await client.upload("r", new Blob(["<svg/>"], {{ type: "image/svg+xml" }}), "x.svg"); }}
+            catch (err) {{ refused = [err.code, err.status]; }}
+            return {{ file, again, flow: client.uploadFlow, image: [image.type, image.size], refused }};
+        }}""")
+        assert log.errors == [], log
+    file = result["file"]
+    assert (file["name"], file["type"], file["size"]) == ("dot.png", "image/png",
+                                                           len(SAMPLES["image/png"]))
+    assert (result["flow"], result["refused"]) == ("presigned", ["type_not_allowed", 415])
+    assert result["image"] == ["image/png", len(SAMPLES["image/png"])]
+    assert (result["again"]["name"], result["again"]["size"]) == ("n.txt", 6)
+    head = api.bucket.client.head_object(Bucket=api.bucket.name, Key=f"files/{file['id']}")
+    assert head["ContentLength"] == len(SAMPLES["image/png"])
+    assert api.bucket.objects() == {f"files/{file['id']}", f"files/{result['again']['id']}"}

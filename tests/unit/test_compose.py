@@ -176,7 +176,8 @@ def test_the_image_gets_what_its_install_needs_and_no_more() -> None:
 def test_the_image_installs_the_server_extra_and_runs_as_a_user() -> None:
     installs = [arguments for instruction, arguments in instructions()
                 if instruction == "RUN" and "pip install" in arguments]
-    assert installs and all(re.search(r"""['"]?\.\[server\]['"]?""", i) for i in installs), (
+    assert installs and all(re.search(r"""\.\[(?:[\w-]+,)*server(?:,[\w-]+)*\]""", i)
+                            for i in installs), (
         f"the gateway and workers need the server extra: {installs}")
     users = [arguments.split()[0] for instruction, arguments in instructions()
              if instruction == "USER"]

@@ -1,12 +1,14 @@
 """``burrow``: the command-line client (docs/cli.md).
 
-HTTP commands (rooms, members, history, threads, devices, tokens, uploads, and the
+HTTP commands (rooms, members, history, threads, devices, tokens, and the
 changes ``edit``, ``delete``, ``react``, each with an Idempotency-Key it repeats when the
 gateway is away) go through httpx (:mod:`~burrow.client.cli.target`); ``send``,
 ``reply`` and ``tail`` through :class:`burrow.client.ChatClient`, which reconnects,
 resumes from the last seq and resends with the same client_id by itself, so ``burrow
 tail`` survives a gateway restart and ``burrow send`` stores each line once; and
-``download`` through :meth:`ChatClient.download <burrow.client.ChatClient.download>`.
+``download`` and ``upload`` through :meth:`ChatClient.download
+<burrow.client.ChatClient.download>` and :meth:`~burrow.client.ChatClient.upload` (which
+knows the S3 flow).
 Commands of their own module: :mod:`~burrow.client.cli.threads` (reply, thread),
 :mod:`~burrow.client.cli.download`. Errors end the command with a
 one-line message on stderr and an exit code from :mod:`burrow.client.cli.output`.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import mimetypes
 import os
 import ssl
 import sys
@@ -192,20 +193,18 @@ def edit_text(args: argparse.Namespace) -> str:
 
 
 def upload(args: argparse.Namespace, target: Target) -> Any:
-    """Stream FILE to the room's attachments; the server checks size and type."""
-    name = os.path.basename(args.file)
-    media_type = args.media_type or mimetypes.guess_type(name)[0] or \
-        "application/octet-stream"
+    """Stream FILE to the room's attachments (:meth:`ChatClient.upload`: to the gateway,
+    or straight to its S3 bucket); the server checks size and type."""
     try:
-        with open(args.file, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            return target.http("POST", room_path(args.room, "/attachments?name=")
-                               + quote(name, safe=""), content=file, headers={
-                                   "Content-Type": media_type,
-                                   "Content-Length": str(size)})
+        file = open(args.file, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:  # missing, unreadable, a directory
         raise CliError(f"cannot read {output.printable(args.file)}: "
                        f"{exc.strerror or exc}", output.USAGE) from None
+    client = ChatClient([output.ws_url(target.url)], target.token_source,
+                        ssl_context=target.ssl_context)
+    with file:
+        return asyncio.run(client.upload(args.room, file, name=os.path.basename(args.file),
+                                         media_type=args.media_type))
 
 
 def run_device(args: argparse.Namespace, target: Target) -> None:

@@ -34,6 +34,7 @@ _BY_STATUS = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT,
 _BY_CODE = {"unauthorized": UNAUTHORIZED, "forbidden": FORBIDDEN, "not_found": NOT_FOUND,
             "dev_mode_off": NOT_FOUND, "exists": CONFLICT, "unavailable": UNAVAILABLE,
             "timeout": UNAVAILABLE, "unreachable": UNAVAILABLE, "edit_window": FORBIDDEN,
+            "storage_unavailable": UNAVAILABLE,  # an S3 gateway's bucket away (503)
             # 409s that are no "exists already": a refusal (as over the WebSocket)
             "too_many_reactions": REFUSED, "not_claimable": REFUSED,
             "bad_mention": REFUSED, "room_too_large": REFUSED,
