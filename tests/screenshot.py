@@ -11,8 +11,11 @@ there show in the sidebar, and the room must not exist yet (``--room``).
 
 Two browser pages (Debian's Chromium through Playwright, as in the browser tests) log in
 as alice and bob; alice creates the room with bob in it through the demo's form; they
-exchange a few messages, each page waiting for the other to show it; bob starts typing
-the next one, and alice's page is saved, "bob is typing..." and all.
+exchange a few messages, each page waiting for the other to show it; then the message
+lifecycle shows: bob reacts to one message and alice to another, alice edits one, bob
+answers one in its thread; bob starts typing the next one, and alice's page is saved,
+"bob is typing..." and all. The reactions are emoji: without a colour emoji font
+(Debian's ``fonts-noto-color-emoji``) Chromium draws them as boxes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, ViewportSize
+from playwright.async_api import Browser, Locator, Page, ViewportSize, expect
 
 from tests.browser import ROOT, PageLog, chromium, messages
 
@@ -37,7 +40,10 @@ CONVERSATION = [
     ("bob", "Thanks! Which trail: the lake loop or the ridge?"),
     ("alice", "The ridge, if your knee is up to it."),
 ]
-TYPING = ("bob", "Ha, it is")  # typed, not sent: alice's page says "bob is typing..."
+REACTIONS = [("bob", 3, "👍"), ("alice", 4, "🎉")]  # (who, message number, emoji)
+EDIT = (5, "Perfect. I'll book the train tickets tonight, two returns.")
+THREAD = ("bob", 7, "It is. Ridge it is!")  # (who, root's number, reply)
+TYPING = ("bob", "See you at")  # typed, not sent: alice's page says "bob is typing..."
 
 
 async def open_page(browser: Browser, url: str, user: str) -> tuple[Page, PageLog]:
@@ -52,6 +58,41 @@ async def open_page(browser: Browser, url: str, user: str) -> tuple[Page, PageLo
 async def open_room(page: Page, room: str) -> None:
     await page.click(f"#rooms li[data-room='{room}']", timeout=T)
     await page.wait_for_selector(f"#room-title:text-is('{room}')", timeout=T)
+
+
+def message(page: Page, body: str) -> Locator:
+    """The main list's message whose body is *body*."""
+    return page.locator("#messages li.message").filter(
+        has=page.locator(".body", has_text=body))
+
+
+async def lifecycle(pages: dict[str, Page]) -> None:
+    """Reactions, an edit and a thread reply, each waited for on alice's page."""
+    alice = pages["alice"]
+    for user, number, emoji in REACTIONS:
+        body = CONVERSATION[number - 1][1]
+        await asyncio.sleep(1.0)
+        target = message(pages[user], body)
+        await target.get_by_role("button", name="add a reaction").click(timeout=T)
+        await target.get_by_role("button", name=f"react with {emoji}").click(timeout=T)
+        await expect(message(alice, body).locator(f".chip[data-emoji='{emoji}']")
+                     ).to_have_text(f"{emoji} 1", timeout=T)
+    number, text = EDIT
+    old = message(alice, CONVERSATION[number - 1][1])
+    await old.get_by_role("button", name="edit this message").click(timeout=T)
+    box = alice.get_by_role("textbox", name="edit the message")
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(message(alice, text).locator(".edited")).to_have_text("(edited)", timeout=T)
+    user, number, reply = THREAD
+    root = CONVERSATION[number - 1][1]
+    await asyncio.sleep(1.5)
+    await message(pages[user], root).locator("button.thread").click(timeout=T)
+    await pages[user].fill("#thread-body", reply)
+    await pages[user].press("#thread-body", "Enter")
+    await expect(message(alice, root).locator("button.thread")).to_have_text(
+        "1 reply", timeout=T)
+    await expect(message(alice, reply)).to_have_count(1, timeout=T)
 
 
 async def capture(url: str, room: str, out: Path) -> None:
@@ -83,10 +124,10 @@ async def capture(url: str, room: str, out: Path) -> None:
                         arg=count, timeout=T)
             shown = await messages(alice)
             assert [(s, b) for _, s, b in shown] == CONVERSATION, shown
+            await lifecycle(pages)
+            await bob.click("#compose-body")  # back in the room from the thread
             await alice.click("#refresh")  # bob's read pointer, without the 10 s wait
-            await alice.wait_for_selector(
-                f"#members li[data-user=bob] .read:text-is('read #{len(CONVERSATION)}')",
-                timeout=T)
+            await alice.wait_for_selector("#members li[data-user=bob] .read", timeout=T)
             user, draft = TYPING
             await pages[user].type("#compose-body", draft, delay=80)
             await alice.wait_for_selector(f"#typing:has-text('{user} is typing')", timeout=T)
