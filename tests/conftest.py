@@ -92,8 +92,10 @@ class Vhost:
                  definitions.topology_definitions(topology.build(), self.name))
 
 
-@pytest.fixture
-def vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
+@contextlib.contextmanager
+def fresh_vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
+    """An empty virtual host with the roles' permissions, deleted afterwards: ``vhost``'s,
+    or a test module's own (tests/integration/test_attachments_s3.py)."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     host = Vhost(broker, name)
     host.api("PUT", "/api/vhosts/{vhost}")
@@ -106,6 +108,12 @@ def vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
     yield host
     if broker.process is not None:  # a test may have left the node stopped
         host.api("DELETE", "/api/vhosts/{vhost}")
+
+
+@pytest.fixture
+def vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
+    with fresh_vhost(broker) as host:
+        yield host
 
 
 @contextlib.contextmanager
@@ -127,13 +135,21 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mongo.Emb
         yield server
 
 
-@pytest.fixture
-def mongo_url(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
+    """The URL of a database of its own, dropped afterwards: ``mongo_url``'s, or a test
+    module's own."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield mongo_server.database_url(name)
     if mongo_server.process is not None:
         with MongoClient(mongo_server.url, serverSelectionTimeoutMS=5000) as client:
             client.drop_database(name)
+
+
+@pytest.fixture
+def mongo_url(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
+    with fresh_database(mongo_server) as url:
+        yield url
 
 
 @pytest.fixture
@@ -146,19 +162,25 @@ async def db(mongo_url: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
         await client.close()
 
 
-@pytest.fixture
-def process_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a Burrow child process: the test's own, minus any BURROW_*."""
+def child_env(directory: Path) -> dict[str, str]:
+    """The environment of a Burrow child process: the test's own, minus any BURROW_*
+    (``process_env``'s, or a test module's own with a directory of the module's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
     env.update({"BURROW_HEALTH_INTERVAL": "0.2", "BURROW_RECONNECT_INTERVAL": "0.5",
                 "BURROW_JWT_SECRET": JWT_SECRET,
-                "BURROW_DB_TIMEOUT": "1", "BURROW_METRICS_DIR": str(tmp_path / "metrics"),
+                "BURROW_DB_TIMEOUT": "1", "BURROW_METRICS_DIR": str(directory / "metrics"),
                 # every test's clients share 127.0.0.1 and fire requests in bursts: the
                 # limits are off unless a test sets them (tests/integration/test_rate_limits)
                 "BURROW_RATE_IP": "100000/100000", "BURROW_RATE_USER": "100000/100000",
                 "BURROW_RATE_CONNECTION": "100000/100000",
                 "PYTHONUNBUFFERED": "1"})
     return env
+
+
+@pytest.fixture
+def process_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a Burrow child process: the test's own, minus any BURROW_*."""
+    return child_env(tmp_path)
 
 
 async def until(probe: Callable[[], object], timeout: float = 30.0) -> None:

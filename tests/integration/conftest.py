@@ -11,7 +11,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,14 @@ def start(process_env: dict[str, str], tmp_path: Path, vhost: Vhost,
     After the test's vhost and database (it asks for them), so its processes stop before
     they go: a worker whose vhost was deleted under it took its 20 s SIGKILL deadline to
     stop (four tests, four minutes a run)."""
+    with starting(process_env, tmp_path) as run:
+        yield run
+
+
+@contextmanager
+def starting(process_env: dict[str, str], directory: Path) -> Iterator[Start]:
+    """``start``'s function, its logs and metrics in *directory*; its processes stopped
+    afterwards (``start``'s, or a test module's own: tests/integration/test_attachments_s3.py)."""
     started: list[AppProcess] = []
 
     def run(kind: str, amqp_url: str, mongo_url: str, *args: str, port: int | None = None,
@@ -94,17 +102,19 @@ def start(process_env: dict[str, str], tmp_path: Path, vhost: Vhost,
         env = {**process_env, "BURROW_AMQP_URL": amqp_url, "BURROW_MONGO_URL": mongo_url,
                **extra}
         env["BURROW_PORT" if kind == "gateway" else "BURROW_METRICS_PORT"] = str(port)
-        env["BURROW_METRICS_DIR"] = str(tmp_path / f"metrics-{kind}-{port}")
-        log = tmp_path / f"{kind}-{port}.log"
+        env["BURROW_METRICS_DIR"] = str(directory / f"metrics-{kind}-{port}")
+        log = directory / f"{kind}-{port}.log"
         app = AppProcess(kind, "gateway" if kind == "gateway" else "consumers", env,
                          args=args, log=log)
         app.start()
         started.append(app)
         return Running(app, port, log)
 
-    yield run
-    for app in started:
-        app.stop()
+    try:
+        yield run
+    finally:
+        for app in started:
+            app.stop()
 
 
 @pytest.fixture

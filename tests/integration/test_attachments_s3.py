@@ -8,6 +8,10 @@ flow by themselves: ChatClient.upload, ``burrow upload`` and burrow.js in Chromi
 moto does not enforce a POST policy's conditions (size, type) nor ``CopySourceIfMatch``:
 what these tests show refused is refused by the gateway's own checks at completion,
 which hold whatever the bucket lets through.
+
+The tests of the processes share one stack (a sequencer and a gateway, started once for
+the module on a vhost and database of the module's own, with one bucket): ``api`` gives
+each test an empty bucket, no attachment records and rooms of its own.
 """
 
 from __future__ import annotations
@@ -34,13 +38,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from burrow.client import ChatClient, ChatError
 from burrow.client.uploads import DIRECT, PRESIGNED
 from burrow.core import tokens
-from burrow.devstack import ports
+from burrow.devstack import mongo, ports, rabbitmq
 from burrow.storage.attachments import Limits, Refused
 from burrow.storage.s3attachments import S3AttachmentStore
 from burrow.storage.s3blobs import S3Blobs, S3Config
 from tests.browser import PageLog, chromium
-from tests.conftest import JWT_SECRET, Vhost
-from tests.integration.conftest import Raw, Stack, Start, raw_ws
+from tests.conftest import JWT_SECRET, Vhost, child_env, fresh_database, fresh_vhost
+from tests.integration.conftest import Raw, Stack, Start, raw_ws, starting
 from tests.integration.test_attachments import TYPES
 from tests.integration.test_cli import cli
 from tests.unit.test_uploads import SAMPLES, SIZES
@@ -74,6 +78,12 @@ class Bucket:
         found = self.client.list_objects_v2(Bucket=self.name).get("Contents", [])
         return {o["Key"] for o in found}
 
+    def empty(self) -> None:
+        """Delete every object (the bucket of the module's stack, before each test)."""
+        while keys := self.objects():
+            self.client.delete_objects(Bucket=self.name, Delete={
+                "Objects": [{"Key": key} for key in keys], "Quiet": True})
+
     def config(self, url: str | None = None) -> S3Config:
         return S3Config(self.name, "us-east-1", url or self.url, KEY_ID, SECRET,
                         url_ttl=URL_TTL, grant_ttl=300)
@@ -87,16 +97,26 @@ class Bucket:
 
 @pytest.fixture
 def bucket(s3_url: str) -> Iterator[Bucket]:
+    """A bucket of the test's own (the tests of S3AttachmentStore alone, no processes)."""
+    made = Bucket(s3_url)
+    yield made
+    made.client.close()
+
+
+@pytest.fixture(scope="module")
+def stack_bucket(s3_url: str) -> Iterator[Bucket]:
+    """The bucket of the module's stack (``api`` empties it before each test)."""
     made = Bucket(s3_url)
     yield made
     made.client.close()
 
 
 class Api:
-    """The HTTP calls of the S3 flow, as a client makes them."""
+    """The HTTP calls of the S3 flow, as a client makes them; the test's rooms: *r* (ann's,
+    with bob) and *s* (eve's)."""
 
-    def __init__(self, stack: Stack, bucket: Bucket) -> None:
-        self.stack, self.bucket = stack, bucket
+    def __init__(self, stack: Stack, bucket: Bucket, r: str, s: str) -> None:
+        self.stack, self.bucket, self.r, self.s = stack, bucket, r, s
         self.http = httpx.Client(base_url=stack.gateways[0].url(""), timeout=30)
 
     def auth(self, user: str | None) -> dict[str, str]:
@@ -130,6 +150,15 @@ class Api:
         with MongoClient(self.stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
             return list(client.get_default_database()["attachments"].find())
 
+    def clear(self) -> None:
+        """No attachment records (nor objects): what a fresh stack starts with."""
+        client: MongoClient[dict[str, Any]] = MongoClient(self.stack.mongo_url,
+                                                          serverSelectionTimeoutMS=5000)
+        with client:
+            client.get_default_database()["attachments"].delete_many({})
+        self.bucket.empty()
+        assert (self.records(), self.bucket.objects()) == ([], set())
+
     def served(self, user: str, room: str, file_id: str) -> httpx.Response:
         """The signed gateway URL's answer (not followed)."""
         link = self.http.get(f"/v1/rooms/{room}/attachments/{file_id}",
@@ -138,38 +167,81 @@ class Api:
         return self.http.get(link.json()["url"])
 
 
-@pytest.fixture
-def api(start: Start, vhost: Vhost, mongo_url: str, bucket: Bucket) -> Iterator[Api]:
-    stack = Stack(start, vhost, mongo_url)
-    stack.add_sequencer(**bucket.env())
+@pytest.fixture(scope="module")
+def module_vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
+    """``vhost``, for the module's stack."""
+    with fresh_vhost(broker) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def module_mongo_url(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
+    """``mongo_url``, for the module's stack."""
+    with fresh_database(mongo_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_start(tmp_path_factory: pytest.TempPathFactory, module_vhost: Vhost,
+                 module_mongo_url: str) -> Iterator[Start]:
+    """``start``, for the module's stack: after its vhost and database, so its processes
+    stop before they go."""
+    directory = tmp_path_factory.mktemp("s3-stack")
+    with starting(child_env(directory), directory) as run:
+        yield run
+
+
+def logs(stack: Stack) -> dict[Path, str]:
+    return {p.log: p.log.read_text(errors="replace") for p in (*stack.gateways,
+                                                                 *stack.sequencers)}
+
+
+@pytest.fixture(scope="module")
+def s3_stack(module_start: Start, module_vhost: Vhost, module_mongo_url: str,
+             stack_bucket: Bucket) -> Iterator[Stack]:
+    """A sequencer and a gateway storing attachments in *stack_bucket*, for the module."""
+    stack = Stack(module_start, module_vhost, module_mongo_url)
+    stack.add_sequencer(**stack_bucket.env())
     # dev mode for /client/burrow.js (the browser test), served from the gateway's origin
-    stack.add_gateway(**bucket.env(), BURROW_ATTACHMENT_PENDING_MAX="20",
+    stack.add_gateway(**stack_bucket.env(), BURROW_ATTACHMENT_PENDING_MAX="20",
                       BURROW_DEV_MODE="true")
-    client = Api(stack, bucket)
-    stack.room("r", "ann", "bob")
-    stack.room("s", "eve")
+    yield stack
+    for log in logs(stack).values():  # the whole of each log, between the tests too
+        assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture
+def api(s3_stack: Stack, stack_bucket: Bucket) -> Iterator[Api]:
+    """The module's stack as a fresh one: an empty bucket, no attachment records, and
+    rooms no other test used (their messages, and the uploads' rooms, the test's only)."""
+    tag = uuid.uuid4().hex[:8]
+    client = Api(s3_stack, stack_bucket, f"r-{tag}", f"s-{tag}")
+    client.clear()
+    s3_stack.room(client.r, "ann", "bob")
+    s3_stack.room(client.s, "eve")
+    before = {path: len(text) for path, text in logs(s3_stack).items()}
     yield client
     client.http.close()
-    for process in (*stack.gateways, *stack.sequencers):
-        log = process.log.read_text(errors="replace")
-        assert "Traceback" not in log, log[-3000:]
+    for path, text in logs(s3_stack).items():  # what the processes logged in this test
+        assert "Traceback" not in text[before[path]:], text[before[path]:][-3000:]
 
 
 def test_uploads_go_to_the_bucket_and_downloads_come_from_it(api: Api) -> None:
     files = {**SAMPLES, "application/pdf": b"%PDF-1.7\n%%EOF\n",
              "text/plain": "héllo".encode()}
+    r = api.r
     grants = {}
     for kind, data in files.items():
         name = f"x.{kind.split('/')[1]}"
-        grant = api.begin("ann", "r", {"name": name, "type": kind, "size": len(data)})
+        grant = api.begin("ann", r, {"name": name, "type": kind, "size": len(data)})
         grants[kind] = grant.json()
         assert grant.status_code == 201, grant.text
         fields = grant.json()["upload"]["fields"]
         file_id = grant.json()["id"]
         assert (fields["key"], fields["Content-Type"]) == (f"incoming/{file_id}", kind)
-        assert [r["state"] for r in api.records() if str(r["_id"]) == file_id] == ["uploading"]
+        assert [d["state"] for d in api.records() if str(d["_id"]) == file_id] == ["uploading"]
         assert api.put(grant.json(), data, kind).status_code == 204
-        done = api.complete("ann", "r", file_id)
+        done = api.complete("ann", r, file_id)
         assert done.status_code == 201, done.text
         assert done.json() == {"id": file_id, "name": name, "type": kind, "size": len(data),
                                "width": SIZES.get(kind, (None, None))[0],
@@ -177,9 +249,9 @@ def test_uploads_go_to_the_bucket_and_downloads_come_from_it(api: Api) -> None:
         # checked bytes under the key only Burrow writes; the upload's key is gone
         assert f"files/{file_id}" in api.bucket.objects()
         assert f"incoming/{file_id}" not in api.bucket.objects()
-        again = api.complete("ann", "r", file_id)  # a retried completion: the same answer
+        again = api.complete("ann", r, file_id)  # a retried completion: the same answer
         assert (again.status_code, again.json()) == (200, done.json())
-        moved = api.served("ann", "r", file_id)
+        moved = api.served("ann", r, file_id)
         assert moved.status_code == 307 and moved.headers["cache-control"] == "no-store"
         target = urlsplit(moved.headers["location"])
         assert f"{target.scheme}://{target.netloc}" == api.bucket.url
@@ -197,47 +269,47 @@ def test_uploads_go_to_the_bucket_and_downloads_come_from_it(api: Api) -> None:
     # the upload's key, never on the checked copy that is served.
     png = grants["image/png"]
     assert api.put(png, b"<html>".ljust(len(files["image/png"])), "image/png").status_code == 204
-    served = httpx.get(api.served("ann", "r", png["id"]).headers["location"], timeout=30)
+    served = httpx.get(api.served("ann", r, png["id"]).headers["location"], timeout=30)
     assert served.content == files["image/png"]
     # the gateway's link still needs its own valid signature before any redirect
-    link = api.http.get(f"/v1/rooms/r/attachments/{file_id}", headers=api.auth("bob"))
+    link = api.http.get(f"/v1/rooms/{r}/attachments/{file_id}", headers=api.auth("bob"))
     assert link.status_code == 404  # pending: the uploader's only
-    url = api.http.get(f"/v1/rooms/r/attachments/{file_id}", headers=api.auth("ann")).json()
+    url = api.http.get(f"/v1/rooms/{r}/attachments/{file_id}", headers=api.auth("ann")).json()
     bad = api.http.get(url["url"].replace("sig=", "sig=A"))
     assert bad.status_code == 403 and "location" not in bad.headers
 
 
 def test_hostile_uploads_are_refused_and_leave_nothing(api: Api) -> None:
-    png = SAMPLES["image/png"]
+    png, r, s = SAMPLES["image/png"], api.r, api.s
     ok = {"name": "a.png", "type": "image/png", "size": len(png)}
-    grant = api.begin("ann", "r", ok).json()
+    grant = api.begin("ann", r, ok).json()
     refused = {
-        "no token": (api.begin(None, "r", ok), 401, None),
-        "not a member": (api.begin("eve", "r", ok), 403, "forbidden"),
-        "a room ann is not in": (api.begin("ann", "s", ok), 403, "forbidden"),
-        "too large": (api.begin("ann", "r", {**ok, "size": MAX + 1}), 413, "too_large"),
-        "empty": (api.begin("ann", "r", {**ok, "size": 0}), 400, "empty"),
-        "a type not allowed": (api.begin("ann", "r", {**ok, "type": "image/svg+xml"}), 415,
+        "no token": (api.begin(None, r, ok), 401, None),
+        "not a member": (api.begin("eve", r, ok), 403, "forbidden"),
+        "a room ann is not in": (api.begin("ann", s, ok), 403, "forbidden"),
+        "too large": (api.begin("ann", r, {**ok, "size": MAX + 1}), 413, "too_large"),
+        "empty": (api.begin("ann", r, {**ok, "size": 0}), 400, "empty"),
+        "a type not allowed": (api.begin("ann", r, {**ok, "type": "image/svg+xml"}), 415,
                                "type_not_allowed"),
-        "size not a number": (api.begin("ann", "r", {**ok, "size": "12"}), 400, None),
-        "size a boolean": (api.begin("ann", "r", {**ok, "size": True}), 400, None),
-        "an unknown field": (api.begin("ann", "r", {**ok, "key": "files/x"}), 400, None),
-        "not an object": (api.begin("ann", "r", [ok]), 400, None),
-        "a name too long": (api.begin("ann", "r", {**ok, "name": "n" * 2000}), 400,
+        "size not a number": (api.begin("ann", r, {**ok, "size": "12"}), 400, None),
+        "size a boolean": (api.begin("ann", r, {**ok, "size": True}), 400, None),
+        "an unknown field": (api.begin("ann", r, {**ok, "key": "files/x"}), 400, None),
+        "not an object": (api.begin("ann", r, [ok]), 400, None),
+        "a name too long": (api.begin("ann", r, {**ok, "name": "n" * 2000}), 400,
                             "bad_name"),
-        "completing, no token": (api.complete(None, "r", grant["id"]), 401, None),
-        "completing, not a member": (api.complete("eve", "r", grant["id"]), 403,
+        "completing, no token": (api.complete(None, r, grant["id"]), 401, None),
+        "completing, not a member": (api.complete("eve", r, grant["id"]), 403,
                                      "forbidden"),
-        "completing another's upload": (api.complete("bob", "r", grant["id"]), 404,
+        "completing another's upload": (api.complete("bob", r, grant["id"]), 404,
                                         "not_found"),
-        "completing in another room": (api.complete("eve", "s", grant["id"]), 404,
+        "completing in another room": (api.complete("eve", s, grant["id"]), 404,
                                        "not_found"),
-        "completing an unknown id": (api.complete("ann", "r", "0" * 24), 404, "not_found"),
-        "completing a malformed id": (api.complete("ann", "r", "../x"), 404, None),
-        "completing before uploading": (api.complete("ann", "r", grant["id"]), 409,
+        "completing an unknown id": (api.complete("ann", r, "0" * 24), 404, "not_found"),
+        "completing a malformed id": (api.complete("ann", r, "../x"), 404, None),
+        "completing before uploading": (api.complete("ann", r, grant["id"]), 409,
                                         "not_uploaded"),
         "the bytes through the gateway": (api.http.post(
-            "/v1/rooms/r/attachments", params={"name": "a"}, content=png,
+            f"/v1/rooms/{r}/attachments", params={"name": "a"}, content=png,
             headers={**api.auth("ann"), "Content-Type": "image/png"}), 409,
             "use_presigned_upload"),
     }
@@ -248,18 +320,18 @@ def test_hostile_uploads_are_refused_and_leave_nothing(api: Api) -> None:
     [record] = api.records()  # only the grant's, still waiting for its bytes
     assert (str(record["_id"]), record["state"]) == (grant["id"], "uploading")
     assert api.put(grant, png, "image/png").status_code == 204  # and it still works
-    assert api.complete("ann", "r", grant["id"]).status_code == 201
+    assert api.complete("ann", r, grant["id"]).status_code == 201
 
     def checked(kind: str, declared: int, data: bytes) -> httpx.Response:
         """Declare *declared* bytes of *kind*, upload *data*, complete."""
-        made = api.begin("ann", "r", {"name": "f", "type": kind, "size": declared}).json()
+        made = api.begin("ann", r, {"name": "f", "type": kind, "size": declared}).json()
         assert api.put(made, data, kind).status_code == 204
-        answer = api.complete("ann", "r", made["id"])
+        answer = api.complete("ann", r, made["id"])
         # refused: the object and the record are gone
         assert f"incoming/{made['id']}" not in api.bucket.objects()
         assert f"files/{made['id']}" not in api.bucket.objects()
-        assert made["id"] not in {str(r["_id"]) for r in api.records()}
-        assert api.complete("ann", "r", made["id"]).status_code == 404
+        assert made["id"] not in {str(d["_id"]) for d in api.records()}
+        assert api.complete("ann", r, made["id"]).status_code == 404
         return answer
 
     gif = SAMPLES["image/gif"]
@@ -281,27 +353,28 @@ def test_hostile_uploads_are_refused_and_leave_nothing(api: Api) -> None:
 
 
 async def test_deleting_a_message_deletes_its_object(api: Api) -> None:
-    kept = api.upload("ann", "r", b"kept", "text/plain", "k.txt")["id"]
-    going = api.upload("ann", "r", SAMPLES["image/gif"], "image/gif", "g.gif")["id"]
+    r = api.r
+    kept = api.upload("ann", r, b"kept", "text/plain", "k.txt")["id"]
+    going = api.upload("ann", r, SAMPLES["image/gif"], "image/gif", "g.gif")["id"]
     stack = api.stack
     async with raw_ws(stack.gateways[0].ws_url, stack.token("ann")) as ann:
-        ack = await send(ann, "m1", [going])
+        ack = await send(ann, r, "m1", [going])
         assert ack["type"] == "ack", ack
-        assert (await send(ann, "m2", [kept]))["type"] == "ack"
-        url = api.http.get(f"/v1/rooms/r/attachments/{going}", headers=api.auth("bob"))
+        assert (await send(ann, r, "m2", [kept]))["type"] == "ack"
+        url = api.http.get(f"/v1/rooms/{r}/attachments/{going}", headers=api.auth("bob"))
         assert api.http.get(url.json()["url"]).status_code == 307  # attached: members'
-        await ann.send({"type": "delete", "room": "r", "id": ack["id"], "client_id": "d1"})
+        await ann.send({"type": "delete", "room": r, "id": ack["id"], "client_id": "d1"})
         assert (await ann.recv_until_any(("ack", "error")))["type"] == "ack"
     api.bucket.client.head_object(Bucket=api.bucket.name, Key=f"files/{kept}")
     with pytest.raises(api.bucket.client.exceptions.ClientError) as gone:
         api.bucket.client.head_object(Bucket=api.bucket.name, Key=f"files/{going}")
     assert gone.value.response["Error"]["Code"] == "404"
-    assert going not in {str(r["_id"]) for r in api.records()}
+    assert going not in {str(d["_id"]) for d in api.records()}
     assert api.http.get(url.json()["url"]).status_code == 404  # a link handed out before
 
 
-async def send(ws: Raw, client_id: str, attachments: list[str]) -> dict[str, Any]:
-    await ws.send({"type": "send", "room": "r", "client_id": client_id, "body": "",
+async def send(ws: Raw, room: str, client_id: str, attachments: list[str]) -> dict[str, Any]:
+    await ws.send({"type": "send", "room": room, "client_id": client_id, "body": "",
                    "attachments": attachments})
     return await ws.recv_until_any(("ack", "error"))
 
@@ -372,10 +445,10 @@ async def test_the_python_client_and_the_cli_upload_to_the_bucket(
     """ChatClient.upload learns the S3 flow (from a grant, or from the direct route's
     409 ``use_presigned_upload``) and answers as with GridFS; a message names the
     upload; ``burrow upload`` works unchanged."""
-    stack, png, gif = api.stack, SAMPLES["image/png"], SAMPLES["image/gif"]
+    stack, png, gif, r = api.stack, SAMPLES["image/png"], SAMPLES["image/gif"], api.r
     client = ChatClient([stack.gateways[0].ws_url], lambda: stack.token("ann"))
     try:
-        first = await client.upload("r", png, name="dot.png")
+        first = await client.upload(r, png, name="dot.png")
         assert first == {"id": first["id"], "name": "dot.png", "type": "image/png",
                          "size": len(png), "width": SIZES["image/png"][0],
                          "height": SIZES["image/png"][1]}
@@ -383,7 +456,7 @@ async def test_the_python_client_and_the_cli_upload_to_the_bucket(
         # a client that believed in the direct route is told, and follows
         client.uploader.flow = DIRECT
         (tmp_path / "g.gif").write_bytes(gif)
-        second = await client.upload("r", tmp_path / "g.gif")
+        second = await client.upload(r, tmp_path / "g.gif")
         assert (second["name"], second["type"], client.uploader.flow) == (
             "g.gif", "image/gif", PRESIGNED)
         for stored in (first, second):
@@ -393,17 +466,17 @@ async def test_the_python_client_and_the_cli_upload_to_the_bucket(
         assert api.bucket.objects() == {f"files/{first['id']}", f"files/{second['id']}"}
         eve = ChatClient([stack.gateways[0].ws_url], lambda: stack.token("eve"))
         with pytest.raises(ChatError) as refused:
-            await eve.upload("r", png)
+            await eve.upload(r, png)
         assert refused.value.code == "forbidden"
         with pytest.raises(ChatError) as refused:
-            await client.upload("r", b"<svg/>", name="x.svg")
+            await client.upload(r, b"<svg/>", name="x.svg")
         assert refused.value.code == "type_not_allowed"
         with pytest.raises(ChatError) as refused:
-            await client.upload("r", tmp_path / "missing.png")
+            await client.upload(r, tmp_path / "missing.png")
         assert refused.value.code == "cannot_read"
         await client.connect()
-        await client.subscribe("r", since=0)
-        await client.send("r", "look", attachments=[first["id"], second["id"]])
+        await client.subscribe(r, since=0)
+        await client.send(r, "look", attachments=[first["id"], second["id"]])
         message = await asyncio.wait_for(client.messages.get(), 30)
         assert [a["id"] for a in message.attachments] == [first["id"], second["id"]]
     finally:
@@ -411,7 +484,7 @@ async def test_the_python_client_and_the_cli_upload_to_the_bucket(
     # the command line, as a user runs it: one invocation
     (tmp_path / "notes.txt").write_text("héllo")
     done = await asyncio.to_thread(cli, stack.gateways[0].url(""), "--token",
-                                   stack.token("bob"), "--json", "upload", "r",
+                                   stack.token("bob"), "--json", "upload", r,
                                    str(tmp_path / "notes.txt"))
     assert done.returncode == 0, done.stderr
     uploaded = json.loads(done.stdout)
@@ -424,7 +497,7 @@ async def test_burrow_js_uploads_to_the_bucket_from_the_browser(api: Api) -> Non
     """burrow.js's upload in Chromium: a page of the gateway's origin POSTs the form to
     the bucket (another origin). moto's server answers CORS for every origin by itself
     (flask-cors), so this shows the flow, not a bucket's CORS rules (docs/clients.md)."""
-    gateway = api.stack.gateways[0]
+    gateway, r = api.stack.gateways[0], api.r
     picture = base64.b64encode(SAMPLES["image/png"]).decode()
     async with chromium() as browser:
         page = await (await browser.new_context()).new_page()
@@ -435,12 +508,12 @@ async def test_burrow_js_uploads_to_the_bucket_from_the_browser(api: Api) -> Non
             const client = new lib.BurrowClient({{ url: location.origin,
                                                    token: async () => "{api.stack.token('ann')}" }});
             const bytes = Uint8Array.from(atob("{picture}"), (c) => c.charCodeAt(0));
-            const file = await client.upload("r", new Blob([bytes], {{ type: "image/png" }}), "dot.png");
-            const image = await (await fetch(await client.attachmentUrl("r", file.id))).blob();
+            const file = await client.upload("{r}", new Blob([bytes], {{ type: "image/png" }}), "dot.png");
+            const image = await (await fetch(await client.attachmentUrl("{r}", file.id))).blob();
             client.uploadFlow = "direct";  // told by the gateway's 409, it follows
-            const again = await client.upload("r", new Blob(["héllo"], {{ type: "text/plain" }}), "n.txt");
+            const again = await client.upload("{r}", new Blob(["héllo"], {{ type: "text/plain" }}), "n.txt");
             let refused = null;
-            try {{ await client.upload("r", new Blob(["<svg/>"], {{ type: "image/svg+xml" }}), "x.svg"); }}
+            try {{ await client.upload("{r}", new Blob(["<svg/>"], {{ type: "image/svg+xml" }}), "x.svg"); }}
             catch (err) {{ refused = [err.code, err.status]; }}
             return {{ file, again, flow: client.uploadFlow, image: [image.type, image.size], refused }};
         }}""")
