@@ -101,7 +101,7 @@ async def test_a_change_after_a_delete_cut_short_is_refused_and_the_delete_compl
         apply = sequencer.changes.apply
         cut_short = asyncio.Event()
 
-        async def failing_once(events: Any) -> None:
+        async def failing_once(events: Any, **read: Any) -> None:
             if not cut_short.is_set() and any(e.kind == "delete" for e in events):
                 cut_short.set()  # stored, not applied: and here come the late changes
                 await publish(Send("gr", "alice", "e1", "back again", kind="edit",
@@ -109,7 +109,7 @@ async def test_a_change_after_a_delete_cut_short_is_refused_and_the_delete_compl
                 await publish(Send("gr", "bob", "r1", "", kind="reaction",
                                    target=sent["id"], emoji="👍"))
                 raise KeyError("a bug between storing and applying")
-            await apply(events)
+            await apply(events, **read)
 
         sequencer.changes.apply = failing_once  # type: ignore[method-assign]
         await publish(Send("gr", "alice", "d1", "", kind="delete", target=sent["id"]))
