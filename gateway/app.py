@@ -16,7 +16,8 @@ from sanic.config import Config
 from sanic.response import BaseHTTPResponse, HTTPResponse
 
 from burrow.runtime import logs, probes
-from burrow.runtime.process import Runtime
+from burrow.runtime.background import Background
+from burrow.runtime.process import Runtime, ignore_stop_signals
 from burrow.runtime.settings import Settings
 from burrow.storage import database
 from burrow.storage.attachments import AttachmentStore
@@ -59,6 +60,7 @@ class Context:
 
     settings: Settings
     verifier: Verifier
+    background: Background  # not app.add_task: see burrow.runtime.background
     runtime: Runtime
     node: Node
     limits: Limits
@@ -121,6 +123,7 @@ def create_app(settings: Settings) -> GatewayApp:
 
 async def _open(app: GatewayApp) -> None:
     settings = app.ctx.settings
+    app.ctx.background = background = Background()
     app.ctx.runtime = Runtime.open(settings, f"gateway {settings.instance_id} pid {os.getpid()}")
     app.ctx.node = Node(settings, app.ctx.runtime)
     app.ctx.limits = Limits(settings)
@@ -133,15 +136,16 @@ async def _open(app: GatewayApp) -> None:
     stores: list[database.Indexed] = [
         node.messages, node.rooms, node.presence, DeviceStore(database.database(node.runtime.db)),
         app.ctx.tickets, app.ctx.attachments]
-    app.add_task(database.ensure_indexes(stores, settings.reconnect_interval, "gateway"),
-                 name="ensure-indexes")
-    app.add_task(attachments_api.collect_forever(app.ctx.attachments,
-                                                 settings.attachment_pending_ttl),
-                 name="collect-attachments")
+    background.start(database.ensure_indexes(stores, settings.reconnect_interval, "gateway"),
+                     name="ensure-indexes")
+    background.start(attachments_api.collect_forever(app.ctx.attachments,
+                                                     settings.attachment_pending_ttl),
+                     name="collect-attachments")
 
 
 async def _drain(app: GatewayApp) -> None:
     """SIGTERM: let in-flight sends get their acks, flush, then close clients with 1001."""
+    ignore_stop_signals()  # the first stop listener to run: see its docstring
     node, connections = app.ctx.node, list(app.ctx.connections)
     timeout = app.ctx.settings.send_timeout
     try:
@@ -177,6 +181,7 @@ async def _limit_ip(request: Request) -> HTTPResponse | None:
 
 
 async def _close(app: GatewayApp) -> None:
+    await app.ctx.background.stop()  # first: they use the database closed below
     await app.ctx.limits.close()
     await app.ctx.attachments.close()  # S3's HTTP client
     await app.ctx.node.stop()

@@ -8,6 +8,8 @@ database client and the readiness monitor over both. :meth:`Runtime.open` starts
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
@@ -40,3 +42,21 @@ class Runtime:
         await self.broker.close()
         await self.db.close()
         metrics.process_exited(os.getpid())
+
+
+def ignore_stop_signals() -> None:
+    """From now on ignore SIGINT and SIGTERM: the process is stopping already.
+
+    Call it first thing in a Sanic worker's first stop listener. Sanic removes its signal
+    handlers before it runs the stop listeners, and a worker usually gets two signals: the
+    SIGTERM sent to the process group, and the SIGINT by which Sanic's main process stops
+    its workers. When the second lands after that removal (a SIGTERM within milliseconds
+    of "Worker ready"), it raises KeyboardInterrupt inside a listener, Sanic runs that
+    listener again from the start over a half-closed state, and the rerun can wait
+    forever (seen: 1 stop in 20, killed after 20 s). SIGKILL still ends the process.
+    Nothing outside the main thread (where signal handlers live) is changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
