@@ -23,7 +23,6 @@ counts as active here from its first delivery until its channel closes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
@@ -52,7 +51,6 @@ from burrow.core.envelopes import (
     EnvelopeError,
     Send,
     encode_acks,
-    message_id_of,
 )
 from burrow.core.lifecycle import Refused
 from burrow.core.sequencing import Clash, Numbering, Plan, dedup_key, store_batch
@@ -60,13 +58,13 @@ from burrow.runtime import metrics
 from burrow.runtime.broker import BROKER_ERRORS
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
-from burrow.storage import attachments, database
+from burrow.storage import database
 from burrow.storage.attachments import AttachmentStore, Limits
 from burrow.storage.changes import ChangeStore
 from burrow.storage.messages import MessageStore
 from burrow.storage.rooms import RoomStore
 from burrow.storage.s3attachments import attachment_store
-from consumers import mention_check
+from consumers import mention_check, send_checks
 from queues import topology
 
 log = logging.getLogger(__name__)
@@ -226,6 +224,7 @@ class Sequencer:
             pass  # the channel is gone: the broker requeues the batch anyway
 
     async def _process(self, batch: list[AbstractIncomingMessage], index: int) -> None:
+        assert self.store is not None and self.files is not None  # started
         sends: list[tuple[Send, Reply]] = []
         for message in batch:
             try:
@@ -240,16 +239,18 @@ class Sequencer:
         if any(send.kind is not None for send, _ in sends):  # changes: decide first
             sends, refused, read = await self._retrying(self._decide, sends)
         if any(send.reply_to for send, _ in sends):  # one check; no I/O without
-            sends, orphans = await self._retrying(self._thread, sends)
+            sends, orphans = await self._retrying(
+                functools.partial(send_checks.thread, self.store), sends)
             refused += orphans
         if any(send.mentions for send, _ in sends):  # one check; no I/O without
             sends, unmentionable = await self._retrying(self._mentions, sends)
             refused += unmentionable
         if refused and any(send.reply_to for send, _ in sends):  # in memory only
-            sends, orphans = _orphans(sends, lifecycle.Lost(s for s, _, _ in refused))
+            sends, orphans = send_checks.orphans(sends, lifecycle.Lost(s for s, _, _ in refused))
             refused += orphans
         if any(send.attachments for send, _ in sends):  # one check; no I/O without
-            sends, unclaimable = await self._retrying(self._claim, sends)
+            sends, unclaimable = await self._retrying(
+                functools.partial(send_checks.claim, self.store, self.files), sends)
             refused += unclaimable
         if sends:
             plan = await self._store(sends)
@@ -330,98 +331,12 @@ class Sequencer:
                 refused.append((send, reply, exc))
         return allowed, refused, read.docs
 
-    async def _thread(self, sends: list[tuple[Send, Reply]]
-                      ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
-        """The thread of each reply of the batch: the root of the message it answers
-        if that is a reply itself, else that message. A reply to a message that does
-        not exist, is in another room or is a change event is refused ``not_found``
-        (nothing stored, no seq). One read for the batch's parents; a reply stored
-        already is not looked at again (dedup answers it with the stored message).
-        A parent earlier in the same batch, not stored yet, is found there when its id
-        could be known before its ack (a message with attachments:
-        :class:`lifecycle.BatchParents`); the sends with attachments are looked up with
-        the replies, in the same read, to tell new ones from stored ones.
-        """
-        assert self.store is not None
-        replies = [send for send, _ in sends if send.reply_to]
-        with_files = [send for send, _ in sends if send.kind is None and send.attachments]
-        stored = await self.store.existing([dedup_key(s) for s in replies + with_files])
-        parents = await self.store.parents(
-            s.reply_to for s in replies if s.reply_to and dedup_key(s) not in stored)
-        in_batch = lifecycle.BatchParents()
-        allowed: list[tuple[Send, Reply]] = []
-        refused: list[tuple[Send, Reply, Refused]] = []
-        for send, reply in sends:
-            if dedup_key(send) in stored:
-                allowed.append((send, reply))
-                continue
-            if send.reply_to:
-                parent = parents.get(send.reply_to)
-                if parent is not None and parent.room == send.room and parent.kind is None:
-                    thread: str | None = parent.thread or parent.id
-                else:
-                    thread = in_batch.thread_of(send)
-                if thread is None:
-                    refused.append((send, reply, Refused(
-                        "not_found", f"no message {send.reply_to} in room {send.room}")))
-                    continue
-                send = dataclasses.replace(send, thread=thread)
-            in_batch.add(send)
-            allowed.append((send, reply))
-        return allowed, refused
-
     async def _mentions(self, sends: list[tuple[Send, Reply]]
                         ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
         """Refuse sends mentioning non-members, or @room in a large room (one read)."""
         assert self.rooms is not None and self.store is not None
         return await mention_check.check(self.rooms, self.store,
                                          self.settings.room_mention_max, sends)
-
-    async def _claim(self, sends: list[tuple[Send, Reply]]
-                     ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
-        """Attach the uploads each message of the batch names to it, before it is
-        numbered: a send whose uploads cannot all be claimed is refused (nothing stored,
-        no seq, its uploads left pending), like a refused change.
-
-        The claim is made for the id the message will have, :func:`message_id_of` its
-        dedup key, so it is idempotent across retries: a redelivery after a crash
-        between this claim and the store, or the client repeating its client_id, claims
-        the same uploads for the same id again, which the store allows (they are
-        attached to this very message) and answers with the same records. A send stored
-        already is not claimed again: dedup answers it with the stored message (and its
-        attachments), whatever its uploads became since. A reply to a message of the
-        batch refused here is refused too, before its own uploads are claimed.
-        """
-        assert self.store is not None and self.files is not None
-        with_files = [send for send, _ in sends if send.attachments]
-        stored = await self.store.existing([dedup_key(s) for s in with_files])
-        claimed: dict[tuple[str, str, str], tuple[dict[str, Any], ...] | Refused] = {}
-        allowed: list[tuple[Send, Reply]] = []
-        refused: list[tuple[Send, Reply, Refused]] = []
-        lost = lifecycle.Lost()
-        for send, reply in sends:
-            key = dedup_key(send)
-            if (orphan := lost.orphaned(send)) is not None:
-                refused.append((send, reply, orphan))
-                continue
-            if not send.attachments or key in stored:
-                allowed.append((send, reply))
-                continue
-            if key not in claimed:  # the same send twice in a batch: claimed once
-                try:
-                    found = await self.files.claim(
-                        send.attachments, send.room, send.sender,
-                        message_id_of(send.room, send.sender, send.client_id))
-                    claimed[key] = tuple(_reference(a) for a in found)
-                except attachments.Refused as exc:
-                    claimed[key] = Refused(exc.code, exc.message)
-            outcome = claimed[key]
-            if isinstance(outcome, Refused):
-                refused.append((send, reply, outcome))
-                lost.lose(send)
-            else:
-                allowed.append((dataclasses.replace(send, claimed=outcome), reply))
-        return allowed, refused
 
     async def _store(self, sends: list[tuple[Send, Reply]]) -> Plan[Reply]:
         """Number and store *sends*, retrying while the database is unreachable."""
@@ -517,21 +432,3 @@ class Sequencer:
             await channel.close()
         if self.files is not None:
             await self.files.close()
-
-
-def _orphans(sends: list[tuple[Send, Reply]], lost: lifecycle.Lost
-             ) -> tuple[list[tuple[Send, Reply]], list[tuple[Send, Reply, Refused]]]:
-    """Refuse the replies to messages of the batch that an earlier step refused."""
-    allowed: list[tuple[Send, Reply]] = []
-    refused: list[tuple[Send, Reply, Refused]] = []
-    for send, reply in sends:
-        if (orphan := lost.orphaned(send)) is not None:
-            refused.append((send, reply, orphan))
-        else:
-            allowed.append((send, reply))
-    return allowed, refused
-
-
-def _reference(found: attachments.Attachment) -> dict[str, Any]:
-    """What a message carries of an attachment: no dimensions for a file without."""
-    return {k: v for k, v in found.reference().items() if v is not None}
