@@ -1,12 +1,12 @@
 """The pure parts of the lifecycle gaps (issue 16): which messages of a sequencer batch a
 later send of it may reply to (:class:`BatchParents`), and the replies that go when
-their parent of the batch is refused (:class:`Lost`, the sequencer's ``_orphans``)."""
+their parent of the batch is refused (:class:`Lost`, :func:`consumers.send_checks.orphans`)."""
 
 from __future__ import annotations
 
 from burrow.core.envelopes import Send, message_id_of
 from burrow.core.lifecycle import BatchParents, Lost
-from consumers.sequencer import _orphans
+from consumers.send_checks import orphans
 
 FILE = "0123456789abcdef01234567"
 
@@ -38,10 +38,10 @@ def test_replies_to_a_refused_message_of_the_batch_are_refused_down_the_chain() 
     grandchild = Send("r", "a", "c2", "x", reply_to=message_id_of("r", "b", "c1"))
     unrelated = Send("r", "a", "u", "x", reply_to="stored-parent")
     plain = Send("r", "a", "v", "x")
-    kept, orphans = _orphans([(s, None) for s in (child, grandchild, unrelated, plain)],
-                             Lost([refused]))  # type: ignore[list-item]
+    kept, dropped = orphans([(s, None) for s in (child, grandchild, unrelated, plain)],
+                            Lost([refused]))  # type: ignore[list-item]
     assert [s.client_id for s, _ in kept] == ["u", "v"]
-    assert [(s.client_id, exc.code) for s, _, exc in orphans] == [
+    assert [(s.client_id, exc.code) for s, _, exc in dropped] == [
         ("c1", "not_found"), ("c2", "not_found")]
     # a refused message without files could not have been named: nothing is lost
     assert Lost([Send("r", "a", "p", "x")]).ids == set()
