@@ -5,7 +5,11 @@ member with an email and digests on gets a message they have not read) collects,
 room, the unread messages the member was neither pushed nor emailed about, renders text
 and HTML with an unsubscribe link, and sends it over SMTP. At most one digest per period:
 a job that comes due sooner than a period after the last digest goes back into the
-period's delay tier. A message that mentions the member is marked in it
+period's delay tier. The member's rule for each room holds
+(:mod:`burrow.core.notify_rules`, applied by :meth:`NotifyStore.unread_for_digest`): a
+room at "nothing" is left out, one at "mentions" lists only the messages that mention
+them or reply to one of theirs; snoozes and quiet hours do not hold digests back. A
+message that mentions the member is marked in it
 (:data:`burrow.mail.digest.MENTION_MARKS`). A redelivered job never sends twice: the job id is recorded once the
 SMTP server took the mail, and the Message-ID is the job's, so a resend after a crash
 mid-send is recognisable as the same mail.
@@ -38,6 +42,7 @@ from burrow.mail.smtp import Mailer, Outcome
 from burrow.mail.unsubscribe import make_token
 from burrow.mail.verification import VerifyJob
 from burrow.runtime import metrics
+from burrow.runtime.broker import stop_step
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
@@ -107,8 +112,8 @@ class Digester:
         for queue in self.queues:
             await queue.drain(DRAIN_TIMEOUT)
         await self.mailer.close()
-        if not self.publisher.is_closed:
-            await self.publisher.close()
+        if not self.publisher.is_closed:  # bounded: the broker may be gone for good
+            await stop_step(self.publisher.close, "close the digester's publisher")
 
     async def _send(self, message: EmailMessage) -> None:
         started = time.perf_counter()

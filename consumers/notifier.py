@@ -22,7 +22,10 @@ slow database or a provider outage backs up its queues, never the sequencer's.
 one write that clears their claims and one presence read): nothing is sent if the member read
 the room meanwhile, turned pushes off, or is active right now on some gateway (connected
 and sent a frame within ``BURROW_IDLE_AFTER``: an idle desktop does not eat the phone's
-notification). Otherwise one notification per room (count + latest preview, bodies hidden
+notification), nor when the member's rule for the room holds it back (level "nothing",
+or "mentions" and nothing unread mentions them or replies to one of their messages) or
+a snooze or the user's quiet hours do (:mod:`burrow.core.notify_rules`; dropped, not
+delayed: the digest tells). Otherwise one notification per room (count + latest preview, bodies hidden
 if the user turned previews off) goes to every device of the member. Per device: dead
 tokens are deleted, 429/5xx go to the retry tiers (only the devices that failed), and a
 confirmed device is recorded so a redelivered job never pushes it twice; a device whose
@@ -44,7 +47,7 @@ from typing import Any
 from aio_pika.abc import AbstractExchange
 from aiodataloader import DataLoader
 
-from burrow.core import ids, notify_plan
+from burrow.core import ids, notify_plan, notify_rules
 from burrow.core.envelopes import Stored
 from burrow.core.mentions import BadMentions
 from burrow.core.mentions import parse as parse_mentions
@@ -52,6 +55,7 @@ from burrow.core.notify_plan import Notice
 from burrow.push import Device, Notification, Outcome, Result, Sender
 from burrow.push.senders import build_senders
 from burrow.runtime import metrics
+from burrow.runtime.broker import stop_step
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
@@ -188,8 +192,8 @@ class Notifier:
             await queue.drain(DRAIN_TIMEOUT)
         for sender in self.senders.values():
             await sender.close()
-        if not self.publisher.is_closed:
-            await self.publisher.close()
+        if not self.publisher.is_closed:  # bounded: the broker may be gone for good
+            await stop_step(self.publisher.close, "close the notifier's publisher")
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -319,6 +323,12 @@ class Notifier:
             return  # read in time, pushed already, deleted, not a mention of them, left
         settings = await self.users.settings(user)
         if not settings.push:
+            return
+        if not notify_rules.push_now(user_snooze=settings.snooze_until, quiet=settings.quiet(),
+                                     room_snooze=unread.rule.snooze_until,
+                                     now=datetime.now(UTC)):
+            # Snoozed, or the user's quiet hours: dropped, not delayed. Not marked
+            # pushed, so the digest (and the room's next push) still tells these.
             return
         devices = await self.devices.of_user(user)
         if not devices:

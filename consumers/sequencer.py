@@ -55,7 +55,7 @@ from burrow.core.envelopes import (
 from burrow.core.lifecycle import Refused
 from burrow.core.sequencing import Clash, Numbering, Plan, dedup_key, store_batch
 from burrow.runtime import metrics
-from burrow.runtime.broker import BROKER_ERRORS
+from burrow.runtime.broker import BROKER_ERRORS, stop_step
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
@@ -415,13 +415,17 @@ class Sequencer:
         Messages prefetched but not yet in a batch are processed too; whatever the broker
         has not delivered stays in the shard queue for the next active sequencer.
         """
+        # Every broker step bounded or skipped (stop_step): the broker may be gone for
+        # good, and a robust channel's call would wait for it. With the shard channels
+        # closed, the batches in hand can ack nothing and are redelivered: cancel them.
         for queue, tag in self.consumer_tags:
-            try:
-                await queue.cancel(tag)
-            except BROKER_ERRORS:
-                pass
+            await stop_step(functools.partial(queue.cancel, tag), f"cancel {queue.name}",
+                            queue.channel)
         for inbox in self.inboxes:
             inbox.put_nowait(None)
+        if any(channel.is_closed for channel in self.channels):
+            for task in self.tasks:
+                task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self._lag is not None:
             self._lag.cancel()
@@ -429,6 +433,6 @@ class Sequencer:
         for index in self.active:
             self._inactive(index)
         for channel in self.channels:
-            await channel.close()
+            await stop_step(channel.close, "close a sequencer channel", channel)
         if self.files is not None:
             await self.files.close()

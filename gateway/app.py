@@ -22,6 +22,7 @@ from burrow.runtime.settings import Settings
 from burrow.storage import database
 from burrow.storage.attachments import AttachmentStore
 from burrow.storage.devices import DeviceStore
+from burrow.storage.reports import ReportStore
 from burrow.storage.tickets import TicketStore
 from gateway import (
     attachments_api,
@@ -35,6 +36,7 @@ from gateway import (
     openapi,
     poll,
     protocol,
+    reports_api,
     rooms_api,
     settings_api,
     sse,
@@ -97,6 +99,7 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(ws.blueprint())
     app.blueprint(tickets_api.blueprint())
     app.blueprint(rooms_api.blueprint())
+    app.blueprint(reports_api.blueprint())
     app.blueprint(devices_api.blueprint())
     app.blueprint(settings_api.blueprint())
     app.blueprint(unsubscribe_api.blueprint())
@@ -135,7 +138,7 @@ async def _open(app: GatewayApp) -> None:
     node = app.ctx.node
     stores: list[database.Indexed] = [
         node.messages, node.rooms, node.presence, DeviceStore(database.database(node.runtime.db)),
-        app.ctx.tickets, app.ctx.attachments]
+        app.ctx.tickets, app.ctx.attachments, ReportStore(database.database(node.runtime.db))]
     background.start(database.ensure_indexes(stores, settings.reconnect_interval, "gateway"),
                      name="ensure-indexes")
     background.start(attachments_api.collect_forever(app.ctx.attachments,

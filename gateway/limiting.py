@@ -42,6 +42,10 @@ from gateway.connection import Connection
 VERIFY_USER, VERIFY_ADDRESS = "verify_user", "verify_address"
 VERIFY_USER_RULE = Rule(5, 5 / 3600)  # per requesting user: 5 an hour
 VERIFY_ADDRESS_RULE = Rule(3, 3 / 86400)  # per target mailbox, all users together: 3 a day
+# Message reports (docs/moderation.md): each lands in the moderators' list and the
+# backend's queue, so a user may file 10 at once, then one every 6 minutes.
+REPORTS = "reports"
+REPORTS_RULE = Rule(10, 10 / 3600)
 
 
 class Limits:
@@ -50,13 +54,14 @@ class Limits:
             CONNECTION: settings.rate_connection, USER: settings.rate_user,
             IP: settings.rate_ip, FRAMES: settings.rate_frames,
             MEMBERS: settings.rate_members,
-            VERIFY_USER: VERIFY_USER_RULE, VERIFY_ADDRESS: VERIFY_ADDRESS_RULE})
+            VERIFY_USER: VERIFY_USER_RULE, VERIFY_ADDRESS: VERIFY_ADDRESS_RULE,
+            REPORTS: REPORTS_RULE})
         self.flood_rule = settings.rate_flood
         self.members_at_once = settings.rate_members.window_capacity
         self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
             weakref.WeakKeyDictionary())
         for scope in (CONNECTION, USER, IP, FRAMES, MEMBERS, VERIFY_USER, VERIFY_ADDRESS,
-                      "flood", "connections_user",
+                      REPORTS, "flood", "connections_user",
                       "connections_address"):  # exported at 0 from the start, so
             metrics.GATEWAY_RATE_LIMITED.labels(scope)  # rate() and alerts see a series
 
@@ -119,6 +124,14 @@ class Limits:
             return None
         metrics.GATEWAY_RATE_LIMITED.labels(MEMBERS).inc()
         return too_many(decision, "members added to rooms by this user")
+
+    async def reports(self, user: str) -> HTTPResponse | None:
+        """429 if *user* has filed too many message reports lately; None if they may."""
+        decision = await self.limiter.hit(REPORTS, user)
+        if decision.allowed:
+            return None
+        metrics.GATEWAY_RATE_LIMITED.labels(REPORTS).inc()
+        return too_many(decision, "reports from this user")
 
     async def verification(self, user: str, address: str) -> HTTPResponse | None:
         """429 if a verification mail from *user* to *address* would be one too many;

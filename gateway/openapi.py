@@ -72,7 +72,19 @@ SETTINGS: Final = {"type": "object", "required": [
     "email", "email_verified", "push", "digest", "previews"], "properties": {
     "email": {"type": ["string", "null"]}, "email_verified": {"type": "boolean"},
     "push": {"type": "boolean"}, "digest": {"enum": ["off", "hourly", "daily"]},
-    "previews": {"type": "boolean"}}}
+    "previews": {"type": "boolean"}, "snooze_until": {"type": ["integer", "null"]},
+    "quiet_hours": {"type": ["object", "null"]}}}
+SNOOZE: Final = {"type": ["integer", "null"], "description": "ms since the epoch, in the "
+                 "future and at most 366 days ahead; null: none"}
+QUIET_HOURS: Final = {"type": ["object", "null"], "additionalProperties": False,
+                      "required": ["start", "end", "tz"], "properties": {
+                          "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                          "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                          "tz": {"type": "string", "maxLength": 64,
+                                 "description": "an IANA time zone"}}}
+ROOM_RULE: Final = {"type": "object", "required": ["room", "level", "snooze_until"],
+                    "properties": {"room": ROOM, "level": {"enum": ["all", "mentions", "nothing"]},
+                                   "snooze_until": {"type": ["integer", "null"]}}}
 FILE_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
 ATTACHMENT: Final = {"type": "object", "properties": {
     "id": FILE_ID, "name": {"type": "string"}, "type": {"type": "string"},
@@ -87,6 +99,12 @@ LINK_PAGES: Final = {
 
 
 CHANGE_ERRORS: Final = _errors(400, 401, 403, 404, 409, 413, 429, 503)
+REPORT_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{21}$"}
+REPORT: Final = {"type": "object", "required": [
+    "id", "room", "message", "reason", "state", "created_at"], "properties": {
+    "id": REPORT_ID, "room": ROOM, "message": {"type": "string"},
+    "reason": {"enum": ["spam", "abuse", "harassment", "other"]},
+    "state": {"enum": ["open", "resolved"]}, "created_at": {"type": "integer"}}}
 
 
 def document() -> dict[str, Any]:
@@ -207,6 +225,35 @@ def document() -> dict[str, Any]:
             "get": {"summary": "A message's versions, oldest first", "security": AUTH,
                     "responses": {"200": _answer("versions", ANY_JSON),
                                   **_errors(400, 401, 403, 404, 429)}}},
+        "/v1/rooms/{room}/messages/{message}/report": {
+            "parameters": [ROOM_PATH, MESSAGE_PATH],
+            "post": {"summary": "Report a message (members; docs/moderation.md)",
+                     "security": AUTH,
+                     "requestBody": _json_body({
+                         "reason": {"enum": ["spam", "abuse", "harassment", "other"]},
+                         "note": {"type": "string", "maxLength": 1000}}, ["reason"]),
+                     "responses": {"201": _answer("reported", REPORT),
+                                   "200": _answer("reported before: the same report", REPORT),
+                                   **_errors(400, 401, 403, 404, 413, 429, 503)}}},
+        "/v1/rooms/{room}/reports": {"parameters": [ROOM_PATH], "get": {
+            "summary": "The room's reports (owner or admin), in filing order",
+            "security": AUTH,
+            "parameters": [_query("state", {"enum": ["open", "resolved"]},
+                                  description="open (default) or resolved"),
+                           _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                           _query("after", REPORT_ID, description="the last id seen")],
+            "responses": {"200": _answer("reports, with snapshots", ANY_JSON),
+                          **_errors(400, 401, 403, 404, 429)}}},
+        "/v1/rooms/{room}/reports/{report}/resolve": {
+            "parameters": [ROOM_PATH, _path("report", REPORT_ID)],
+            "post": {"summary": "Resolve a report (owner or admin; idempotent)",
+                     "security": AUTH,
+                     "requestBody": _json_body({
+                         "action": {"enum": ["dismissed", "removed", "warned"]},
+                         "note": {"type": "string", "maxLength": 1000}}, ["action"]),
+                     "responses": {"200": _answer("resolved (the first resolution stands)",
+                                                  ANY_JSON),
+                                   **_errors(400, 401, 403, 404, 413, 429)}}},
         "/v1/rooms/{room}/members": {"parameters": [ROOM_PATH], "get": {
             "summary": "Members", "security": AUTH,
             "responses": {"200": _answer("members", ANY_JSON),
@@ -294,9 +341,20 @@ def document() -> dict[str, Any]:
                         "email": {"type": ["string", "null"], "maxLength": 254},
                         "push": {"type": "boolean"},
                         "digest": {"enum": ["off", "hourly", "daily"]},
-                        "previews": {"type": "boolean"}}, []),
+                        "previews": {"type": "boolean"}, "snooze_until": SNOOZE,
+                        "quiet_hours": QUIET_HOURS}, []),
                     "responses": {"200": _answer("the settings now", SETTINGS),
                                   **_errors(400, 401, 409, 413, 429, 503)}}},
+        "/v1/me/rooms/{room}/notifications": {"parameters": [ROOM_PATH], "get": {
+            "summary": "My notification rule for a room of mine", "security": AUTH,
+            "responses": {"200": _answer("the rule", ROOM_RULE),
+                          **_errors(400, 401, 403, 429)}},
+            "put": {"summary": "Change it (level, snooze_until; partial)", "security": AUTH,
+                    "requestBody": _json_body({
+                        "level": {"enum": ["all", "mentions", "nothing"]},
+                        "snooze_until": SNOOZE}, []),
+                    "responses": {"200": _answer("the rule now", ROOM_RULE),
+                                  **_errors(400, 401, 403, 413, 429)}}},
         "/v1/settings/email/verify": {
             "parameters": [_query("token", {"type": "string"}, True,
                                   "from the verification mail")],

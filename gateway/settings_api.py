@@ -1,8 +1,8 @@
 """The caller's notification settings (``/v1/me/settings``), JWT-authenticated.
 
-``GET`` answers ``{email, email_verified, push, digest, previews}`` (defaults for a user
-who never set any); ``PUT`` changes the fields it is given and leaves the others, then
-answers the whole settings. Values are checked strictly: booleans are JSON
+``GET`` answers ``{email, email_verified, push, digest, previews, snooze_until,
+quiet_hours}`` (defaults for a user who never set any); ``PUT`` changes the fields it is
+given and leaves the others, then answers the whole settings. Values are checked strictly: booleans are JSON
 ``true``/``false`` (not ``0``, ``1`` or strings), ``digest`` is ``hourly``, ``daily`` or
 ``off``, ``email`` a plausible address or ``null``; an unknown key (``email_verified``
 too: only the link mailed to the address sets it) is refused. Errors as in
@@ -13,6 +13,10 @@ unverified and a verification mail is queued (``email.verify``), subject to the 
 and per-address limits (429, nothing changed); the same address again re-sends only after
 the cool-down. The change is stored before the mail is queued, so the digester finds the
 address the job names; a job the broker did not take undoes the cool-down (503).
+
+``/v1/me/rooms/{room}/notifications`` is the caller's rule for one room of theirs
+(``level``, ``snooze_until``: :mod:`burrow.core.notify_rules`), stored on their
+membership; a room they are not in is 403 whether it exists or not.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
+from burrow.core import ids
+from burrow.core.notify_rules import LEVELS, QuietHours
 from burrow.mail import verification
 from burrow.runtime.process import Runtime
 from burrow.storage import database
+from burrow.storage.room_rules import RoomRuleStore
 from burrow.storage.users import DIGESTS, UserStore, stamp
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object
@@ -39,7 +46,9 @@ from gateway.ws import authenticate
 
 log = logging.getLogger(__name__)
 
-FIELDS: Final = ("email", "push", "digest", "previews")
+FIELDS: Final = ("email", "push", "digest", "previews", "snooze_until", "quiet_hours")
+ROOM_FIELDS: Final = ("level", "snooze_until")
+MAX_SNOOZE: Final = timedelta(days=366)  # a snooze further away is a mistake (or a probe)
 MAX_EMAIL: Final = 254  # RFC 5321's path limit, less the angle brackets
 MAX_LOCAL_PART: Final = 64
 EMAIL_ATTEMPTS: Final = 3  # concurrent changes of one user's address, re-read this often
@@ -66,6 +75,39 @@ def parse_changes(data: dict[str, Any]) -> dict[str, Any]:
         raise Invalid(f"digest must be one of {', '.join(DIGESTS)}", field="digest")
     if "previews" in data and not isinstance(data["previews"], bool):
         raise Invalid("previews must be true or false", field="previews")
+    if "snooze_until" in data:
+        check_snooze(data["snooze_until"], datetime.now(UTC))
+    if "quiet_hours" in data:
+        try:
+            quiet = QuietHours.from_json(data["quiet_hours"])
+        except ValueError as exc:
+            raise Invalid(f"{exc}: quiet_hours is {{\"start\": \"HH:MM\", \"end\": "
+                          "\"HH:MM\", \"tz\": an IANA zone}} or null",
+                          field="quiet_hours") from None
+        data["quiet_hours"] = None if quiet is None else quiet.to_json()
+    return dict(data)
+
+
+def check_snooze(value: Any, now: datetime) -> None:
+    """``snooze_until``: null, or a time in ms since the epoch after *now* and at most
+    :data:`MAX_SNOOZE` ahead; raises :exc:`Invalid`."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Invalid("snooze_until must be a time in milliseconds since the epoch, or null",
+                      field="snooze_until")
+    now_ms = int(now.timestamp() * 1000)
+    if not now_ms < value <= now_ms + int(MAX_SNOOZE.total_seconds() * 1000):
+        raise Invalid(f"snooze_until must be in the future and at most {MAX_SNOOZE.days} "
+                      "days ahead (null: no snooze)", field="snooze_until")
+
+
+def parse_room_changes(data: dict[str, Any]) -> dict[str, Any]:
+    """Check a ``PUT /v1/me/rooms/{room}/notifications`` object (keys already known)."""
+    if "level" in data and data["level"] not in LEVELS:
+        raise Invalid(f"level must be one of {', '.join(LEVELS)}", field="level")
+    if "snooze_until" in data:
+        check_snooze(data["snooze_until"], datetime.now(UTC))
     return dict(data)
 
 
@@ -95,6 +137,36 @@ def blueprint() -> Blueprint:
             return await change_email(request, claims.user, changes)
         except Invalid as refused:
             return refused.response()
+
+    def rules(request: Request) -> RoomRuleStore:
+        runtime: Runtime = request.app.ctx.runtime
+        return RoomRuleStore(database.database(runtime.db))
+
+    def not_member(room: str) -> HTTPResponse:
+        # The same answer whether the room exists or not: nothing about rooms one is
+        # not in leaks through this route.
+        return Invalid(f"not a member of room {room}", code="forbidden",
+                       status=403).response()
+
+    @bp.get("/rooms/<room>/notifications")
+    async def room_notifications(request: Request, room: str) -> HTTPResponse:
+        claims: Claims = request.ctx.claims
+        if not ids.is_room_id(room):
+            return Invalid("room must match [A-Za-z0-9_-]{1,64}", field="room").response()
+        rule = await rules(request).get(room, claims.user)
+        return not_member(room) if rule is None else response.json(rule.as_dict(room))
+
+    @bp.put("/rooms/<room>/notifications", stream=True)
+    async def change_room_notifications(request: Request, room: str) -> HTTPResponse:
+        claims: Claims = request.ctx.claims
+        try:
+            changes = parse_room_changes(await json_object(request, ROOM_FIELDS))
+        except Invalid as refused:
+            return refused.response()
+        if not ids.is_room_id(room):  # after the body is read: none is left unconsumed
+            return Invalid("room must match [A-Za-z0-9_-]{1,64}", field="room").response()
+        rule = await rules(request).set(room, claims.user, changes)
+        return not_member(room) if rule is None else response.json(rule.as_dict(room))
 
     return bp
 

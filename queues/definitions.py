@@ -77,10 +77,11 @@ ROLES = (
     # A gateway publishes sends to chat.ingress, and presence, typing and member events
     # to chat.fanout, but never a stored message there: only the sequencer fans those
     # out, so a compromised gateway cannot forge one in any room. It asks for address
-    # verification mails on email.verify, which reaches email.due alone.
+    # verification mails on email.verify, which reaches email.due alone, and files
+    # message reports on moderation.report, which reaches moderation.reports alone.
     Role("burrow-gateway",
          configure=r"^gateway\.",
-         write=r"^(gateway\..*|chat\.ingress|chat\.fanout|email\.verify)$",
+         write=r"^(gateway\..*|chat\.ingress|chat\.fanout|email\.verify|moderation\.report)$",
          read=r"^(gateway\..*|chat\.fanout|chat\.reply)$",
          password_env="BURROW_RABBITMQ_GATEWAY_PASSWORD",
          topics=(Topic("chat.ingress", rf"^room\.{ROOM}\.msg$", ANY),
@@ -88,14 +89,17 @@ ROLES = (
     # The sequencer consumes the shards, fans stored messages out and answers senders;
     # it declares the chat exchanges, shards and their dead queue, and never publishes a
     # job nor a send (its shards dead-letter through burrow.jobs, inside the broker).
+    # It also declares moderation.* (no worker consumes it; backend services do), but
+    # publishes nothing there.
     Role("burrow-sequencer",
-         configure=r"^(chat\.(ingress|shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs)$",
-         write=r"^(chat\.(shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs)$",
-         read=r"^(chat\.(ingress|shard|seq\.[0-9]+)|burrow\.jobs)$",
+         configure=(r"^(chat\.(ingress|shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs"
+                    r"|moderation\.(report|reports|dead))$"),
+         write=r"^(chat\.(shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs|moderation\.(reports|dead))$",
+         read=r"^(chat\.(ingress|shard|seq\.[0-9]+)|burrow\.jobs|moderation\.(report|reports))$",
          password_env="BURROW_RABBITMQ_SEQUENCER_PASSWORD",
          topics=(Topic("chat.fanout", rf"^room\.{ROOM}\.msg$", NOTHING),
                  Topic("chat.ingress", NOTHING, r"^room\.\*\.msg$"),
-                 Topic("burrow.jobs", NOTHING, r"^chat\.seq\.dead$"))),
+                 Topic("burrow.jobs", NOTHING, r"^(chat\.seq\.dead|moderation\.(reports|dead))$"))),
     # The notifier reads stored messages (notify.messages, bound to chat.fanout) and due
     # pushes; it publishes pushes into its own tiers (a mention straight into push.due)
     # and digests into the digester's delay tiers, never an email, a send or a fan-out.
@@ -116,12 +120,13 @@ ROLES = (
          topics=(Topic("burrow.jobs",
                        rf"^(digest\.(dead|(delay|retry)\.{TIER})|email\.(dead|retry\.{TIER}))$",
                        r"^(digest|email)\..+$"),)),
-    # Backend services post sends and the push and email jobs of docs/queues.md, and
-    # bind queues of their own to the stored stream (one room's or every room's).
+    # Backend services post sends and the push and email jobs of docs/queues.md, bind
+    # queues of their own to the stored stream (one room's or every room's), and consume
+    # the message reports (moderation.reports).
     Role("burrow-backend",
          configure=r"^backend\.",
          write=r"^(backend\..*|chat\.ingress|burrow\.jobs)$",
-         read=r"^(backend\..*|chat\.fanout)$",
+         read=r"^(backend\..*|chat\.fanout|moderation\.reports)$",
          password_env="BURROW_RABBITMQ_BACKEND_PASSWORD",
          topics=(Topic("chat.ingress", rf"^room\.{ROOM}\.msg$", NOTHING),
                  Topic("chat.fanout", NOTHING, rf"^room\.({ROOM}|\*)\.msg$"),

@@ -39,7 +39,7 @@ from aio_pika.abc import (
 from pymongo.errors import PyMongoError
 
 from burrow.runtime import metrics
-from burrow.runtime.broker import BROKER_ERRORS
+from burrow.runtime.broker import BROKER_ERRORS, stop_step
 from burrow.runtime.settings import Settings
 from queues import topology
 
@@ -220,25 +220,33 @@ class JobQueue:
             headers={**(original.headers or {}), **headers}), routing_key=queue)
 
     async def drain(self, timeout: float) -> None:
-        """Stop taking jobs, let the running ones finish (up to *timeout*), close."""
+        """Stop taking jobs, let the running ones finish (up to *timeout*), close.
+
+        Within seconds whatever the broker's state (:func:`stop_step`): with the channel
+        gone, the running jobs are cancelled at once, since they could ack nothing and
+        the broker has requeued them already."""
         await self._stop_consuming()
         await self._finish(set(self.tasks), timeout)
-        if self.channel is not None and not self.channel.is_closed:
-            await self.channel.close()
+        await self._close_channel()
 
     async def _stop_consuming(self) -> None:
         if self.queue is not None and self.tag is not None:
-            try:
-                await self.queue.cancel(self.tag)
-            except BROKER_ERRORS as exc:
-                log.debug("cancel %s: %s", self.name, exc)
+            queue, tag = self.queue, self.tag
+            await stop_step(lambda: queue.cancel(tag), f"cancel {self.name}", self.channel)
 
-    @staticmethod
-    async def _finish(tasks: set[asyncio.Task[None]], timeout: float) -> None:
+    async def _close_channel(self) -> None:
+        channel = self.channel
+        if channel is not None and not channel.is_closed:
+            await stop_step(channel.close, f"close {self.name}'s channel")
+
+    async def _finish(self, tasks: set[asyncio.Task[None]], timeout: float) -> None:
         """Wait up to *timeout* for *tasks*; cancel the late ones (their jobs stay
-        unacked and are redelivered)."""
+        unacked and are redelivered). No wait when the channel is closed: a job could
+        not ack, and its publishes would wait for a reconnect that may never come."""
         if not tasks:
             return
+        if self.channel is not None and self.channel.is_closed:
+            timeout = 0
         _, late = await asyncio.wait(tasks, timeout=timeout)
         for task in late:
             task.cancel()
@@ -360,8 +368,7 @@ class BatchJobQueue(JobQueue, Generic[T]):
         if self.runner is not None:
             self.inbox.put_nowait(None)
             await self._finish({self.runner}, timeout)
-        if self.channel is not None and not self.channel.is_closed:
-            await self.channel.close()
+        await self._close_channel()
 
 
 async def publish_job(exchange: AbstractExchange, queue: str, body: Mapping[str, Any],

@@ -39,6 +39,12 @@ VERIFY = "email.verify"
 """Direct exchange the gateways ask for verification mails on, bound to ``email.due`` only:
 gateways may publish here but not to ``burrow.jobs`` (which reaches every job queue), and
 the digester takes nothing but ``verify`` jobs that came this way."""
+REPORT = "moderation.report"
+"""Direct exchange the gateways publish message reports on, bound to ``moderation.reports``
+only (key ``moderation.reports``): gateways may write here and nowhere else in
+``moderation.*``; backend services consume the queue (docs/moderation.md)."""
+MODERATION_REPORTS = "moderation.reports"
+MODERATION_DEAD = "moderation.dead"
 
 SHARD_QUEUE_PREFIX = "chat.seq."
 SHARD_DEAD = "chat.seq.dead"
@@ -207,6 +213,7 @@ def build(shards: int = DEFAULT_SHARDS,
         Exchange(REPLY, "direct"),
         Exchange(JOBS, "topic"),
         Exchange(VERIFY, "direct"),
+        Exchange(REPORT, "direct"),
     ]
     queues: list[Queue] = []
     bindings = [Binding(INGRESS, SHARD, "room.*.msg", "exchange")]
@@ -232,6 +239,10 @@ def build(shards: int = DEFAULT_SHARDS,
         bindings += family_bindings
         if family.name == "email":
             bindings.append(Binding(VERIFY, family.due, family.due))
+    queues += [_work_queue(MODERATION_REPORTS, MODERATION_DEAD), _dead_queue(MODERATION_DEAD)]
+    bindings += [Binding(REPORT, MODERATION_REPORTS, MODERATION_REPORTS),
+                 Binding(JOBS, MODERATION_REPORTS, MODERATION_REPORTS),
+                 Binding(JOBS, MODERATION_DEAD, MODERATION_DEAD)]
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
 
 
@@ -250,7 +261,9 @@ def for_settings(settings: Settings) -> Topology:
 # Worker kind (``python -m consumers NAME``) -> the name prefixes it owns: it declares
 # the exchanges and queues named so and the bindings into them, and no other kind may.
 OWNERS: dict[str, tuple[str, ...]] = {
-    "sequencer": ("chat.",),
+    # moderation.* has no worker of its own (backend services consume it): the
+    # sequencer, which every deployment runs, declares it.
+    "sequencer": ("chat.", "moderation."),
     "notifier": ("notify.", "push."),
     "digester": ("digest.", "email."),
 }

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import aio_pika
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,38 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (AMQPError, ChannelInvalidStateErro
                                               ConnectionError)
 
 OnChannel = Callable[[AbstractRobustChannel], Awaitable[None]]
+
+
+# A shutdown step that talks to the broker gets this long; a broker that has not answered
+# by then is not coming back before the SIGKILL deadline.
+STOP_TIMEOUT = 2.0
+
+
+async def stop_step(step: Callable[[], Awaitable[object]], what: str,
+                    channel: AbstractChannel | None = None,
+                    timeout: float = STOP_TIMEOUT) -> None:
+    """Run one shutdown step that talks to the broker (a consumer cancel, a channel or
+    connection close) so that it cannot hold up the stop.
+
+    A robust channel's calls wait for the connection to come back, forever when it never
+    does (the vhost deleted, the broker down for good): a worker ignored SIGTERM until it
+    was SIGKILLed. So the step is skipped when *channel* is already closed (it closes with
+    its connection), and otherwise given at most *timeout*. Nothing is lost either way: the
+    broker requeues whatever was delivered and not acked when the connection dies
+    (at-least-once; every job and batch handler is idempotent). Broker errors are logged,
+    not raised: the stop goes on.
+    """
+    if channel is not None and channel.is_closed:
+        log.info("%s: skipped, the broker connection is down", what)
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await step()
+    except TimeoutError:
+        log.warning("%s: no answer from the broker within %.0f s; stopping anyway",
+                    what, timeout)
+    except BROKER_ERRORS as exc:
+        log.debug("%s: %s", what, exc)
 
 
 class BrokerLink:
@@ -89,7 +121,8 @@ class BrokerLink:
     async def _close_connection(self) -> None:
         conn, self.connection, self.channel = self.connection, None, None
         if conn is not None:
-            await conn.close()
+            # Not skipped while the connection is down: closing stops its reconnects.
+            await stop_step(conn.close, f"close broker link {self.name}")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -28,7 +28,9 @@ from pymongo.errors import DuplicateKeyError
 
 from burrow.core.envelopes import Stored
 from burrow.core.notify_plan import MemberState, UserState
+from burrow.core.notify_rules import Kind, kind_of, told
 from burrow.storage.database import pages, utc
+from burrow.storage.room_rules import DEFAULT_RULE, PROJECTION, RoomRule, rule_of
 
 K = TypeVar("K")
 
@@ -41,6 +43,12 @@ class Unread:
     count: int
     latest: Stored
     senders: tuple[str, ...]  # distinct, newest first
+    rule: RoomRule = DEFAULT_RULE  # the member's rule for the room (level, snooze)
+
+
+#: A room at level "mentions" looks for mentions and replies among this many newest
+#: unread messages (a muted room's backlog is not read whole for one push or digest).
+TOLD_SCAN = 500
 
 
 # Pushes and digests tell of messages: not of change events (edit, delete, reaction),
@@ -148,12 +156,39 @@ class NotifyStore:
             ordered=False)
 
     async def unread_for_push(self, room: str, user: str) -> Unread | None:
-        """Messages from others after what *user* read or was pushed; None if none."""
+        """Messages from others after what *user* read or was pushed, those their rule
+        for the room tells (docs/devices-and-settings.md, rules); None if none."""
         membership = await self.memberships.find_one({"room": room, "user": user})
         if membership is None:
             return None
         since = max(membership.get("read_seq", 0), membership.get("pushed_seq", 0))
-        return await self._unread(room, user, since)
+        rule = rule_of(membership)
+        if told(rule.level, Kind.OTHER):
+            found = await self._unread(room, user, since)
+            return None if found is None else replace(found, rule=rule)
+        recent = await self._told(room, user, since, rule.level)
+        if not recent:
+            return None
+        return Unread(len(recent), recent[0], tuple(dict.fromkeys(m.sender for m in recent)),
+                      rule)
+
+    async def _told(self, room: str, user: str, since: int, level: str) -> list[Stored]:
+        """The unread messages (newest first, among the :data:`TOLD_SCAN` newest) that a
+        room at *level* tells *user* of: one read of the messages, and one of the
+        replied-to ones (which are *user*'s?) when some are replies."""
+        if not any(told(level, kind) for kind in Kind):
+            return []
+        query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
+                 **MESSAGES_ONLY}
+        recent = [Stored.from_document(d) async for d in
+                  self.messages.find(query).sort("seq", DESCENDING).limit(TOLD_SCAN)]
+        parents = sorted({m.reply_to for m in recent if m.reply_to is not None})
+        mine: set[str] = set()
+        for page in pages(parents):
+            mine |= {d["_id"] async for d in self.messages.find(
+                {"_id": {"$in": page}, "sender": user}, {"_id": 1})}
+        return [m for m in recent
+                if told(level, kind_of(user, m.sender, m.mentions, m.reply_to, mine))]
 
     async def _unread(self, room: str, user: str, since: int, limit: int = 0) -> Unread | None:
         query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
@@ -171,17 +206,20 @@ class NotifyStore:
         it or were pushed about it since, left the room, or it is deleted, is no message
         or does not mention them (a job a backend made up)."""
         membership = await self.memberships.find_one(
-            {"room": room, "user": user}, {"read_seq": 1, "pushed_seq": 1})
+            {"room": room, "user": user}, {"read_seq": 1, "pushed_seq": 1, **PROJECTION})
         if membership is None or max(membership.get("read_seq", 0),
                                      membership.get("pushed_seq", 0)) >= seq:
             return None
+        rule = rule_of(membership)
+        if not told(rule.level, Kind.MENTION):
+            return None  # the room is at "nothing": not even mentions
         doc = await self.messages.find_one({"room": room, "seq": seq, **MESSAGES_ONLY})
         if doc is None:
             return None
         message = Stored.from_document(doc)
         if message.mentions is None or not message.mentions.names(user):
             return None
-        return Unread(1, message, (message.sender,))
+        return Unread(1, message, (message.sender,), rule)
 
     async def mark_pushed(self, room: str, user: str, seq: int) -> None:
         await self.memberships.update_one({"room": room, "user": user},
@@ -254,12 +292,20 @@ class NotifyStore:
         return None if doc is None else _time(doc.get("last_digest_at"))
 
     async def unread_for_digest(self, user: str, per_room: int) -> list[tuple[str, int, list[Stored]]]:
-        """Per room: unread messages not already pushed or emailed (count, oldest first)."""
+        """Per room: unread messages not already pushed or emailed (count, oldest first),
+        those the member's rule for the room tells: none of a room at "nothing", only
+        mentions and replies to them of a room at "mentions"."""
         found = []
         async for membership in self.memberships.find({"user": user}).sort("room"):
             room = membership["room"]
             since = max(membership.get("read_seq", 0), membership.get("pushed_seq", 0),
                         membership.get("emailed_seq", 0))
+            level = rule_of(membership).level
+            if not told(level, Kind.OTHER):
+                kept = await self._told(room, user, since, level)
+                if kept:
+                    found.append((room, len(kept), kept[:per_room][::-1]))
+                continue
             query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
                      **MESSAGES_ONLY}
             count = await self.messages.count_documents(query)

@@ -1,7 +1,7 @@
 """Users' notification settings in MongoDB (``users``), one document per user id.
 
 ``{_id: user, email, email_verified, email_verify_sent_at, push, digest, previews,
-updated_at}``. A user without a document (or a field missing from it) has the defaults
+snooze_until, quiet_hours, updated_at}``. A user without a document (or a field missing from it) has the defaults
 of :class:`UserSettings`: pushes on, a daily e-mail digest (sent only once there is a
 verified ``email``), message bodies shown. An address stored before verification existed
 has no ``email_verified`` and reads as unverified. Writes touch only the fields they
@@ -23,13 +23,15 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from burrow.core.notify_rules import QuietHours, stored_quiet_hours
 from burrow.mail.verification import EmailState
 from burrow.storage.database import utc
 
 Database = AsyncDatabase[dict[str, Any]]
 Digest = Literal["hourly", "daily", "off"]
 DIGESTS: Final[tuple[str, ...]] = get_args(Digest)
-FIELDS: Final = frozenset({"email", "push", "digest", "previews"})  # what users set
+FIELDS: Final = frozenset({"email", "push", "digest", "previews", "snooze_until",
+                           "quiet_hours"})  # what users set
 _SHOWN: Final = FIELDS | {"email_verified"}
 
 
@@ -40,6 +42,12 @@ class UserSettings:
     push: bool = True  # push notifications to the user's devices
     digest: Digest = "daily"  # e-mail digest of unread messages
     previews: bool = True  # show message bodies in pushes and digests
+    snooze_until: int | None = None  # ms since the epoch: no push before (rules)
+    quiet_hours: dict[str, str] | None = None  # {start, end, tz}: no push within
+
+    def quiet(self) -> QuietHours | None:
+        """The quiet hours to apply (None if unset, or stored but no longer valid)."""
+        return stored_quiet_hours(self.quiet_hours)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +57,11 @@ def settings_of(doc: dict[str, Any] | None) -> UserSettings:
     """The settings a ``users`` document holds, defaults for what it lacks."""
     known = {k: v for k, v in (doc or {}).items() if k in _SHOWN}
     known["email_verified"] = known.get("email_verified") is True and bool(known.get("email"))
+    snooze = known.get("snooze_until")
+    if not isinstance(snooze, int) or isinstance(snooze, bool):
+        known.pop("snooze_until", None)
+    quiet = stored_quiet_hours(known.get("quiet_hours"))
+    known["quiet_hours"] = None if quiet is None else quiet.to_json()
     return UserSettings(**known)
 
 

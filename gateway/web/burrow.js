@@ -355,6 +355,21 @@ export class BurrowClient {
     return (await this.api("GET", `/v1/rooms/${encodeURIComponent(room)}/members`)).members;
   }
 
+  /** My notification rule for *room*: {room, level: "all" | "mentions" | "nothing",
+   * snooze_until: ms or null} (docs/devices-and-settings.md, "Notification rules"). */
+  roomNotifications(room) {
+    return this.api("GET", `/v1/me/rooms/${encodeURIComponent(room)}/notifications`);
+  }
+
+  /** Change it: `level` and/or `snoozeUntil` (ms since the epoch, null: none); resolves
+   * with the rule now. */
+  setRoomNotifications(room, { level, snoozeUntil } = {}) {
+    const body = {};
+    if (level !== undefined) body.level = level;
+    if (snoozeUntil !== undefined) body.snooze_until = snoozeUntil;
+    return this.api("PUT", `/v1/me/rooms/${encodeURIComponent(room)}/notifications`, body);
+  }
+
   // -- rooms ----------------------------------------------------------------------------
 
   /** Subscribe; resolves with the seq the stream starts after. `since`: resume from

@@ -84,8 +84,8 @@ def start(process_env: dict[str, str], tmp_path: Path, vhost: Vhost,
     worker; *port* (default: a free one) is the gateway's, or the worker's probes'.
 
     After the test's vhost and database (it asks for them), so its processes stop before
-    they go: a worker whose vhost was deleted under it took its 20 s SIGKILL deadline to
-    stop (four tests, four minutes a run)."""
+    they go: a clean stop, though a worker whose vhost is gone stops promptly too
+    (tests/integration/test_vhost_gone.py)."""
     with starting(process_env, tmp_path) as run:
         yield run
 

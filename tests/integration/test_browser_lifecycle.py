@@ -5,7 +5,7 @@ bob's with its mark, bob's reaction shows at alice's as a chip, bob's reply in a
 shows at alice's as the root's reply count and in the thread view, a PNG alice uploads
 loads as an image at bob's (from a signed URL), a deleted message leaves a tombstone and
 its text nowhere in bob's page, and a mention chosen with the composer's autocomplete
-arrives highlighted. And the room-state reducer (gateway/web/roomstate.js) on its own, in
+arrives highlighted; bob mutes the room from its header. And the room-state reducer (gateway/web/roomstate.js) on its own, in
 the same browser: events applied twice, or replayed over a history page, change nothing.
 Everything waits on what the pages show, with timeouts; screenshots go to
 ``test-artifacts/browser/``.
@@ -221,6 +221,16 @@ async def lifecycle(alice: Person, bob: Person) -> None:
     await expect(bob.message("see you there @bob")).to_have_class(
         "message mention", timeout=T)
     await expect(alice.message("see you there @bob")).to_have_class("message mine")
+
+    # bob mutes the room from its header: stored as his rule, shown again on reload
+    await expect(b.locator("#room-notify")).to_have_value("all", timeout=T)
+    async with b.expect_response(lambda r: r.url.endswith("/v1/me/rooms/plans/notifications")
+                                 and r.request.method == "PUT", timeout=T) as put:
+        await b.select_option("#room-notify", "nothing")
+    assert (await put.value).status == 200
+    await b.reload()
+    await b.wait_for_selector("#room-title:has-text('plans')", timeout=T)
+    await expect(b.locator("#room-notify")).to_have_value("nothing", timeout=T)
     await shot(a, "lifecycle-alice")
     await shot(b, "lifecycle-bob")
 

@@ -226,7 +226,7 @@ def test_the_device_limit_evicts_the_least_recently_updated(stack: Stack) -> Non
 def test_settings_defaults_partial_updates_and_validation(stack: Stack) -> None:
     stack.vhost.load_topology()  # email.verify, where a new address's mail is queued
     defaults = {"email": None, "email_verified": False, "push": True, "digest": "daily",
-                "previews": True}
+                "previews": True, "snooze_until": None, "quiet_hours": None}
     assert stack.http("GET", "/v1/me/settings", "ann") == (200, defaults)
     assert stack.http("PUT", "/v1/me/settings", "ann", {}) == (200, defaults)
     assert user_in_db(stack, "ann") is None  # nothing to write, nothing written
@@ -235,7 +235,7 @@ def test_settings_defaults_partial_updates_and_validation(stack: Stack) -> None:
     status, body = stack.http("PUT", "/v1/me/settings", "ann",
                               {"email": "ann.lee+chat@mail.example.org", "previews": False})
     want = {"email": "ann.lee+chat@mail.example.org", "email_verified": False, "push": True,
-            "digest": "hourly", "previews": False}
+            "digest": "hourly", "previews": False, "snooze_until": None, "quiet_hours": None}
     assert (status, body) == (200, want)
     assert stack.http("GET", "/v1/me/settings", "ann") == (200, want)
     doc = user_in_db(stack, "ann")
@@ -290,7 +290,7 @@ def test_settings_defaults_partial_updates_and_validation(stack: Stack) -> None:
     assert stack.http("PUT", "/v1/me/settings", "ann",
                       {"email": None, "push": False, "digest": "off"}) == (
         200, {"email": None, "email_verified": False, "push": False, "digest": "off",
-              "previews": False})
+              "previews": False, "snooze_until": None, "quiet_hours": None})
     doc = user_in_db(stack, "ann")
     assert doc is not None and doc["email"] is None and doc["push"] is False
 

@@ -123,6 +123,13 @@ FORBIDDEN = [
     (BACKEND, "bind backend.spy chat.fanout #"),
     (BACKEND, "declare-exchange burrow.jobs"),
     (GATEWAY, "declare-exchange burrow.jobs"),
+    # reports: a gateway files them but cannot read them; only a backend consumes them
+    (GATEWAY, "consume moderation.reports"),
+    (GATEWAY, "publish burrow.jobs moderation.reports"),
+    (NOTIFIER, "consume moderation.reports"),
+    (DIGESTER, "consume moderation.reports"),
+    (BACKEND, "publish moderation.report moderation.reports"),  # no forged report
+    (BACKEND, "consume moderation.dead"),
 ]
 
 
@@ -134,7 +141,7 @@ async def test_roles_are_refused_outside_their_rights(declared: Vhost, user: str
 
 
 # each role's own namespace; nobody but the admin may declare in another one's
-NAMESPACES = {GATEWAY: ("gateway.",), SEQUENCER: ("chat.",), NOTIFIER: ("notify.", "push."),
+NAMESPACES = {GATEWAY: ("gateway.",), SEQUENCER: ("chat.", "moderation."), NOTIFIER: ("notify.", "push."),
               DIGESTER: ("digest.", "email."), BACKEND: ("backend.",)}
 
 
@@ -149,7 +156,8 @@ async def test_nobody_declares_in_another_roles_namespace(declared: Vhost, user:
 
 
 ALLOWED = {
-    GATEWAY: ["publish chat.ingress room.r1.msg", "bind gateway.test-1 chat.fanout room.r1.msg"],
+    GATEWAY: ["publish chat.ingress room.r1.msg", "bind gateway.test-1 chat.fanout room.r1.msg",
+              "publish moderation.report moderation.reports"],
     SEQUENCER: ["consume chat.seq.0", "publish chat.fanout room.r1.msg",
                 "bind chat.seq.dead burrow.jobs chat.seq.dead"],
     NOTIFIER: ["consume notify.messages", "consume push.due",
@@ -163,7 +171,7 @@ ALLOWED = {
     BACKEND: ["publish chat.ingress room.r1.msg", "publish burrow.jobs push.due",
               f"publish burrow.jobs {PUSH.delay(30)}", "publish burrow.jobs email.due",
               "bind backend.indexer chat.fanout room.*.msg",
-              "bind backend.lobby chat.fanout room.lobby.msg"],
+              "bind backend.lobby chat.fanout room.lobby.msg", "consume moderation.reports"],
 }
 
 

@@ -116,6 +116,15 @@ def topic_allowed(user: str, kind: str, exchange: str, key: str) -> bool:
     ("burrow-backend", "read", "chat.seq.0", False),
     ("burrow-backend", "read", "backend.search-indexer", True),
     ("burrow-backend", "read", "burrow.jobs", False),
+    # reports: gateways file them on their exchange only, backends consume them
+    ("burrow-gateway", "write", "moderation.report", True),
+    ("burrow-gateway", "write", "moderation.reports", False),
+    ("burrow-gateway", "read", "moderation.reports", False),
+    ("burrow-backend", "read", "moderation.reports", True),
+    ("burrow-backend", "read", "moderation.dead", False),
+    ("burrow-backend", "write", "moderation.report", False),
+    ("burrow-notifier", "read", "moderation.reports", False),
+    ("burrow-digester", "read", "moderation.reports", False),
 ])
 def test_roles_have_least_privilege(user: str, kind: str, resource: str,
                                     expected: bool) -> None:

@@ -157,8 +157,18 @@ async function openRoom(id) {
   renderMessages();
   renderTyping();
   markRead();
-  await refreshMembers();
+  await Promise.all([refreshMembers(), showNotifyLevel(id)]);
   $("compose-body").focus();
+}
+
+/** The room header's notification level (All / Mentions / Nothing). */
+async function showNotifyLevel(id) {
+  try {
+    const rule = await demo.client.roomNotifications(id);
+    if (id === demo.active) $("room-notify").value = rule.level;
+  } catch (err) {
+    $("room-error").textContent = err.message;
+  }
 }
 
 /** Load a room's newest messages, then follow it from the last one (no gap, no repeat). */
@@ -357,6 +367,16 @@ $("compose-body").addEventListener("input", (event) => {
   if (demo.active && event.target.value) demo.client.typing(demo.active);
 });
 $("refresh").addEventListener("click", refreshRooms);
+$("room-notify").addEventListener("change", async (event) => {
+  const room = demo.active;
+  try {
+    const rule = await demo.client.setRoomNotifications(room, { level: event.target.value });
+    if (room === demo.active) event.target.value = rule.level;
+  } catch (err) {
+    $("room-error").textContent = err.message;
+    await showNotifyLevel(room);
+  }
+});
 document.addEventListener("visibilitychange", markRead);
 
 if (params.get("user")) {
