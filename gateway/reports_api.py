@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -102,6 +103,14 @@ def _note(data: dict[str, Any]) -> str:
     return note
 
 
+def _choice(data: dict[str, Any], name: str, allowed: Collection[str]) -> str:
+    """*name* of the body, which must be one of *allowed*."""
+    value = data.get(name)
+    if value not in allowed:
+        raise Invalid(f"{name} must be one of {', '.join(allowed)}", field=name)
+    return str(value)
+
+
 def blueprint() -> Blueprint:
     bp = Blueprint("reports", url_prefix="/v1/rooms")
     bp.on_request(authenticate)
@@ -123,10 +132,7 @@ def blueprint() -> Blueprint:
             return problem(400, "bad_request", "a message id is 1..64 printable characters")
         try:
             data = await json_object(request, ("reason", "note"), BODY_BYTES)
-            reason = data.get("reason")
-            if reason not in REASONS:
-                raise Invalid(f"reason must be one of {', '.join(REASONS)}", field="reason")
-            note = _note(data)
+            reason, note = _choice(data, "reason", REASONS), _note(data)
         except Invalid as exc:
             return exc.response()
         if not (await node.rooms.role(room, claims.user) is not None
@@ -190,10 +196,7 @@ def blueprint() -> Blueprint:
             return problem(400, "bad_request", "a report id is 21 lowercase hex digits")
         try:
             data = await json_object(request, ("action", "note"))
-            action = data.get("action")
-            if action not in ACTIONS:
-                raise Invalid(f"action must be one of {', '.join(ACTIONS)}", field="action")
-            note = _note(data)
+            action, note = _choice(data, "action", ACTIONS), _note(data)
         except Invalid as exc:
             return exc.response()
         claims: Claims = request.ctx.claims
