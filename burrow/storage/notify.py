@@ -104,8 +104,12 @@ class NotifyStore:
     # -- pushes ----------------------------------------------------------------------
 
     async def member_states(self, rooms: Collection[str]) -> list[MemberState]:
-        """Every membership of *rooms*, with what scheduling needs: one query a batch
-        (per page of rooms)."""
+        """Every membership of *rooms* that may be told of a message, with what
+        scheduling needs: one query a batch (per page of rooms). A member whose level
+        for the room is ``nothing`` (burrow.core.notify_rules) is left out: no push or
+        digest job is scheduled that could only decide, when due, to tell nothing.
+        (Filtered here rather than in the query: the embedded database plans a
+        condition beside ``room: {$in}`` as a scan.)"""
         found: list[MemberState] = []
         for page in pages(rooms):
             found += [MemberState(m["room"], m["user"], _int_or_none(m.get("read_seq")) or 0,
@@ -114,7 +118,8 @@ class NotifyStore:
                       async for m in self.memberships.find(
                           {"room": {"$in": page}},
                           {"room": 1, "user": 1, "read_seq": 1, "push_pending_at": 1,
-                           "push_claim": 1, "_id": 0})]
+                           "push_claim": 1, "notify_level": 1, "_id": 0})
+                      if m.get("notify_level") != "nothing"]
         return found
 
     async def claim_pushes(self, claims: Mapping[tuple[str, str], int],

@@ -59,3 +59,19 @@ async def test_racing_digest_claims_have_exactly_one_winner_per_user(db: Databas
     assert not won[0] & won[1]
     states = {u.user: u.claim for u in await store.digest_states(MEMBERS)}
     assert states == {m: "a:1" if m in won[0] else "b:7" for m in MEMBERS}
+
+
+async def test_members_at_level_nothing_are_not_scheduled(db: Database) -> None:
+    """A member who set a room to "nothing" is left out of the batch's memberships, so
+    the notifier schedules no push or digest job for them there (and only there)."""
+    rooms = RoomStore(db)
+    await rooms.ensure_indexes()
+    for room in ("a", "b"):
+        await rooms.create(room, room, "m0", ["m0", "m1", "m2"])
+    await db["memberships"].update_one({"room": "a", "user": "m1"},
+                                       {"$set": {"notify_level": "nothing"}})
+    await db["memberships"].update_one({"room": "a", "user": "m2"},
+                                       {"$set": {"notify_level": "mentions"}})
+    states = await NotifyStore(db).member_states(["a", "b"])
+    assert sorted((s.room, s.user) for s in states) == [
+        ("a", "m0"), ("a", "m2"), ("b", "m0"), ("b", "m1"), ("b", "m2")]
