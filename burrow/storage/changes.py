@@ -72,8 +72,8 @@ class ChangeStore:
                                          sparse=True)
         # No partial index per kind: a query on target and kind is answered from this
         # sparse index on the embedded database (10 targets among 10,000 change events:
-        # 9 ms), and each more index on messages costs every insert of every plain send
-        # (two partial ones: +15-30 % per batch insert, measured; bench/RESULTS.md).
+        # 8 ms), and each more index on messages costs every insert of every plain send
+        # (two partial ones: +11-17 % per batch insert, measured; bench/RESULTS.md).
 
     async def targets(self, ids: Iterable[str], reacted: Iterable[str] | None = None
                       ) -> dict[str, Target]:
