@@ -115,12 +115,13 @@ class Members:
                 for room in [r for r in conn.subscriptions if r not in rooms]:
                     await self.revoke(conn, room)
 
-    async def publish(self, room: str, user: str, action: str) -> None:
+    async def publish(self, room: str, user: str, action: str,
+                      extra: dict[str, object] | None = None) -> None:
         """Tell every gateway that *user* joined or left *room* (they drop its streams)."""
         await self.link.ready()
         assert self.link.fanout is not None
         await self.link.fanout.publish(
-            aio_pika.Message(orjson.dumps({"type": "member", "room": room, "user": user,
-                                           "action": action}),
+            aio_pika.Message(orjson.dumps({**(extra or {}), "type": "member", "room": room,
+                                           "user": user, "action": action}),
                              content_type="application/json"),
             ids.event_key(room, "member"), mandatory=False)

@@ -199,6 +199,8 @@ class Node:
         routed, or raise one of :data:`~gateway.link.PUBLISH_FAILED`."""
         await self.link.request_verification(body, job_id)
 
-    async def publish_member_event(self, room: str, user: str, action: str) -> None:
-        """Tell every gateway that *user* joined or left *room* (they drop its streams)."""
-        await self.members.publish(room, user, action)
+    async def publish_member_event(self, room: str, user: str, action: str,
+                                   extra: dict[str, object] | None = None) -> None:
+        """Tell every gateway that *user* joined or left *room* (they drop its streams),
+        or what else changed of their hold on it (*extra*: the action's details)."""
+        await self.members.publish(room, user, action, extra)
