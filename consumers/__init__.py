@@ -29,6 +29,14 @@ def _digester() -> ConsumerFactory:
     return Digester
 
 
+def _webhooks() -> ConsumerFactory:
+    from consumers.webhooks import Webhooks
+    return Webhooks
+
+
 # name -> a function returning the consumer's factory (imports stay lazy: see above)
 CONSUMERS: dict[str, Callable[[], ConsumerFactory]] = {
-    "sequencer": _sequencer, "notifier": _notifier, "digester": _digester}
+    "sequencer": _sequencer, "notifier": _notifier, "digester": _digester,
+    "webhooks": _webhooks}
+# Run only when named: the webhooks worker needs a receiver (BURROW_WEBHOOK_URL).
+OPTIONAL = frozenset({"webhooks"})

@@ -1,4 +1,5 @@
-"""Run workers: ``python -m consumers [name ...]`` (no name: every known consumer).
+"""Run workers: ``python -m consumers [name ...]`` (no name: every known consumer but the
+optional ``webhooks``).
 
 Each worker kind has a broker user of its own (docs/topology.md); a process running
 several needs a user with the rights of each, so run one process per kind.
@@ -23,7 +24,7 @@ try:
 except ModuleNotFoundError as exc:
     server_extra_missing("consumers", exc)
 
-from consumers import CONSUMERS
+from consumers import CONSUMERS, OPTIONAL
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f"consumers: {exc}")
-    names = args.names or list(CONSUMERS)
+    names = args.names or [n for n in CONSUMERS if n not in OPTIONAL]
     logs.setup(settings.log_level, settings.log_format, "+".join(names))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.fresh_metrics_dir()
 

@@ -8,7 +8,8 @@ a job that comes due sooner than a period after the last digest goes back into t
 period's delay tier. The member's rule for each room holds
 (:mod:`burrow.core.notify_rules`, applied by :meth:`NotifyStore.unread_for_digest`): a
 room at "nothing" is left out, one at "mentions" lists only the messages that mention
-them or reply to one of theirs; snoozes and quiet hours do not hold digests back. A
+them or reply to one of theirs; snoozes and quiet hours do not hold digests back. Messages from users the member blocks
+are left out (one read of their blocks per digest). A
 message that mentions the member is marked in it
 (:data:`burrow.mail.digest.MENTION_MARKS`). A redelivered job never sends twice: the job id is recorded once the
 SMTP server took the mail, and the Message-ID is the job's, so a resend after a crash
@@ -46,6 +47,7 @@ from burrow.runtime.broker import stop_step
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
+from burrow.storage.blocks import BlockStore
 from burrow.storage.notify import NotifyStore
 from burrow.storage.users import UserStore, stamp
 from queues import topology
@@ -90,7 +92,8 @@ class Digester:
         db = database.database(runtime.db)
         self.store = NotifyStore(db)
         self.users = UserStore(db)
-        await database.ensure_indexes([self.store], self.settings.reconnect_interval,
+        self.blocks = BlockStore(db)
+        await database.ensure_indexes([self.store, self.blocks], self.settings.reconnect_interval,
                                       "digester")
         self.mailer = Mailer(self.settings.smtp_url)
         connection = await runtime.broker.opened()
@@ -150,7 +153,8 @@ class Digester:
             await self.store.delay_digest(user)
             await publish_job(self.jobs, self.digest.delay(period), body, job_id)
             return
-        found = await self.store.unread_for_digest(user, PER_ROOM)
+        found = await self.store.unread_for_digest(  # nothing from users they block
+            user, PER_ROOM, await self.blocks.blocked_by(user))
         if not found:
             return
         rooms = [DigestRoom(room, await self.store.room_name(room), count,

@@ -9,7 +9,9 @@ along with that job (collapse). A member mentioned by a message (by name or @roo
 a job straight into ``push.due`` as well, neither delayed nor swallowed by that claim
 (:func:`burrow.core.notify_plan.plan_mentions`); it marks the member pushed up to the
 mention, so the room's delayed push does not tell the same message again. A busy room whose members all have a push waiting costs
-that one read per batch and nothing else. It schedules for members who look online too:
+that one read per batch and nothing else. A member who blocks a message's sender is
+neither scheduled nor, when the push is due, told of it (one read per batch of the
+blocks naming its senders; :mod:`burrow.core.blocks`). It schedules for members who look online too:
 whether a push is wanted is decided when it is due (presence, read pointer, settings),
 not now, so a laptop closed seconds after a message still gets one. The same pass
 schedules digests (``digest.delay.<period>``) for members with an email and digests on,
@@ -47,7 +49,7 @@ from typing import Any
 from aio_pika.abc import AbstractExchange
 from aiodataloader import DataLoader
 
-from burrow.core import ids, notify_plan, notify_rules
+from burrow.core import events, ids, notify_plan, notify_rules
 from burrow.core.envelopes import Stored
 from burrow.core.mentions import BadMentions
 from burrow.core.mentions import parse as parse_mentions
@@ -59,11 +61,13 @@ from burrow.runtime.broker import stop_step
 from burrow.runtime.process import Runtime
 from burrow.runtime.settings import Settings
 from burrow.storage import database
+from burrow.storage.blocks import BlockStore
 from burrow.storage.devices import DeviceStore
 from burrow.storage.notify import NotifyStore, Unread
 from burrow.storage.presence import PresenceStore
 from burrow.storage.users import UserStore
 from queues import topology
+from queues.events import EventPublisher
 from queues.jobs import BatchJobQueue, Job, JobQueue, Permanent, RetryLater, publish_job
 
 log = logging.getLogger(__name__)
@@ -152,6 +156,7 @@ class Notifier:
         self.senders: dict[str, Sender] = build_senders(settings)
         self.queues: list[JobQueue] = []
         self.jobs: AbstractExchange | None = None
+        self.events: EventPublisher | None = None  # push.* events (docs/events.md)
 
     async def start(self, runtime: Runtime) -> None:
         # Every (platform, outcome) exported at 0 from the start: a failure ratio or a
@@ -164,17 +169,20 @@ class Notifier:
         self.store = NotifyStore(db)
         self.devices = DeviceStore(db)
         self.users = UserStore(db)
+        self.blocks = BlockStore(db)
         self.presence = PresenceStore(db, self.settings.presence_ttl)
-        await database.ensure_indexes([self.store, self.devices],
+        await database.ensure_indexes([self.store, self.devices, self.blocks],
                                       self.settings.reconnect_interval, "notifier")
         # Due pushes come in bursts (a notify batch schedules them together): what the
         # jobs running at once ask first goes to the database as one query each.
         self.clears: DataLoader[tuple[str, str], None] = DataLoader(
             self._clear_pushes, cache=False)
         self.activity: DataLoader[str, bool] = DataLoader(self._active, cache=False)
+        self.blocked: DataLoader[str, frozenset[str]] = DataLoader(self._blocked, cache=False)
         connection = await runtime.broker.opened()
         channel = await connection.channel()
         self.publisher = channel
+        self.events = EventPublisher.configured(self.settings, runtime.broker)
         self.jobs = await channel.get_exchange(topology.JOBS, ensure=False)
         topo = topology.for_settings(self.settings)
         self.queues = [
@@ -192,6 +200,8 @@ class Notifier:
             await queue.drain(DRAIN_TIMEOUT)
         for sender in self.senders.values():
             await sender.close()
+        if self.events is not None:
+            await self.events.close()
         if not self.publisher.is_closed:  # bounded: the broker may be gone for good
             await stop_step(self.publisher.close, "close the notifier's publisher")
 
@@ -214,11 +224,14 @@ class Notifier:
         members = await self.store.member_states({n.room for n in notices})
         push_stale = timedelta(seconds=2 * self.settings.push_delay
                                + sum(self.settings.push_retries) + 60)
-        plan = notify_plan.plan_pushes(notices, members, now - push_stale)
+        # One read for the batch: which of its readers block one of its (few) senders.
+        blocks = await self.blocks.blockers_of({n.sender for n in notices},
+                                               {m.user for m in members})
+        plan = notify_plan.plan_pushes(notices, members, now - push_stale, blocks)
         if not plan.unread:
             return
         claims = plan.claim
-        mentioned = notify_plan.plan_mentions(notices, members)
+        mentioned = notify_plan.plan_mentions(notices, members, blocks)
         if claims or mentioned:  # one read of devices for both
             phones = await self.devices.users_with_devices(
                 {user for _, user in claims} | {user for _, user in mentioned})
@@ -286,14 +299,14 @@ class Notifier:
                 notification = Notification(f"direct:{nid}", _text(body, "title", 256),
                                             _text(body, "body"), collapse, _data(body))
                 devices = await self.devices.of_user(user)
-                await self._deliver(notification, devices)
+                await self._deliver(notification, devices, attempt=job.attempt)
             case "deliver":
                 notification = notification_from_json(body.get("notification"))
                 wanted = body.get("devices")
                 if not isinstance(wanted, list) or not all(isinstance(d, str) for d in wanted):
                     raise Permanent("devices must be a list of device ids")
                 devices = [d for d in await self.devices.of_user(_user(body)) if d.id in wanted]
-                await self._deliver(notification, devices)
+                await self._deliver(notification, devices, attempt=job.attempt)
             case other:
                 raise Permanent(f"unknown push job kind {other!r} "
                                 "(room, mention, direct, deliver)")
@@ -301,6 +314,10 @@ class Notifier:
     async def _clear_pushes(self, keys: list[tuple[str, str]]) -> list[None]:
         await self.store.clear_pushes(keys)
         return [None] * len(keys)
+
+    async def _blocked(self, users: list[str]) -> list[frozenset[str]]:
+        blocks = await self.blocks.blocked_by_many(set(users))
+        return [blocks.get(user, frozenset()) for user in users]
 
     async def _active(self, users: list[str]) -> list[bool]:
         active = await self.presence.active_users(set(users), self.settings.idle_after)
@@ -317,8 +334,9 @@ class Notifier:
         # Cheapest and most often decisive first: an active user is not pushed.
         if await self.activity.load(user):
             return  # they are looking at a screen right now; the digest may still tell them
-        unread = await (self.store.unread_for_push(room, user) if mention is None
-                        else self.store.mention_for_push(room, user, mention))
+        blocked = await self.blocked.load(user)  # their messages are not pushed to them
+        unread = await (self.store.unread_for_push(room, user, blocked) if mention is None
+                        else self.store.mention_for_push(room, user, mention, blocked))
         if unread is None:
             return  # read in time, pushed already, deleted, not a mention of them, left
         settings = await self.users.settings(user)
@@ -369,13 +387,20 @@ class Notifier:
                   "mention": "user" if by_name else "room"})
 
     async def _deliver(self, notification: Notification, devices: Sequence[Device],
-                       user: str | None = None) -> None:
+                       user: str | None = None, attempt: int = 0) -> None:
         """Send to every device not yet served; retry or park what failed."""
         if not devices:
             return
         done = await self.store.pushed(notification.id, [d.id for d in devices])
         todo = [d for d in devices if d.id not in done]
         results = await asyncio.gather(*(self._send_one(notification, d) for d in todo))
+        if self.events is not None and results:  # in the background: never holds a push
+            at = int(time.time() * 1000)
+            last = attempt >= len(self.settings.push_retries)
+            self.events.publish_soon([events.push(
+                r.outcome is Outcome.SENT, notification.id, r.device.user, r.device.id,
+                r.device.platform, at, reason=r.reason or None, attempt=attempt,
+                final=r.outcome is not Outcome.RETRY or last) for r in results])
         retry = [r for r in results if r.outcome is Outcome.RETRY]
         failed = [r for r in results if r.outcome is Outcome.FAILED]
         rest = {"kind": "deliver", "user": user or devices[0].user,

@@ -42,7 +42,7 @@ from aio_pika.abc import (
 )
 from pymongo.errors import PyMongoError
 
-from burrow.core import ids, lifecycle
+from burrow.core import events, ids, lifecycle
 from burrow.core.envelopes import (
     ACKS_TYPE,
     BATCHED_ACKS,
@@ -62,10 +62,12 @@ from burrow.storage import database
 from burrow.storage.attachments import AttachmentStore, Limits
 from burrow.storage.changes import ChangeStore
 from burrow.storage.messages import MessageStore
+from burrow.storage.room_filters import RoomFilterStore
 from burrow.storage.rooms import RoomStore
 from burrow.storage.s3attachments import attachment_store
-from consumers import mention_check, send_checks
+from consumers import mention_check, prepublish, send_checks
 from queues import topology
+from queues.events import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,8 @@ class Sequencer:
         self.active: dict[int, bool] = {}
         self.unconfirmed: dict[int, float] = {}
         self._lag: asyncio.Task[None] | None = None
+        self.prepublish: prepublish.Prepublish | None = None  # blocklists and the hook
+        self.events: EventPublisher | None = None  # message.* events (docs/events.md)
 
     async def start(self, runtime: Runtime) -> None:
         db = database.database(runtime.db)
@@ -120,10 +124,15 @@ class Sequencer:
                                       self.settings.s3_config())
         self.changes = ChangeStore(db, self.files)
         self.rooms = RoomStore(db)
+        self.prepublish = prepublish.Prepublish(self.settings, self.store, RoomFilterStore(db))
         await database.ensure_indexes([self.store, self.changes], self.retry_interval,
                                       "sequencer")
         connection = await runtime.broker.opened()
+        await self.prepublish.start(connection)
         publisher = await connection.channel()  # publisher confirms are on by default
+        if self.settings.events.patterns:
+            events_out = EventPublisher.configured(self.settings, runtime.broker)
+            self.events = events_out if events_out.wants_any("message.") else None
         self.channels.append(publisher)
         self.fanout = await publisher.get_exchange(topology.FANOUT, ensure=False)
         self.reply = await publisher.get_exchange(topology.REPLY, ensure=False)
@@ -225,6 +234,7 @@ class Sequencer:
 
     async def _process(self, batch: list[AbstractIncomingMessage], index: int) -> None:
         assert self.store is not None and self.files is not None  # started
+        assert self.prepublish is not None
         sends: list[tuple[Send, Reply]] = []
         for message in batch:
             try:
@@ -245,6 +255,9 @@ class Sequencer:
         if any(send.mentions for send, _ in sends):  # one check; no I/O without
             sends, unmentionable = await self._retrying(self._mentions, sends)
             refused += unmentionable
+        # blocklists and the moderation hook (docs/moderation.md); no I/O when all off
+        sends, moderated = await self._retrying(self.prepublish.check, sends)
+        refused += moderated
         if refused and any(send.reply_to for send, _ in sends):  # in memory only
             sends, orphans = send_checks.orphans(sends, lifecycle.Lost(s for s, _, _ in refused))
             refused += orphans
@@ -366,7 +379,10 @@ class Sequencer:
 
         Each fan-out message carries the time it was stored (epoch seconds; this runs
         right after the store) in its ``STORED_AT`` header, for the gateways'
-        store-to-delivery latency.
+        store-to-delivery latency. The batch's ``message.*`` backend events
+        (:mod:`queues.events`) go out with them, confirmed before the batch is acked
+        (at least once), but a failed one is counted, never raised: an event never holds
+        up or fails a send.
         """
         assert self.fanout is not None
         stored_at = time.time()
@@ -383,6 +399,9 @@ class Sequencer:
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 ids.message_key(stored.room), mandatory=False))
         publishes += self._answers((o.ref, o.stored.ack_frame()) for o in plan.outcomes)
+        if self.events is not None:  # confirmed with the batch, never raising (docs/events.md)
+            publishes.append(self.events.publish(events.message(o.stored)
+                                                 for o in plan.outcomes))
         await asyncio.gather(*publishes)
 
     def _answers(self, answers: Iterable[tuple[Reply, bytes]]) -> list[Awaitable[object]]:
@@ -434,5 +453,9 @@ class Sequencer:
             self._inactive(index)
         for channel in self.channels:
             await stop_step(channel.close, "close a sequencer channel", channel)
+        if self.events is not None:
+            await self.events.close()
+        if self.prepublish is not None:
+            await self.prepublish.stop()
         if self.files is not None:
             await self.files.close()

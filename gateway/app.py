@@ -21,18 +21,25 @@ from burrow.runtime.process import Runtime, ignore_stop_signals
 from burrow.runtime.settings import Settings
 from burrow.storage import database
 from burrow.storage.attachments import AttachmentStore
+from burrow.storage.blocks import BlockStore
 from burrow.storage.devices import DeviceStore
+from burrow.storage.invites import InviteStore
+from burrow.storage.moderation import ModerationStore
 from burrow.storage.reports import ReportStore
 from burrow.storage.tickets import TicketStore
 from gateway import (
     attachments_api,
     attachments_s3,
+    blocks_api,
     cors,
     dev_api,
     devices_api,
+    filter_api,
     http_events,
     http_json,
     http_send,
+    invites_api,
+    moderation_api,
     openapi,
     poll,
     protocol,
@@ -100,8 +107,12 @@ def create_app(settings: Settings) -> GatewayApp:
     app.blueprint(tickets_api.blueprint())
     app.blueprint(rooms_api.blueprint())
     app.blueprint(reports_api.blueprint())
+    app.blueprint(filter_api.blueprint())
+    app.blueprint(moderation_api.blueprint())
     app.blueprint(devices_api.blueprint())
     app.blueprint(settings_api.blueprint())
+    app.blueprint(blocks_api.blueprint())
+    app.blueprint(invites_api.blueprint())
     app.blueprint(unsubscribe_api.blueprint())
     app.blueprint(verify_api.blueprint())
     app.blueprint(sse.blueprint())
@@ -130,6 +141,7 @@ async def _open(app: GatewayApp) -> None:
     app.ctx.runtime = Runtime.open(settings, f"gateway {settings.instance_id} pid {os.getpid()}")
     app.ctx.node = Node(settings, app.ctx.runtime)
     app.ctx.limits = Limits(settings)
+    app.ctx.node.sends.limits = app.ctx.limits  # slow mode counts in the gateway's limiter
     app.ctx.caps = ConnectionCaps(settings.max_connections_user, settings.max_connections_ip)
     app.ctx.connections = set()
     app.ctx.tickets = TicketStore(database.database(app.ctx.runtime.db))
@@ -138,7 +150,10 @@ async def _open(app: GatewayApp) -> None:
     node = app.ctx.node
     stores: list[database.Indexed] = [
         node.messages, node.rooms, node.presence, DeviceStore(database.database(node.runtime.db)),
-        app.ctx.tickets, app.ctx.attachments, ReportStore(database.database(node.runtime.db))]
+        app.ctx.tickets, app.ctx.attachments, ReportStore(database.database(node.runtime.db)),
+        BlockStore(database.database(node.runtime.db)),
+        InviteStore(database.database(node.runtime.db)),
+        ModerationStore(database.database(node.runtime.db))]
     background.start(database.ensure_indexes(stores, settings.reconnect_interval, "gateway"),
                      name="ensure-indexes")
     background.start(attachments_api.collect_forever(app.ctx.attachments,

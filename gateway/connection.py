@@ -21,6 +21,7 @@ from collections import deque
 from typing import Protocol
 
 from burrow.core.seam import Cursor
+from burrow.core.send_rules import Member
 from burrow.runtime import metrics
 from gateway import protocol
 
@@ -69,7 +70,9 @@ class Connection:
         self.transport = transport
         self.buffer = buffer  # frames queued at most; one more may be in the transport
         self.subscriptions: dict[str, Subscription] = {}
-        self.member_of: set[str] = set()  # rooms whose membership was checked
+        # Rooms whose membership was checked, with what a send is enforced with (the
+        # role, a mute: gateway/members.py); forgotten when a member event revokes it.
+        self.member_of: dict[str, Member] = {}
         self.close_code: int | None = None
         self.active_written = 0.0  # monotonic time presence last recorded activity
         # Frames not yet handed to the transport, and the task handing them over: both

@@ -17,7 +17,7 @@ import time
 
 import aio_pika
 
-from burrow.core import ids
+from burrow.core import ids, send_rules
 from burrow.runtime.settings import Settings
 from gateway import protocol
 from gateway.bindings import Bindings
@@ -95,8 +95,12 @@ class EphemeralEvents:
 
     async def typing(self, conn: Connection, room: str) -> None:
         """Tell the room's other members that *conn*'s user is typing, at most once per
-        ``typing_interval`` per connection and room; extra frames are dropped silently."""
-        await self.members.check(conn, room)
+        ``typing_interval`` per connection and room; extra frames are dropped silently,
+        and so are those of a muted member or of a plain member of a locked room
+        (burrow/core/send_rules.py: no error, the send refusal says why)."""
+        member, rules = await self.members.standing(conn, room)
+        if not send_rules.may_type(member, rules, conn.is_admin, int(time.time() * 1000)):
+            return
         if not self.typing_throttle.allow(conn.id, room, time.monotonic()):
             return
         # Not awaited: the client's next frame must not wait for a broker confirm.

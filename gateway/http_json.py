@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
+from urllib.parse import unquote
 
 import orjson
 from sanic import Request, response
@@ -106,6 +107,18 @@ def without_body(limit: int = 0) -> Callable[[Handler], Handler]:
             return await handler(request, *args, **kwargs)
         return run
     return wrap
+
+
+def path_id(raw: str) -> str:
+    """An id from the path with its percent-escapes decoded: clients escape ``a@b`` as
+    ``a%40b`` (encodeURIComponent, urllib's quote) and Sanic hands the raw segment over.
+    Sanic's ``unquote=True`` is not used: it replaces undecodable bytes with U+FFFD (a
+    different id, silently) and whether it applies depends on route registration order.
+    Undecodable input gives "", which every id check refuses."""
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        return ""
 
 
 def problem(status: int, code: str, message: str, **extra: str) -> HTTPResponse:

@@ -16,9 +16,11 @@ attach. A reply names ``"reply_to": id`` (docs/protocol.md, replies): 404
 ``not_found`` when that is no message of the room. A message may carry
 ``"mentions": {"users": [...], "room": true}`` (docs/protocol.md, mentions): 400
 ``bad_request`` (field ``mentions``) for a malformed value, 409 ``bad_mention`` for a
-user who is not a member, 409 ``room_too_large`` for @room in a large room. The
-answer waits until the message is stored: 201 with its seq, or an error a client may
-retry with the same key (503 ``unavailable``, 504 ``timeout``).
+user who is not a member, 409 ``room_too_large`` for @room in a large room. A
+message or edit the pre-publish moderation refuses is 422 ``rejected`` with the reason
+(docs/moderation.md, "Pre-publish hook"). The answer waits until the message is
+stored: 201 with its seq, or an error a client may retry with the same key (503
+``unavailable`` or ``moderation_unavailable``, 504 ``timeout``).
 """
 
 from __future__ import annotations
@@ -41,19 +43,28 @@ from gateway.limiting import Limits
 from gateway.link import Unavailable
 from gateway.node import Node
 from gateway.protocol import ProtocolError
+from gateway.sends import Refused
 from gateway.ws import authenticate
 
 STATUS = {"forbidden": 403, "edit_window": 403, "not_found": 404,
           "too_many_reactions": 409, "not_claimable": 409, "bad_mention": 409,
-          "room_too_large": 409, "too_large": 413, "unavailable": 503, "timeout": 504}
-RETRYABLE = frozenset({"unavailable", "timeout"})
+          "room_too_large": 409, "too_large": 413, "unavailable": 503, "timeout": 504,
+          "muted": 403, "locked": 403, "slow_mode": 429,  # these three: moderation.md
+          "rejected": 422, "moderation_unavailable": 503}  # pre-publish moderation
+RETRYABLE = frozenset({"unavailable", "timeout", "moderation_unavailable"})
 
 
-def refused(code: str, message: str, **extra: str) -> HTTPResponse:
+def refused(code: str, message: str, retry_after_ms: int | None = None,
+            **extra: str) -> HTTPResponse:
+    """The error answer; with *retry_after_ms* (a mute, slow mode) in the body and as
+    ``Retry-After`` (whole seconds, rounded up)."""
     status = STATUS.get(code, 400)
     headers = {"Retry-After": "1"} if code in RETRYABLE else None
-    return response.json({"error": {"code": code, "message": message, **extra}},
-                         status=status, headers=headers)
+    body: dict[str, object] = {"code": code, "message": message, **extra}
+    if retry_after_ms is not None:
+        body["retry_after_ms"] = retry_after_ms
+        headers = {"Retry-After": str(max(1, -(-retry_after_ms // 1000)))}
+    return response.json({"error": body}, status=status, headers=headers)
 
 
 def blueprint() -> Blueprint:
@@ -197,7 +208,8 @@ async def send_and_wait(request: Request, frame: protocol.SendFrame) -> HTTPResp
                 if answer.get("type") in ("ack", "error"):
                     break
     except ProtocolError as exc:
-        return refused(exc.code, exc.message)
+        return refused(exc.code, exc.message,
+                       exc.retry_after_ms if isinstance(exc, Refused) else None)
     except Unavailable as exc:
         return refused("unavailable", f"{exc}; retry with the same Idempotency-Key")
     except TimeoutError:

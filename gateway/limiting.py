@@ -46,6 +46,9 @@ VERIFY_ADDRESS_RULE = Rule(3, 3 / 86400)  # per target mailbox, all users togeth
 # backend's queue, so a user may file 10 at once, then one every 6 minutes.
 REPORTS = "reports"
 REPORTS_RULE = Rule(10, 10 / 3600)
+# A room's slow mode (docs/moderation.md): one message per N s per member and room, N
+# the room's own (an exact moving window of the limiter's storage, not a rule).
+SLOW_MODE = "slow_mode"
 
 
 class Limits:
@@ -61,7 +64,7 @@ class Limits:
         self.floods: weakref.WeakKeyDictionary[Connection, Flood] = (
             weakref.WeakKeyDictionary())
         for scope in (CONNECTION, USER, IP, FRAMES, MEMBERS, VERIFY_USER, VERIFY_ADDRESS,
-                      REPORTS, "flood", "connections_user",
+                      REPORTS, SLOW_MODE, "flood", "connections_user",
                       "connections_address"):  # exported at 0 from the start, so
             metrics.GATEWAY_RATE_LIMITED.labels(scope)  # rate() and alerts see a series
 
@@ -98,6 +101,25 @@ class Limits:
         return protocol.error("rate_limited", f"too many frames on this connection; {kind} "
                               "not done: retry later", room=room,
                               retry_after_ms=decision.retry_after_ms)
+
+    async def slow_mode(self, conn: Connection, room: str, seconds: int) -> Decision:
+        """Whether *conn*'s user may send a message to *room* now under its slow mode of
+        *seconds*; a refusal counts towards the flood close."""
+        decision = await self.limiter.once_per(SLOW_MODE, slow_mode_key(room, conn.user),
+                                               seconds)
+        if not decision.allowed:
+            metrics.GATEWAY_RATE_LIMITED.labels(SLOW_MODE).inc()
+            self._refused(conn)
+        return decision
+
+    async def slow_mode_back(self, conn: Connection, room: str, seconds: int) -> None:
+        """Give back a slow-mode slot whose message was not published after all."""
+        await self.limiter.give_back(SLOW_MODE, slow_mode_key(room, conn.user), seconds)
+
+    def refused(self, conn: Connection) -> None:
+        """A send of *conn* was refused (a limit, a mute, a lock): count it towards the
+        flood close, like every refusal a client keeps pushing into."""
+        self._refused(conn)
 
     def _refused(self, conn: Connection) -> None:
         """Count a refusal; a connection that keeps pushing into its limits is closed."""
@@ -147,6 +169,11 @@ class Limits:
 
     async def close(self) -> None:
         await self.limiter.close()
+
+
+def slow_mode_key(room: str, user: str) -> str:
+    """The bucket of *user* in *room* (a room id has no ``/``, so no two pairs meet)."""
+    return f"{room}/{user}"
 
 
 def too_many(decision: Decision, what: str) -> HTTPResponse:

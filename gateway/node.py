@@ -39,6 +39,7 @@ from gateway.presence import PresenceTracker
 from gateway.sends import Sends
 from gateway.subscriptions import Subscriptions
 from queues import topology
+from queues.events import EventPublisher
 
 log = logging.getLogger(NODE_LOGGER)
 
@@ -64,9 +65,11 @@ class Node:
         self.sends = Sends(settings, self.link, self.members)
         self.events = EphemeralEvents(settings, self.link, self.bindings, self.members,
                                       self.held)
+        # Backend events (docs/events.md): presence, membership and report changes.
+        self.backend_events = EventPublisher.configured(settings, runtime.broker)
         self.tracker = PresenceTracker(settings, self.presence, self.rooms,
                                        self.link.queue_name, self.local, self.events,
-                                       self.held)
+                                       self.held, self.backend_events)
         self._setup: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._readiness: asyncio.Task[None] | None = None
@@ -104,6 +107,7 @@ class Node:
         await self.held.wait()
         self.tracker.leave_graces()
         self.sends.stop()
+        await self.backend_events.close()
         await self.link.close()
 
     def _on_reconnect(self, connection: AbstractRobustConnection) -> None:

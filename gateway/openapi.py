@@ -99,6 +99,7 @@ LINK_PAGES: Final = {
 
 
 CHANGE_ERRORS: Final = _errors(400, 401, 403, 404, 409, 413, 429, 503)
+INVITATION_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 REPORT_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{21}$"}
 REPORT: Final = {"type": "object", "required": [
     "id", "room", "message", "reason", "state", "created_at"], "properties": {
@@ -110,8 +111,11 @@ REPORT: Final = {"type": "object", "required": [
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a fresh dict: callers may change theirs)."""
     member_ops = {
-        "put": {"summary": "Add a member (owner or admin)", "security": AUTH,
+        "put": {"summary": "Add a member (owner or admin; 403 if they block the adder)",
+                "security": AUTH,
                 "responses": {"200": _answer("added (or was a member)", ANY_JSON),
+                              "202": _answer("invited instead (BURROW_INVITES): "
+                                             "{room, user, invitation}", ANY_JSON),
                               **_errors(400, 401, 403, 404, 429)}},
         "delete": {"summary": "Remove a member (owner, admin, or the member leaving)",
                    "security": AUTH,
@@ -169,8 +173,9 @@ def document() -> dict[str, Any]:
                      "requestBody": _json_body({"id": ROOM, "name": {
                          "type": "string", "maxLength": 200}, "members": {
                          "type": "array", "items": USER, "maxItems": 1000}}, ["id"]),
-                     "responses": {"201": _answer("created", ANY_JSON),
-                                   **_errors(400, 401, 409, 413, 429)}}},
+                     "responses": {"201": _answer("created (invited: user -> invitation "
+                                                  "id, with BURROW_INVITES)", ANY_JSON),
+                                   **_errors(400, 401, 403, 409, 413, 429)}}},
         "/v1/rooms/{room}/messages": {
             "parameters": [ROOM_PATH],
             "get": {"summary": "History", "security": AUTH, "parameters": [
@@ -235,8 +240,60 @@ def document() -> dict[str, Any]:
                      "responses": {"201": _answer("reported", REPORT),
                                    "200": _answer("reported before: the same report", REPORT),
                                    **_errors(400, 401, 403, 404, 413, 429, 503)}}},
+        "/v1/rooms/{room}/filter": {
+            "parameters": [ROOM_PATH],
+            "get": {"summary": "The room's pre-publish filter (moderators; "
+                               "docs/moderation.md)", "security": AUTH,
+                    "responses": {"200": _answer("the filter", ANY_JSON),
+                                  **_errors(400, 401, 403, 404, 429)}},
+            "put": {"summary": "Set the room's pre-publish filter (moderators)",
+                    "security": AUTH,
+                    "requestBody": _json_body({
+                        "entries": {"type": "array", "maxItems": 500,
+                                    "items": {"type": "string"}},
+                        "action": {"enum": ["reject", "replace"]},
+                        "hook": {"type": "boolean"}}, ["entries"]),
+                    "responses": {"200": _answer("the filter as stored", ANY_JSON),
+                                  **_errors(400, 401, 403, 404, 409, 413, 429)}},
+            "delete": {"summary": "Remove the room's pre-publish filter (moderators)",
+                       "security": AUTH,
+                       "responses": {**OK_EMPTY, **_errors(400, 401, 403, 404, 429)}}},
+        "/v1/rooms/{room}": {"parameters": [ROOM_PATH], "get": {
+            "summary": "The room as I see it: name, owner, my role, slow mode, lock, my mute "
+                       "(members and admins; docs/moderation.md)", "security": AUTH,
+            "responses": {"200": _answer("the room", ANY_JSON),
+                          **_errors(400, 401, 404, 429)}}},
+        "/v1/rooms/{room}/moderation": {"parameters": [ROOM_PATH], "post": {
+            "summary": "Take a moderation action (owner, moderators, admins; "
+                       "docs/moderation.md): answered once it is a room event",
+            "security": AUTH, "parameters": [IDEMPOTENCY_KEY],
+            "requestBody": _json_body({
+                "action": {"enum": ["promote", "demote", "remove", "mute", "unmute", "ban",
+                                    "unban", "slow_mode", "lock", "unlock", "transfer"]},
+                "user": USER,
+                "seconds": {"type": "integer", "minimum": 0, "maximum": 30 * 86400,
+                            "description": "mute: 1..2592000; slow_mode: 0 (off)..3600"},
+                "reason": {"type": "string", "maxLength": 500}}, ["action"]),
+            "responses": {"200": _answer("taken: {action, user, seq, audit, room, reason, "
+                                         "seconds?, until?}", ANY_JSON),
+                          **_errors(400, 401, 403, 404, 409, 413, 429, 503),
+                          "504": _answer("the room event was not stored in time: retry "
+                                         "with the same Idempotency-Key", ERROR)}}},
+        "/v1/rooms/{room}/moderation/audit": {"parameters": [ROOM_PATH], "get": {
+            "summary": "The room's moderation audit, newest first (owner, moderators, "
+                       "admins)", "security": AUTH,
+            "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                           _query("before", {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                                  description="the last record id seen (next)")],
+            "responses": {"200": _answer("records {id, action, user, by, reason, at, seq, "
+                                         "seconds?, until?} and next", ANY_JSON),
+                          **_errors(400, 401, 403, 404, 429)}}},
+        "/v1/rooms/{room}/bans": {"parameters": [ROOM_PATH], "get": {
+            "summary": "The room's bans (owner, moderators, admins)", "security": AUTH,
+            "responses": {"200": _answer("bans {user, by, reason, at}", ANY_JSON),
+                          **_errors(400, 401, 403, 404, 429)}}},
         "/v1/rooms/{room}/reports": {"parameters": [ROOM_PATH], "get": {
-            "summary": "The room's reports (owner or admin), in filing order",
+            "summary": "The room's reports (owner, moderators, admins), in filing order",
             "security": AUTH,
             "parameters": [_query("state", {"enum": ["open", "resolved"]},
                                   description="open (default) or resolved"),
@@ -246,7 +303,7 @@ def document() -> dict[str, Any]:
                           **_errors(400, 401, 403, 404, 429)}}},
         "/v1/rooms/{room}/reports/{report}/resolve": {
             "parameters": [ROOM_PATH, _path("report", REPORT_ID)],
-            "post": {"summary": "Resolve a report (owner or admin; idempotent)",
+            "post": {"summary": "Resolve a report (owner, moderators, admins; idempotent)",
                      "security": AUTH,
                      "requestBody": _json_body({
                          "action": {"enum": ["dismissed", "removed", "warned"]},
@@ -355,6 +412,32 @@ def document() -> dict[str, Any]:
                         "snooze_until": SNOOZE}, []),
                     "responses": {"200": _answer("the rule now", ROOM_RULE),
                                   **_errors(400, 401, 403, 413, 429)}}},
+        "/v1/me/blocks": {"get": {
+            "summary": "Whom I block (docs/devices-and-settings.md, blocks)", "security": AUTH,
+            "responses": {"200": _answer("blocks {user, at}, by user id", ANY_JSON),
+                          **_errors(401, 429)}}},
+        "/v1/me/blocks/{user}": {
+            "parameters": [_path("user", USER)],
+            "put": {"summary": "Block a user: no pushes or digest lines of theirs, they "
+                               "cannot add me to rooms (at most 1,000)", "security": AUTH,
+                    "responses": {"200": _answer("blocked (or was)", ANY_JSON),
+                                  **_errors(400, 401, 409, 413, 429)}},
+            "delete": {"summary": "Unblock a user", "security": AUTH,
+                       "responses": {**OK_EMPTY, **_errors(400, 401, 404, 413, 429)}}},
+        "/v1/me/invitations": {"get": {
+            "summary": "My pending invitations to rooms (BURROW_INVITES)", "security": AUTH,
+            "responses": {"200": _answer("invitations {id, room, name, by, at, expires_at}",
+                                         ANY_JSON), **_errors(401, 429)}}},
+        "/v1/me/invitations/{invitation}/accept": {
+            "parameters": [_path("invitation", INVITATION_ID)],
+            "post": {"summary": "Accept: become a member (again: the same, added false)",
+                     "security": AUTH,
+                     "responses": {"200": _answer("{room, user, added}", ANY_JSON),
+                                   **_errors(400, 401, 404, 413, 429)}}},
+        "/v1/me/invitations/{invitation}/decline": {
+            "parameters": [_path("invitation", INVITATION_ID)],
+            "post": {"summary": "Decline: the invitation is gone", "security": AUTH,
+                     "responses": {**OK_EMPTY, **_errors(400, 401, 404, 413, 429)}}},
         "/v1/settings/email/verify": {
             "parameters": [_query("token", {"type": "string"}, True,
                                   "from the verification mail")],

@@ -19,6 +19,7 @@ import time
 
 from pymongo.errors import PyMongoError
 
+from burrow.core import events
 from burrow.core.batches import Batches
 from burrow.runtime.settings import Settings
 from burrow.storage.presence import PresenceStore
@@ -28,6 +29,7 @@ from gateway.connection import Connection
 from gateway.ephemeral import EphemeralEvents
 from gateway.held import Held
 from gateway.link import NODE_LOGGER
+from queues.events import EventPublisher
 
 log = logging.getLogger(NODE_LOGGER)
 
@@ -44,7 +46,7 @@ class PresenceTracker:
 
     def __init__(self, settings: Settings, presence: PresenceStore, rooms: RoomStore,
                  queue_name: str, local: dict[str, Connection], events: EphemeralEvents,
-                 held: Held) -> None:
+                 held: Held, backend_events: EventPublisher | None = None) -> None:
         self.settings = settings
         self.presence = presence
         self.rooms = rooms
@@ -52,6 +54,9 @@ class PresenceTracker:
         self.local = local
         self.events = events
         self.held = held
+        # user.online / user.offline for backend services (docs/events.md), published
+        # by whichever gateway's settle flipped the status: once per change.
+        self.backend_events = backend_events
         self._expiries: dict[str, asyncio.TimerHandle] = {}  # closed connections in grace
         # Presence writes, one per batch of what arrived together (see burrow.core.batches).
         self._arrivals: Batches[Connection] = Batches(self._record_arrivals, "arrivals")
@@ -175,6 +180,9 @@ class PresenceTracker:
             status = "online" if user in online else "offline"
             self.held.hold(asyncio.create_task(
                 self._announce(user, status, versions[user], rooms)))
+            if self.backend_events is not None:
+                self.backend_events.publish_soon([events.presence(
+                    user, user in online, versions[user], int(time.time() * 1000))])
 
     async def _announce(self, user: str, status: str, version: int, rooms: list[str]) -> None:
         await asyncio.gather(*(

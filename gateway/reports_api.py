@@ -23,11 +23,11 @@ from aio_pika.abc import AbstractChannel
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow.core import ids
+from burrow.core import events, ids
 from burrow.storage import database
 from burrow.storage.reports import ACTIONS, MAX_NOTE, OPEN, REASONS, RESOLVED, ReportStore
 from burrow.storage.reports import is_report_id as _is_report_id
-from burrow.storage.rooms import OWNER
+from burrow.storage.rooms import MODERATOR, OWNER
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object, problem
 from gateway.limiting import Limits
@@ -47,9 +47,9 @@ _channels: weakref.WeakKeyDictionary[Node, AbstractChannel] = weakref.WeakKeyDic
 
 
 async def may_moderate(node: Node, claims: Claims, room: str) -> bool:
-    """Whether the caller may moderate *room*: its owner, or an admin. The one place that
-    says so (item 1 of issue 17 adds room moderators here)."""
-    return claims.is_admin or await node.rooms.role(room, claims.user) == OWNER
+    """Whether the caller may moderate *room*: its owner, its moderators, or an admin.
+    The one place that says so (burrow.core.moderation.may_moderate is its rule)."""
+    return claims.is_admin or await node.rooms.role(room, claims.user) in (OWNER, MODERATOR)
 
 
 def _ms(value: datetime) -> int:
@@ -153,6 +153,9 @@ def blueprint() -> Blueprint:
         except PUBLISH_FAILED:
             return problem(503, "unavailable", "the report is stored, but not yet passed on "
                            "to the moderators' queue: retry the same request")
+        # For backend services (docs/events.md): each time, with the same id, as the queue.
+        node.backend_events.publish_soon([events.report(events.REPORT_FILED, doc,
+                                                        _ms(doc["created_at"]))])
         return response.json(_public(doc), status=201 if new else 200)
 
     async def refuse_moderation(request: Request, room: str) -> HTTPResponse | None:
@@ -203,6 +206,8 @@ def blueprint() -> Blueprint:
         doc = await store_of(request).resolve(room, report, str(action), note, claims.user)
         if doc is None:
             return problem(404, "not_found", f"no report {report} in room {room}")
+        node_of(request).backend_events.publish_soon([events.report(
+            events.REPORT_RESOLVED, doc, _ms(doc["resolution"]["at"]))])
         return response.json(_for_moderators(doc))
 
     return bp

@@ -3,7 +3,9 @@
 Errors are JSON ``{"error": {"code", "message"}}`` with a 4xx status. Who may do what:
 anyone authenticated creates a room (and owns it); owners and admins (``roles: [admin]``
 in the token) add and remove members; a member may remove themself (leave); only members
-(and admins) list members, see their presence and read history (G6).
+(and admins) list members, see their presence and read history (G6). An add is refused
+when the user blocks the adder, and may be an invitation instead (``BURROW_INVITES``):
+:mod:`gateway.invites_api`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow.core import ids
+from burrow.core import events, ids
 from burrow.core.envelopes import Stored, v1_frame
 from burrow.storage.rooms import OWNER
+from gateway import backend_events, invites_api, moderation_api
 from gateway.auth import Claims
-from gateway.http_json import LARGEST_BODY, Invalid, json_object, problem, without_body
+from gateway.http_json import (
+    LARGEST_BODY,
+    Invalid,
+    json_object,
+    path_id,
+    problem,
+    without_body,
+)
 from gateway.limiting import Limits
 from gateway.link import PUBLISH_FAILED
 from gateway.node import Node
@@ -99,9 +109,18 @@ def blueprint() -> Blueprint:
         if not claims.is_admin and (limited := await limits_of(request).members(
                 claims.user, len(set(members) - {claims.user}) + 1)):
             return limited
-        if not await node_of(request).rooms.create(room, name, claims.user, members):
+        admitted = await invites_api.admission(request, members)  # blocks, BURROW_INVITES
+        if admitted.refused is not None:
+            return admitted.refused
+        if not await node_of(request).rooms.create(room, name, claims.user,
+                                                   set(members) - admitted.invite):
             return problem(409, "exists", f"room {room} exists already")
-        return response.json({"id": room, "name": name, "role": OWNER}, status=201)
+        backend_events.member(node_of(request), events.MEMBER_ADDED, room,  # docs/events.md
+                              {claims.user, *members} - admitted.invite, claims.user)
+        created: dict[str, Any] = {"id": room, "name": name, "role": OWNER}
+        if admitted.invite:  # user -> invitation id
+            created["invited"] = await invites_api.invite(request, room, admitted.invite)
+        return response.json(created, status=201)
 
     @bp.get("/")
     async def my_rooms(request: Request) -> HTTPResponse:
@@ -128,6 +147,7 @@ def blueprint() -> Blueprint:
             for user in users]})
 
     async def may_manage(request: Request, room: str, user: str) -> HTTPResponse | None:
+        """Whether the caller may add or remove *user* (decoded with :func:`path_id`)."""
         claims: Claims = request.ctx.claims
         if not ids.is_room_id(room):
             return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")
@@ -144,17 +164,31 @@ def blueprint() -> Blueprint:
     @bp.put("/<room>/members/<user>", stream=True)
     @without_body()
     async def add_member(request: Request, room: str, user: str) -> HTTPResponse:
+        user = path_id(user)
         if (refused := await may_manage(request, room, user)) is not None:
             return refused
+        if (banned := await moderation_api.refuse_banned(node_of(request), room, user)):
+            return banned  # until an unban (docs/moderation.md)
         claims: Claims = request.ctx.claims
         if not claims.is_admin and (limited := await limits_of(request).members(claims.user, 1)):
             return limited
+        admitted = await invites_api.admission(request, [user])  # blocks, BURROW_INVITES
+        if admitted.refused is not None:
+            return admitted.refused
+        if admitted.invite and await node_of(request).rooms.role(room, user) is None:
+            made = await invites_api.invite(request, room, admitted.invite)
+            return response.json({"room": room, "user": user, "invitation": made[user]},
+                                 status=202)
         added = await node_of(request).rooms.add(room, user)
+        if added:
+            backend_events.member(node_of(request), events.MEMBER_ADDED, room, user,
+                                  request.ctx.claims.user)
         return response.json({"room": room, "user": user, "added": added})
 
     @bp.delete("/<room>/members/<user>", stream=True)
     @without_body()
     async def remove_member(request: Request, room: str, user: str) -> HTTPResponse:
+        user = path_id(user)
         if (refused := await may_manage(request, room, user)) is not None:
             return refused
         node = node_of(request)
@@ -174,6 +208,8 @@ def blueprint() -> Blueprint:
                            "gateways could not be told yet: retry the same request")
         if not removed:
             return problem(404, "not_found", f"{user} is not a member of {room}")
+        backend_events.member(node, events.MEMBER_REMOVED, room, user,
+                              request.ctx.claims.user)
         return response.empty(status=204)
 
     @bp.get("/<room>/messages")

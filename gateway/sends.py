@@ -5,6 +5,13 @@ correlation id of its own; the sequencer's ack (one message for a batch of one g
 sends) comes back through ``chat.reply``. The table of pending sends is what joins the
 two ends, and its timeout is what a client's retry with the same ``client_id`` relies
 on: it hears ``timeout`` rather than nothing, and the sequencer dedups the retry.
+
+Before a send is published it is held to the room's moderation state, from the caches of
+:mod:`gateway.members` (no database read per send): a muted member is refused
+``muted``, a plain member of a locked room ``locked``, and a message within a room's slow
+mode ``slow_mode`` (the gateway's limiter); the rules are burrow/core/send_rules.py's,
+the whole picture docs/moderation.md's "Enforcement". A refused send never reaches the
+broker, so nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -19,18 +26,33 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
-from burrow.core import ids
+from burrow.core import ids, send_rules
 from burrow.core.envelopes import ACKS_TYPE, BATCHED_ACKS, Send, decode_acks
 from burrow.runtime import metrics
 from burrow.runtime.settings import Settings
 from gateway import protocol
 from gateway.connection import Connection
 from gateway.frames_out import OUT
+from gateway.limiting import Limits
 from gateway.link import NODE_LOGGER, PUBLISH_FAILED, Link
 from gateway.members import Members
 from gateway.protocol import ProtocolError
 
 log = logging.getLogger(NODE_LOGGER)
+
+
+class Refused(ProtocolError):
+    """A send the room's moderation state refuses (``muted``, ``locked``, ``slow_mode``);
+    *retry_after_ms* says when the same send would pass, when waiting helps."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None,
+                 client_id: str | None, room: str) -> None:
+        super().__init__(code, message, client_id=client_id, room=room)
+        self.retry_after_ms = retry_after_ms
+
+    def frame(self) -> str:
+        return protocol.error(self.code, self.message, client_id=self.client_id,
+                              room=self.room, retry_after_ms=self.retry_after_ms)
 
 
 @dataclass
@@ -50,6 +72,9 @@ class Sends:
         self.link = link
         self.members = members
         self.pending: dict[str, PendingSend] = {}
+        # The gateway's limits (slow mode counts there); set by the app once it has them
+        # (gateway/app.py), before the first send.
+        self.limits: Limits | None = None
 
     async def send(self, conn: Connection, frame: protocol.SendFrame,
                    arrived: float | None = None) -> None:
@@ -60,9 +85,17 @@ class Sends:
         """
         if arrived is None:
             arrived = time.perf_counter()
-        await self.members.check(conn, frame.room, frame.client_id)
+        limits = self.limits
+        assert limits is not None, "Sends.limits is set by the app before the first send"
+        slow = await self.enforce(conn, frame, limits)
         await self.link.ready()
         assert self.link.ingress is not None
+        if slow:
+            decision = await limits.slow_mode(conn, frame.room, slow)
+            if not decision.allowed:
+                raise Refused("slow_mode", f"slow mode: one message per {slow} s per member "
+                              "in this room; not stored: retry later with the same client_id",
+                              decision.retry_after_ms, frame.client_id, frame.room)
         correlation_id = uuid.uuid4().hex
         pending = PendingSend(conn, frame.client_id, frame.room, arrived)
         self.pending[correlation_id] = pending
@@ -80,6 +113,8 @@ class Sends:
                                             timeout=self.settings.send_timeout)
         except PUBLISH_FAILED as exc:
             self.pending.pop(correlation_id, None)
+            if slow:  # not sent: its retry must not wait out the slow mode
+                await limits.slow_mode_back(conn, frame.room, slow)
             log.warning("send %s of %s not confirmed: %s", frame.client_id, conn.user, exc)
             raise ProtocolError("unavailable", "the message was not accepted; retry with the "
                                 "same client_id", client_id=frame.client_id,
@@ -89,6 +124,19 @@ class Sends:
         # retries with the same client_id, which the sequencer dedups (G3).
         pending.timer = loop.call_later(self.settings.send_timeout, self._timed_out,
                                         correlation_id)
+
+    async def enforce(self, conn: Connection, frame: protocol.SendFrame,
+                      limits: Limits) -> int:
+        """Raise ``forbidden`` for a non-member, :exc:`Refused` for a muted member or a
+        locked room; else the slow-mode interval the send must respect (0: none)."""
+        member, rules = await self.members.standing(conn, frame.room, frame.client_id)
+        refusal = send_rules.refuse_send(member, rules, conn.is_admin, frame.kind,
+                                         frame.remove, int(time.time() * 1000))
+        if refusal is not None:
+            limits.refused(conn)  # one who keeps sending into it is closed, as for limits
+            raise Refused(refusal.code, refusal.message, refusal.retry_after_ms,
+                          frame.client_id, frame.room)
+        return send_rules.slow_mode_seconds(member, rules, conn.is_admin, frame.kind)
 
     def _timed_out(self, correlation_id: str) -> None:
         pending = self.pending.get(correlation_id)

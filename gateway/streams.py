@@ -75,8 +75,9 @@ def encode_cursor(cursor: Mapping[str, int]) -> str:
     return ",".join(f"{room}:{seq}" for room, seq in cursor.items())
 
 
-#: Frames that hold a room's seq: messages, and change events for v2 receivers.
-SEQUENCED = frozenset({"message", "edit", "delete", "reaction"})
+#: Frames that hold a room's seq: messages, and change and moderation events for v2
+#: receivers.
+SEQUENCED = frozenset({"message", "edit", "delete", "reaction", "moderation"})
 
 
 def parse_version(raw: str | None) -> int:

@@ -66,6 +66,8 @@ ROOM = ids.ROOM_ID.pattern  # room ids: safe inside routing keys
 TIER = r"[0-9]+[smhd]"  # a delay or retry tier's length (topology.tier_name)
 NOTHING = "(?!)"  # a key pattern nothing matches, not even the empty key
 ANY = ".*"
+# What a gateway may publish on burrow.events: presence, membership and report events.
+GATEWAY_EVENTS = r"^(user\.(online|offline)|member\.[a-z]+|report\.[a-z]+)$"
 
 
 # Least privilege per role (G6). Gateways own only their instance queues; each worker
@@ -81,36 +83,45 @@ ROLES = (
     # message reports on moderation.report, which reaches moderation.reports alone.
     Role("burrow-gateway",
          configure=r"^gateway\.",
-         write=r"^(gateway\..*|chat\.ingress|chat\.fanout|email\.verify|moderation\.report)$",
+         write=(r"^(gateway\..*|chat\.ingress|chat\.fanout|email\.verify|moderation\.report"
+                r"|burrow\.events)$"),
          read=r"^(gateway\..*|chat\.fanout|chat\.reply)$",
          password_env="BURROW_RABBITMQ_GATEWAY_PASSWORD",
          topics=(Topic("chat.ingress", rf"^room\.{ROOM}\.msg$", ANY),
-                 Topic("chat.fanout", rf"^room\.{ROOM}\.(presence|typing|member)$", ANY))),
+                 Topic("chat.fanout", rf"^room\.{ROOM}\.(presence|typing|member)$", ANY),
+                 Topic("burrow.events", GATEWAY_EVENTS, NOTHING))),
     # The sequencer consumes the shards, fans stored messages out and answers senders;
     # it declares the chat exchanges, shards and their dead queue, and never publishes a
     # job nor a send (its shards dead-letter through burrow.jobs, inside the broker).
-    # It also declares moderation.* (no worker consumes it; backend services do), but
-    # publishes nothing there.
+    # It also declares moderation.* (no worker consumes it; backend services do), and
+    # publishes there only the pre-publish hook's requests (moderation.ask), whose
+    # answers it takes from a queue of its own (moderation.answers.<32 hex>), and
+    # burrow.events, where it publishes message.* events.
     Role("burrow-sequencer",
          configure=(r"^(chat\.(ingress|shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs"
-                    r"|moderation\.(report|reports|dead))$"),
-         write=r"^(chat\.(shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs|moderation\.(reports|dead))$",
-         read=r"^(chat\.(ingress|shard|seq\.[0-9]+)|burrow\.jobs|moderation\.(report|reports))$",
+                    r"|moderation\.(report|reports|dead|ask|answer|hook|answers\.[0-9a-f]{32})"
+                    r"|burrow\.events)$"),
+         write=(r"^(chat\.(shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.(jobs|events)"
+                r"|moderation\.(reports|dead|ask|hook|answers\.[0-9a-f]{32}))$"),
+         read=(r"^(chat\.(ingress|shard|seq\.[0-9]+)|burrow\.jobs"
+               r"|moderation\.(report|reports|ask|answer|answers\.[0-9a-f]{32}))$"),
          password_env="BURROW_RABBITMQ_SEQUENCER_PASSWORD",
          topics=(Topic("chat.fanout", rf"^room\.{ROOM}\.msg$", NOTHING),
                  Topic("chat.ingress", NOTHING, r"^room\.\*\.msg$"),
-                 Topic("burrow.jobs", NOTHING, r"^(chat\.seq\.dead|moderation\.(reports|dead))$"))),
+                 Topic("burrow.jobs", NOTHING, r"^(chat\.seq\.dead|moderation\.(reports|dead))$"),
+                 Topic("burrow.events", r"^message\.[a-z]+$", NOTHING))),
     # The notifier reads stored messages (notify.messages, bound to chat.fanout) and due
     # pushes; it publishes pushes into its own tiers (a mention straight into push.due)
     # and digests into the digester's delay tiers, never an email, a send or a fan-out.
     Role("burrow-notifier",
          configure=r"^((notify|push)\..+|burrow\.jobs)$",
-         write=r"^((notify|push)\..+|burrow\.jobs)$",
+         write=r"^((notify|push)\..+|burrow\.(jobs|events))$",
          read=r"^(notify\.messages|push\.(due|(delay|retry)\..+)|chat\.fanout|burrow\.jobs)$",
          password_env="BURROW_RABBITMQ_NOTIFIER_PASSWORD",
          topics=(Topic("chat.fanout", NOTHING, r"^room\.\*\.msg$"),
                  Topic("burrow.jobs", rf"^(notify\.dead|push\.(due|dead|(delay|retry)\.{TIER})"
-                       rf"|digest\.delay\.{TIER})$", r"^(notify|push)\..+$"))),
+                       rf"|digest\.delay\.{TIER})$", r"^(notify|push)\..+$"),
+                 Topic("burrow.events", r"^push\.[a-z]+$", NOTHING))),
     # The digester reads due digests and emails and publishes only into its own tiers.
     Role("burrow-digester",
          configure=r"^((digest|email)\..+|burrow\.jobs)$",
@@ -122,15 +133,26 @@ ROLES = (
                        r"^(digest|email)\..+$"),)),
     # Backend services post sends and the push and email jobs of docs/queues.md, bind
     # queues of their own to the stored stream (one room's or every room's), and consume
-    # the message reports (moderation.reports).
+    # the message reports (moderation.reports) and the pre-publish hook's requests
+    # (moderation.hook), which they answer on moderation.answer only.
     Role("burrow-backend",
          configure=r"^backend\.",
-         write=r"^(backend\..*|chat\.ingress|burrow\.jobs)$",
-         read=r"^(backend\..*|chat\.fanout|moderation\.reports)$",
+         write=r"^(backend\..*|chat\.ingress|burrow\.jobs|moderation\.answer)$",
+         read=r"^(backend\..*|chat\.fanout|moderation\.(reports|hook)|burrow\.events)$",
          password_env="BURROW_RABBITMQ_BACKEND_PASSWORD",
          topics=(Topic("chat.ingress", rf"^room\.{ROOM}\.msg$", NOTHING),
                  Topic("chat.fanout", NOTHING, rf"^room\.({ROOM}|\*)\.msg$"),
-                 Topic("burrow.jobs", rf"^(push\.(due|delay\.{TIER})|email\.due)$", NOTHING))),
+                 Topic("burrow.jobs", rf"^(push\.(due|delay\.{TIER})|email\.due)$", NOTHING),
+                 Topic("burrow.events", NOTHING, ANY))),
+    # The webhooks worker (docs/events.md) binds webhook.due to burrow.events and runs
+    # it as a job family: it publishes only into its own retry tiers and dead queue.
+    Role("burrow-webhooks",
+         configure=r"^(webhook\..+|burrow\.jobs)$",
+         write=r"^(webhook\..+|burrow\.jobs)$",
+         read=r"^(webhook\.(due|retry\..+)|burrow\.(jobs|events))$",
+         password_env="BURROW_RABBITMQ_WEBHOOKS_PASSWORD",
+         topics=(Topic("burrow.jobs", rf"^webhook\.(dead|retry\.{TIER})$", r"^webhook\..+$"),
+                 Topic("burrow.events", NOTHING, ANY))),
     Role("burrow-admin", configure=".*", write=".*", read=".*",
          tags=("administrator",), password_env="BURROW_RABBITMQ_ADMIN_PASSWORD"),
 )
@@ -233,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Print Burrow's RabbitMQ definitions (the checked-in file by default).")
     parser.add_argument("--with-passwords", action="store_true",
                         help="hash each role's password from its BURROW_RABBITMQ_*_PASSWORD "
-                             "(all six must be set, none to a development password)")
+                             "(all must be set, none to a development password)")
     parser.add_argument("--out", help="write to this file (mode 600) instead of stdout")
     args = parser.parse_args(argv)
     try:

@@ -43,6 +43,23 @@ REPORT = "moderation.report"
 """Direct exchange the gateways publish message reports on, bound to ``moderation.reports``
 only (key ``moderation.reports``): gateways may write here and nowhere else in
 ``moderation.*``; backend services consume the queue (docs/moderation.md)."""
+EVENTS = "burrow.events"
+"""Topic exchange of backend events (docs/events.md), key = the event's type
+(``user.offline``, ``message.stored``...): gateways, the sequencer and the notifier
+publish, backend services bind queues of their own, the webhooks worker binds
+``webhook.due``. Declared by the sequencer (every deployment runs one)."""
+HOOK_ASK = "moderation.ask"
+"""Direct exchange the sequencer asks the moderation service on (pre-publish hook), bound
+to ``moderation.hook`` only (key ``moderation.hook``); docs/moderation.md."""
+HOOK_ANSWER = "moderation.answer"
+"""Direct exchange the moderation service answers on, key = the request's ``reply_to``:
+a sequencer's own answer queue (``moderation.answers.<hex>``, exclusive, bound at run
+time). Not direct reply-to: answering that needs write on ``amq.default``, which reaches
+every queue of the vhost (docs/moderation.md)."""
+HOOK_ANSWERS_PREFIX = "moderation.answers."
+HOOK_QUEUE = "moderation.hook"
+HOOK_QUEUE_TTL_MS = 60_000  # requests nobody took in a minute are dropped (asked no more)
+HOOK_QUEUE_MAX = 100_000
 MODERATION_REPORTS = "moderation.reports"
 MODERATION_DEAD = "moderation.dead"
 
@@ -128,6 +145,14 @@ def job_families(push_delay: int = 30, push_retries: tuple[int, ...] = (5, 30, 3
 
 JOB_FAMILIES = job_families()
 PUSH, DIGEST, EMAIL = JOB_FAMILIES
+WEBHOOK_RETRIES = (10, 60, 600, 3600)
+
+
+def webhook_family(retries: tuple[int, ...] = WEBHOOK_RETRIES) -> JobFamily:
+    """The webhooks worker's jobs (docs/events.md): ``webhook.due`` takes events from
+    ``burrow.events``, failed requests wait in ``webhook.retry.<tier>``, then
+    ``webhook.dead``."""
+    return JobFamily("webhook", retries=retries)
 
 
 @dataclass(frozen=True)
@@ -197,8 +222,14 @@ def _job_family(family: JobFamily) -> tuple[list[Queue], list[Binding]]:
 
 
 def build(shards: int = DEFAULT_SHARDS,
-          families: tuple[JobFamily, ...] = JOB_FAMILIES) -> Topology:
+          families: tuple[JobFamily, ...] = JOB_FAMILIES,
+          webhooks: tuple[JobFamily, tuple[str, ...]] | None = None) -> Topology:
     """Return the whole shared topology for *shards* sequencer shards.
+
+    *webhooks*: the webhook family and the event patterns ``webhook.due`` is bound to
+    ``burrow.events`` with, only where the webhooks worker runs (``BURROW_WEBHOOK_URL``):
+    the default topology (rabbitmq/definitions.json) has no webhook queue, which would
+    otherwise collect every event with nobody to take them.
 
     The shard count is fixed configuration: the consistent-hash exchange keeps a room on
     its shard only while the shard bindings stay as they are, so changing it is a drained
@@ -214,6 +245,9 @@ def build(shards: int = DEFAULT_SHARDS,
         Exchange(JOBS, "topic"),
         Exchange(VERIFY, "direct"),
         Exchange(REPORT, "direct"),
+        Exchange(HOOK_ASK, "direct"),
+        Exchange(HOOK_ANSWER, "direct"),
+        Exchange(EVENTS, "topic"),
     ]
     queues: list[Queue] = []
     bindings = [Binding(INGRESS, SHARD, "room.*.msg", "exchange")]
@@ -243,6 +277,20 @@ def build(shards: int = DEFAULT_SHARDS,
     bindings += [Binding(REPORT, MODERATION_REPORTS, MODERATION_REPORTS),
                  Binding(JOBS, MODERATION_REPORTS, MODERATION_REPORTS),
                  Binding(JOBS, MODERATION_DEAD, MODERATION_DEAD)]
+    # The hook's requests: quorum, no dead-lettering (a request nobody answered in time
+    # is worthless), bounded in time and size; a full queue refuses the publish, which
+    # the sequencer treats as the service failing (BURROW_MODERATION_HOOK_FAILURE).
+    queues.append(Queue(HOOK_QUEUE, {"x-queue-type": "quorum",
+                                     "x-message-ttl": HOOK_QUEUE_TTL_MS,
+                                     "x-max-length": HOOK_QUEUE_MAX,
+                                     "x-overflow": "reject-publish"}))
+    bindings.append(Binding(HOOK_ASK, HOOK_QUEUE, HOOK_QUEUE))
+    if webhooks is not None:
+        family, patterns = webhooks
+        family_queues, family_bindings = _job_family(family)
+        queues += family_queues
+        bindings += family_bindings
+        bindings += [Binding(EVENTS, family.due, pattern) for pattern in patterns]
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
 
 
@@ -254,18 +302,23 @@ def configured_families(settings: Settings) -> tuple[JobFamily, ...]:
 
 
 def for_settings(settings: Settings) -> Topology:
-    """The whole topology with the shard count and job tiers *settings* ask for."""
-    return build(settings.shards, configured_families(settings))
+    """The whole topology with the shard count and job tiers *settings* ask for (and the
+    webhook queues when a webhook URL is configured)."""
+    webhooks = ((webhook_family(settings.webhook_retries), settings.webhook_events.patterns)
+                if settings.webhook_url else None)
+    return build(settings.shards, configured_families(settings), webhooks)
 
 
 # Worker kind (``python -m consumers NAME``) -> the name prefixes it owns: it declares
 # the exchanges and queues named so and the bindings into them, and no other kind may.
 OWNERS: dict[str, tuple[str, ...]] = {
-    # moderation.* has no worker of its own (backend services consume it): the
-    # sequencer, which every deployment runs, declares it.
-    "sequencer": ("chat.", "moderation."),
+    # moderation.* has no worker of its own (backend services consume it), and
+    # burrow.events has several publishers: the sequencer, which every deployment
+    # runs, declares them.
+    "sequencer": ("chat.", "moderation.", EVENTS),
     "notifier": ("notify.", "push."),
     "digester": ("digest.", "email."),
+    "webhooks": ("webhook.",),
 }
 # Queues of another kind that a worker publishes jobs into: it waits until they exist,
 # since a job published before then would be dropped unroutable.

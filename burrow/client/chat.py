@@ -27,12 +27,12 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from burrow.client import files, uploads
+from burrow.client import account, files, moderation, uploads
 from burrow.client.errors import ChatError  # raised here; importable from here too
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({"timeout", "unavailable", "rate_limited"})
+RETRYABLE = frozenset({"timeout", "unavailable", "rate_limited", "moderation_unavailable"})
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class _Pending:
 
 
 @dataclass
-class ChatClient:
+class ChatClient(account.Protection):
     """Call :meth:`connect`, :meth:`subscribe`, :meth:`send`; read :attr:`messages`."""
 
     urls: Sequence[str]                      # ws://host:port/v1/ws of one or more gateways
@@ -139,6 +139,8 @@ class ChatClient:
     retry_delay: float = 0.2
     messages: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     changes: asyncio.Queue[Change] = field(default_factory=asyncio.Queue)  # edits, ...
+    # moderation events (v2 frames: action, user, seconds, until, reason), in seq order
+    moderation: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     last: dict[str, int] = field(default_factory=dict)     # room -> last delivered seq
     violations: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # other frames, for tests
@@ -157,6 +159,7 @@ class ChatClient:
         self.close_codes: list[int | None] = []
         # which upload flow the gateways want, learnt at the first upload
         self.uploader = uploads.Uploader()
+        self.blocked: set[str] = set()  # whom I block, as of the last blocks() call
 
     async def connect(self) -> None:
         """Connect to the first gateway that answers; raises :exc:`ChatError` on a 401."""
@@ -209,7 +212,7 @@ class ChatClient:
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "message" or kind in CHANGE_KINDS:
+        if kind == "message" or kind in CHANGE_KINDS or kind == "moderation":
             room, seq = frame["room"], frame["seq"]
             last = self.last.get(room, 0)
             if seq <= last:
@@ -220,6 +223,9 @@ class ChatClient:
             if seq != last + 1:
                 self.violations.append(f"{room}: seq {seq} after {last}")
             self.last[room] = seq
+            if kind == "moderation":
+                self.moderation.put_nowait(frame)
+                return
             if kind != "message":
                 self.changes.put_nowait(Change(
                     room, seq, frame["id"], kind, frame["target"], frame["sender"],
@@ -362,6 +368,18 @@ class ChatClient:
         return await self.uploader.upload_file(self.urls, self.token, room, file, name=name,
                                                media_type=media_type,
                                                ssl_context=self.ssl_context)
+
+    async def moderate(self, room: str, action: str, user: str | None = None, *,
+                       seconds: int | None = None, reason: str | None = None,
+                       key: str | None = None) -> dict[str, Any]:
+        """Take moderation *action* in *room* (docs/moderation.md) over HTTP, repeated
+        with the same Idempotency-Key (*key*, default a new one) while the gateway cannot
+        complete it; returns the answer ``{action, user, seq, audit, ...}``. Refusals
+        are :exc:`ChatError` with the gateway's code (``forbidden``, ``owner_stays``...)."""
+        return await moderation.moderate(self.urls, self.token, room, action, user,
+                                         seconds=seconds, reason=reason, key=key,
+                                         ssl_context=self.ssl_context,
+                                         retry_delay=self.retry_delay)
 
     def drop(self) -> None:
         """Cut the connection as a network failure would; the client reconnects."""

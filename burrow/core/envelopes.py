@@ -26,6 +26,12 @@ from burrow.core import ids
 from burrow.core.mentions import Mentions
 from burrow.core.mentions import from_document as mentions_of
 from burrow.core.mentions import parse as parse_mentions
+from burrow.core.moderation_event import (
+    MODERATION,
+    MODERATION_FIELDS,
+    moderation_details,
+    moderation_text,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # exact integer ms; float timestamps round down
 
@@ -135,6 +141,8 @@ class Send:
     thread: str | None = None
     #: Who the message mentions (a message only; burrow.core.mentions), None: nobody.
     mentions: Mentions | None = None
+    #: A moderation event's details (:func:`moderation_details`), None otherwise.
+    moderation: dict[str, Any] | None = field(default=None, hash=False)
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = {"room": self.room, "sender": self.sender,
@@ -145,7 +153,9 @@ class Send:
             data["reply_to"] = self.reply_to
         if self.mentions is not None:
             data["mentions"] = self.mentions.to_json()
-        if self.kind is not None:
+        if self.kind == MODERATION:
+            data.update(kind=self.kind, moderation=self.moderation)
+        elif self.kind is not None:
             data.update(kind=self.kind, target=self.target)
             if self.emoji is not None:
                 data.update(emoji=self.emoji, remove=self.remove)
@@ -191,6 +201,13 @@ class Send:
             raise EnvelopeError("only a message replies to another")
         if data.get("mentions") is not None:
             raise EnvelopeError("only a message mentions users")
+        if kind == MODERATION:
+            try:
+                details = moderation_details(data.get("moderation"))
+            except ValueError as exc:
+                raise EnvelopeError(str(exc)) from None
+            return cls(room, sender, client_id, "", kind=kind, moderation=details,
+                       admin=data.get("admin") is True)
         target, emoji, remove = data.get("target"), data.get("emoji"), data.get("remove", False)
         if kind not in CHANGE_KINDS:
             raise EnvelopeError(f"kind must be one of message, {', '.join(CHANGE_KINDS)}")
@@ -238,6 +255,8 @@ class Stored:
     last_reply: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     #: Who a message mentions (never changed by an edit; not shown once deleted).
     mentions: Mentions | None = None
+    #: A moderation event's details ``{action, user?, seconds?, until?, reason?}``.
+    moderation: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     @property
     def dedup_key(self) -> tuple[str, str, str]:
@@ -287,6 +306,9 @@ class Stored:
             if self.deleted_at is not None:
                 data.update(deleted_at=self.deleted_at, deleted_by=self.deleted_by)
             return data
+        if self.kind == MODERATION:
+            data.update(self.moderation or {})
+            return data
         data["target"] = self.target
         if self.kind == "edit":
             data.update(body=self.body, edit_count=self.edit_count)
@@ -320,7 +342,9 @@ class Stored:
             doc.update(reply_to=self.reply_to, thread=self.thread)
         if self.mentions is not None:
             doc["mentions"] = self.mentions.to_json()
-        if self.kind is not None:
+        if self.kind == MODERATION:
+            doc.update(kind=self.kind, moderation=self.moderation)
+        elif self.kind is not None:
             doc.update(kind=self.kind, target=self.target)
             if self.kind == "edit":
                 doc["edit_count"] = self.edit_count
@@ -350,7 +374,8 @@ class Stored:
                    reply_to=doc.get("reply_to"), thread=doc.get("thread"),
                    reply_count=doc.get("reply_count", 0),
                    last_reply=_last_reply(doc.get("last_reply")),
-                   mentions=None if deleted is not None else mentions_of(doc.get("mentions")))
+                   mentions=None if deleted is not None else mentions_of(doc.get("mentions")),
+                   moderation=doc.get("moderation"))
 
 
 def _last_reply(value: Any) -> dict[str, Any] | None:
@@ -378,6 +403,12 @@ def v1_frame(data: dict[str, Any]) -> dict[str, Any]:
     kind = data.get("type")
     if kind == "message":
         return data
+    if kind == MODERATION:
+        return {"type": "message", "room": data.get("room"), "seq": data.get("seq"),
+                "id": data.get("id"), "sender": data.get("sender"),
+                "client_id": data.get("client_id"), "ts": data.get("ts"),
+                "body": EDIT_PREFIX + moderation_text(data), "kind": kind, "target": None,
+                **{k: data[k] for k in MODERATION_FIELDS if k in data}}
     body = EDIT_PREFIX + str(data.get("body", "")) if kind == "edit" else ""
     return {"type": "message", "room": data.get("room"), "seq": data.get("seq"),
             "id": data.get("id"), "sender": data.get("sender"),

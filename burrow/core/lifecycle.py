@@ -35,8 +35,10 @@ from datetime import timedelta
 from typing import Any
 
 from burrow.core.envelopes import EPOCH, Send, Stored, message_id_of
+from burrow.core.moderation_event import MODERATION
 
 OWNER = "owner"  # burrow.storage.rooms.OWNER (core imports nothing from storage)
+MODERATOR = "moderator"  # burrow.storage.rooms.MODERATOR
 MAX_EMOJI_BYTES = 64
 
 
@@ -81,7 +83,17 @@ def decide(send: Send, target: Target | None, role: str | None, now_ms: int,
 
     Returns the send as it will be stored (an edit carries its edit number) and
     advances *target* in place, so the next change of the batch sees it.
+
+    A moderation event (docs/moderation.md) has no target: the gateway decided it
+    already (burrow.core.moderation) and changed the room's state; here it is only
+    checked to come from a trusted publisher (``admin``: set by the gateway's
+    moderation route or a backend service, never by a client's frame).
     """
+    if send.kind == MODERATION:
+        if not send.admin:
+            raise Refused("forbidden", "only the moderation route or a backend service "
+                          "may send a moderation event")
+        return send
     if target is None or target.room != send.room:
         raise Refused("not_found", f"no message {send.target} in room {send.room}")
     if target.kind is not None:
@@ -96,9 +108,9 @@ def decide(send: Send, target: Target | None, role: str | None, now_ms: int,
         target.edit_count += 1
         return replace(send, edit_count=target.edit_count)
     if send.kind == "delete":
-        if not (send.sender == target.sender or role == OWNER or send.admin):
-            raise Refused("forbidden", "only the sender, the room's owner or an admin may "
-                          "delete a message")
+        if not (send.sender == target.sender or role in (OWNER, MODERATOR) or send.admin):
+            raise Refused("forbidden", "only the sender, the room's owner or moderators, "
+                          "or an admin may delete a message")
         target.deleted = True
         return send
     if send.kind == "reaction":
@@ -129,7 +141,8 @@ def change_event(send: Send, id: str, seq: int, now_ms: int) -> Stored:
     op = ("remove" if send.remove else "add") if send.kind == "reaction" else None
     return Stored(id=id, room=send.room, seq=seq, sender=send.sender,
                   client_id=send.client_id, body=body, ts=now_ms, kind=send.kind,
-                  target=send.target, emoji=send.emoji, op=op, edit_count=send.edit_count)
+                  target=send.target, emoji=send.emoji, op=op, edit_count=send.edit_count,
+                  moderation=send.moderation)
 
 
 def reaction_key(message: str, user: str, emoji: str) -> str:

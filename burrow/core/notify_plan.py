@@ -28,7 +28,10 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from burrow.core.blocks import Blocks, is_blocked
 from burrow.core.mentions import Mentions
+
+NO_BLOCKS: Blocks = {}
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,12 @@ def digest_key(room: str, seq: int) -> str:
     return f"{room}:{seq}"
 
 
-def unread(notices: Iterable[Notice], members: Iterable[MemberState]) -> dict[tuple[str, str], int]:
+def unread(notices: Iterable[Notice], members: Iterable[MemberState],
+           blocks: Blocks = NO_BLOCKS) -> dict[tuple[str, str], int]:
     """(room, member) -> the newest message of the batch from someone else that the
-    member has not read; members who wrote everything of the batch in their room, or
-    read it already, are not there."""
+    member has not read and whose sender they do not block (*blocks*: blocker -> the
+    users they block); members who wrote everything of the batch in their room, or
+    read it already, or block the rest's senders, are not there."""
     newest: dict[str, list[Notice]] = defaultdict(list)
     for notice in notices:
         newest[notice.room].append(notice)
@@ -80,7 +85,8 @@ def unread(notices: Iterable[Notice], members: Iterable[MemberState]) -> dict[tu
     found: dict[tuple[str, str], int] = {}
     for member in members:
         for notice in newest.get(member.room, ()):
-            if notice.sender != member.user:
+            if notice.sender != member.user and not is_blocked(
+                    blocks, member.user, notice.sender):
                 if notice.seq > member.read_seq:
                     found[(member.room, member.user)] = notice.seq
                 break
@@ -108,10 +114,10 @@ class PushPlan:
 
 
 def plan_pushes(notices: Collection[Notice], members: Iterable[MemberState],
-                stale_before: datetime) -> PushPlan:
+                stale_before: datetime, blocks: Blocks = NO_BLOCKS) -> PushPlan:
     """Which unread members of the batch need a push job (before checking devices)."""
     members = list(members)
-    wanted = unread(notices, members)
+    wanted = unread(notices, members, blocks)
     ours: dict[str, set[int]] = defaultdict(set)
     for notice in notices:
         ours[notice.room].add(notice.seq)
@@ -163,11 +169,12 @@ def plan_digests(notices: Collection[Notice], candidates: Mapping[str, str],
     return DigestPlan(claim, again)
 
 
-def plan_mentions(notices: Iterable[Notice],
-                  members: Iterable[MemberState]) -> dict[tuple[str, str], int]:
+def plan_mentions(notices: Iterable[Notice], members: Iterable[MemberState],
+                  blocks: Blocks = NO_BLOCKS) -> dict[tuple[str, str], int]:
     """(room, member) -> the newest seq of the batch that mentions the member (by name
     or @room) and that they have not read; the sender is never mentioned to themself,
-    and only members count (one who left is not pushed)."""
+    nor a member who blocks the sender, and only members count (one who left is not
+    pushed)."""
     mentioning: dict[str, list[Notice]] = defaultdict(list)
     for notice in notices:
         if notice.mentions and not notice.change:
@@ -177,7 +184,8 @@ def plan_mentions(notices: Iterable[Notice],
     found: dict[tuple[str, str], int] = {}
     for member in members:
         for notice in mentioning.get(member.room, ()):
-            if notice.sender == member.user or notice.seq <= member.read_seq:
+            if (notice.sender == member.user or notice.seq <= member.read_seq
+                    or is_blocked(blocks, member.user, notice.sender)):
                 continue
             assert notice.mentions is not None
             if notice.mentions.names(member.user):

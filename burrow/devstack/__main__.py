@@ -54,6 +54,7 @@ class DevConfig:
     gateway_port: int
     worker_metrics_port: int  # the first worker's; the others take the next ports
     passwords: Mapping[str, str]
+    webhooks: bool = False  # BURROW_WEBHOOK_URL is set: the webhooks worker runs too
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DevConfig:
@@ -75,6 +76,7 @@ class DevConfig:
             gateway_port=port("BURROW_PORT", 8000),
             worker_metrics_port=port("BURROW_METRICS_PORT", 9100),
             passwords=definitions.passwords_from_env(env),
+            webhooks=bool(env.get("BURROW_WEBHOOK_URL")),
         )
 
     def node_config(self) -> rabbitmq.NodeConfig:
@@ -87,7 +89,8 @@ class DevConfig:
 
     def worker_ports(self) -> dict[str, int]:
         """Metrics and probe port of each worker process, from BURROW_METRICS_PORT on."""
-        return {w.name: self.worker_metrics_port + i for i, w in enumerate(plan.WORKERS)}
+        return {w.name: self.worker_metrics_port + i
+                for i, w in enumerate(plan.workers(self.webhooks))}
 
     def needed_ports(self) -> list[tuple[int, str, str]]:
         wanted = [
@@ -138,7 +141,7 @@ def product_apps(config: DevConfig, env: Mapping[str, str],
         *(AppProcess(w.name, plan.WORKER_MODULE, app_env(w.user, {**worker_extra,
             "BURROW_METRICS_PORT": str(config.worker_ports()[w.name]),
             "BURROW_METRICS_DIR": str(config.directory / "metrics" / w.name)}),
-            args=w.args) for w in plan.WORKERS),
+            args=w.args) for w in plan.workers(config.webhooks)),
     ]
 
 

@@ -41,9 +41,20 @@ WORKERS: Final = (
 )
 
 
+# Optional: delivers backend events as signed HTTP requests (docs/events.md). ./dev up
+# starts it only when BURROW_WEBHOOK_URL is set; compose has it under the profile
+# "webhooks"; the benchmark does not run it (it measures the chat path).
+WEBHOOKS: Final = Worker("webhooks", ("webhooks",), "burrow-webhooks")
+
+
+def workers(webhooks: bool = False) -> tuple[Worker, ...]:
+    """The worker processes to run: :data:`WORKERS`, and :data:`WEBHOOKS` if asked."""
+    return (*WORKERS, WEBHOOKS) if webhooks else WORKERS
+
+
 def worker(name: str) -> Worker:
     """The worker of that name; raises ``KeyError`` for another."""
-    for found in WORKERS:
+    for found in (*WORKERS, WEBHOOKS):
         if found.name == name:
             return found
     raise KeyError(name)

@@ -43,6 +43,15 @@ PUSH_SECONDS = Histogram("burrow_push_seconds", "Time of one provider request",
 EMAILS = Counter("burrow_emails_total", "SMTP outcomes: sent, retry, rejected", ["outcome"])
 EMAIL_SECONDS = Histogram("burrow_email_seconds", "Time to hand one email to the SMTP server",
                           buckets=LATENCY_BUCKETS)
+# Backend events (docs/events.md): published by every kind of process, delivered as
+# webhooks by the webhooks worker. The type label is one of burrow.core.events.TYPES.
+EVENTS = Counter("burrow_events_total",
+                 "Backend events per type and outcome: published (confirmed by the broker), "
+                 "failed (not published: the broker refused or did not answer in time)",
+                 ["type", "outcome"])
+WEBHOOKS = Counter("burrow_webhooks_total",
+                   "Webhook requests by outcome: delivered (2xx), retry (5xx, 429, network), "
+                   "rejected (another 4xx: parked in webhook.dead)", ["outcome"])
 
 
 # Gateway. Labels are bounded sets fixed in code: a transport (ws, sse, poll), an

@@ -44,8 +44,13 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, SlidingWindowCounterSupport, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.storage import (
+    MemoryStorage,
+    MovingWindowSupport,
+    SlidingWindowCounterSupport,
+    Storage,
+)
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 
@@ -222,6 +227,8 @@ class RateLimiter:
         self._storage: Storage = storage
         self._windows = cast(SlidingWindowCounterSupport, storage)
         self._strategy = SlidingWindowCounterRateLimiter(storage)
+        # Both storages Burrow takes have the moving window (exact "one per N s": slow mode)
+        self._moving = MovingWindowRateLimiter(storage)
         self.rules = dict(rules)
         self._items = {kind: RateLimitItemPerSecond(rule.window_capacity, rule.window_seconds,
                                                     namespace=_NAMESPACE)
@@ -261,6 +268,23 @@ class RateLimiter:
             return ALLOWED
         return await self._guarded(self._hit_many(items, cost))
 
+    async def once_per(self, kind: str, key: str, seconds: int) -> Decision:
+        """One hit per *seconds* for *key*, exactly (slow mode: docs/rate-limits.md).
+
+        A moving window of 1, not a rule's sliding-window counter, which would let two
+        hits through across a window's turn. Keyed like the rules
+        (``burrow/<kind>/<key>/1/<seconds>/second``) in the same storage, so it holds
+        across workers and gateways with a shared one, and fails open the same way. A
+        refused hit takes nothing; ``retry_after_ms`` is when the window frees.
+        """
+        item = RateLimitItemPerSecond(1, seconds, namespace=_NAMESPACE)
+        return await self._guarded(self._once(item, kind, key))
+
+    async def give_back(self, kind: str, key: str, seconds: int) -> None:
+        """Undo the :meth:`once_per` hit of *key* (what it guarded did not happen)."""
+        item = RateLimitItemPerSecond(1, seconds, namespace=_NAMESPACE)
+        await self._guarded(self._clear(item, kind, key))
+
     async def close(self) -> None:
         """Stop the storage's background work and drop its connections.
 
@@ -295,6 +319,18 @@ class RateLimiter:
     async def _refusal(self, item: RateLimitItem, kind: str, key: str, cost: int) -> Decision:
         wait = _retry_after_ms(await self._window(item, kind, key), item, cost)
         return Decision(False, max(1, wait), kind)
+
+    async def _once(self, item: RateLimitItem, kind: str, key: str) -> Decision:
+        if await self._moving.hit(item, kind, key):
+            return ALLOWED
+        start, _ = await cast(MovingWindowSupport, self._storage).get_moving_window(
+            item.key_for(kind, key), item.amount, item.get_expiry())
+        wait = start + item.get_expiry() - time.time()
+        return Decision(False, max(1, math.floor(wait * 1000) + 1), kind)
+
+    async def _clear(self, item: RateLimitItem, kind: str, key: str) -> Decision:
+        await self._moving.clear(item, kind, key)
+        return ALLOWED
 
     async def _hit_one(self, item: RateLimitItem, kind: str, key: str, cost: int) -> Decision:
         if await self._strategy.hit(item, kind, key, cost=cost):

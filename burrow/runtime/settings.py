@@ -34,6 +34,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from burrow.core import tls
+from burrow.core.admission import parse_mode
+from burrow.core.events import Selection
 from burrow.mail.smtp_url import parse_smtp_url
 from burrow.runtime.logs import redact
 from burrow.runtime.ratelimit import FloodRule, Rule, async_storage_uri
@@ -81,6 +83,13 @@ class Settings:
     edit_window: int
     max_reactions: int
     room_mention_max: int
+    filter_words: str
+    filter_file: str
+    filter_action: str
+    filter_refresh: float
+    moderation_hook: str
+    moderation_hook_timeout_ms: int
+    moderation_hook_failure: str
     max_frame_bytes: int
     send_timeout: float
     client_buffer: int
@@ -116,6 +125,7 @@ class Settings:
     rate_ip: Rule
     rate_frames: Rule
     rate_members: Rule
+    invites: str
     max_connections_user: int
     max_connections_ip: int
     rate_flood: FloodRule
@@ -137,6 +147,11 @@ class Settings:
     s3_access_key_id: str
     s3_secret_access_key: str
     s3_url_ttl: int
+    events: Selection
+    webhook_url: str
+    webhook_secret: str
+    webhook_events: Selection
+    webhook_retries: tuple[int, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -196,6 +211,14 @@ class Settings:
             edit_window=get("BURROW_EDIT_WINDOW", _non_negative(int)),
             max_reactions=get("BURROW_MAX_REACTIONS", _positive(int)),
             room_mention_max=get("BURROW_ROOM_MENTION_MAX", _non_negative(int)),
+            filter_words=get("BURROW_FILTER_WORDS", _filter_words),
+            filter_file=get("BURROW_FILTER_FILE"),
+            filter_action=get("BURROW_FILTER_ACTION", _one_of("reject", "replace")),
+            filter_refresh=get("BURROW_FILTER_REFRESH", _positive(float)),
+            moderation_hook=get("BURROW_MODERATION_HOOK", _one_of("off", "on", "rooms")),
+            moderation_hook_timeout_ms=get("BURROW_MODERATION_HOOK_TIMEOUT_MS", _hook_timeout),
+            moderation_hook_failure=get("BURROW_MODERATION_HOOK_FAILURE",
+                                        _one_of("open", "closed")),
             max_frame_bytes=get("BURROW_MAX_FRAME_BYTES", _positive(int)),
             send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
             client_buffer=get("BURROW_CLIENT_BUFFER", _positive(int)),
@@ -231,6 +254,7 @@ class Settings:
             rate_ip=get("BURROW_RATE_IP", Rule.parse),
             rate_frames=get("BURROW_RATE_FRAMES", Rule.parse),
             rate_members=get("BURROW_RATE_MEMBERS", Rule.parse),
+            invites=get("BURROW_INVITES", parse_mode),
             max_connections_user=get("BURROW_MAX_CONNECTIONS_USER", _positive(int)),
             max_connections_ip=get("BURROW_MAX_CONNECTIONS_IP", _positive(int)),
             rate_flood=get("BURROW_RATE_FLOOD", FloodRule.parse),
@@ -253,6 +277,11 @@ class Settings:
             s3_access_key_id=get("BURROW_S3_ACCESS_KEY_ID", _s3_key("an access key id")),
             s3_secret_access_key=get("BURROW_S3_SECRET_ACCESS_KEY", _s3_key("a secret key")),
             s3_url_ttl=get("BURROW_S3_URL_TTL", _s3_url_ttl),
+            events=get("BURROW_EVENTS", Selection.parse),
+            webhook_url=get("BURROW_WEBHOOK_URL", _optional(_url(("http", "https")))),
+            webhook_secret=get("BURROW_WEBHOOK_SECRET", _secret_bytes),
+            webhook_events=get("BURROW_WEBHOOK_EVENTS", Selection.parse),
+            webhook_retries=get("BURROW_WEBHOOK_RETRIES", _tiers),
         )
 
     def unsubscribe_key(self) -> str:
@@ -404,6 +433,11 @@ def _secret_bytes(raw: str) -> str:
 MIN_SECRET_BYTES = 32
 
 
+def _optional(parse: Callable[[str], str]) -> Callable[[str], str]:
+    """*parse*, for a variable whose empty value means "not used"."""
+    return lambda raw: parse(raw) if raw else raw
+
+
 def _then(first: Callable[[str], str], second: Callable[[str], str]) -> Callable[[str], str]:
     return lambda raw: second(first(raw))
 
@@ -492,6 +526,28 @@ def _url_ttl(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 86400:
         raise ValueError("must be from 1 to 86400 seconds")
+    return value
+
+
+def _one_of(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"expected {' or '.join(allowed)}")
+        return raw
+    return parse
+
+
+def _filter_words(raw: str) -> str:
+    """Comma-separated blocklist words, checked now (burrow.core.prepublish)."""
+    from burrow.core.prepublish import Blocklist  # (only when the variable is read)
+    Blocklist.parse(raw)
+    return raw
+
+
+def _hook_timeout(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 60_000:
+        raise ValueError("expected milliseconds from 1 to 60000")
     return value
 
 

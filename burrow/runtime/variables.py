@@ -163,6 +163,30 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_ROOM_MENTION_MAX", "100",
              "most members a room may have for a message to mention `@room`; beyond, "
              "such a send gets `room_too_large` (docs/protocol.md, mentions)"),
+    Variable("BURROW_FILTER_WORDS", "",
+             "a global blocklist the sequencer checks every message and edit against: "
+             "comma-separated words or phrases, matched as whole words, ignoring case "
+             "([docs/moderation.md](moderation.md#pre-publish-hook))"),
+    Variable("BURROW_FILTER_FILE", "",
+             "a file of more blocklist entries, one a line: a word or phrase, or `re:` and a "
+             "regular expression (bounded: no `*` or `+`; docs/moderation.md); `#` comments"),
+    Variable("BURROW_FILTER_ACTION", "reject",
+             "what the global blocklist does with a match: `reject` (the sender gets "
+             "`rejected`, nothing is stored) or `replace` (stored with each match masked "
+             "by `*`)"),
+    Variable("BURROW_FILTER_REFRESH", "5",
+             "seconds between the sequencer's reads of the rooms' own filters "
+             "(`PUT /v1/rooms/{room}/filter`): a new filter applies within that time"),
+    Variable("BURROW_MODERATION_HOOK", "off",
+             "ask the backend moderation service (queue `moderation.hook`) before storing a "
+             "message or edit: `off`, `on` (every room) or `rooms` (the rooms whose filter "
+             "asks for it) ([docs/moderation.md](moderation.md#pre-publish-hook))"),
+    Variable("BURROW_MODERATION_HOOK_TIMEOUT_MS", "500",
+             "milliseconds (1 to 60000) the sequencer waits for the service's answer to a "
+             "batch; later answers are ignored"),
+    Variable("BURROW_MODERATION_HOOK_FAILURE", "open",
+             "what a timeout or a service error means: `open` (store the messages) or "
+             "`closed` (refuse them with the retryable `moderation_unavailable`)"),
     Variable("BURROW_MAX_FRAME_BYTES", "65536",
              "largest WebSocket frame a client may send; larger closes with 1009"),
     Variable("BURROW_SEND_TIMEOUT", "5.0",
@@ -248,6 +272,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BURROW_MAX_CONNECTIONS_IP", "1000",
              "the same per client address (clients behind one NAT share one: raise it for "
              "them)"),
+    Variable("BURROW_INVITES", "off",
+             "who must accept being added to a room: `off` (nobody: an add makes a member), "
+             "`strangers` (a user added by someone they share no room with gets an "
+             "invitation to accept or decline) or `all` (every add by someone else is an "
+             "invitation); admins always add directly ([docs/moderation.md](moderation.md"
+             "#users-protect-themselves))"),
     Variable("BURROW_RATE_MEMBERS", "1000/1",
              "members one user may add to rooms, `BURST/PER_SECOND` (a room created with N "
              "members counts N+1; admins are not limited); more get 429"),
@@ -316,6 +346,24 @@ VARIABLES: tuple[Variable, ...] = (
              "seconds (1 to 3600) a presigned S3 download URL lives: a signed gateway URL "
              "(`BURROW_ATTACHMENT_URL_TTL`) answers each visit with a fresh one. An upload "
              "policy must be used within `BURROW_ATTACHMENT_URL_TTL`"),
+    Variable("BURROW_EVENTS", "user.*,member.*,report.*,push.*",
+             "backend events a process publishes to the `burrow.events` exchange: "
+             "routing-key patterns, comma-separated, `#` for all, or `none`. The default "
+             "leaves out `message.*`, which costs the sequencer about as much CPU per "
+             "message as its fan-out: `#` turns them on ([docs/events.md](events.md))"),
+    Variable("BURROW_WEBHOOK_URL", "",
+             "where the webhooks worker (`python -m consumers webhooks`) POSTs every event; "
+             "empty: `./dev up` does not start it ([docs/events.md](events.md#webhooks))",
+             secret=True),
+    Variable("BURROW_WEBHOOK_SECRET", "",
+             "secret (at least 32 bytes) the webhooks worker signs each request with "
+             "(`Burrow-Signature`); required with `BURROW_WEBHOOK_URL`", secret=True),
+    Variable("BURROW_WEBHOOK_EVENTS", "#",
+             "events the webhooks worker delivers: routing-key patterns, comma-separated; "
+             "its queue `webhook.due` is bound to `burrow.events` with each"),
+    Variable("BURROW_WEBHOOK_RETRIES", "10,60,600,3600",
+             "back-off tiers of a failed webhook request (seconds, comma-separated); "
+             "after the last, `webhook.dead`"),
     # --- read by others; the processes ignore them (IGNORED) ---
     Variable("BURROW_DEV_DIR", ".burrow",
              "where the node, the database, logs and metrics files live", LAUNCHER),
@@ -335,6 +383,7 @@ VARIABLES: tuple[Variable, ...] = (
                LAUNCHER, secret=True, shown=_DEV_ONLY)
       for role, what in (("gateway", ""), ("sequencer", ""), ("notifier", ""),
                          ("digester", ""), ("backend", " (backend services)"),
+                         ("webhooks", " (the webhooks worker)"),
                          ("admin", " (management UI)"))),
     Variable("BURROW_MONGO_ROOT_PASSWORD", None,
              "password of MongoDB's root user, which creates Burrow's", COMPOSE, secret=True),

@@ -67,6 +67,12 @@ def _absent_or_before(field: str, bound: datetime) -> dict[str, Any]:
     return {field: {"$not": {"$gte": bound}}}
 
 
+def _others(user: str, blocked: Collection[str]) -> dict[str, Any]:
+    """The ``sender`` condition of what *user* is told of: not their own messages, nor
+    those of the users they block (``$ne`` when they block none: the usual query)."""
+    return {"sender": {"$nin": [user, *sorted(blocked)]} if blocked else {"$ne": user}}
+
+
 def _grouped_pages(pairs: Iterable[tuple[K, str]]) -> Iterator[tuple[K, list[str]]]:
     """(group, page of its users) for *pairs* of (group, user): one conditional
     ``update_many`` per page instead of one update per user (~1 ms each on the embedded
@@ -160,30 +166,33 @@ class NotifyStore:
             for room, page in _grouped_pages(keys)],
             ordered=False)
 
-    async def unread_for_push(self, room: str, user: str) -> Unread | None:
+    async def unread_for_push(self, room: str, user: str,
+                              blocked: Collection[str] = ()) -> Unread | None:
         """Messages from others after what *user* read or was pushed, those their rule
-        for the room tells (docs/devices-and-settings.md, rules); None if none."""
+        for the room tells (docs/devices-and-settings.md, rules), none from the users
+        they block (*blocked*); None if none."""
         membership = await self.memberships.find_one({"room": room, "user": user})
         if membership is None:
             return None
         since = max(membership.get("read_seq", 0), membership.get("pushed_seq", 0))
         rule = rule_of(membership)
         if told(rule.level, Kind.OTHER):
-            found = await self._unread(room, user, since)
+            found = await self._unread(room, user, since, blocked=blocked)
             return None if found is None else replace(found, rule=rule)
-        recent = await self._told(room, user, since, rule.level)
+        recent = await self._told(room, user, since, rule.level, blocked)
         if not recent:
             return None
         return Unread(len(recent), recent[0], tuple(dict.fromkeys(m.sender for m in recent)),
                       rule)
 
-    async def _told(self, room: str, user: str, since: int, level: str) -> list[Stored]:
+    async def _told(self, room: str, user: str, since: int, level: str,
+                    blocked: Collection[str] = ()) -> list[Stored]:
         """The unread messages (newest first, among the :data:`TOLD_SCAN` newest) that a
         room at *level* tells *user* of: one read of the messages, and one of the
         replied-to ones (which are *user*'s?) when some are replies."""
         if not any(told(level, kind) for kind in Kind):
             return []
-        query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
+        query = {"room": room, "seq": {"$gt": since}, **_others(user, blocked),
                  **MESSAGES_ONLY}
         recent = [Stored.from_document(d) async for d in
                   self.messages.find(query).sort("seq", DESCENDING).limit(TOLD_SCAN)]
@@ -195,8 +204,9 @@ class NotifyStore:
         return [m for m in recent
                 if told(level, kind_of(user, m.sender, m.mentions, m.reply_to, mine))]
 
-    async def _unread(self, room: str, user: str, since: int, limit: int = 0) -> Unread | None:
-        query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
+    async def _unread(self, room: str, user: str, since: int, limit: int = 0,
+                      blocked: Collection[str] = ()) -> Unread | None:
+        query = {"room": room, "seq": {"$gt": since}, **_others(user, blocked),
                  **MESSAGES_ONLY}
         count = await self.messages.count_documents(query)
         if count == 0:
@@ -206,10 +216,12 @@ class NotifyStore:
         senders = tuple(dict.fromkeys(m.sender for m in recent))
         return Unread(count, recent[0], senders)
 
-    async def mention_for_push(self, room: str, user: str, seq: int) -> Unread | None:
+    async def mention_for_push(self, room: str, user: str, seq: int,
+                               blocked: Collection[str] = ()) -> Unread | None:
         """The message *seq* of *room* for a mention push to *user*: None if they read
-        it or were pushed about it since, left the room, or it is deleted, is no message
-        or does not mention them (a job a backend made up)."""
+        it or were pushed about it since, left the room, or it is deleted, is no message,
+        is from a user they block (*blocked*) or does not mention them (a job a backend
+        made up)."""
         membership = await self.memberships.find_one(
             {"room": room, "user": user}, {"read_seq": 1, "pushed_seq": 1, **PROJECTION})
         if membership is None or max(membership.get("read_seq", 0),
@@ -222,7 +234,8 @@ class NotifyStore:
         if doc is None:
             return None
         message = Stored.from_document(doc)
-        if message.mentions is None or not message.mentions.names(user):
+        if (message.mentions is None or not message.mentions.names(user)
+                or message.sender in blocked):
             return None
         return Unread(1, message, (message.sender,), rule)
 
@@ -296,10 +309,12 @@ class NotifyStore:
         doc = await self.users.find_one({"_id": user}, {"last_digest_at": 1})
         return None if doc is None else _time(doc.get("last_digest_at"))
 
-    async def unread_for_digest(self, user: str, per_room: int) -> list[tuple[str, int, list[Stored]]]:
+    async def unread_for_digest(self, user: str, per_room: int, blocked: Collection[str] = ()
+                                ) -> list[tuple[str, int, list[Stored]]]:
         """Per room: unread messages not already pushed or emailed (count, oldest first),
         those the member's rule for the room tells: none of a room at "nothing", only
-        mentions and replies to them of a room at "mentions"."""
+        mentions and replies to them of a room at "mentions"; none from the users
+        *user* blocks (*blocked*)."""
         found = []
         async for membership in self.memberships.find({"user": user}).sort("room"):
             room = membership["room"]
@@ -307,11 +322,11 @@ class NotifyStore:
                         membership.get("emailed_seq", 0))
             level = rule_of(membership).level
             if not told(level, Kind.OTHER):
-                kept = await self._told(room, user, since, level)
+                kept = await self._told(room, user, since, level, blocked)
                 if kept:
                     found.append((room, len(kept), kept[:per_room][::-1]))
                 continue
-            query = {"room": room, "seq": {"$gt": since}, "sender": {"$ne": user},
+            query = {"room": room, "seq": {"$gt": since}, **_others(user, blocked),
                      **MESSAGES_ONLY}
             count = await self.messages.count_documents(query)
             if count:

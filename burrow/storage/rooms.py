@@ -1,7 +1,14 @@
 """Rooms and memberships in MongoDB (``rooms``, ``memberships``).
 
-A membership holds the member's role (``owner`` or ``member``) and read pointer. Only
-members may subscribe to, send to and read a room (G6); the gateway asks here.
+A membership holds the member's role (``owner``, ``moderator`` or ``member``), read
+pointer and, while muted, ``muted_until``. Only members may subscribe to, send to and
+read a room (G6); the gateway asks here. A room's moderation settings live on its room
+document: ``slow_mode_s`` and ``locked`` (docs/moderation.md).
+
+A moderation action's state write also records the action's audit id (``mod_id``) on
+the document it changes, so that a retry of the same request after a failure between
+that write and the audit record (burrow.storage.moderation) knows it is a retry and not
+a second action (gateway/moderation_api.py).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from pymongo.errors import DuplicateKeyError
 
 Database = AsyncDatabase[dict[str, Any]]
 OWNER = "owner"
+MODERATOR = "moderator"
 MEMBER = "member"
+ROLES = (OWNER, MODERATOR, MEMBER)
 
 
 class RoomStore:
@@ -50,6 +59,19 @@ class RoomStore:
         """The user's role in the room, None if not a member (or no such room)."""
         doc = await self.memberships.find_one({"room": room, "user": user}, {"role": 1})
         return None if doc is None else str(doc["role"])
+
+    async def standing(self, room: str, user: str, with_room: bool = True
+                       ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """What the gateway enforces a send with (burrow/core/send_rules.py): the
+        membership's ``role``/``muted_until`` and, *with_room*, the room's
+        ``slow_mode_s``/``locked`` (else None); None if not a member. One read each."""
+        doc = await self.memberships.find_one({"room": room, "user": user},
+                                              {"_id": 0, "role": 1, "muted_until": 1})
+        if doc is None or not with_room:
+            return None if doc is None else (doc, None)
+        settings = await self.rooms.find_one({"_id": room},
+                                             {"_id": 0, "slow_mode_s": 1, "locked": 1})
+        return doc, settings or {}
 
     async def add(self, room: str, user: str, role: str = MEMBER) -> bool:
         """Make *user* a member; True if they were not one before. Keeps an existing role."""
@@ -96,6 +118,48 @@ class RoomStore:
         async for m in self.memberships.find(query, {"room": 1, "user": 1, "_id": 0}):
             found.setdefault(m["room"], set()).add(m["user"])
         return found
+
+    async def membership(self, room: str, user: str) -> dict[str, Any] | None:
+        """The user's membership document (role, muted_until, mod_id, ...), or None."""
+        return await self.memberships.find_one({"room": room, "user": user})
+
+    async def room(self, room: str) -> dict[str, Any] | None:
+        """The room document (name, slow_mode_s, locked, mod_id, ...), or None."""
+        return await self.rooms.find_one({"_id": room})
+
+    async def owner(self, room: str) -> str | None:
+        doc = await self.memberships.find_one({"room": room, "role": OWNER}, {"user": 1})
+        return None if doc is None else str(doc["user"])
+
+    async def carries(self, room: str, mod_id: str) -> bool:
+        """Whether a membership of *room* carries moderation action *mod_id*: the state
+        write of that action began (a transfer that stopped between its two writes)."""
+        return await self.memberships.count_documents({"room": room, "mod_id": mod_id},
+                                                      limit=1) > 0
+
+    async def set_role(self, room: str, user: str, role: str, mod_id: str,
+                       only_from: str | None = None) -> bool:
+        """Give member *user* *role*; with *only_from*, only if their role is that now
+        (the conditional update that lets one of two concurrent transfers win). True if
+        a membership matched."""
+        query: dict[str, Any] = {"room": room, "user": user}
+        if only_from is not None:
+            query["role"] = only_from
+        result = await self.memberships.update_one(
+            query, {"$set": {"role": role, "mod_id": mod_id}})
+        return result.matched_count == 1
+
+    async def mute(self, room: str, user: str, until: datetime | None, mod_id: str) -> bool:
+        """Mute member *user* until *until* (None: unmute). True if a membership matched."""
+        change: dict[str, Any] = ({"$set": {"muted_until": until, "mod_id": mod_id}}
+                                  if until is not None else
+                                  {"$set": {"mod_id": mod_id}, "$unset": {"muted_until": ""}})
+        result = await self.memberships.update_one({"room": room, "user": user}, change)
+        return result.matched_count == 1
+
+    async def configure(self, room: str, mod_id: str, **settings: Any) -> None:
+        """Set the room's moderation settings (``slow_mode_s``, ``locked``)."""
+        await self.rooms.update_one({"_id": room}, {"$set": {**settings, "mod_id": mod_id}})
 
     async def mark_read(self, room: str, user: str, seq: int) -> None:
         """Move the read pointer forward only: a late, smaller ``read`` changes nothing."""

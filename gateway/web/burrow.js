@@ -26,17 +26,20 @@ import { CHANGE_TYPES } from "./roomstate.js";
 export { RoomState, CHANGE_TYPES } from "./roomstate.js";
 
 const ROOM_ID = /^[A-Za-z0-9_-]{1,64}$/;
-const RETRYABLE = new Set(["timeout", "unavailable", "rate_limited"]);
+const RETRYABLE = new Set(["timeout", "unavailable", "rate_limited", "moderation_unavailable"]);
 // Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
 const FINAL = new Set([4403]);
 
-/** The server refused something for good; `code` is its error code, `status` the HTTP one. */
+/** The server refused something for good; `code` is its error code, `status` the HTTP
+ * one; `retryAfterMs` the server's `retry_after_ms` (a mute's end, slow mode's wait;
+ * null when it gave none): the same send passes after that wait. */
 export class ChatError extends Error {
-  constructor(code, message, status = 0) {
+  constructor(code, message, status = 0, retryAfterMs = null) {
     super(`${code}: ${message}`);
     this.name = "ChatError";
     this.code = code;
     this.status = status;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -152,10 +155,11 @@ export class BurrowClient {
     // the server's BURROW_TYPING_INTERVAL (3 s) and a little: it drops what comes sooner
     this.typingInterval = options.typingInterval ?? 3100;
     this.readSent = new Map();
+    this.blocked = new Set(); // whom I block, as of the last loadBlocks() (or block/unblock)
   }
 
-  /** `on("message" | "change" | "state" | "presence" | "typing" | "error" | "unsubscribed" |
-   * "transport" | "disconnect", fn)`; returns a function that removes the listener. */
+  /** `on("message" | "change" | "moderation" | "state" | "presence" | "typing" | "error" | "unsubscribed" |
+   * "transport" | "disconnect" | "blocks", fn)`; returns a function that removes the listener. */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
@@ -254,7 +258,7 @@ export class BurrowClient {
       if (!response.ok) {
         const error = data?.error ?? {};
         throw new ChatError(error.code ?? `http_${response.status}`,
-          error.message ?? response.statusText, response.status);
+          error.message ?? response.statusText, response.status, error.retry_after_ms ?? null);
       }
       return data;
     }
@@ -368,6 +372,108 @@ export class BurrowClient {
     if (level !== undefined) body.level = level;
     if (snoozeUntil !== undefined) body.snooze_until = snoozeUntil;
     return this.api("PUT", `/v1/me/rooms/${encodeURIComponent(room)}/notifications`, body);
+  }
+
+  // -- protecting oneself (docs/moderation.md, "Users protect themselves") -----------
+
+  /** Load whom I block into `blocked` (a Set) and emit "blocks" with it: a room's
+   * stream still carries their messages (it has no gaps), so hide those whose
+   * `isBlocked(m.sender)`. Call it after connect() and at "resumed" (a block made on
+   * another device shows then). Resolves with [{user, at}]. */
+  async loadBlocks() {
+    const { blocks } = await this.api("GET", "/v1/me/blocks");
+    this.blocked = new Set(blocks.map((b) => b.user));
+    this.emit("blocks", this.blocked);
+    return blocks;
+  }
+
+  isBlocked(user) {
+    return this.blocked.has(user);
+  }
+
+  /** Block *user*: no pushes or digest lines of theirs, they cannot add me to rooms. */
+  async block(user) {
+    await this.api("PUT", `/v1/me/blocks/${encodeURIComponent(user)}`);
+    this.blocked.add(user);
+    this.emit("blocks", this.blocked);
+  }
+
+  async unblock(user) {
+    await this.api("DELETE", `/v1/me/blocks/${encodeURIComponent(user)}`);
+    this.blocked.delete(user);
+    this.emit("blocks", this.blocked);
+  }
+
+  /** The list of whom I block: [{user, at}] (also refreshes `blocked`). */
+  blocks() {
+    return this.loadBlocks();
+  }
+
+  /** Leave *room*; *me* is my user id. An owner leaves only a room with no other
+   * member (409 owner_stays): hand it over first. */
+  leave(room, me) {
+    return this.api("DELETE", `${roomPath(room)}/members/${encodeURIComponent(me)}`);
+  }
+
+  /** My pending invitations: [{id, room, name, by, at, expires_at}] (BURROW_INVITES). */
+  async invitations() {
+    return (await this.api("GET", "/v1/me/invitations")).invitations;
+  }
+
+  /** Join the room of invitation *id*: {room, user, added}. */
+  acceptInvitation(id) {
+    return this.api("POST", `/v1/me/invitations/${encodeURIComponent(id)}/accept`);
+  }
+
+  declineInvitation(id) {
+    return this.api("POST", `/v1/me/invitations/${encodeURIComponent(id)}/decline`);
+  }
+
+  // -- moderation (docs/moderation.md) -----------------------------------------------
+
+  /** Take moderation *action* in *room* (promote, demote, remove, mute, unmute, ban,
+   * unban, slow_mode, lock, unlock, transfer) with `{user, seconds, reason}` as the
+   * action needs; resolves with the server's answer {action, user, seq, audit, ...}.
+   * One Idempotency-Key per call, reused when it retries (the server away: 503, 504,
+   * a network error), so a retry completes the action instead of taking it twice. */
+  async moderate(room, action, { user, seconds, reason } = {}) {
+    if (!ROOM_ID.test(room)) throw badRoom(room);
+    const body = { action };
+    if (user !== undefined) body.user = user;
+    if (seconds !== undefined) body.seconds = seconds;
+    if (reason) body.reason = reason;
+    const key = newClientId();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.api("POST", `${roomPath(room)}/moderation`, body, { "Idempotency-Key": key });
+      } catch (err) {
+        const again = !(err instanceof ChatError) || RETRYABLE.has(err.code) || err.status >= 500;
+        if (!again || attempt >= 3) throw err;
+        await new Promise((resolve) => setTimeout(resolve,
+          backoff(attempt, this.backoffOptions.initial, this.backoffOptions.max)));
+      }
+    }
+  }
+
+  /** The room as I see it: {id, name, owner, role (mine), slow_mode_s, locked,
+   * muted_until (mine, ms, null when not muted)}. */
+  roomInfo(room) {
+    return this.api("GET", roomPath(room));
+  }
+
+  /** The room's moderation audit, newest first (owner, moderators, admins):
+   * {records: [{id, action, user, by, reason, at, seq, seconds?, until?}], next};
+   * pass `next` as `before` for the older page. */
+  audit(room, { limit, before } = {}) {
+    const query = new URLSearchParams();
+    if (limit !== undefined) query.set("limit", String(limit));
+    if (before !== undefined) query.set("before", before);
+    return this.api("GET", `${roomPath(room)}/moderation/audit?${query}`);
+  }
+
+  /** Who is banned from *room*: [{user, by, reason, at}] (owner, moderators, admins). */
+  async bans(room) {
+    return (await this.api("GET", `${roomPath(room)}/bans`)).bans;
   }
 
   // -- rooms ----------------------------------------------------------------------------
@@ -844,7 +950,8 @@ export class BurrowClient {
       case "message":
       case "edit":
       case "delete":
-      case "reaction": {
+      case "reaction":
+      case "moderation": {
         const last = this.last.get(frame.room) ?? 0;
         if (frame.seq <= last) {
           // G4 promises none: dropped for the application, recorded for the tests
@@ -855,7 +962,9 @@ export class BurrowClient {
           this.violations.push(`${frame.room}: seq ${frame.seq} after ${last}`);
         }
         this.last.set(frame.room, frame.seq);
-        this.emit(CHANGE_TYPES.has(frame.type) ? "change" : "message", frame);
+        // a moderation event (docs/moderation.md) is its own event: who did what to whom
+        this.emit(frame.type === "moderation" ? "moderation"
+          : CHANGE_TYPES.has(frame.type) ? "change" : "message", frame);
         return;
       }
       case "ack":
@@ -883,7 +992,8 @@ export class BurrowClient {
   }
 
   onError(frame) {
-    const error = new ChatError(frame.code, frame.message);
+    // muted, locked, slow_mode (docs/moderation.md, "Enforcement") end the send here
+    const error = new ChatError(frame.code, frame.message, 0, frame.retry_after_ms ?? null);
     if (frame.client_id && this.pending.has(frame.client_id)) {
       if (RETRYABLE.has(frame.code)) {
         return this.retrySend(frame.client_id, frame.retry_after_ms ?? 0);

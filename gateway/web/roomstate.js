@@ -15,6 +15,8 @@
 
 /** The types of change events (protocol v2); anything else with a seq is a message. */
 export const CHANGE_TYPES = new Set(["edit", "delete", "reaction"]);
+/** Room events that hold a seq but change no message (docs/moderation.md): skipped. */
+export const ROOM_EVENT_TYPES = new Set(["moderation"]);
 
 export class RoomState {
   /** *me*: the reader's user id (for `mine` of reactions and `mentionsMe`). */
@@ -34,7 +36,8 @@ export class RoomState {
     const fresh = new Set();
     for (const entry of entries) {
       if (advance) this.seq = Math.max(this.seq, entry.seq);
-      if (CHANGE_TYPES.has(entry.type) || this.byId.has(entry.id)) continue;
+      if (CHANGE_TYPES.has(entry.type) || ROOM_EVENT_TYPES.has(entry.type) ||
+          this.byId.has(entry.id)) continue;
       const message = fromEntry(entry);
       this.byId.set(entry.id, message);
       if (advance) {
@@ -55,6 +58,7 @@ export class RoomState {
   apply(event) {
     if (!(event.seq > this.seq)) return null; // applied already (or older than the page)
     this.seq = event.seq;
+    if (ROOM_EVENT_TYPES.has(event.type)) return null; // no message changes
     if (!CHANGE_TYPES.has(event.type)) return this.added(event);
     const message = this.byId.get(event.target);
     if (!message || message.deleted_at !== null) return null; // unknown to us, or gone

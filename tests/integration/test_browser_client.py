@@ -199,6 +199,12 @@ async def test_changes_uploads_replies_and_threads_on_both_transports(page: Page
           while (changes.length < 4) await new Promise((r) => setTimeout(r, 50));
           const state = new lib.RoomState("carol");
           state.load(await client.history(room, {{ before: 2 ** 53 }}));
+          // a moderation event (docs/moderation.md) holds a seq and changes no message
+          const lock = {{ type: "moderation", room, seq: 7, id: "mod-7", sender: "carol", ts: 0, action: "lock" }};
+          const skipped = [state.apply(lock), state.seq];
+          const paged = new lib.RoomState("carol");
+          paged.load([{{ ...lock, seq: 1 }}]);
+          out[`${{transport}}-moderation`] = [...skipped, paged.seq, paged.list().length];
           out[transport] = {{ changes: changes.map(([t, seq, target, x]) => [t, seq, target === first.id, x]),
             reply: [reply.seq, again.seq, again.id === reply.id], thread: [thread.length, thread[0][0] === reply.id, thread[0][1]],
             image: [image.type, image.size], late, file: [file.width, file.height],
@@ -219,6 +225,7 @@ async def test_changes_uploads_replies_and_threads_on_both_transports(page: Page
         assert got["file"] == [4, 3]
         assert got["late"][:3] == ["ChatError", "not_found", 404 if transport == "sse" else 0]
         assert got["state"] == [[1, True, "", False, 0], [5, False, "", True, 1]]
+        assert result[f"{transport}-moderation"] == [None, 7, 1, 0]
 
 
 async def test_the_sse_parser_and_the_back_off(page: Page) -> None:

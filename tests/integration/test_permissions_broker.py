@@ -6,6 +6,8 @@ beyond its job is refused with ACCESS_REFUSED, and each action of its job works.
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
 import pytest
 from aio_pika.exceptions import ProbableAuthenticationError
@@ -21,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 SEQUENCER, NOTIFIER, DIGESTER = (w.user for w in plan.WORKERS)
 GATEWAY, BACKEND = "burrow-gateway", "burrow-backend"
+WEBHOOKS = plan.WEBHOOKS.user
 JOBS, FANOUT, INGRESS = topology.JOBS, topology.FANOUT, topology.INGRESS
+EVENTS = topology.EVENTS
 
 
 @pytest.fixture
@@ -129,7 +133,20 @@ FORBIDDEN = [
     (NOTIFIER, "consume moderation.reports"),
     (DIGESTER, "consume moderation.reports"),
     (BACKEND, "publish moderation.report moderation.reports"),  # no forged report
+    # the pre-publish hook: only the sequencer asks, only backends answer and listen
+    (BACKEND, "publish moderation.ask moderation.hook"),
+    (GATEWAY, "publish moderation.ask moderation.hook"),
+    (GATEWAY, "consume moderation.hook"),
+    (NOTIFIER, "consume moderation.hook"),
+    (SEQUENCER, "declare moderation.answers.not-a-hex-name"),
     (BACKEND, "consume moderation.dead"),
+    # backend events: only Burrow's processes publish them; others only bind
+    (BACKEND, "publish burrow.events user.offline"),
+    (DIGESTER, "publish burrow.events user.offline"),
+    (WEBHOOKS, "publish burrow.events user.offline"),
+    (WEBHOOKS, "publish burrow.jobs push.due"),
+    (WEBHOOKS, "consume moderation.reports"),
+    (WEBHOOKS, "bind backend.spy chat.fanout room.*.msg"),
 ]
 
 
@@ -142,7 +159,7 @@ async def test_roles_are_refused_outside_their_rights(declared: Vhost, user: str
 
 # each role's own namespace; nobody but the admin may declare in another one's
 NAMESPACES = {GATEWAY: ("gateway.",), SEQUENCER: ("chat.", "moderation."), NOTIFIER: ("notify.", "push."),
-              DIGESTER: ("digest.", "email."), BACKEND: ("backend.",)}
+              DIGESTER: ("digest.", "email."), BACKEND: ("backend.",), WEBHOOKS: ("webhook.",)}
 
 
 @pytest.mark.parametrize(("user", "name"), [
@@ -159,7 +176,8 @@ ALLOWED = {
     GATEWAY: ["publish chat.ingress room.r1.msg", "bind gateway.test-1 chat.fanout room.r1.msg",
               "publish moderation.report moderation.reports"],
     SEQUENCER: ["consume chat.seq.0", "publish chat.fanout room.r1.msg",
-                "bind chat.seq.dead burrow.jobs chat.seq.dead"],
+                "bind chat.seq.dead burrow.jobs chat.seq.dead",
+                "publish moderation.ask moderation.hook"],
     NOTIFIER: ["consume notify.messages", "consume push.due",
                *(f"publish burrow.jobs {key}" for key in (
                    PUSH.due, PUSH.delay(30), PUSH.retry(5), PUSH.retry(300), PUSH.dead,
@@ -171,8 +189,44 @@ ALLOWED = {
     BACKEND: ["publish chat.ingress room.r1.msg", "publish burrow.jobs push.due",
               f"publish burrow.jobs {PUSH.delay(30)}", "publish burrow.jobs email.due",
               "bind backend.indexer chat.fanout room.*.msg",
-              "bind backend.lobby chat.fanout room.lobby.msg", "consume moderation.reports"],
+              "bind backend.lobby chat.fanout room.lobby.msg", "consume moderation.reports",
+              "consume moderation.hook", "bind backend.events burrow.events user.offline",
+              "bind backend.all-events burrow.events #"],
+    WEBHOOKS: ["declare webhook.due", "bind webhook.due burrow.events #",
+               "bind webhook.due burrow.jobs webhook.due", "consume webhook.due"],
 }
+
+
+async def test_the_hook_round_trip_uses_its_own_exchanges(declared: Vhost) -> None:
+    """The sequencer asks on moderation.ask and reads its own answer queue; a backend
+    takes the request from moderation.hook and answers on moderation.answer (no
+    amq.default: docs/moderation.md)."""
+    answers = topology.HOOK_ANSWERS_PREFIX + "0" * 32
+    got: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+
+    async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await got.put(message)
+
+    async with await aio_pika.connect(declared.url(SEQUENCER)) as sequencer:
+        channel = await sequencer.channel(on_return_raises=True)
+        queue = await channel.declare_queue(answers, exclusive=True, auto_delete=True)
+        await queue.bind(topology.HOOK_ANSWER, answers)
+        await queue.consume(take, no_ack=True)
+        ask = await channel.get_exchange(topology.HOOK_ASK, ensure=False)
+        await ask.publish(aio_pika.Message(b"{}", reply_to=answers, correlation_id="c1"),
+                          topology.HOOK_QUEUE)
+        async with await aio_pika.connect(declared.url(BACKEND)) as backend:
+            backend_channel = await backend.channel(on_return_raises=True)
+            requests = await backend_channel.get_queue(topology.HOOK_QUEUE, ensure=False)
+            request = await requests.get(timeout=10)
+            await request.ack()
+            assert request.reply_to == answers
+            answer = await backend_channel.get_exchange(topology.HOOK_ANSWER, ensure=False)
+            await answer.publish(aio_pika.Message(b'{"decisions": []}',
+                                                  correlation_id=request.correlation_id),
+                                 request.reply_to)
+        answered = await asyncio.wait_for(got.get(), 10)
+        assert (answered.correlation_id, answered.body) == ("c1", b'{"decisions": []}')
 
 
 @pytest.mark.parametrize("user", sorted(ALLOWED))
@@ -195,6 +249,10 @@ async def test_a_wrong_password_is_refused(vhost: Vhost) -> None:
     (BACKEND, INGRESS, "room.r1.member"),
     (BACKEND, INGRESS, "room.bad room.msg"),
     (SEQUENCER, FANOUT, "room.r1.member"),    # the sequencer fans out stored messages only
+    (GATEWAY, EVENTS, "message.stored"),      # each publisher its own event types only
+    (GATEWAY, EVENTS, "push.sent"),
+    (SEQUENCER, EVENTS, "user.offline"),
+    (NOTIFIER, EVENTS, "report.filed"),
 ])
 async def test_topic_permissions_refuse_forged_routing_keys(declared: Vhost, user: str,
                                                              exchange: str, key: str) -> None:
@@ -214,7 +272,12 @@ async def test_topic_permissions_let_each_role_do_its_job(declared: Vhost) -> No
             (GATEWAY, FANOUT, "room.r1.presence"),
             (GATEWAY, FANOUT, "room.r1.member"),
             (BACKEND, INGRESS, "room.r1.msg"),
-            (SEQUENCER, FANOUT, "room.r1.msg")):
+            (SEQUENCER, FANOUT, "room.r1.msg"),
+            (GATEWAY, EVENTS, "user.offline"),
+            (GATEWAY, EVENTS, "member.banned"),
+            (GATEWAY, EVENTS, "report.filed"),
+            (SEQUENCER, EVENTS, "message.stored"),
+            (NOTIFIER, EVENTS, "push.failed")):
         async with await aio_pika.connect(declared.url(user)) as connection:
             channel = await connection.channel()
             target = await channel.get_exchange(exchange, ensure=False)

@@ -140,8 +140,8 @@ def test_the_documented_defaults_of_the_others_are_theirs() -> None:
     passwords = {r.password_env for r in definitions.ROLES}
     assert passwords <= {v.name for v in VARIABLES if v.group == LAUNCHER}
     compose = {v.name for v in VARIABLES if v.group == COMPOSE}
-    assert set(secrets.NAMES) == compose | passwords | {"BURROW_JWT_SECRET",
-                                                          "BURROW_UNSUBSCRIBE_SECRET"}
+    assert set(secrets.NAMES) == compose | passwords | {
+        "BURROW_JWT_SECRET", "BURROW_UNSUBSCRIBE_SECRET", "BURROW_WEBHOOK_SECRET"}
     assert table["BURROW_URL"].default == cli.DEFAULT_URL
     assert {"BURROW_URL", "BURROW_TOKEN", "BURROW_CA_FILE", "BURROW_BACKEND_URL"} <= {
         v.name for v in VARIABLES if v.group == CLIENT}

@@ -100,7 +100,8 @@ def test_compose_runs_the_same_process_set() -> None:
         (ROOT / "docker-compose.yml").read_text())["services"]
     commands = [s.get("command", []) for s in services.values()]
     workers = sorted(c[3:] for c in commands if c[:3] == ["python", "-m", plan.WORKER_MODULE])
-    assert workers == sorted(w.args for w in plan.WORKERS)
+    # and the optional webhooks worker (under a profile: docs/events.md)
+    assert workers == sorted(w.args for w in plan.workers(webhooks=True))
     gateway = services["gateway"]
     assert gateway["command"] == ["python", "-m", plan.GATEWAY_MODULE]
     assert str(gateway["environment"]["BURROW_GATEWAY_WORKERS"]) == str(plan.GATEWAY_WORKERS)

@@ -157,6 +157,9 @@ SECRETS = {
     ],
     "BURROW_UNSUBSCRIBE_SECRET": [{"BURROW_UNSUBSCRIBE_SECRET": MARKER}],  # too short
     "BURROW_ATTACHMENT_SECRET": [{"BURROW_ATTACHMENT_SECRET": MARKER}],  # too short
+    "BURROW_WEBHOOK_SECRET": [{"BURROW_WEBHOOK_SECRET": MARKER}],  # too short
+    "BURROW_WEBHOOK_URL": [{"BURROW_WEBHOOK_URL": MARKER},  # not a URL, or not http(s)
+                           {"BURROW_WEBHOOK_URL": f"nope://user:{MARKER}@host:1/x"}],
     "BURROW_S3_SECRET_ACCESS_KEY": [
         {"BURROW_S3_SECRET_ACCESS_KEY": f"{MARKER} {MARKER}"},  # a space: not a key
         {"BURROW_S3_SECRET_ACCESS_KEY": MARKER},  # given to GridFS, which would ignore it
@@ -199,7 +202,8 @@ def test_credentials_are_marked_secret() -> None:
     """What holds a credential, or a URL that may carry one, is a secret in the table."""
     credentials = {v.name for v in VARIABLES if re.search(r"SECRET|PASSWORD", v.name)} | {
         "BURROW_AMQP_URL", "BURROW_MONGO_URL", "BURROW_SMTP_URL", "BURROW_RATE_STORAGE",
-        "BURROW_TOKEN", "BURROW_BACKEND_URL", "BURROW_TEST_MONGO_URL"}
+        "BURROW_TOKEN", "BURROW_BACKEND_URL", "BURROW_TEST_MONGO_URL",
+        "BURROW_WEBHOOK_URL"}  # a receiver's URL often carries its token
     assert credentials == {v.name for v in VARIABLES if v.secret}
 
 

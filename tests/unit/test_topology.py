@@ -32,7 +32,11 @@ def test_every_dead_letter_route_ends_in_a_declared_bound_queue() -> None:
     for queue in topo.queues:
         target = queue.arguments.get("x-dead-letter-routing-key")
         if target is None:
-            assert queue.name.endswith(".dead"), f"{queue.name} dead-letters nowhere"
+            # Hook requests expire when their sequencer stops waiting (each carries the
+            # hook's time-out, the queue's TTL is a backstop): a dead copy helps nobody.
+            expiring = queue.name == topology.HOOK_QUEUE and "x-message-ttl" in queue.arguments
+            assert queue.name.endswith(".dead") or expiring, \
+                f"{queue.name} dead-letters nowhere"
             continue
         assert queue.arguments["x-dead-letter-exchange"] == JOBS
         assert target in names

@@ -29,7 +29,7 @@ from websockets.exceptions import InvalidStatus
 
 from burrow.client import ChatClient, ChatError
 from burrow.client.chat import Change, Message
-from burrow.client.cli import download, output, threads
+from burrow.client.cli import download, output, protect, threads
 from burrow.client.cli.output import CliError
 from burrow.client.cli.target import Target, dev_token, room_path, unreachable
 from burrow.core import tls
@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--mention-room", action="store_true",
                    help="the (first) message mentions @room (every member)")
     threads.add_parsers(sub)  # reply, thread
+    protect.add_parsers(sub)  # block, unblock, blocks, leave, invitations, accept, decline
     c = sub.add_parser("edit", help="replace the text of one of my messages")
     c.add_argument("room")
     c.add_argument("id", metavar="ID", help="the message's id")
@@ -99,6 +100,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("id", metavar="ID")
     c.add_argument("emoji", metavar="EMOJI")
     c.add_argument("--remove", action="store_true", help="take my reaction back")
+    c = sub.add_parser("moderate", help="moderate a room: promote, demote, remove, mute, "
+                       "unmute, ban, unban, slow_mode, lock, unlock, transfer")
+    c.add_argument("room")
+    c.add_argument("action", metavar="ACTION")
+    c.add_argument("user", nargs="?", metavar="USER", help="whom (not for slow_mode, "
+                   "lock, unlock)")
+    c.add_argument("--seconds", type=int, help="mute: how long; slow_mode: N s between "
+                   "sends (0: off)")
+    c.add_argument("--reason", help="why (in the audit and the room's event)")
     c = sub.add_parser("upload", help="upload a file to attach to a message (send --attach)")
     c.add_argument("room")
     c.add_argument("file", metavar="FILE")
@@ -173,10 +183,17 @@ def run_http(args: argparse.Namespace, target: Target) -> None:
             show(output.ack_line(target.change(message_path(args, "/reactions"), {
                 "emoji": args.emoji, "remove": args.remove}), target.as_json,
                 "unreacted" if args.remove else "reacted"))
+        case "moderate":
+            body = {"action": args.action, "user": args.user, "seconds": args.seconds,
+                    "reason": args.reason}
+            show(output.one(target.change(room_path(args.room, "/moderation"), {
+                k: v for k, v in body.items() if v is not None}), target.as_json))
         case "upload":
             show(output.one(upload(args, target), target.as_json))
         case "thread":
             threads.show_thread(args, target)
+        case command if command in protect.COMMANDS:
+            protect.run(args, target)
         case "device":
             run_device(args, target)
 

@@ -110,6 +110,13 @@ def message_line(message: Mapping[str, Any], as_json: bool,
     kind = message.get("kind") or message.get("type")
     if kind in CHANGE_KINDS:
         return f"{head} {change_text(message, kind, seqs or {})}"
+    if kind == "moderation":  # docs/moderation.md
+        text = f"{head} {printable(message.get('action', ''))}"
+        if message.get("user") is not None:
+            text += f" {printable(message['user'])}"
+        if message.get("seconds") is not None:
+            text += f" ({printable(message['seconds'])} s)"
+        return text + (f": {printable(message['reason'])}" if message.get("reason") else "")
     if message.get("reply_to"):
         head += f" ↳ reply to {seq_or_id(str(message['reply_to']), seqs or {})}"
     if message.get("deleted_at") is not None:

@@ -5,6 +5,9 @@ import { BurrowClient, ChatError, RoomState } from "/client/burrow.js";
 import { el, messageItem } from "./messages.js";
 import { MentionBox } from "./mentions.js";
 import { actions, renderThread, wire } from "./lifecycle.js";
+import { blockButton, blockedItem, refreshInvitations, wireProtect } from "./protect.js";
+import { keepEvent, memberActions, noteRefusal, refreshRoomInfo, renderNotice, timeline,
+  wireModeration } from "./moderate.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -16,7 +19,7 @@ const demo = {
   client: null,
   user: null,
   active: null,
-  rooms: new Map(), // id -> {id, name, role, readSeq, state: RoomState, dividerAt}
+  rooms: new Map(), // id -> {id, name, role, readSeq, state: RoomState, dividerAt, events, info}
   online: new Map(), // user -> {online, version}
   typing: new Map(), // room -> Map(user -> until ms)
   pending: new Map(), // client_id -> {room, body}
@@ -72,9 +75,10 @@ function renderMessages() {
   list.replaceChildren();
   if (!room) return;
   const ui = actions(room);
-  for (const message of room.state.list()) {
-    if (room.dividerAt !== null && message.seq === room.dividerAt) list.append(el("li", "divider", "new"));
-    list.append(messageItem(message, ui));
+  const show = (m) => (demo.client.isBlocked(m.sender) ? blockedItem(m) : messageItem(m, ui));
+  for (const [seq, item] of timeline(room.state.list(), room.events, show)) {
+    if (room.dividerAt !== null && seq === room.dividerAt) list.append(el("li", "divider", "new"));
+    list.append(item); // a message, or a moderation event's line
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
   renderThread();
@@ -98,6 +102,8 @@ function renderMembers(members) {
     const item = el("li", online ? "member online" : "member offline");
     item.dataset.user = member.user;
     item.append(el("span", "dot"), el("span", "name", member.user));
+    if (member.user !== demo.user) item.append(blockButton(demo, member.user));
+    item.append(...memberActions(demo, member)); // for the owner and moderators
     // my own pointer as I move it; the others' as of the last fetch (every 10 s)
     const read = member.user === demo.user ? demo.rooms.get(demo.active)?.readSeq : member.read_seq;
     if (read !== undefined) item.append(el("span", "read", `read #${read}`));
@@ -157,7 +163,9 @@ async function openRoom(id) {
   renderMessages();
   renderTyping();
   markRead();
-  await Promise.all([refreshMembers(), showNotifyLevel(id)]);
+  renderNotice(demo);
+  await Promise.all([refreshMembers(), showNotifyLevel(id),
+    refreshRoomInfo(demo, id, () => { renderMembers(membersOfActive); renderMessages(); })]);
   $("compose-body").focus();
 }
 
@@ -174,15 +182,18 @@ async function showNotifyLevel(id) {
 /** Load a room's newest messages, then follow it from the last one (no gap, no repeat). */
 async function follow(info) {
   const room = { id: info.id, name: info.name, role: info.role, readSeq: info.read_seq ?? 0,
-    state: new RoomState(demo.user), dividerAt: null };
+    state: new RoomState(demo.user), dividerAt: null, events: [], info: null };
   demo.rooms.set(info.id, room);
-  room.state.load(await demo.client.history(info.id, { before: MAX_SEQ, limit: HISTORY }));
+  const page = await demo.client.history(info.id, { before: MAX_SEQ, limit: HISTORY });
+  room.state.load(page);
+  page.filter((e) => e.type === "moderation").forEach((e) => keepEvent(room, e));
   await demo.client.subscribe(info.id, { since: lastSeq(room) });
 }
 
 async function refreshRooms() {
   try {
     const rooms = await demo.client.listRooms();
+    refreshInvitations(demo, refreshRooms); // BURROW_INVITES: rooms to accept
     await Promise.all(rooms.filter((r) => !demo.rooms.has(r.id)).map(follow));
     renderRooms();
     if (!demo.active && demo.rooms.size) await openRoom(rooms[0].id);
@@ -218,6 +229,31 @@ function onMessage(message) {
   renderRooms();
 }
 
+/** A moderation event: a line in the timeline; in the open room, my role, the room's
+ * rules, the members' roles and the audit are read again. */
+function onModeration(event) {
+  const room = demo.rooms.get(event.room);
+  if (!room) return;
+  room.state.apply(event); // moves the room's seq on, changes no message
+  keepEvent(room, event);
+  if (event.room !== demo.active) return;
+  renderMessages();
+  markRead();
+  refreshRoomInfo(demo, event.room, () => renderMessages());
+  refreshMembers();
+}
+
+/** Forget *id* (I left, or was removed or banned): its room view goes at once. */
+function leaveRoom(id) {
+  demo.rooms.delete(id);
+  if (demo.active === id) {
+    demo.active = null;
+    membersOfActive = [];
+    $("room").hidden = true;
+  }
+  renderRooms();
+}
+
 function onPresence(event) {
   const known = demo.online.get(event.user);
   if (known && !known.fromFetch && known.version > event.version) return; // older news
@@ -244,6 +280,7 @@ async function sendMessage(body, { replyTo, mentions, file } = {}) {
     await demo.client.send(room, body, { clientId, replyTo, mentions, attachments });
   } catch (err) {
     $("room-error").textContent = `not sent: ${err.message}`;
+    noteRefusal(demo, room, err); // muted, locked, slow_mode: the composer says so
   } finally {
     demo.pending.delete(clientId);
     renderMessages();
@@ -257,7 +294,10 @@ async function start(user) {
   demo.client = client;
   client.on("state", (state) => {
     showState(state);
-    if (state === "resumed") refreshMembers();
+    if (state === "resumed") {
+      refreshMembers();
+      client.loadBlocks().catch((err) => console.warn("blocks not loaded:", err));
+    }
   });
   client.on("transport", (t) => { $("transport").textContent = `${t.transport} (${t.reason})`; });
   client.on("message", onMessage);
@@ -265,11 +305,11 @@ async function start(user) {
   client.on("presence", onPresence);
   client.on("typing", onTyping);
   client.on("error", (err) => { $("room-error").textContent = err.message; });
+  client.on("moderation", onModeration);
   client.on("unsubscribed", (frame) => {
-    if (frame.reason !== "removed") return;
-    demo.rooms.delete(frame.room);
-    if (demo.active === frame.room) demo.active = null;
-    renderRooms();
+    if (frame.reason !== "removed") return; // removed or banned: the room goes at once
+    leaveRoom(frame.room);
+    $("room-gone").textContent = `You are no longer a member of ${frame.room}.`;
   });
   demo.mentions = new MentionBox($("compose-body"), $("mention-list"),
     () => membersOfActive.map((m) => m.user), user);
@@ -278,6 +318,15 @@ async function start(user) {
   $("chat").hidden = false;
   $("transport").textContent = client.transport;
   await client.connect();
+  wireProtect(demo, {
+    rerender: () => { renderMessages(); renderMembers(membersOfActive); },
+    leftRoom: (room) => {
+      demo.client.unsubscribe(room);
+      leaveRoom(room);
+    },
+  });
+  wireModeration(demo);
+  await client.loadBlocks().catch((err) => console.warn("blocks not loaded:", err));
   await refreshRooms();
   setInterval(refreshRooms, 10000); // rooms someone added me to
 }

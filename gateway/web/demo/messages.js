@@ -133,7 +133,7 @@ function actions(m, ui) {
     }
   }
   if (m.sender === ui.me) box.append(button("edit", "Edit", "edit this message", () => ui.edit(m)));
-  if (m.sender === ui.me || ui.role === "owner") {
+  if (m.sender === ui.me || ui.role === "owner" || ui.role === "moderator") {
     box.append(button("delete", "Delete", "delete this message", () => ui.delete(m)));
   }
   return box;
