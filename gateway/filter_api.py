@@ -9,8 +9,8 @@
   ``on``, else 409 ``hook_off``);
 - ``DELETE /v1/rooms/{room}/filter``: remove it (204; 404 when there was none).
 
-For those who may moderate the room (``may_moderate``); a member who may not gets 403,
-anyone else 404. The sequencers read the filters every ``BURROW_FILTER_REFRESH``
+For those who may moderate the room (gateway/room_access.py); a member who may not gets
+403, anyone else 404. The sequencers read the filters every ``BURROW_FILTER_REFRESH``
 seconds, so a change applies within that time, not at once.
 """
 
@@ -22,14 +22,13 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from burrow.core import ids
 from burrow.core.prepublish import ACTIONS, MAX_PATTERN_CHARS, Blocklist, FilterError
 from burrow.storage import database
 from burrow.storage.room_filters import MAX_ROOM_ENTRIES, RoomFilterStore
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object, problem, without_body
 from gateway.node import Node
-from gateway.reports_api import may_moderate
+from gateway.room_access import refuse_moderation
 from gateway.ws import authenticate
 
 # Every entry at its longest, each character JSON-escaped (6 bytes), and the rest.
@@ -50,22 +49,9 @@ def blueprint() -> Blueprint:
         node: Node = request.app.ctx.node
         return RoomFilterStore(database.database(node.runtime.db))
 
-    async def refuse(request: Request, room: str) -> HTTPResponse | None:
-        """404 for a room that does not exist or that the caller cannot see, 403 for a
-        member who may not moderate it."""
-        claims: Claims = request.ctx.claims
-        node: Node = request.app.ctx.node
-        if not ids.is_room_id(room):
-            return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")
-        if await may_moderate(node, claims, room) and await node.rooms.exists(room):
-            return None
-        if await node.rooms.role(room, claims.user) is None:
-            return problem(404, "not_found", f"no room {room}")
-        return problem(403, "forbidden", "only those who may moderate the room may do that")
-
     @bp.get("/<room>/filter")
     async def get_filter(request: Request, room: str) -> HTTPResponse:
-        if (refused := await refuse(request, room)) is not None:
+        if (refused := await refuse_moderation(request, room)) is not None:
             return refused
         doc = await store_of(request).get(room)
         if doc is None:
@@ -74,7 +60,7 @@ def blueprint() -> Blueprint:
 
     @bp.put("/<room>/filter", stream=True)
     async def put_filter(request: Request, room: str) -> HTTPResponse:
-        if (refused := await refuse(request, room)) is not None:
+        if (refused := await refuse_moderation(request, room)) is not None:
             return refused
         try:
             data = await json_object(request, ("entries", "action", "hook"), BODY_BYTES)
@@ -108,7 +94,7 @@ def blueprint() -> Blueprint:
     @bp.delete("/<room>/filter", stream=True)
     @without_body()
     async def delete_filter(request: Request, room: str) -> HTTPResponse:
-        if (refused := await refuse(request, room)) is not None:
+        if (refused := await refuse_moderation(request, room)) is not None:
             return refused
         if not await store_of(request).delete(room):
             return problem(404, "not_found", f"room {room} has no filter")

@@ -36,6 +36,7 @@ from gateway.http_json import Invalid, json_object, problem
 from gateway.link import PUBLISH_FAILED
 from gateway.moderation_events import NotSequenced, ms, publish_member_events, sequence
 from gateway.node import Node
+from gateway.room_access import refuse_moderation
 from gateway.ws import authenticate
 
 MAX_AUDIT, DEFAULT_AUDIT = 200, 50
@@ -206,20 +207,6 @@ def blueprint() -> Blueprint:
                            f"not stored yet ({exc.message}): retry the same request")
         await store.sequenced(record["_id"], seq)
         return _answer({**record, "seq": seq})
-
-    async def refuse_moderation(request: Request, room: str) -> HTTPResponse | None:
-        """404 for a room that does not exist or that the caller cannot see, 403 for a
-        member who may not moderate it."""
-        claims: Claims = request.ctx.claims
-        node = node_of(request)
-        if not ids.is_room_id(room):
-            return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")
-        role = await node.rooms.role(room, claims.user)
-        if rules.may_moderate(role, claims.is_admin) and await node.rooms.exists(room):
-            return None
-        if role is None:
-            return problem(404, "not_found", f"no room {room}")
-        return problem(403, "forbidden", "only those who may moderate the room may do that")
 
     @bp.get("/<room>/moderation/audit")
     async def audit(request: Request, room: str) -> HTTPResponse:

@@ -7,7 +7,7 @@
   with 503 reaches the queue when the client retries).
 - ``GET /v1/rooms/{room}/reports?state=open|resolved&limit=&after=`` and
   ``POST /v1/rooms/{room}/reports/{id}/resolve`` ``{"action", "note"?}``: for those who
-  may moderate the room (:func:`may_moderate`); resolving again changes nothing.
+  may moderate the room (gateway/room_access.py); resolving again changes nothing.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from burrow.core import events, ids
 from burrow.storage import database
 from burrow.storage.reports import ACTIONS, MAX_NOTE, OPEN, REASONS, RESOLVED, ReportStore
 from burrow.storage.reports import is_report_id as _is_report_id
-from burrow.storage.rooms import MODERATOR, OWNER
 from gateway.auth import Claims
 from gateway.http_json import Invalid, json_object, problem
 from gateway.limiting import Limits
 from gateway.link import PUBLISH_FAILED
 from gateway.node import Node
+from gateway.room_access import refuse_moderation
 from gateway.ws import authenticate
 from queues import topology
 
@@ -45,11 +45,6 @@ BODY_BYTES = 6 * MAX_NOTE + 128  # a note of 1,000 characters, each JSON-escaped
 # be the one every send goes through.
 _channels: weakref.WeakKeyDictionary[Node, AbstractChannel] = weakref.WeakKeyDictionary()
 
-
-async def may_moderate(node: Node, claims: Claims, room: str) -> bool:
-    """Whether the caller may moderate *room*: its owner, its moderators, or an admin.
-    The one place that says so (burrow.core.moderation.may_moderate is its rule)."""
-    return claims.is_admin or await node.rooms.role(room, claims.user) in (OWNER, MODERATOR)
 
 
 def _ms(value: datetime) -> int:
@@ -157,19 +152,6 @@ def blueprint() -> Blueprint:
         node.backend_events.publish_soon([events.report(events.REPORT_FILED, doc,
                                                         _ms(doc["created_at"]))])
         return response.json(_public(doc), status=201 if new else 200)
-
-    async def refuse_moderation(request: Request, room: str) -> HTTPResponse | None:
-        """404 for a room that does not exist or that the caller cannot see, 403 for a
-        member who may not moderate it."""
-        claims: Claims = request.ctx.claims
-        node = node_of(request)
-        if not ids.is_room_id(room):
-            return problem(400, "bad_room", "room must match [A-Za-z0-9_-]{1,64}")
-        if await may_moderate(node, claims, room) and await node.rooms.exists(room):
-            return None
-        if await node.rooms.role(room, claims.user) is None:
-            return problem(404, "not_found", f"no room {room}")
-        return problem(403, "forbidden", "only those who may moderate the room may do that")
 
     @bp.get("/<room>/reports")
     async def list_reports(request: Request, room: str) -> HTTPResponse:
