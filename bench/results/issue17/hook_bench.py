@@ -10,7 +10,10 @@ environment and runs the bench's own ``main`` unchanged:
 - ``hook``: ``BURROW_MODERATION_HOOK=on`` (500 ms, fail-open) and
   ``examples/moderation_hook.py`` answering as ``burrow-backend`` from the moment the
   stack is up (it allows the load's bodies). After the run it prints how many hook
-  warnings (timeouts, broker refusals) the sequencer logged.
+  warnings (timeouts, broker refusals) the sequencer logged;
+- ``events``: ``BURROW_EVENTS=#``, every backend event published, ``message.*`` included
+  (docs/events.md: the default leaves those out); nobody binds them, so the broker drops
+  them after routing: the publishing cost alone.
 
     .venv/bin/python -m bench.results.issue17.hook_bench MODE OUT.json [bench args...]
 
@@ -70,6 +73,8 @@ def main() -> None:
 
         bench_stack.BenchStack.start = start  # type: ignore[method-assign]
         bench_stack.BenchStack.stop = stop  # type: ignore[method-assign]
+    elif mode == "events":
+        bench_stack.BENCH_ENV["BURROW_EVENTS"] = "#"
     elif mode != "off":
         sys.exit(__doc__)
     results = work / "results"
