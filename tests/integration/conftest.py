@@ -1,13 +1,18 @@
 """Burrow's own processes for integration tests: ``start`` runs gateways and workers as
 children (the real entry points) against the test's vhost and database; ``stack`` runs a
 whole chat path (sequencer + gateways) and gives clients and tokens for it.
+``shared_stack`` is the same, started once per module (``module_stack``) for tests that
+keep to rooms of their own and leave its base processes running: a module that overrides
+``stack`` with it saves a start and a stop of both per test (the suite's budget).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,9 +28,9 @@ from websockets.exceptions import ConnectionClosed
 
 from burrow.client import ChatClient
 from burrow.core import tokens
-from burrow.devstack import plan, ports
+from burrow.devstack import mongo, plan, ports, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
-from tests.conftest import JWT_SECRET, Vhost
+from tests.conftest import JWT_SECRET, Vhost, child_env, fresh_database, fresh_vhost
 from tests.fakes.smtp import FakeSmtpServer
 
 READY = 60.0  # generous deadlines: the suite must hold on a busy 2-core machine
@@ -113,8 +118,23 @@ def starting(process_env: dict[str, str], directory: Path) -> Iterator[Start]:
     try:
         yield run
     finally:
-        for app in started:
-            app.stop()
+        stop_all(started)
+
+
+def stop_all(apps: list[AppProcess], timeout: float = 20.0) -> None:
+    """SIGTERM every process first, then wait for each (SIGKILL after *timeout*): their
+    clean stops overlap instead of adding up, a second or so per test with a stack."""
+    for app in apps:
+        app.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for app in apps:
+        if app.process is None:
+            continue
+        try:
+            app.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            app.signal(signal.SIGKILL)
+            app.process.wait()
 
 
 @pytest.fixture
@@ -211,6 +231,54 @@ async def stack(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Sta
     # duplicate or a gap any client saw fails the test that caused it.
     violations = [v for client in with_stack.clients for v in client.violations]
     assert not violations, f"seq violations seen by the test's clients: {violations}"
+
+
+@pytest.fixture(scope="module")
+def module_vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
+    """``vhost``, for a module's stack."""
+    with fresh_vhost(broker) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def module_mongo_url(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
+    """``mongo_url``, for a module's stack."""
+    with fresh_database(mongo_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_stack(tmp_path_factory: pytest.TempPathFactory, module_vhost: Vhost,
+                 module_mongo_url: str) -> Iterator[Stack]:
+    """``stack``'s sequencer and gateway, started once for a module (about 4 s a test
+    saved: a start and a stop of both). Tests take it through ``shared_stack``."""
+    directory = tmp_path_factory.mktemp("module-stack")
+    with starting(child_env(directory), directory) as run:
+        shared = Stack(run, module_vhost, module_mongo_url)
+        shared.add_sequencer()
+        shared.add_gateway()
+        yield shared
+
+
+@pytest.fixture
+async def shared_stack(module_stack: Stack) -> AsyncIterator[Stack]:
+    """The module's stack as ``stack`` gives it, for a test that keeps to rooms (and
+    users' state) of its own and leaves the base sequencer and gateway running: what it
+    adds (gateways, sequencers, clients) is stopped after it, and its clients' views are
+    checked for gaps and duplicates as ``stack`` checks them."""
+    gateways, sequencers = len(module_stack.gateways), len(module_stack.sequencers)
+    base = [*module_stack.gateways, *module_stack.sequencers]
+    yield module_stack
+    clients, module_stack.clients = module_stack.clients, []
+    for client in clients:
+        await client.close()
+    added = [*module_stack.gateways[gateways:], *module_stack.sequencers[sequencers:]]
+    del module_stack.gateways[gateways:], module_stack.sequencers[sequencers:]
+    stop_all([process.app for process in added])
+    violations = [v for client in clients for v in client.violations]
+    assert not violations, f"seq violations seen by the test's clients: {violations}"
+    stopped = [process.app.name for process in base if process.app.exited is not None]
+    assert not stopped, f"the test stopped the module's {stopped}: give it its own stack"
 
 
 class Raw:

@@ -21,6 +21,13 @@ from tests.integration.test_presence import frames_until, subscribe
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): the
+    tests' rooms are their own, and the gateways they add stop after them."""
+    return shared_stack
+
+
 def fetch(gateway: Running, path: str, body: bytes | None = None, method: str = "GET",
           headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(gateway.url(path), data=body, method=method,

@@ -21,6 +21,14 @@ from tests.conftest import eventually
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): each
+    test has rooms of its own (the bad requests' table: general and private), and the
+    gateways it adds stop after it."""
+    return shared_stack
 T = 30  # seconds: every wait is bounded
 
 
@@ -84,68 +92,68 @@ async def post(http: httpx.AsyncClient, stack: Stack, user: str, room: str, body
 
 async def test_sse_streams_and_resumes_on_another_gateway_with_no_gap(stack: Stack) -> None:
     stack.add_gateway()
-    stack.room("general", "alice", "bob")
+    stack.room("general0", "alice", "bob")
     async with httpx.AsyncClient(timeout=30) as http:
         for n in (1, 2):
-            answer = await post(http, stack, "alice", "general", {"body": f"m{n}"}, f"k{n}")
+            answer = await post(http, stack, "alice", "general0", {"body": f"m{n}"}, f"k{n}")
             assert answer.status_code == 201, answer.text
             assert answer.json()["seq"] == n
-        url = stack.gateways[0].url("/v1/sse?rooms=general&since=general:0")
+        url = stack.gateways[0].url("/v1/sse?rooms=general0&since=general0:0")
         async with http.stream("GET", url, headers=headers(stack, "bob")) as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
             reader = SseReader(stream.aiter_lines())
             assert (await reader.until("subscribed")).data["since"] == 0
             got = [await reader.until("message") for _ in range(2)]
-            assert [(e.data["seq"], e.id) for e in got] == [(1, "general:1"), (2, "general:2")]
-            await post(http, stack, "alice", "general", {"body": "m3"}, "k3")
+            assert [(e.data["seq"], e.id) for e in got] == [(1, "general0:1"), (2, "general0:2")]
+            await post(http, stack, "alice", "general0", {"body": "m3"}, "k3")
             live = await reader.until("message")
-            assert (live.data["seq"], live.data["body"], live.id) == (3, "m3", "general:3")
+            assert (live.data["seq"], live.data["body"], live.id) == (3, "m3", "general0:3")
             assert reader.retry is not None
             last = reader.last_id
         for n in (4, 5):  # while bob is away
-            await post(http, stack, "alice", "general", {"body": f"m{n}"}, f"k{n}")
-        url = stack.gateways[1].url("/v1/sse?rooms=general")
+            await post(http, stack, "alice", "general0", {"body": f"m{n}"}, f"k{n}")
+        url = stack.gateways[1].url("/v1/sse?rooms=general0")
         async with http.stream("GET", url, headers=headers(
                 stack, "bob", **{"Last-Event-ID": str(last)})) as stream:
             reader = SseReader(stream.aiter_lines())
             resumed = [await reader.until("message") for _ in range(2)]
             assert [e.data["seq"] for e in resumed] == [4, 5]
-            await post(http, stack, "alice", "general", {"body": "m6"}, "k6", gateway=1)
+            await post(http, stack, "alice", "general0", {"body": "m6"}, "k6", gateway=1)
             assert (await reader.until("message")).data["seq"] == 6
 
 
 async def test_long_polling_continues_exactly_where_the_last_poll_stopped(
         stack: Stack) -> None:
     stack.add_gateway()
-    stack.room("general", "alice", "bob")
+    stack.room("general1", "alice", "bob")
     async with httpx.AsyncClient(timeout=60) as http:
         def poll(gateway: int, cursor: str | None, timeout: float) -> Any:
-            query = f"/v1/poll?rooms=general&timeout={timeout}"
+            query = f"/v1/poll?rooms=general1&timeout={timeout}"
             if cursor is not None:
                 query += f"&cursor={cursor}"
             return http.get(stack.gateways[gateway].url(query), headers=headers(stack, "bob"))
 
         first = await poll(0, None, 0)
         assert first.status_code == 200, first.text
-        assert first.json() == {"events": [], "cursor": "general:0"}
+        assert first.json() == {"events": [], "cursor": "general1:0"}
         for n in (1, 2):
-            await post(http, stack, "alice", "general", {"body": f"m{n}"}, f"k{n}")
+            await post(http, stack, "alice", "general1", {"body": f"m{n}"}, f"k{n}")
         pending = (await poll(0, first.json()["cursor"], 30)).json()
         assert [e["seq"] for e in pending["events"]] == [1, 2]
-        assert pending["cursor"] == "general:2"
+        assert pending["cursor"] == "general1:2"
 
         waiting = asyncio.ensure_future(poll(1, pending["cursor"], 30))  # the other gateway
-        await post(http, stack, "alice", "general", {"body": "m3"}, "k3")
+        await post(http, stack, "alice", "general1", {"body": "m3"}, "k3")
         live = (await waiting).json()
         assert [(e["seq"], e["body"]) for e in live["events"]] == [(3, "m3")]
-        assert live["cursor"] == "general:3"
+        assert live["cursor"] == "general1:3"
         empty = (await poll(0, live["cursor"], 0)).json()
-        assert empty == {"events": [], "cursor": "general:3"}
+        assert empty == {"events": [], "cursor": "general1:3"}
 
 
 async def test_a_poll_leaves_nothing_bound_on_the_gateway(stack: Stack) -> None:
-    stack.room("general", "bob")
+    stack.room("general2", "bob")
 
     def bindings() -> list[str]:
         found = stack.vhost.api("GET", "/api/exchanges/{vhost}/chat.fanout/bindings/source")
@@ -154,18 +162,18 @@ async def test_a_poll_leaves_nothing_bound_on_the_gateway(stack: Stack) -> None:
                 and b["routing_key"] != MEMBER_EVENTS]  # bound for good (G6)
 
     async with httpx.AsyncClient(timeout=30) as http:
-        answer = await http.get(stack.gateways[0].url("/v1/poll?rooms=general&timeout=1"),
+        answer = await http.get(stack.gateways[0].url("/v1/poll?rooms=general2&timeout=1"),
                                 headers=headers(stack, "bob"))
         assert answer.status_code == 200
     assert eventually(lambda: bindings() == [])
 
 
 async def test_http_sends_are_idempotent_by_key(stack: Stack) -> None:
-    stack.room("general", "alice")
+    stack.room("general3", "alice")
     async with httpx.AsyncClient(timeout=30) as http:
-        first = await post(http, stack, "alice", "general", {"body": "once"}, "same-key")
-        again = await post(http, stack, "alice", "general", {"body": "once"}, "same-key")
-        other = await post(http, stack, "alice", "general", {"body": "twice"}, "other-key")
+        first = await post(http, stack, "alice", "general3", {"body": "once"}, "same-key")
+        again = await post(http, stack, "alice", "general3", {"body": "once"}, "same-key")
+        other = await post(http, stack, "alice", "general3", {"body": "twice"}, "other-key")
     assert first.status_code == again.status_code == other.status_code == 201
     assert first.json() == again.json()
     assert first.json()["client_id"] == "same-key"
@@ -227,13 +235,13 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(stack: Stack) ->
 async def test_an_idle_sse_stream_gets_heartbeats_and_a_close_event_at_token_expiry(
         stack: Stack) -> None:
     gateway = stack.add_gateway(BURROW_SSE_HEARTBEAT="0.5")
-    stack.room("general", "bob")
+    stack.room("general5", "bob")
     # A request slower than the token's short life (a busy machine) is refused 401, as
     # it should be: then the same again with a longer-lived token.
     for ttl in (3, 6, 12, 24):
         token = stack.token("bob", ttl=ttl)
         async with httpx.AsyncClient(timeout=30 + ttl) as http, http.stream(
-                "GET", gateway.url("/v1/sse?rooms=general"),
+                "GET", gateway.url("/v1/sse?rooms=general5"),
                 headers={"Authorization": f"Bearer {token}"}) as stream:
             if stream.status_code == 401:
                 continue
@@ -249,26 +257,26 @@ async def test_an_idle_sse_stream_gets_heartbeats_and_a_close_event_at_token_exp
 
 
 async def test_a_long_backlog_comes_in_bounded_polls_with_no_gap(stack: Stack) -> None:
-    stack.room("busy", "bob")
+    stack.room("busy6", "bob")
     backlog = 520  # more than one answer takes (500)
     with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
         client.get_default_database().messages.insert_many([
-            Stored(f"m{n}", "busy", n, "alice", f"c{n}", f"old {n}", 1_700_000_000_000 + n)
+            Stored(f"m{n}", "busy6", n, "alice", f"c{n}", f"old {n}", 1_700_000_000_000 + n)
             .to_document() for n in range(1, backlog + 1)])
     seqs: list[int] = []
-    cursor = "busy:0"
+    cursor = "busy6:0"
     async with httpx.AsyncClient(timeout=60) as http:
         for _ in range(100):  # each answer takes what is pending at once, at most 500
             answer = (await http.get(
-                stack.gateways[0].url(f"/v1/poll?rooms=busy&cursor={cursor}&timeout=0"),
+                stack.gateways[0].url(f"/v1/poll?rooms=busy6&cursor={cursor}&timeout=0"),
                 headers=headers(stack, "bob"))).json()
             assert len(answer["events"]) <= 500
             seqs += [e["seq"] for e in answer["events"]]
             cursor = answer["cursor"]
-            if cursor == f"busy:{backlog}":
+            if cursor == f"busy6:{backlog}":
                 break
     assert seqs == list(range(1, backlog + 1))
-    assert cursor == f"busy:{backlog}"
+    assert cursor == f"busy6:{backlog}"
 
 
 def seed(stack: Stack, room: str, count: int) -> None:
@@ -287,13 +295,14 @@ async def test_a_resume_over_several_replay_pages_on_websocket(stack: Stack,
                                                                since: int) -> None:
     """Every message after *since* once, in order, across the replay's page boundaries,
     then the live ones sent while the replay ran, with no gap and no duplicate."""
-    stack.room("deep", "alice", "bob")
-    seed(stack, "deep", BACKLOG)
+    room = f"deep-{since}"  # the module's stack: a room per case
+    stack.room(room, "alice", "bob")
+    seed(stack, room, BACKLOG)
     alice = await stack.client("alice")
     bob = await stack.client("bob")
-    subscribed = asyncio.ensure_future(bob.subscribe("deep", since=since))
+    subscribed = asyncio.ensure_future(bob.subscribe(room, since=since))
     live = await asyncio.wait_for(asyncio.gather(
-        *(alice.send("deep", f"live {n}") for n in range(20))), T)
+        *(alice.send(room, f"live {n}") for n in range(20))), T)
     assert sorted(a.seq for a in live) == list(range(BACKLOG + 1, BACKLOG + 21))
     assert await asyncio.wait_for(subscribed, T) == since
     got = [await asyncio.wait_for(bob.messages.get(), T) for _ in range(BACKLOG + 20 - since)]
@@ -302,16 +311,16 @@ async def test_a_resume_over_several_replay_pages_on_websocket(stack: Stack,
 
 
 async def test_a_resume_over_several_replay_pages_on_sse(stack: Stack) -> None:
-    stack.room("deep", "alice", "bob")
-    seed(stack, "deep", BACKLOG)
+    stack.room("deep8", "alice", "bob")
+    seed(stack, "deep8", BACKLOG)
     async with httpx.AsyncClient(timeout=30) as http:
-        url = stack.gateways[0].url("/v1/sse?rooms=deep")
+        url = stack.gateways[0].url("/v1/sse?rooms=deep8")
         async with http.stream("GET", url, headers=headers(
-                stack, "bob", **{"Last-Event-ID": "deep:499"})) as stream:
+                stack, "bob", **{"Last-Event-ID": "deep8:499"})) as stream:
             reader = SseReader(stream.aiter_lines())
             assert (await reader.until("subscribed")).data["since"] == 499
             for n in range(20):  # while the replay runs
-                answer = await post(http, stack, "alice", "deep", {"body": f"live {n}"},
+                answer = await post(http, stack, "alice", "deep8", {"body": f"live {n}"},
                                     f"k{n}")
                 assert answer.status_code == 201, answer.text
             got = [(await reader.until("message")).data["seq"]

@@ -34,56 +34,56 @@ async def receive(client: object, count: int) -> list[object]:
     return [await asyncio.wait_for(queue.get(), T) for _ in range(count)]
 
 
-async def test_g1_every_acked_message_is_stored(stack: Stack) -> None:
-    stack.room("g1", "alice")
-    alice = await stack.client("alice")
+async def test_g1_every_acked_message_is_stored(shared_stack: Stack) -> None:
+    shared_stack.room("g1", "alice")
+    alice = await shared_stack.client("alice")
     acks = await asyncio.wait_for(asyncio.gather(
         *(alice.send("g1", f"m{i}", client_id=f"c{i}") for i in range(40))), T)
-    docs = stored(stack, "g1")
+    docs = stored(shared_stack, "g1")
     assert {(a.seq, a.id) for a in acks} == {(d["seq"], d["_id"]) for d in docs}
     assert len(docs) == 40
 
 
-async def test_g2_one_gap_free_order_seen_by_every_receiver(stack: Stack) -> None:
-    stack.add_gateway()
-    stack.room("g2", "s1", "s2", "s3", "r1", "r2")
-    receivers = [await stack.client("r1", [0]), await stack.client("r2", [1])]
+async def test_g2_one_gap_free_order_seen_by_every_receiver(shared_stack: Stack) -> None:
+    shared_stack.add_gateway()
+    shared_stack.room("g2", "s1", "s2", "s3", "r1", "r2")
+    receivers = [await shared_stack.client("r1", [0]), await shared_stack.client("r2", [1])]
     for receiver in receivers:
         await asyncio.wait_for(receiver.subscribe("g2"), T)
-    senders = [await stack.client(f"s{i}", [i % 2]) for i in (1, 2, 3)]
+    senders = [await shared_stack.client(f"s{i}", [i % 2]) for i in (1, 2, 3)]
     await asyncio.wait_for(asyncio.gather(*(
         s.send("g2", f"{s_i}-{n}") for s_i, s in enumerate(senders) for n in range(15))), T)
     streams = [await receive(r, 45) for r in receivers]
     for stream in streams:
         assert [m.seq for m in stream] == list(range(1, 46))  # type: ignore[attr-defined]
     assert [m.id for m in streams[0]] == [m.id for m in streams[1]]  # type: ignore[attr-defined]
-    assert [d["seq"] for d in stored(stack, "g2")] == list(range(1, 46))
+    assert [d["seq"] for d in stored(shared_stack, "g2")] == list(range(1, 46))
     assert all(not r.violations for r in receivers)
 
 
-async def test_g3_a_repeated_send_is_stored_once_with_one_seq(stack: Stack) -> None:
-    stack.add_gateway()
-    stack.room("g3", "alice")
+async def test_g3_a_repeated_send_is_stored_once_with_one_seq(shared_stack: Stack) -> None:
+    shared_stack.add_gateway()
+    shared_stack.room("g3", "alice")
     frame = {"type": "send", "room": "g3", "client_id": "same", "body": "once"}
-    async with raw_ws(stack.gateways[0].ws_url, stack.token("alice")) as first:
+    async with raw_ws(shared_stack.gateways[0].ws_url, shared_stack.token("alice")) as first:
         await first.send(frame)
         ack1 = await first.recv_until("ack")
     # the retry comes through the other gateway, as after a reconnect
-    async with raw_ws(stack.gateways[1].ws_url, stack.token("alice")) as second:
+    async with raw_ws(shared_stack.gateways[1].ws_url, shared_stack.token("alice")) as second:
         await second.send(frame)
         await second.send(frame)
         ack2 = await second.recv_until("ack")
         ack3 = await second.recv_until("ack")
     assert ack1 == ack2 == ack3
-    assert [d["seq"] for d in stored(stack, "g3")] == [ack1["seq"]]
+    assert [d["seq"] for d in stored(shared_stack, "g3")] == [ack1["seq"]]
 
 
-async def test_g4_resume_gives_every_later_message_once_then_live(stack: Stack) -> None:
-    stack.room("g4", "alice", "bob")
-    alice = await stack.client("alice")
+async def test_g4_resume_gives_every_later_message_once_then_live(shared_stack: Stack) -> None:
+    shared_stack.room("g4", "alice", "bob")
+    alice = await shared_stack.client("alice")
     for n in range(5):
         await asyncio.wait_for(alice.send("g4", f"early-{n}"), T)
-    async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as bob:
+    async with raw_ws(shared_stack.gateways[0].ws_url, shared_stack.token("bob")) as bob:
         await bob.send({"type": "subscribe", "room": "g4", "since": 2})
         assert await bob.recv() == {"type": "subscribed", "room": "g4", "since": 2}
         replayed = [await bob.recv() for _ in range(3)]
@@ -97,14 +97,14 @@ async def test_g4_resume_gives_every_later_message_once_then_live(stack: Stack) 
         assert await bob.recv() == {"type": "pong", "id": 1}  # nothing else was queued
 
 
-async def test_g4_resume_seam_under_concurrent_sends(stack: Stack) -> None:
+async def test_g4_resume_seam_under_concurrent_sends(shared_stack: Stack) -> None:
     """Subscribing while messages pour in: bind, replay and live meet with no gap."""
-    stack.room("seam", "alice", "bob")
-    alice = await stack.client("alice")
+    shared_stack.room("seam", "alice", "bob")
+    alice = await shared_stack.client("alice")
     for n in range(20):
         await asyncio.wait_for(alice.send("seam", f"before-{n}"), T)
     pouring = asyncio.gather(*(alice.send("seam", f"during-{n}") for n in range(60)))
-    bob = await stack.client("bob")
+    bob = await shared_stack.client("bob")
     await asyncio.wait_for(bob.subscribe("seam", since=0), T)
     await asyncio.wait_for(pouring, T)
     got = await receive(bob, 80)
@@ -112,12 +112,12 @@ async def test_g4_resume_seam_under_concurrent_sends(stack: Stack) -> None:
     assert not bob.violations
 
 
-async def test_g5_a_redelivered_ingress_message_is_stored_once(stack: Stack) -> None:
+async def test_g5_a_redelivered_ingress_message_is_stored_once(shared_stack: Stack) -> None:
     """A backend service (or the broker, redelivering) may publish the same send twice."""
-    stack.room("g5", "alice", "bob")
-    bob = await stack.client("bob")
+    shared_stack.room("g5", "alice", "bob")
+    bob = await shared_stack.client("bob")
     await asyncio.wait_for(bob.subscribe("g5"), T)
-    connection = await aio_pika.connect(stack.vhost.url("burrow-backend"))
+    connection = await aio_pika.connect(shared_stack.vhost.url("burrow-backend"))
     async with connection:
         channel = await connection.channel()
         ingress = await channel.get_exchange(topology.INGRESS, ensure=False)
@@ -129,22 +129,22 @@ async def test_g5_a_redelivered_ingress_message_is_stored_once(stack: Stack) -> 
     await asyncio.wait_for(bob.send("g5", "marker"), T)
     marker = await asyncio.wait_for(bob.messages.get(), T)
     assert (marker.seq, marker.body) == (2, "marker")  # no second copy came before it
-    assert [d["seq"] for d in stored(stack, "g5")] == [1, 2]
+    assert [d["seq"] for d in stored(shared_stack, "g5")] == [1, 2]
 
 
-async def test_g5_a_malformed_ingress_message_is_dead_lettered(stack: Stack) -> None:
-    stack.room("g5b", "alice")
-    connection = await aio_pika.connect(stack.vhost.url("burrow-backend"))
+async def test_g5_a_malformed_ingress_message_is_dead_lettered(shared_stack: Stack) -> None:
+    shared_stack.room("g5b", "alice")
+    connection = await aio_pika.connect(shared_stack.vhost.url("burrow-backend"))
     async with connection:
         channel = await connection.channel()
         ingress = await channel.get_exchange(topology.INGRESS, ensure=False)
         await ingress.publish(aio_pika.Message(b"{not json"), ids.message_key("g5b"))
         await ingress.publish(aio_pika.Message(orjson.dumps({"room": "g5b"})),
                               ids.message_key("g5b"))
-    alice = await stack.client("alice")
+    alice = await shared_stack.client("alice")
     ack = await asyncio.wait_for(alice.send("g5b", "still works"), T)
     assert ack.seq == 1
-    admin = await aio_pika.connect(stack.vhost.url("burrow-admin"))
+    admin = await aio_pika.connect(shared_stack.vhost.url("burrow-admin"))
     async with admin:
         dead = await (await admin.channel()).get_queue(topology.SHARD_DEAD, ensure=False)
         bodies = []
@@ -155,9 +155,9 @@ async def test_g5_a_malformed_ingress_message_is_dead_lettered(stack: Stack) -> 
     assert sorted(bodies) == sorted([b"{not json", orjson.dumps({"room": "g5b"})])
 
 
-async def test_g6_strangers_cannot_read_or_write(stack: Stack) -> None:
-    stack.room("club", "alice")
-    async with raw_ws(stack.gateways[0].ws_url, stack.token("mallory")) as mallory:
+async def test_g6_strangers_cannot_read_or_write(shared_stack: Stack) -> None:
+    shared_stack.room("club", "alice")
+    async with raw_ws(shared_stack.gateways[0].ws_url, shared_stack.token("mallory")) as mallory:
         await mallory.send({"type": "subscribe", "room": "club"})
         assert (await mallory.recv())["code"] == "forbidden"
         await mallory.send({"type": "send", "room": "club", "client_id": "x", "body": "hi"})
@@ -165,29 +165,29 @@ async def test_g6_strangers_cannot_read_or_write(stack: Stack) -> None:
         assert (refused["code"], refused["client_id"]) == ("forbidden", "x")
         await mallory.send({"type": "read", "room": "club", "seq": 1})
         assert (await mallory.recv())["code"] == "forbidden"
-    assert stack.http("GET", "/v1/rooms/club/messages", "mallory")[0] == 403
-    assert stack.http("GET", "/v1/rooms/club/members", "mallory")[0] == 403
-    assert stored(stack, "club") == []
+    assert shared_stack.http("GET", "/v1/rooms/club/messages", "mallory")[0] == 403
+    assert shared_stack.http("GET", "/v1/rooms/club/members", "mallory")[0] == 403
+    assert stored(shared_stack, "club") == []
 
 
-async def test_g6_a_removed_member_stops_receiving_at_once(stack: Stack) -> None:
-    stack.add_gateway()
-    stack.room("team", "alice", "bob")
-    async with raw_ws(stack.gateways[1].ws_url, stack.token("bob")) as bob:
+async def test_g6_a_removed_member_stops_receiving_at_once(shared_stack: Stack) -> None:
+    shared_stack.add_gateway()
+    shared_stack.room("team", "alice", "bob")
+    async with raw_ws(shared_stack.gateways[1].ws_url, shared_stack.token("bob")) as bob:
         await bob.send({"type": "subscribe", "room": "team"})
         assert (await bob.recv())["type"] == "subscribed"
-        assert stack.http("DELETE", "/v1/rooms/team/members/bob", "alice")[0] == 204
+        assert shared_stack.http("DELETE", "/v1/rooms/team/members/bob", "alice")[0] == 204
         assert await bob.recv() == {"type": "unsubscribed", "room": "team", "reason": "removed"}
         await bob.send({"type": "send", "room": "team", "client_id": "late", "body": "x"})
         assert (await bob.recv())["code"] == "forbidden"
 
 
-async def test_g6_admins_read_any_room(stack: Stack) -> None:
-    stack.room("private", "alice")
-    token = stack.token("root", roles=("admin",))
-    status, body = stack.http("GET", "/v1/rooms/private/members", None, token=token)
+async def test_g6_admins_read_any_room(shared_stack: Stack) -> None:
+    shared_stack.room("private", "alice")
+    token = shared_stack.token("root", roles=("admin",))
+    status, body = shared_stack.http("GET", "/v1/rooms/private/members", None, token=token)
     assert status == 200 and [m["user"] for m in body["members"]] == ["alice"]
-    assert stack.http("PUT", "/v1/rooms/private/members/carol", None, token=token)[0] == 200
+    assert shared_stack.http("PUT", "/v1/rooms/private/members/carol", None, token=token)[0] == 200
 
 
 @pytest.mark.parametrize("sequencer_back", ["while the gateway drains", "after it exited"])
@@ -302,28 +302,29 @@ async def test_a_gateway_binds_a_room_only_while_it_has_subscribers(stack: Stack
 
 @pytest.mark.parametrize("since", [None, 0, 3, 5])
 async def test_subscribing_again_on_one_socket_replaces_the_subscription(
-        stack: Stack, since: int | None) -> None:
+        shared_stack: Stack, since: int | None) -> None:
     """A second subscribe to the same room on the same socket (a client that lost track,
     or resumes from an older seq) gives one stream: the replay it asks for, then each
     live message once, never a frame of the old subscription beside the new one."""
-    stack.room("again", "alice", "bob")
-    alice = await stack.client("alice")
+    room = f"again-{since}"  # the module's stack: a room per case
+    shared_stack.room(room, "alice", "bob")
+    alice = await shared_stack.client("alice")
     for n in range(5):
-        await asyncio.wait_for(alice.send("again", f"before-{n}"), T)
-    async with raw_ws(stack.gateways[0].ws_url, stack.token("bob")) as bob:
-        await bob.send({"type": "subscribe", "room": "again", "since": 0})
+        await asyncio.wait_for(alice.send(room, f"before-{n}"), T)
+    async with raw_ws(shared_stack.gateways[0].ws_url, shared_stack.token("bob")) as bob:
+        await bob.send({"type": "subscribe", "room": room, "since": 0})
         assert (await bob.recv())["type"] == "subscribed"
         assert [(await bob.recv())["seq"] for _ in range(5)] == [1, 2, 3, 4, 5]
-        again = {"type": "subscribe", "room": "again"}
+        again = {"type": "subscribe", "room": room}
         if since is not None:
             again["since"] = since
         await bob.send(again)
-        assert await bob.recv() == {"type": "subscribed", "room": "again",
+        assert await bob.recv() == {"type": "subscribed", "room": room,
                                     "since": 5 if since is None else since}
         replayed = list(range((5 if since is None else since) + 1, 6))
         assert [(await bob.recv())["seq"] for _ in replayed] == replayed
         await asyncio.wait_for(asyncio.gather(
-            *(alice.send("again", f"after-{n}") for n in range(5))), T)
+            *(alice.send(room, f"after-{n}") for n in range(5))), T)
         assert [(await bob.recv())["seq"] for _ in range(5)] == [6, 7, 8, 9, 10]
         await bob.send({"type": "ping", "id": "end"})
         assert await bob.recv() == {"type": "pong", "id": "end"}  # no second copy queued

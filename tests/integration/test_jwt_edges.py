@@ -22,6 +22,7 @@ import json
 import os
 import time
 import urllib.parse
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +42,21 @@ from tests.fakes.json_http import serving
 from tests.integration.conftest import Running, Stack, raw_ws
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): the
+    gateways a test adds stop after it; every test uses the room lobby (:func:`lobby`)."""
+    return shared_stack
+
+
+def lobby(stack: Stack) -> None:
+    """The room every surface uses, with alice and LONGEST: made by the module's first
+    test, there already for the others."""
+    status, body = stack.http("POST", "/v1/rooms", "alice", {"id": "lobby",
+                                                             "members": [LONGEST]})
+    assert status in (201, 409), body
 T = 30
 EXAMPLES = max(20, int(os.environ.get("BURROW_FUZZ_EXAMPLES", "12")) * 10)
 LEEWAY = 5  # BURROW_JWT_LEEWAY's default
@@ -95,7 +111,8 @@ def bearer(tok: bytes) -> bytes:
 
 
 def room_body(n: int) -> bytes:
-    body = json.dumps({"id": f"edge-{n}"}).encode()
+    # an id no other case or test of the module's stack used: each creation is a 201
+    body = json.dumps({"id": f"edge-{n}-{uuid.uuid4().hex[:8]}"}).encode()
     return b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
@@ -353,7 +370,7 @@ def jwks(key: rsa.RSAPrivateKey, kid: str) -> bytes:
 async def test_jwt_edge_cases_with_an_hs256_secret(stack: Stack,
                                                    keys_server: KeyServer,
                                                    attacker_key: rsa.RSAPrivateKey) -> None:
-    stack.room("lobby", "alice", LONGEST)
+    lobby(stack)
     gateway = stack.gateways[0]
     secret = JWT_SECRET.encode()
     now = int(time.time())
@@ -386,7 +403,7 @@ async def test_jwt_edge_cases_with_an_rsa_public_key_audience_and_issuer(
         attacker_key: rsa.RSAPrivateKey) -> None:
     gateway = stack.add_gateway(BURROW_JWT_SECRET="", BURROW_JWT_PUBLIC_KEY=pem(idp_key).decode(),
                                 BURROW_JWT_AUDIENCE=AUDIENCE, BURROW_JWT_ISSUER=ISSUER)
-    stack.room("lobby", "alice", LONGEST)  # (through the HS256 gateway: same database)
+    lobby(stack)  # (through the HS256 gateway: same database)
     keys_server.documents["/evil.json"] = jwks(attacker_key, "evil")
     now = int(time.time())
     base = {"sub": "alice", "aud": AUDIENCE, "iss": ISSUER}
@@ -446,7 +463,7 @@ async def test_jwt_edge_cases_with_a_jwks_url(stack: Stack, keys_server: KeyServ
     keys_server.documents["/evil.json"] = jwks(attacker_key, "idp-1")  # the same kid
     gateway = stack.add_gateway(BURROW_JWT_SECRET="",
                                 BURROW_JWKS_URL=f"{keys_server.url}/jwks.json")
-    stack.room("lobby", "alice", LONGEST)
+    lobby(stack)
     now = int(time.time())
     base = {"sub": "alice"}
     payload = {**base, "exp": now + 600}
@@ -597,7 +614,7 @@ def test_random_headers_and_payloads_signed_with_the_right_key(stack: Stack) -> 
     # accepted streams are left by this client at once, but the gateway may notice an
     # SSE one only at its next heartbeat: no connection cap to hide an answer
     gateway = stack.add_gateway(BURROW_MAX_CONNECTIONS_USER="100000")
-    stack.room("lobby", "alice", LONGEST)
+    lobby(stack)
     sign = hs256(JWT_SECRET.encode())
     counts: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()

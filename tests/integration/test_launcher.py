@@ -142,8 +142,11 @@ def test_up_serves_everything_ctrl_c_stops_it_and_the_next_run_has_the_data(
         launcher: Launcher) -> None:
     """Two runs of one data directory: the first serves everything and leaves data in
     the database and the broker, Ctrl-C stops it all; the second, with Prometheus,
-    finds that data and scrapes every process. (One test: a run of the launcher takes
-    ~25 s to start and stop, and a third run would check nothing the two do not.)"""
+    finds that data and scrapes every process. The first also follows docs/mailbox.md
+    (tests/integration/test_mailbox.py). (One test: a run of the launcher takes ~25 s to
+    start and stop, and a third run would check nothing the two do not.)"""
+    # docs/mailbox.md: a digest within seconds
+    launcher.env["BURROW_DIGEST_HOURLY"] = "2"
     launcher.up()
     text = launcher.log.read_text()
     gateway = f"http://127.0.0.1:{launcher.port('BURROW_PORT')}"
@@ -154,7 +157,8 @@ def test_up_serves_everything_ctrl_c_stops_it_and_the_next_run_has_the_data(
                                               "checks": {"broker": "up", "database": "up"}})
     queues = {q["name"] for q in launcher.api("/api/queues/burrow")}  # type: ignore[attr-defined]
     shared = {q for q in queues if not q.startswith("gateway.")}
-    assert shared == {q.name for q in topology.build().queues}
+    # and the digester's delay tier for BURROW_DIGEST_HOURLY=2 (see above)
+    assert shared == {q.name for q in topology.build().queues} | {"digest.delay.2s"}
     # each Sanic worker of the gateway is an instance with a queue of its own
     assert len(queues - shared) == plan.GATEWAY_WORKERS == 2
     exchanges = {e["name"] for e in launcher.api("/api/exchanges/burrow")}  # type: ignore[attr-defined]
@@ -168,6 +172,11 @@ def test_up_serves_everything_ctrl_c_stops_it_and_the_next_run_has_the_data(
         assert b"rabbitmq_queue_messages" in response.read()
 
     asyncio.run(chat_round_trip(launcher.port("BURROW_PORT")))
+    # (imported here: test_mailbox imports this module)
+    from tests.integration.test_mailbox import (
+        an_address_is_verified_from_the_mailbox_and_gets_a_digest,
+    )
+    an_address_is_verified_from_the_mailbox_and_gets_a_digest(launcher)
 
     # every worker process answers its own probes, from BURROW_METRICS_PORT on
     first = launcher.port("BURROW_METRICS_PORT")

@@ -19,6 +19,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): each
+    test has rooms of its own."""
+    return shared_stack
+
+
+@pytest.fixture
 def mongo(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
     with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
         yield client.get_default_database()

@@ -10,6 +10,13 @@ from tests.integration.conftest import Stack
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): the
+    tests' rooms are their own, and the gateways they add stop after them."""
+    return shared_stack
+
+
 async def test_the_owner_stays_while_the_room_has_members(stack: Stack) -> None:
     stack.room("club", "alice", "bob")
     admin = stack.token("root", roles=("admin",))
@@ -47,3 +54,19 @@ async def test_adding_others_to_rooms_is_rate_limited_per_user(stack: Stack) -> 
     for n in range(8):
         assert stack.http("PUT", f"/v1/rooms/spam/members/a{n}", None, gateway=index,
                           token=admin)[0] == 200
+
+
+async def test_member_ids_in_paths_are_percent_decoded(stack: Stack) -> None:
+    """Clients escape user ids in paths (``a@b c`` as ``a%40b%20c``): the member is the
+    decoded id, removable by the same escaped path; an escape that is not UTF-8 is 400,
+    not a member under a mangled name."""
+    stack.room("escapes", "alice")
+    status, body = stack.http("PUT", "/v1/rooms/escapes/members/d%C3%A9%40b%20c", "alice")
+    assert (status, body["user"], body["added"]) == (200, "dé@b c", True)
+    members = stack.http("GET", "/v1/rooms/escapes/members", "alice")[1]["members"]
+    assert sorted(m["user"] for m in members) == ["alice", "dé@b c"]
+    status, body = stack.http("PUT", "/v1/rooms/escapes/members/a%ffb", "alice")
+    assert (status, body["error"]["code"]) == (400, "bad_user")
+    assert stack.http("DELETE", "/v1/rooms/escapes/members/d%C3%A9%40b%20c", "alice")[0] == 204
+    members = stack.http("GET", "/v1/rooms/escapes/members", "alice")[1]["members"]
+    assert [m["user"] for m in members] == ["alice"]

@@ -12,6 +12,13 @@ from tests.integration.conftest import Stack
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): the
+    tests' rooms are their own, and the gateways they add stop after them."""
+    return shared_stack
+
+
 async def test_a_query_token_is_refused_where_a_header_can_be_sent(stack: Stack) -> None:
     stack.room("lobby", "alice")
     token = stack.token("alice")

@@ -18,6 +18,13 @@ from websockets.exceptions import ConnectionClosedError
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): the
+    tests' rooms are their own, and the gateways they add stop after them."""
+    return shared_stack
 T = 10
 
 INVALID = {

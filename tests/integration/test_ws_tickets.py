@@ -34,6 +34,19 @@ Db = AsyncDatabase[dict[str, Any]]
 
 
 @pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): each
+    test has rooms of its own, and what it adds is stopped after it."""
+    return shared_stack
+
+
+@pytest.fixture
+def mongo_url(module_mongo_url: str) -> str:
+    """The module stack's database, where its gateway keeps the tickets (``db`` too)."""
+    return module_mongo_url
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=T) as client:
         yield client
@@ -73,17 +86,17 @@ def assert_clean_log(gateway: Running, *secrets_: str) -> None:
 
 async def test_a_ticket_opens_one_websocket_of_its_user_once(
         stack: Stack, http: httpx.AsyncClient) -> None:
-    stack.room("lobby", "alice")
+    stack.room("lobby0", "alice")
     gateway = stack.gateways[0]
     bought = await buy(http, gateway, stack.token("alice"))
     assert bought["expires_in"] == 30  # BURROW_WS_TICKET_TTL
     async with raw_ws(f"{gateway.ws_url}?ticket={bought['ticket']}", None) as ws:
-        ack = await sent(ws, "lobby", "by-ticket")
+        ack = await sent(ws, "lobby0", "by-ticket")
         assert ack["type"] == "ack", ack
         # the second use, while the first connection is still open
         status, error = await refusal(gateway, f"ticket={bought['ticket']}")
         assert (status, error["code"], error["reason"]) == (401, "unauthorized", "ticket")
-    _, history = stack.http("GET", "/v1/rooms/lobby/messages", "alice")
+    _, history = stack.http("GET", "/v1/rooms/lobby0/messages", "alice")
     assert [(m["sender"], m["client_id"]) for m in history["messages"]] == [
         ("alice", "by-ticket")]
     assert_clean_log(gateway, bought["ticket"])
@@ -91,10 +104,10 @@ async def test_a_ticket_opens_one_websocket_of_its_user_once(
 
 async def test_a_ticket_opens_one_sse_stream_once(stack: Stack,
                                                   http: httpx.AsyncClient) -> None:
-    stack.room("lobby", "alice")
+    stack.room("lobby1", "alice")
     gateway = stack.gateways[0]
     ticket = (await buy(http, gateway, stack.token("alice")))["ticket"]
-    url = gateway.url(f"/v1/sse?rooms=lobby&ticket={ticket}")
+    url = gateway.url(f"/v1/sse?rooms=lobby1&ticket={ticket}")
     async with http.stream("GET", url) as sse:
         assert sse.status_code == 200
         async for line in sse.aiter_lines():
@@ -161,7 +174,7 @@ FORGED = {
 
 async def test_forged_tickets_get_the_refusal_of_a_bad_token(
         stack: Stack, http: httpx.AsyncClient) -> None:
-    stack.room("lobby", "alice")
+    stack.room("lobby4", "alice")
     gateway = stack.gateways[0]
     bad_token_status, bad_token_error = await refusal(gateway, "access_token=forged")
     assert bad_token_status == 401
@@ -169,20 +182,20 @@ async def test_forged_tickets_get_the_refusal_of_a_bad_token(
         status, error = await refusal(gateway, f"ticket={forged}")
         assert (status, error["code"]) == (bad_token_status, bad_token_error["code"]), name
         assert error["reason"] == "ticket", (name, error)
-        sse = await http.get(gateway.url(f"/v1/sse?rooms=lobby&ticket={forged}"))
+        sse = await http.get(gateway.url(f"/v1/sse?rooms=lobby4&ticket={forged}"))
         assert sse.status_code == 401, (name, sse.text)
     # a real ticket next to a token: which would it be? Neither (and it is not spent).
     ticket = (await buy(http, gateway, stack.token("alice")))["ticket"]
     status, error = await refusal(gateway, f"ticket={ticket}&access_token={stack.token('bob')}")
     assert (status, error["reason"]) == (401, "malformed")
     async with raw_ws(f"{gateway.ws_url}?ticket={ticket}", None) as ws:
-        assert (await sent(ws, "lobby", "still-good"))["type"] == "ack"
+        assert (await sent(ws, "lobby4", "still-good"))["type"] == "ack"
     assert_clean_log(gateway, ticket)
 
 
 async def test_an_expired_ticket_is_refused(stack: Stack, db: Db,
                                             http: httpx.AsyncClient) -> None:
-    stack.room("lobby", "alice")
+    stack.room("lobby5", "alice")
     gateway = stack.gateways[0]
     # written 60 s ago with a 30 s life: expired whether or not the TTL index removed it
     past = TicketStore(db, clock=lambda: time.time() - 60)
@@ -203,7 +216,7 @@ async def test_an_expired_ticket_is_refused(stack: Stack, db: Db,
 async def test_a_ticket_never_outlives_its_token(stack: Stack, db: Db,
                                                  http: httpx.AsyncClient) -> None:
     """The ticket expires with the token, and so does the connection it opens (4401)."""
-    stack.room("lobby", "alice")
+    stack.room("lobby6", "alice")
     gateway = stack.gateways[0]
     token = stack.token("alice", ttl=4)
     bought = await buy(http, gateway, token)
@@ -223,33 +236,33 @@ async def test_a_ticket_never_outlives_its_token(stack: Stack, db: Db,
 
 async def test_a_ticket_of_alice_acts_as_alice_only(stack: Stack,
                                                    http: httpx.AsyncClient) -> None:
-    stack.room("hers", "alice")
-    stack.room("his", "bob")
+    stack.room("hers7", "alice")
+    stack.room("his7", "bob")
     gateway = stack.gateways[0]
     ticket = (await buy(http, gateway, stack.token("alice")))["ticket"]
     async with raw_ws(f"{gateway.ws_url}?ticket={ticket}", None) as ws:
-        refused = await sent(ws, "his", "intruding")
+        refused = await sent(ws, "his7", "intruding")
         assert (refused["type"], refused["code"]) == ("error", "forbidden")
-        await ws.send({"type": "subscribe", "room": "his", "since": 0})
+        await ws.send({"type": "subscribe", "room": "his7", "since": 0})
         assert (await ws.recv_until_any(("subscribed", "error"), T))["code"] == "forbidden"
-        assert (await sent(ws, "hers", "mine"))["type"] == "ack"
-    _, his = stack.http("GET", "/v1/rooms/his/messages", "bob")
+        assert (await sent(ws, "hers7", "mine"))["type"] == "ack"
+    _, his = stack.http("GET", "/v1/rooms/his7/messages", "bob")
     assert his["messages"] == []
-    _, hers = stack.http("GET", "/v1/rooms/hers/messages", "alice")
+    _, hers = stack.http("GET", "/v1/rooms/hers7/messages", "alice")
     assert [m["sender"] for m in hers["messages"]] == ["alice"]
     # and an SSE stream of bob's room with alice's ticket is refused before it starts
     ticket = (await buy(http, gateway, stack.token("alice")))["ticket"]
-    answer = await http.get(gateway.url(f"/v1/sse?rooms=his&ticket={ticket}"))
+    answer = await http.get(gateway.url(f"/v1/sse?rooms=his7&ticket={ticket}"))
     assert answer.status_code == 403
 
 
 async def test_a_ticket_from_one_gateway_opens_a_connection_on_another(
         stack: Stack, http: httpx.AsyncClient) -> None:
-    stack.room("lobby", "alice")
+    stack.room("lobby8", "alice")
     other = stack.add_gateway()
     ticket = (await buy(http, stack.gateways[0], stack.token("alice")))["ticket"]
     async with raw_ws(f"{other.ws_url}?ticket={ticket}", None) as ws:
-        assert (await sent(ws, "lobby", "elsewhere"))["type"] == "ack"
+        assert (await sent(ws, "lobby8", "elsewhere"))["type"] == "ack"
     status, error = await refusal(stack.gateways[0], f"ticket={ticket}")
     assert (status, error["reason"]) == (401, "ticket")
 
@@ -271,7 +284,7 @@ async def test_concurrent_redemptions_succeed_exactly_once(
         for client in clients:
             await client.close()
 
-    stack.room("lobby", "alice")
+    stack.room("lobby9", "alice")
     gateways = [stack.gateways[0], stack.add_gateway()]
 
     async def attempt(gateway: Running, ticket: str) -> int:
@@ -290,14 +303,14 @@ async def test_concurrent_redemptions_succeed_exactly_once(
 async def test_a_member_connected_by_ticket_loses_the_room_when_removed(
         stack: Stack, http: httpx.AsyncClient) -> None:
     """G6 holds whatever opened the connection: the removal reaches it like any other."""
-    stack.room("team", "alice", "bob")
+    stack.room("team10", "alice", "bob")
     ticket = (await buy(http, stack.gateways[0], stack.token("bob")))["ticket"]
     async with raw_ws(f"{stack.gateways[0].ws_url}?ticket={ticket}", None) as bob:
-        await bob.send({"type": "subscribe", "room": "team", "since": 0})
+        await bob.send({"type": "subscribe", "room": "team10", "since": 0})
         await bob.recv_until("subscribed", T)
-        assert (await sent(bob, "team", "before"))["type"] == "ack"
-        assert stack.http("DELETE", "/v1/rooms/team/members/bob", "alice")[0] == 204
+        assert (await sent(bob, "team10", "before"))["type"] == "ack"
+        assert stack.http("DELETE", "/v1/rooms/team10/members/bob", "alice")[0] == 204
         ended = await bob.recv_until("unsubscribed", T)
-        assert (ended["room"], ended["reason"]) == ("team", "removed")
-        refused = await sent(bob, "team", "after")
+        assert (ended["room"], ended["reason"]) == ("team10", "removed")
+        refused = await sent(bob, "team10", "after")
         assert (refused["type"], refused["code"]) == ("error", "forbidden")
