@@ -15,9 +15,10 @@ filters are read from the database every ``BURROW_FILTER_REFRESH`` seconds by a
 background task, never per batch: with no global blocklist, the hook off and no room
 filter, a batch costs one attribute test here and no broker or database work.
 
-A send stored already (a redelivery, a client retrying its client_id) is not checked
-again (one read per batch that needs checking): it is answered with its stored seq, as
-dedup promises. A refused send is not stored, so its retry (same client_id) is checked
+A send stored already (a redelivery, a client retrying its client_id) is never refused:
+it is answered with its stored seq, as dedup promises. Only the refused sends are looked
+up (one read, in a batch that refuses something): a read of every checked batch's keys
+(one query per sender on the embedded database) cost more than the checks themselves. A refused send is not stored, so its retry (same client_id) is checked
 again and may pass: a blocklist or the service may have changed meanwhile.
 
 The service: a request on ``moderation.ask`` (routed to the quorum queue
@@ -174,19 +175,23 @@ class Prepublish:
                 plans[i] = (checks, ask)
         if not plans:
             return sends, []
-        stored = await self.messages.existing([dedup_key(sends[i][0]) for i in plans])
         decisions: dict[int, Decision] = {}
         asking: dict[int, str] = {}  # index -> the body the service is asked about
         for i, (checks, ask) in plans.items():
             send = sends[i][0]
-            if dedup_key(send) in stored:
-                continue
             decision = prepublish.first_decision(send.body, checks)
             decisions[i] = decision
             if ask and decision.action != "reject":
                 asking[i] = decision.body if decision.body is not None else send.body
         if asking:
             decisions.update(await self._ask(sends, asking))
+        # A retry of a send stored before (under other rules, or before an outage) keeps
+        # its seq: only refusals are looked up, so a batch nobody is refused in reads
+        # nothing (a replaced body of a stored send is dropped by the dedup anyway).
+        refusing = [i for i, decision in decisions.items() if decision.action == "reject"]
+        if refusing:
+            stored = await self.messages.existing([dedup_key(sends[i][0]) for i in refusing])
+            decisions.update({i: ALLOW for i in refusing if dedup_key(sends[i][0]) in stored})
         allowed: list[tuple[Send, R]] = []
         refused: list[tuple[Send, R, Refused]] = []
         for i, (send, reply) in enumerate(sends):
