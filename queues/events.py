@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.exceptions import ChannelNotFoundEntity
 
 from burrow.core.events import TYPES, Selection
 from burrow.runtime import metrics
@@ -43,6 +45,7 @@ from queues import topology
 log = logging.getLogger(__name__)
 
 FAILED: tuple[type[Exception], ...] = (*BROKER_ERRORS, TimeoutError)
+MISSING_RECHECK = 30  # seconds between checks of a missing burrow.events
 
 
 def message(event: dict[str, Any]) -> aio_pika.Message:
@@ -64,6 +67,7 @@ class EventPublisher:
         self._exchange: AbstractExchange | None = None
         self._opening = asyncio.Lock()
         self._tasks: set[asyncio.Task[int]] = set()
+        self._missing_until = 0.0  # monotonic time until which burrow.events is missing
         self._wanted: dict[str, bool] = {}  # type -> selected (the hot path asks per message)
 
     @classmethod
@@ -121,15 +125,33 @@ class EventPublisher:
         task.add_done_callback(self._tasks.discard)
 
     async def _ready(self) -> AbstractExchange:
-        """The exchange on this publisher's channel, opened (again) when needed."""
+        """The exchange on this publisher's channel, opened (again) when needed.
+
+        A new channel first checks that ``burrow.events`` exists (a passive declare,
+        which needs no permission): publishes to a missing exchange make the broker close
+        the channel, and publishes already in flight on it then make it close the whole
+        *connection* (504 "expected 'channel.open'", every channel of the process with
+        it). A missing exchange is checked again after :data:`MISSING_RECHECK` seconds;
+        meanwhile events fail at once, counted, without touching the broker."""
         if not self.broker.is_up:
             raise ConnectionError("the broker is not reachable")
+        if time.monotonic() < self._missing_until:
+            raise ConnectionError(f"{topology.EVENTS} is missing")
         async with self._opening:
             if self._channel is None or self._channel.is_closed or self._exchange is None:
+                self._exchange = None
+                if self._channel is not None:  # a robust channel would reopen by itself
+                    await stop_step(self._channel.close, "close the events channel",
+                                    self._channel)
                 connection = await self.broker.opened()
                 self._channel = await connection.channel()  # publisher confirms on
-                self._exchange = await self._channel.get_exchange(topology.EVENTS,
-                                                                  ensure=False)
+                try:
+                    self._exchange = await self._channel.get_exchange(topology.EVENTS)
+                except ChannelNotFoundEntity:
+                    self._missing_until = time.monotonic() + MISSING_RECHECK
+                    log.warning("%s is missing: backend events are not published; checked "
+                                "again in %d s", topology.EVENTS, MISSING_RECHECK)
+                    raise ConnectionError(f"{topology.EVENTS} is missing") from None
             return self._exchange
 
     async def close(self, timeout: float = 2.0) -> None:
