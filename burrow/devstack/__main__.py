@@ -12,6 +12,10 @@ docs/mailbox.md); waits until every ``/readyz`` says 200; prints the URLs; and o
 
 ``up --prometheus`` also runs a real Prometheus (Debian's package) that scrapes every
 process of the stack and RabbitMQ, with Burrow's alert rules loaded (docs/monitoring.md).
+
+``up --cluster 3`` runs a cluster of three RabbitMQ nodes instead of the one
+(:mod:`burrow.devstack.cluster`, data in ``rabbitmq-cluster/``; node *i* on each port
+plus *i*), and gives every process the nodes' URLs, comma-separated.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from burrow.devstack import mailbox, mongo, plan, ports, prometheus, rabbitmq
+from burrow.devstack import cluster, mailbox, mongo, plan, ports, prometheus, rabbitmq
 from burrow.devstack.processes import AppProcess, wait_status
 from burrow.mail.smtp_url import parse_smtp_url
 from burrow.runtime.settings import ConfigError, Settings, is_loopback
@@ -86,6 +90,14 @@ class DevConfig:
             dist_port=self.dist_port, admin_user="burrow-admin",
             admin_password=self.passwords["burrow-admin"],
             base_config=PROJECT / "rabbitmq" / "rabbitmq.conf")
+
+    def cluster_configs(self, nodes: int) -> list[rabbitmq.NodeConfig]:
+        """``--cluster N``: node *i* (from 0) on each of node 1's ports plus *i*."""
+        return cluster.node_configs(
+            self.directory / "rabbitmq-cluster", nodes, "burrow-admin",
+            self.passwords["burrow-admin"], PROJECT / "rabbitmq" / "rabbitmq.conf",
+            cluster.FirstPorts(self.amqp_port, self.management_port, self.prometheus_port,
+                               self.dist_port))
 
     def worker_ports(self) -> dict[str, int]:
         """Metrics and probe port of each worker process, from BURROW_METRICS_PORT on."""
@@ -157,13 +169,25 @@ def say(line: str) -> None:
     print(f"burrow-dev: {line}", flush=True)
 
 
+def cluster_ports(configs: list[rabbitmq.NodeConfig]) -> list[tuple[int, str, str]]:
+    """The ports of a cluster's nodes 2..N, with the variable that moves each."""
+    return [(port, f"RabbitMQ node {i}'s {what}", variable)
+            for i, c in enumerate(configs[1:], 2)
+            for port, what, variable in (
+                (c.amqp_port, "AMQP", "BURROW_DEV_AMQP_PORT"),
+                (c.management_port, "management UI", "BURROW_DEV_MANAGEMENT_PORT"),
+                (c.prometheus_port, "Prometheus endpoint", "BURROW_DEV_PROMETHEUS_PORT"),
+                (c.dist_port, "Erlang distribution", "BURROW_DEV_DIST_PORT"))]
+
+
 def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None,
-       mail: bool = True) -> int:
+       mail: bool = True, nodes: int = 1) -> int:
     started = time.monotonic()
     config = DevConfig.from_env(env)
     # A mailbox catches what the digester sends, unless BURROW_SMTP_URL says where mail goes.
     catcher, no_catcher = mailbox.for_launcher(env, mail)
-    for port, service, variable in [*config.needed_ports(),
+    node_configs = config.cluster_configs(nodes) if nodes > 1 else [config.node_config()]
+    for port, service, variable in [*config.needed_ports(), *cluster_ports(node_configs),
                                     *(catcher.needed_ports() if catcher else [])]:
         ports.ensure_free(port, service, variable)
     scraper: prometheus.PrometheusServer | None = None
@@ -180,14 +204,19 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None,
     Settings.from_env({**env, "BURROW_AMQP_URL": "amqp://x@127.0.0.1/burrow"})
 
     config.directory.mkdir(parents=True, exist_ok=True)
-    node = rabbitmq.RabbitNode(
-        config.node_config(), definitions.render(topology.build(), config.passwords))
+    rendered = definitions.render(topology.build(), config.passwords)
+    node: rabbitmq.RabbitNode | cluster.Cluster = (
+        cluster.Cluster(config.directory / "rabbitmq-cluster", node_configs, rendered)
+        if nodes > 1 else rabbitmq.RabbitNode(node_configs[0], rendered))
     db = mongo.EmbeddedMongo(config.directory / "mongo", config.mongo_port)
     apps: list[AppProcess] = []
     logs = config.directory / "logs"
     logs.mkdir(exist_ok=True)
     try:
-        say(f"starting RabbitMQ node {node.config.nodename} (log: {node.log_path})")
+        say(f"starting RabbitMQ node {node.config.nodename} (log: {node.log_path})"
+            if isinstance(node, rabbitmq.RabbitNode) else
+            f"starting a RabbitMQ cluster of {nodes} nodes, {', '.join(node.names)} (logs: "
+            f"{node.directory}/node-N/log/node.out)")
         node.start()
         mongo_url = config.mongo_url
         if mongo_url is None:
@@ -202,7 +231,8 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None,
 
         def app_env(user: str, extra: Mapping[str, str]) -> dict[str, str]:
             role = definitions.role(user)
-            url = node.config.amqp_url(user, config.passwords[role.user], definitions.VHOST)
+            url = ",".join(c.amqp_url(user, config.passwords[role.user], definitions.VHOST)
+                           for c in node_configs)
             return {**env, "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": mongo_url, **extra}
 
         jwt = {} if any(env.get(v) for v in JWT_KEYS) else {"BURROW_JWT_SECRET": DEV_SECRET}
@@ -249,15 +279,18 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None,
             + (f"  web demo       http://127.0.0.1:{config.gateway_port}/demo/  (dev mode: "
                "anyone may mint a token; BURROW_DEV_MODE=false turns it off)\n" if demo else "")
             + f"  WebSocket      ws://127.0.0.1:{config.gateway_port}/v1/ws  (docs/protocol.md)\n"
-            f"  management UI  {node.config.management_url}  login burrow-admin / {admin}\n"
-            f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
+            f"  management UI  {node_configs[0].management_url}  login burrow-admin / {admin}\n"
+            + "".join(f"  node {i} UI      {c.management_url}\n"
+                      for i, c in enumerate(node_configs[1:], 2))
+            + f"  broker metrics http://127.0.0.1:{config.prometheus_port}/metrics\n"
             + "".join(f"  {name:<14} http://127.0.0.1:{port}/metrics\n"
                       for name, port in config.worker_ports().items())
             + (f"  mailbox        {catcher.url}  (every mail the stack sends, caught on "
                f"{catcher.smtp_url}; docs/mailbox.md)\n" if catcher
                else f"  email          digests go to {smtp}\n")
-            + f"  AMQP           amqp://127.0.0.1:{config.amqp_port}/{definitions.VHOST}\n"
-            f"  database       {mongo_url}\n"
+            + "".join(f"  AMQP           amqp://127.0.0.1:{c.amqp_port}/{definitions.VHOST}\n"
+                      for c in node_configs)
+            + f"  database       {mongo_url}\n"
             + (f"  prometheus     {scraper.url}  (targets: /targets, alerts: /alerts; "
                f"every {scraper.interval:g}s)\n" if scraper else "")
             + (f"  JWT secret     {DEV_SECRET} (HS256, dev only)\n" if jwt else "")
@@ -305,6 +338,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alert-for", default=None, metavar="DURATION",
                         help="replace every rule's `for:` (e.g. 0s: alerts fire at once; "
                              "for demos and tests, never production)")
+    parser.add_argument("--cluster", type=int, default=1, metavar="N",
+                        help="run a cluster of N RabbitMQ nodes (2 to "
+                             f"{cluster.MAX_NODES}; 3 survives the loss of one) instead of "
+                             "one node: docs/development.md")
     parser.add_argument("--no-mailbox", action="store_true",
                         help="run no mailbox (it shows the mails the stack sends at "
                              f"http://127.0.0.1:{mailbox.HTTP_PORT}/, "
@@ -318,12 +355,14 @@ def main(argv: list[str] | None = None) -> None:
                  " the local stack runs from one: ./dev up in a clone of the repository")
     if args.scrape_interval <= 0:
         parser.error("--scrape-interval must be positive")
+    if not 1 <= args.cluster <= cluster.MAX_NODES:
+        parser.error(f"--cluster takes 1 (one node, the default) to {cluster.MAX_NODES} nodes")
     monitor = (PrometheusOptions(args.prometheus_port, args.scrape_interval, args.alert_for)
                if args.prometheus else None)
     signal.signal(signal.SIGINT, _raise_stopped)
     signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        sys.exit(up(os.environ, monitor, mail=not args.no_mailbox))
+        sys.exit(up(os.environ, monitor, mail=not args.no_mailbox, nodes=args.cluster))
     except (ConfigError, ports.PortTaken, prometheus.PrometheusFailed) as exc:
         sys.exit(f"burrow-dev: {exc}")
 

@@ -50,8 +50,12 @@ class EmbeddedMongo:
         most of the database's time there. Burrow does not need PyMongo's one silent
         retry: its writes are idempotent and a failed one is retried by its caller
         (the sequencer requeues, presence restores). Keep retryable writes on with
-        mongod. With TLS the client verifies the server against the CA file."""
-        url = f"mongodb://127.0.0.1:{self.port}/{name}?directConnection=true&retryWrites=false"
+        mongod. ``w=1&readConcernLevel=local``: one server, so the replica-set defaults
+        Burrow adds to other URLs (burrow/storage/mongo_options.py) buy nothing here; the
+        URL states them so the embedded server keeps its behaviour. With TLS the client
+        verifies the server against the CA file."""
+        url = (f"mongodb://127.0.0.1:{self.port}/{name}?directConnection=true"
+               "&retryWrites=false&w=1&readConcernLevel=local")
         if self.tls is not None:
             url += f"&tls=true&tlsCAFile={urllib.parse.quote(str(self.tls.ca), safe='/')}"
         return url

@@ -50,6 +50,8 @@ class NodeConfig:
     base_config: Path | None = None  # rabbitmq/rabbitmq.conf, whose other keys are kept
     tls: TlsFiles | None = None  # with amqps_port: a TLS listener too (AMQP over TLS)
     amqps_port: int = 0
+    # More rabbitmq.conf lines, last (a cluster's peer discovery: burrow.devstack.cluster)
+    extra_config: tuple[str, ...] = ()
 
     @property
     def nodename(self) -> str:
@@ -75,7 +77,8 @@ def installed() -> bool:
 
 
 def render_config(config: NodeConfig, definitions_path: Path) -> str:
-    """rabbitmq.conf for the node: the base file's own keys, then ports and definitions."""
+    """rabbitmq.conf for the node: the base file's own keys, then ports and definitions,
+    then the extra lines."""
     lines: list[str] = []
     if config.base_config is not None:
         for line in config.base_config.read_text().splitlines():
@@ -101,6 +104,7 @@ def render_config(config: NodeConfig, definitions_path: Path) -> str:
             "ssl_options.verify = verify_none",
             "ssl_options.fail_if_no_peer_cert = false",
         ]
+    lines += config.extra_config
     return "\n".join(lines) + "\n"
 
 
@@ -189,9 +193,10 @@ class RabbitNode:
         raise NodeFailed(f"RabbitMQ did not come up on {self.config.management_url} within "
                          f"{timeout:.0f}s ({last_error}){self.log_tail()}")
 
-    def recreate_changed_exchanges(self) -> list[str]:
+    def recreate_changed_exchanges(self, definitions: dict[str, Any] | None = None
+                                   ) -> list[str]:
         """Recreate, with their bindings, the exchanges whose type on the node is not the
-        one in the definitions; returns their names.
+        one in *definitions* (default: the node's own); returns their names.
 
         Loading definitions at boot keeps an exchange that exists already, whatever its
         type, and RabbitMQ cannot change a type in place: a node kept from an older Burrow
@@ -199,8 +204,9 @@ class RabbitNode:
         every worker refused with PRECONDITION_FAILED. Queues stay, with their messages;
         the definitions are imported again for the bindings the deletion dropped.
         """
+        definitions = self.definitions if definitions is None else definitions
         changed = []
-        for exchange in self.definitions.get("exchanges", []):
+        for exchange in definitions.get("exchanges", []):
             path = "/api/exchanges/{}/{}".format(
                 *(urllib.parse.quote(exchange[k], safe="") for k in ("vhost", "name")))
             try:
@@ -213,7 +219,7 @@ class RabbitNode:
                 self.api("DELETE", path)
                 changed.append(exchange["name"])
         if changed:
-            self.api("POST", "/api/definitions", self.definitions)
+            self.api("POST", "/api/definitions", definitions)
         return changed
 
     def _amqp_ports(self) -> list[int]:

@@ -14,8 +14,9 @@ import secrets
 import sys
 from pathlib import Path
 
-# What docker-compose.yml asks for with ${NAME:?...}; tests/unit/test_compose.py holds
-# the two lists equal.
+# What docker-compose.yml asks for with ${NAME:?...}, and the two secrets only
+# docker-compose.cluster.yml asks for (the Erlang cookie, MongoDB's key file);
+# tests/unit/test_compose.py and test_compose_cluster.py hold the lists equal.
 NAMES = (
     "BURROW_RABBITMQ_GATEWAY_PASSWORD", "BURROW_RABBITMQ_SEQUENCER_PASSWORD",
     "BURROW_RABBITMQ_NOTIFIER_PASSWORD", "BURROW_RABBITMQ_DIGESTER_PASSWORD",
@@ -23,6 +24,7 @@ NAMES = (
     "BURROW_RABBITMQ_WEBHOOKS_PASSWORD", "BURROW_WEBHOOK_SECRET",
     "BURROW_JWT_SECRET", "BURROW_UNSUBSCRIBE_SECRET",
     "BURROW_MONGO_ROOT_PASSWORD", "BURROW_MONGO_PASSWORD", "BURROW_GRAFANA_ADMIN_PASSWORD",
+    "BURROW_RABBITMQ_COOKIE_SECRET", "BURROW_MONGO_KEYFILE_SECRET",
 )
 
 

@@ -21,6 +21,12 @@ from prometheus_client.exposition import choose_encoder
 DEPENDENCY_UP = Gauge("burrow_dependency_up",
                       "1 when the last check of the dependency (broker, database) answered",
                       ["dependency"], multiprocess_mode="livemin")
+# The node label is host:port of one of BURROW_AMQP_URL's entries: as many as the
+# cluster's nodes. livesum: per node, how many live processes are connected to it.
+BROKER_NODE = Gauge("burrow_broker_node",
+                    "1 for the RabbitMQ node (host:port) this process's broker link is "
+                    "connected to, 0 for a node it was connected to before",
+                    ["node"], multiprocess_mode="livesum")
 
 # Seconds, from a quarter millisecond: fan-out and acks are sub-millisecond on loopback,
 # provider and SMTP calls take tens of milliseconds to seconds.

@@ -30,7 +30,7 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings, name: str, on_channel: OnChannel | None = None) -> Runtime:
         """Start connecting in the background; *name* is shown in the management UI."""
-        broker = BrokerLink(settings.amqp_url, name, settings.reconnect_interval, on_channel)
+        broker = BrokerLink(settings.amqp_urls, name, settings.reconnect_interval, on_channel)
         db = database.open_client(settings.mongo_url, settings.db_timeout)
         monitor = Monitor(broker, db, settings.health_interval, settings.db_timeout)
         broker.start()

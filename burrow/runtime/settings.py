@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from burrow.core import tls
+from burrow.core import endpoints, tls
 from burrow.core.admission import parse_mode
 from burrow.core.events import Selection
 from burrow.mail.smtp_url import parse_smtp_url
@@ -53,7 +53,8 @@ _BY_NAME = {v.name: v for v in VARIABLES}
 
 @dataclass(frozen=True)
 class Settings:
-    amqp_url: str
+    amqp_url: str  # the first of amqp_urls
+    amqp_urls: tuple[str, ...]  # one per broker node (burrow.core.endpoints)
     mongo_url: str
     host: str
     port: int
@@ -177,8 +178,8 @@ class Settings:
                 raise ConfigError(refusal(name, raw, str(exc))) from None
 
         return cls(
-            amqp_url=get("BURROW_AMQP_URL",
-                         _then(_url(("amqp", "amqps")), tls.verified_amqp_url)),
+            amqp_url=(amqp_urls := get("BURROW_AMQP_URL", _amqp_urls))[0],
+            amqp_urls=amqp_urls,
             mongo_url=get("BURROW_MONGO_URL",
                           _then(_url(("mongodb", "mongodb+srv")), tls.verified_mongo_url)),
             host=get("BURROW_HOST"),
@@ -413,6 +414,17 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
             raise ValueError(f"expected a {' or '.join(schemes)}:// URL with a host")
         return raw
     return parse
+
+
+def _amqp_urls(raw: str) -> tuple[str, ...]:
+    """One URL per broker node, each with verified TLS when it asks for TLS."""
+    urls = endpoints.split_urls(raw)
+    for n, url in enumerate(urls, 1):
+        try:
+            tls.verified_amqp_url(url)
+        except ValueError as exc:
+            raise ValueError(f"entry {n}: {exc}" if len(urls) > 1 else str(exc)) from None
+    return urls
 
 
 def _smtp_url(raw: str) -> str:

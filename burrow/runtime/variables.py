@@ -89,7 +89,10 @@ VARIABLES: tuple[Variable, ...] = (
              "RabbitMQ URL with the process's own broker user and the vhost, e.g. "
              "`amqp://burrow-gateway:PASSWORD@127.0.0.1:5672/burrow`; over TLS "
              "`amqps://...:5671/burrow?cafile=/path/ca.pem` (the broker's certificate is "
-             "always verified)", secret=True),
+             "always verified). For a RabbitMQ cluster, one URL per node separated by "
+             "commas, differing only in host:port (same user, password, vhost, scheme and "
+             "options); the process connects to the first node that answers and moves to "
+             "the next live one when its node goes away (docs/deploy.md)", secret=True),
     Variable("BURROW_MONGO_URL", "mongodb://127.0.0.1:27017/burrow?directConnection=true",
              "MongoDB URL; the path names the database; over TLS add "
              "`tls=true&tlsCAFile=/path/ca.pem` (options that skip certificate checks are "
@@ -392,6 +395,13 @@ VARIABLES: tuple[Variable, ...] = (
              "processes' `BURROW_MONGO_URL`", COMPOSE, secret=True),
     Variable("BURROW_GRAFANA_ADMIN_PASSWORD", None, "password of Grafana's `admin`", COMPOSE,
              secret=True),
+    Variable("BURROW_RABBITMQ_COOKIE_SECRET", None,
+             "the Erlang cookie the three RabbitMQ nodes of docker-compose.cluster.yml share "
+             "(`./dev secrets` writes it)", COMPOSE, secret=True),
+    Variable("BURROW_MONGO_KEYFILE_SECRET", None,
+             "the key file the MongoDB replica set members of docker-compose.cluster.yml "
+             "authenticate to each other with (`./dev secrets` writes it)",
+             COMPOSE, secret=True),
     Variable("BURROW_URL", "http://127.0.0.1:8000",
              "the gateway the command-line client and `examples/chat.py` talk to (`--url`)",
              CLIENT),

@@ -17,6 +17,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from burrow.storage.mongo_options import client_options
+
 DEFAULT_DATABASE = "burrow"
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,12 @@ def open_client(url: str, timeout: float) -> AsyncMongoClient[dict[str, object]]
     """A client that gives up on an unreachable server after *timeout* seconds.
 
     Connecting is lazy: this never blocks and never raises for a server that is down.
+    Replica-set options (majority writes and reads, retryable writes and reads) are added
+    unless the URL sets them itself (:func:`burrow.storage.mongo_options.client_options`).
     """
     ms = int(timeout * 1000)
     return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=ms,
-                            connectTimeoutMS=ms, appname="burrow")
+                            connectTimeoutMS=ms, appname="burrow", **client_options(url))
 
 
 def database(client: AsyncMongoClient[dict[str, object]]) -> AsyncDatabase[dict[str, object]]:

@@ -146,7 +146,11 @@ class MessageStore:
             await self.messages.insert_many([m.to_document() for m in messages], ordered=True)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
+            # A write concern error (w=majority not reached: a step-down, a timeout) is a
+            # failed store even beside clashes: what got in may not survive a failover,
+            # so the batch must not be acked (docs/database.md, "Replica sets").
+            if (not errors or exc.details.get("writeConcernErrors")
+                    or any(e.get("code") != 11000 for e in errors)):
                 raise
             first = min(e["index"] for e in errors)
             raise Clash({m.room for m in messages[first:]}) from None
