@@ -38,12 +38,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from burrow.client import ChatClient, ChatError
 from burrow.client.uploads import DIRECT, PRESIGNED
 from burrow.core import tokens
-from burrow.devstack import mongo, ports, rabbitmq
+from burrow.devstack import ports
 from burrow.storage.attachments import Limits, Refused
 from burrow.storage.s3attachments import S3AttachmentStore
 from burrow.storage.s3blobs import S3Blobs, S3Config
 from tests.browser import PageLog, chromium
-from tests.conftest import JWT_SECRET, Vhost, child_env, fresh_database, fresh_vhost
+from tests.conftest import JWT_SECRET, Vhost, child_env
 from tests.integration.conftest import Raw, Stack, Start, raw_ws, starting
 from tests.integration.test_attachments import TYPES
 from tests.integration.test_cli import cli
@@ -167,18 +167,7 @@ class Api:
         return self.http.get(link.json()["url"])
 
 
-@pytest.fixture(scope="module")
-def module_vhost(broker: rabbitmq.RabbitNode) -> Iterator[Vhost]:
-    """``vhost``, for the module's stack."""
-    with fresh_vhost(broker) as host:
-        yield host
-
-
-@pytest.fixture(scope="module")
-def module_mongo_url(mongo_server: mongo.EmbeddedMongo) -> Iterator[str]:
-    """``mongo_url``, for the module's stack."""
-    with fresh_database(mongo_server) as url:
-        yield url
+# module_vhost and module_mongo_url: tests/integration/conftest.py's.
 
 
 @pytest.fixture(scope="module")
