@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +128,14 @@ class PrometheusOptions:
     rule_for: str | None = None
 
 
-def prometheus_jobs(config: DevConfig) -> list[prometheus.ScrapeJob]:
-    """Scrape jobs for every process of the local stack and for RabbitMQ."""
+def prometheus_jobs(config: DevConfig, nodes: Sequence[rabbitmq.NodeConfig]
+                    ) -> list[prometheus.ScrapeJob]:
+    """Scrape jobs for every process of the local stack and for every RabbitMQ node."""
     return [
         prometheus.ScrapeJob("burrow-gateway", (f"127.0.0.1:{config.gateway_port}",)),
         prometheus.ScrapeJob("burrow-workers", tuple(
             f"127.0.0.1:{port}" for port in config.worker_ports().values())),
-        *prometheus.rabbitmq_jobs(f"127.0.0.1:{config.prometheus_port}"),
+        *prometheus.rabbitmq_jobs(*(f"127.0.0.1:{node.prometheus_port}" for node in nodes)),
     ]
 
 
@@ -198,7 +199,7 @@ def up(env: Mapping[str, str], monitor: PrometheusOptions | None = None,
             raise prometheus.PrometheusFailed(
                 "prometheus is not installed: ./dev up installs it (Debian's prometheus)")
         scraper = prometheus.PrometheusServer(
-            config.directory / "prometheus", prometheus_jobs(config),
+            config.directory / "prometheus", prometheus_jobs(config, node_configs),
             monitor.port or ports.free_port(), monitor.interval, rule_for=monitor.rule_for)
     # Validate the processes' own settings now rather than in two crashing children.
     Settings.from_env({**env, "BURROW_AMQP_URL": "amqp://x@127.0.0.1/burrow"})

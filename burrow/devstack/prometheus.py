@@ -52,10 +52,11 @@ class ScrapeJob:
         return job
 
 
-def rabbitmq_jobs(address: str) -> list[ScrapeJob]:
-    """RabbitMQ's prometheus plugin at *address*: aggregated metrics and per-queue ones."""
-    return [ScrapeJob("rabbitmq", (address,)),
-            ScrapeJob("rabbitmq-detailed", (address,), "/metrics/detailed",
+def rabbitmq_jobs(*addresses: str) -> list[ScrapeJob]:
+    """RabbitMQ's prometheus plugin at each node's *addresses*: aggregated metrics and
+    per-queue ones (a node reports only what it hosts: a cluster is scraped node by node)."""
+    return [ScrapeJob("rabbitmq", addresses),
+            ScrapeJob("rabbitmq-detailed", addresses, "/metrics/detailed",
                       {"family": DETAILED_FAMILIES})]
 
 

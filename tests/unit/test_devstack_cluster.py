@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from burrow.devstack import cluster, rabbitmq
-from burrow.devstack.__main__ import DevConfig, cluster_ports, main
+from burrow.devstack.__main__ import DevConfig, cluster_ports, main, prometheus_jobs
 from queues import definitions, topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,3 +81,16 @@ def test_the_launcher_checks_every_node_port_and_refuses_a_bad_count(tmp_path: P
     with pytest.raises(SystemExit) as refused:
         main(["up", "--cluster", "10"])
     assert refused.value.code == 2
+
+
+def test_prometheus_scrapes_every_node_of_a_cluster(tmp_path: Path) -> None:
+    """A node's Prometheus endpoint reports only the queues it hosts: ``up --cluster 3
+    --prometheus`` must scrape all three, not node 1 alone."""
+    config = DevConfig.from_env({"BURROW_DEV_DIR": str(tmp_path)})
+    jobs = {job.name: job.targets
+            for job in prometheus_jobs(config, config.cluster_configs(3))}
+    first = config.prometheus_port
+    nodes = tuple(f"127.0.0.1:{first + i}" for i in range(3))
+    assert jobs["rabbitmq"] == jobs["rabbitmq-detailed"] == nodes
+    single = {job.name: job.targets for job in prometheus_jobs(config, [config.node_config()])}
+    assert single["rabbitmq"] == (f"127.0.0.1:{first}",)
