@@ -37,6 +37,7 @@ def main() -> None:
 
     from gateway.app import create_app
     from gateway.head_deadline import HeadDeadlineProtocol
+    from gateway.main_process import manager_spared, stop_from_the_monitor_loop
     from gateway.tls import server_ssl
 
     loader = AppLoader(factory=partial(create_app, settings))
@@ -48,10 +49,18 @@ def main() -> None:
     app.prepare(host=settings.host, port=settings.port, workers=settings.gateway_workers,
                 access_log=False, motd=False, protocol=HeadDeadlineProtocol, ssl=ssl)
     try:
-        Sanic.serve(primary=app, app_loader=loader)
+        # A SIGTERM to the whole process group ends with the workers drained and exit 0
+        # (gateway/main_process.py): Sanic's Manager is started deaf to stop signals, and
+        # the main process takes them between two of its monitor loop's calls.
+        with manager_spared() as release:
+            app.main_process_start(lambda _app: release())
+            app.main_process_ready(lambda ready: stop_from_the_monitor_loop(ready.manager))
+            Sanic.serve(primary=app, app_loader=loader)
+    except KeyboardInterrupt:  # a stop signal before any worker started: nothing to drain
+        logging.getLogger(__name__).info("stopped while starting")
     except BrokenPipeError:
-        # Sanic's process manager can race a worker that already stopped (seen under load,
-        # SIGTERM right after start): the worker drained and closed; nothing is lost.
+        # Sanic's main process fails so when its Manager is gone: no longer by a stop
+        # signal (above); kept for a Manager killed otherwise (SIGKILL, the OOM killer).
         logging.getLogger(__name__).warning("worker pipe closed during shutdown")
     except OSError as exc:  # Sanic binds in this process, before any worker starts
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
