@@ -4,8 +4,9 @@ While the clients send (D seconds from the first send), at
 
 * 25 % of D: ``kill -9`` gateway-0, manager and worker; it stays dead. Its clients see
   their connection end, reconnect to gateway-1 and resume (:mod:`bench.load`);
-* 50 % of D: ``kill -9`` the active sequencer (the one the management API shows as the
-  single active consumer of the shard queues); the standby takes over;
+* 50 % of D: ``kill -9`` the active sequencer: the one holding the most shard queues
+  (:func:`bench.sequencers.kill_busiest`; the sequencers share the shards out, so under
+  load the two hold two each); the other takes its shards over;
 * 75 % of D: restart RabbitMQ: stop (SIGTERM, a clean shutdown) and start again on the
   same ports and data directory. Gateways and sequencers reconnect by themselves; the
   clients keep their connections and resend what gets ``timeout``/``unavailable``.
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import report
+from bench import report, sequencers
 from bench.load import LoadResult
 from bench.stack import BenchStack
 
@@ -42,6 +43,16 @@ SCHEDULE: tuple[Step, ...] = (
     Step(0.25, "kill -9 gateway-0", lambda stack: stack.kill_gateway(0)),
     Step(0.50, "kill -9 the active sequencer", lambda stack: stack.kill_active_sequencer()),
     Step(0.75, "restart RabbitMQ (stop + start)", lambda stack: stack.restart_rabbitmq()),
+)
+
+
+# ``--scale``: the sequencers' handovers under load (2 sequencers at the start): one more
+# joins and takes its share, the busiest leaves gracefully (goodbye, drain), then the
+# busiest is killed; the report gives each step's spread time and delivery recovery.
+SCALE: tuple[Step, ...] = (
+    Step(0.25, "start one more sequencer", sequencers.scale_up),
+    Step(0.55, "SIGTERM the sequencer holding the most shards", sequencers.scale_down),
+    Step(0.80, "kill -9 the sequencer holding the most shards", sequencers.kill_busiest),
 )
 
 

@@ -10,9 +10,11 @@ that ack means redelivery, which dedup turns into the same seqs: at-least-once i
 idempotent at every step (G1, G3, G5).
 
 Each shard queue has a single active consumer: every sequencer process subscribes to
-every shard, the first one is active, the others wait as standbys and take over when
-its connection drops (G2 under failover). The unique (room, seq) index fences a writer
-that still believes it is active.
+every shard; the broker activates one and keeps the others waiting, to take over at once
+when its connection drops (G2 under failover). The processes spread the shards among
+themselves through heartbeats and handovers (:mod:`consumers.shard_balance`,
+:mod:`burrow.core.shard_plan`). The unique (room, seq) index fences a writer that still
+believes it is active.
 
 Metrics are observed here, in the adapter (:mod:`burrow.core.sequencing` stays free of I/O):
 batch sizes, store time, messages and duplicates, per-shard lag and shard ownership.
@@ -34,12 +36,7 @@ from typing import Any, TypeVar
 
 import aio_pika
 import orjson
-from aio_pika.abc import (
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustChannel
 from pymongo.errors import PyMongoError
 
 from burrow.core import events, ids, lifecycle
@@ -66,6 +63,7 @@ from burrow.storage.room_filters import RoomFilterStore
 from burrow.storage.rooms import RoomStore
 from burrow.storage.s3attachments import attachment_store
 from consumers import mention_check, prepublish, send_checks
+from consumers.shard_balance import Balancer, ShardSlot
 from queues import topology
 from queues.events import EventPublisher
 
@@ -95,10 +93,10 @@ class Sequencer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.numbering = Numbering()
-        self.channels: list[AbstractRobustChannel] = []
+        self.channels: list[AbstractRobustChannel] = []  # the publisher's
         self.tasks: list[asyncio.Task[None]] = []
-        self.inboxes: list[asyncio.Queue[AbstractIncomingMessage | None]] = []
-        self.consumer_tags: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self.slots: list[ShardSlot] = []  # per shard: channel, consumer, inbox
+        self.balancer: Balancer | None = None
         self.store: MessageStore | None = None
         self.changes: ChangeStore | None = None
         self.rooms: RoomStore | None = None
@@ -106,9 +104,8 @@ class Sequencer:
         self.fanout: AbstractExchange | None = None
         self.reply: AbstractExchange | None = None
         self.retry_interval = settings.reconnect_interval
-        # Per shard index: whether it delivered to us since its channel last opened, and
-        # when the oldest batch stored but not yet confirmed as fanned out was stored.
-        self.active: dict[int, bool] = {}
+        # Per shard index: when the oldest batch stored but not yet confirmed as fanned
+        # out was stored.
         self.unconfirmed: dict[int, float] = {}
         self._lag: asyncio.Task[None] | None = None
         self.prepublish: prepublish.Prepublish | None = None  # blocklists and the hook
@@ -138,21 +135,28 @@ class Sequencer:
         self.reply = await publisher.get_exchange(topology.REPLY, ensure=False)
         topo = topology.build(self.settings.shards)
         for index in range(self.settings.shards):
+            slot = ShardSlot(index, topo.queue(topology.shard_queue(index)),
+                             self.settings.sequencer_batch, self._inactive)
             self._inactive(index)
-            await self._consume_shard(connection, topo.queue(topology.shard_queue(index)),
-                                      index)
+            self.slots.append(slot)
+            await slot.open(connection)
+            self.tasks.append(asyncio.create_task(self._run(slot),
+                                                  name=f"sequencer-{slot.spec.name}"))
         self._lag = asyncio.create_task(self._export_lag(), name="sequencer-lag")
         # The shard channels may have closed with the connection without saying so: after
         # a reconnect this process may be a standby everywhere until deliveries say not.
         connection.reconnect_callbacks.add(self._reconnected)
+        # every shard consumer registered: join the others (docs/scaling.md)
+        self.balancer = Balancer(self.slots, self.settings.sequencer_heartbeat,
+                                 self.numbering.forget)
+        await self.balancer.start(connection)
 
     def _reconnected(self, *_: object) -> None:
-        for index in self.active:
-            self._inactive(index)
+        for slot in self.slots:
+            slot.inactive()
 
     def _inactive(self, index: int) -> None:
         """Shard *index* may have another active consumer now (its channel closed)."""
-        self.active[index] = False
         self.unconfirmed.pop(index, None)  # redelivered to whoever is active: theirs
         metrics.SEQUENCER_SHARD_ACTIVE.labels(str(index)).set(0)
 
@@ -166,65 +170,57 @@ class Sequencer:
                     0.0 if stored_at is None else max(0.0, now - stored_at))
             await asyncio.sleep(LAG_INTERVAL)
 
-    async def _consume_shard(self, connection: AbstractRobustConnection,
-                             shard: topology.Queue, index: int) -> None:
-        channel = await connection.channel()
-        self.channels.append(channel)  # strong reference: the connection keeps a WeakSet
-        channel.close_callbacks.add(lambda *_: self._inactive(index))
-        active = metrics.SEQUENCER_SHARD_ACTIVE.labels(str(index))
-        await channel.set_qos(prefetch_count=self.settings.sequencer_batch)
-        queue = await channel.declare_queue(shard.name, durable=True,
-                                            arguments=dict(shard.arguments))
-        inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-        self.inboxes.append(inbox)
+    async def _run(self, slot: ShardSlot) -> None:
+        """Process batches until :meth:`drain` puts ``None`` (stop) into the inbox.
 
-        async def deliver(message: AbstractIncomingMessage) -> None:
-            if not self.active[index]:  # the broker delivers to the active consumer only
-                self.active[index] = True
-                active.set(1)
-            inbox.put_nowait(message)  # bounded by the prefetch count
-
-        tag = await queue.consume(deliver)
-        self.consumer_tags.append((queue, tag))
-        self.tasks.append(asyncio.create_task(self._run(shard.name, index, inbox),
-                                              name=f"sequencer-{shard.name}"))
-
-    async def _run(self, shard: str, index: int,
-                   inbox: asyncio.Queue[AbstractIncomingMessage | None]) -> None:
-        """Process batches until :meth:`drain` puts ``None`` (stop) into the inbox."""
+        A batch is processed under the slot's lock: a handover waits for it to be acked.
+        Deliveries of a channel closed since (a handover's) are skipped: the close gave
+        them back to the queue, and whoever is active now stores them.
+        """
+        shard, inbox = slot.spec.name, slot.inbox
         stopping = False
         while not stopping:
             first = await inbox.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self.settings.sequencer_batch and not inbox.empty():
-                message = inbox.get_nowait()
-                if message is None:
-                    stopping = True
-                    break
-                batch.append(message)
-            metrics.SEQUENCER_BATCH_SIZE.observe(len(batch))
-            try:
-                await self._process(batch, index)
-            except BROKER_ERRORS as exc:
-                # A channel went away. If it was the shard's, the broker redelivers the
-                # batch to whichever sequencer is active next; if only the publisher's,
-                # the batch is given back here. Dedup makes either harmless.
-                log.warning("%s: batch of %d given back: %s", shard, len(batch), exc)
-                await self._give_back(batch)
-            except Clash as exc:
-                # Seqs taken attempt after attempt: another sequencer writes these rooms
-                # (a split brain the unique index fences). Give the batch back and pause.
-                log.error("%s: giving a batch of %d back: %s", shard, len(batch), exc)
-                await self._give_back(batch)
-                await asyncio.sleep(self.retry_interval)
-            except Exception:
-                # A bug. The shard must not stop for it: nothing else would take its
-                # deliveries while this process holds them. Give the batch back and go on.
-                log.exception("%s: batch of %d failed; given back", shard, len(batch))
-                await self._give_back(batch)
-                await asyncio.sleep(self.retry_interval)
+            async with slot.lock:
+                if not slot.current(first):
+                    continue
+                batch = [first[1]]
+                while len(batch) < self.settings.sequencer_batch and not inbox.empty():
+                    item = inbox.get_nowait()
+                    if item is None:
+                        stopping = True
+                        break
+                    if slot.current(item):
+                        batch.append(item[1])
+                await self._batch(slot, shard, batch)
+
+    async def _batch(self, slot: ShardSlot, shard: str,
+                     batch: list[AbstractIncomingMessage]) -> None:
+        """Process one batch; whatever goes wrong gives it back, and the shard goes on."""
+        index = slot.index
+        metrics.SEQUENCER_BATCH_SIZE.observe(len(batch))
+        try:
+            await self._process(batch, index, slot.rooms)
+        except BROKER_ERRORS as exc:
+            # A channel went away. If it was the shard's, the broker redelivers the
+            # batch to whichever sequencer is active next; if only the publisher's,
+            # the batch is given back here. Dedup makes either harmless.
+            log.warning("%s: batch of %d given back: %s", shard, len(batch), exc)
+            await self._give_back(batch)
+        except Clash as exc:
+            # Seqs taken attempt after attempt: another sequencer writes these rooms
+            # (a split brain the unique index fences). Give the batch back and pause.
+            log.error("%s: giving a batch of %d back: %s", shard, len(batch), exc)
+            await self._give_back(batch)
+            await asyncio.sleep(self.retry_interval)
+        except Exception:
+            # A bug. The shard must not stop for it: nothing else would take its
+            # deliveries while this process holds them. Give the batch back and go on.
+            log.exception("%s: batch of %d failed; given back", shard, len(batch))
+            await self._give_back(batch)
+            await asyncio.sleep(self.retry_interval)
 
     async def _give_back(self, batch: list[AbstractIncomingMessage]) -> None:
         try:
@@ -232,7 +228,8 @@ class Sequencer:
         except BROKER_ERRORS:
             pass  # the channel is gone: the broker requeues the batch anyway
 
-    async def _process(self, batch: list[AbstractIncomingMessage], index: int) -> None:
+    async def _process(self, batch: list[AbstractIncomingMessage], index: int,
+                       rooms: set[str] | None = None) -> None:
         assert self.store is not None and self.files is not None  # started
         assert self.prepublish is not None
         sends: list[tuple[Send, Reply]] = []
@@ -266,6 +263,8 @@ class Sequencer:
                 functools.partial(send_checks.claim, self.store, self.files), sends)
             refused += unclaimable
         if sends:
+            if rooms is not None:  # forgotten by the numbering if the shard is handed over
+                rooms.update(send.room for send, _ in sends)
             plan = await self._store(sends)
             roots = {o.stored.thread for o in plan.outcomes if o.stored.thread}
             if roots:  # stored now or before: count again, guarded (MessageStore.count_replies)
@@ -437,20 +436,23 @@ class Sequencer:
         # Every broker step bounded or skipped (stop_step): the broker may be gone for
         # good, and a robust channel's call would wait for it. With the shard channels
         # closed, the batches in hand can ack nothing and are redelivered: cancel them.
-        for queue, tag in self.consumer_tags:
-            await stop_step(functools.partial(queue.cancel, tag), f"cancel {queue.name}",
-                            queue.channel)
-        for inbox in self.inboxes:
-            inbox.put_nowait(None)
-        if any(channel.is_closed for channel in self.channels):
+        if self.balancer is not None:  # goodbye first: the others plan without us at once
+            await self.balancer.stop()
+        for slot in self.slots:
+            await slot.cancel()
+        for slot in self.slots:
+            slot.inbox.put_nowait(None)
+        if any(channel.is_closed for channel in self.channels) or any(
+                slot.channel is not None and slot.channel.is_closed for slot in self.slots):
             for task in self.tasks:
                 task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self._lag is not None:
             self._lag.cancel()
             await asyncio.gather(self._lag, return_exceptions=True)
-        for index in self.active:
-            self._inactive(index)
+        for slot in self.slots:
+            slot.inactive()
+            await slot.close()
         for channel in self.channels:
             await stop_step(channel.close, "close a sequencer channel", channel)
         if self.events is not None:

@@ -96,14 +96,18 @@ ROLES = (
     # It also declares moderation.* (no worker consumes it; backend services do), and
     # publishes there only the pre-publish hook's requests (moderation.ask), whose
     # answers it takes from a queue of its own (moderation.answers.<32 hex>), and
-    # burrow.events, where it publishes message.* events.
+    # burrow.events, where it publishes message.* events. Sequencer processes announce
+    # to each other on the fanout chat.sequencers, each through a queue of its own
+    # (chat.sequencers.<32 hex>), to share the shards out (docs/scaling.md).
     Role("burrow-sequencer",
-         configure=(r"^(chat\.(ingress|shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.jobs"
+         configure=(r"^(chat\.(ingress|shard|fanout|reply|seq\.([0-9]+|dead)"
+                    r"|sequencers(\.[0-9a-f]{32})?)|burrow\.jobs"
                     r"|moderation\.(report|reports|dead|ask|answer|hook|answers\.[0-9a-f]{32})"
                     r"|burrow\.events)$"),
-         write=(r"^(chat\.(shard|fanout|reply|seq\.([0-9]+|dead))|burrow\.(jobs|events)"
+         write=(r"^(chat\.(shard|fanout|reply|seq\.([0-9]+|dead)|sequencers(\.[0-9a-f]{32})?)"
+                r"|burrow\.(jobs|events)"
                 r"|moderation\.(reports|dead|ask|hook|answers\.[0-9a-f]{32}))$"),
-         read=(r"^(chat\.(ingress|shard|seq\.[0-9]+)|burrow\.jobs"
+         read=(r"^(chat\.(ingress|shard|seq\.[0-9]+|sequencers(\.[0-9a-f]{32})?)|burrow\.jobs"
                r"|moderation\.(report|reports|ask|answer|answers\.[0-9a-f]{32}))$"),
          password_env="BURROW_RABBITMQ_SEQUENCER_PASSWORD",
          topics=(Topic("chat.fanout", rf"^room\.{ROOM}\.msg$", NOTHING),

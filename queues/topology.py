@@ -63,6 +63,12 @@ HOOK_QUEUE_MAX = 100_000
 MODERATION_REPORTS = "moderation.reports"
 MODERATION_DEAD = "moderation.dead"
 
+SEQUENCERS = "chat.sequencers"
+"""Fanout exchange of the sequencers' heartbeats (``{id, shards}`` every
+``BURROW_SEQUENCER_HEARTBEAT``), by which they spread the shards among themselves; each
+process binds an exclusive queue ``chat.sequencers.<32 hex>`` (consumers/shard_balance.py)."""
+SEQUENCERS_PREFIX = "chat.sequencers."
+
 SHARD_QUEUE_PREFIX = "chat.seq."
 SHARD_DEAD = "chat.seq.dead"
 NOTIFY_MESSAGES = "notify.messages"
@@ -248,6 +254,7 @@ def build(shards: int = DEFAULT_SHARDS,
         Exchange(HOOK_ASK, "direct"),
         Exchange(HOOK_ANSWER, "direct"),
         Exchange(EVENTS, "topic"),
+        Exchange(SEQUENCERS, "fanout"),
     ]
     queues: list[Queue] = []
     bindings = [Binding(INGRESS, SHARD, "room.*.msg", "exchange")]

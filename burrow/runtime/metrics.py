@@ -131,6 +131,14 @@ SEQUENCER_SHARD_ACTIVE = Gauge("burrow_sequencer_shard_active",
                                ["shard"], multiprocess_mode="max")
 
 
+SEQUENCER_HANDOVERS = Counter("burrow_sequencer_handovers_total",
+                              "Shards this process let go to another sequencer to spread "
+                              "the shards (consumers/shard_balance.py)")
+SEQUENCER_MEMBERS = Gauge("burrow_sequencer_members",
+                          "Live sequencer processes as this one sees them from heartbeats "
+                          "(itself included)", multiprocess_mode="max")
+
+
 def render(accept: str | None) -> tuple[bytes, str]:
     """The current metrics in the format the scraper's *accept* header asks for."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:

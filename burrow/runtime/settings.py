@@ -95,6 +95,7 @@ class Settings:
     send_timeout: float
     client_buffer: int
     sequencer_batch: int
+    sequencer_heartbeat: float
     notify_batch: int
     worker_prefetch: int
     worker_concurrency: int
@@ -224,6 +225,7 @@ class Settings:
             send_timeout=get("BURROW_SEND_TIMEOUT", _positive(float)),
             client_buffer=get("BURROW_CLIENT_BUFFER", _positive(int)),
             sequencer_batch=get("BURROW_SEQUENCER_BATCH", _positive(int)),
+            sequencer_heartbeat=get("BURROW_SEQUENCER_HEARTBEAT", _positive(float)),
             notify_batch=get("BURROW_NOTIFY_BATCH", _positive(int)),
             worker_prefetch=get("BURROW_WORKER_PREFETCH", _positive(int)),
             worker_concurrency=get("BURROW_WORKER_CONCURRENCY", _positive(int)),

@@ -198,6 +198,11 @@ VARIABLES: tuple[Variable, ...] = (
              "frames queued for one slow client before it is closed with 4008"),
     Variable("BURROW_SEQUENCER_BATCH", "256",
              "messages a sequencer takes per shard at once (prefetch and batch size)"),
+    Variable("BURROW_SEQUENCER_HEARTBEAT", "1.0",
+             "seconds between a sequencer's heartbeats on `chat.sequencers`, by which the "
+             "sequencer processes spread the shards among themselves: a member not heard "
+             "for 3 of them is gone, a shard moves only on a view settled for 2 and after "
+             "1 on its holder ([docs/scaling.md](scaling.md#sequencer-scale-out))"),
     Variable("BURROW_NOTIFY_BATCH", "256",
              "stored messages the notifier takes from `notify.messages` at once and "
              "schedules pushes and digests for with one read of their rooms' members"),
