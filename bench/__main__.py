@@ -9,6 +9,15 @@ D seconds, stops everything, prints a Markdown table and writes
 kills gateway-0 and the active sequencer (kill -9) and restarts RabbitMQ; the report
 adds each fault's recovery time, and acked-but-lost and gaps must be 0.
 
+``--scale``: the same run with 2 sequencers (``--sequencers N``) while
+:data:`bench.faults.SCALE` starts one more sequencer, SIGTERMs the one holding the most
+shards, then kills (-9) the one holding the most; the report adds per step the time until
+the shards were spread again and the recovery of deliveries (docs/scaling.md).
+
+``--cluster N``: the same stack on N clustered RabbitMQ nodes (:mod:`bench.cluster_stack`);
+with ``--faults``, :mod:`bench.cluster_faults` kills, restarts, stops and partitions nodes
+while the clients send (bench/README.md, "Cluster faults").
+
 ``--compare``: Burrow, python-socketio with its RabbitMQ manager and a broker-less
 websockets server under the same load, one table with the ratios (:mod:`bench.compare`).
 
@@ -25,20 +34,23 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import compare, curve, kinds, mix, report
+from bench import cluster_faults, compare, curve, kinds, mix, report
 from bench import faults as fault_mode
+from bench.cluster_stack import ClusterBenchStack
 from bench.load import LoadConfig, LoadResult, run_load
 from bench.measure import OnConnected, add_load_arguments, measure, prepare_process
 from bench.peers.stack import PeerFailed
 from bench.stack import BenchStack, StackFailed
 from burrow.devstack.rabbitmq import NodeFailed
 
+T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
 NOTIFICATION_QUEUES = ("notify.messages", "push.due", "digest.due", "email.due")
 
@@ -57,7 +69,9 @@ def failures(summary: dict[str, Any]) -> list[str]:
 
 def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
                faults: bool = False, notifications: bool = True,
-               history: int = 0, seed: int = 1) -> dict[str, Any]:
+               history: int = 0, seed: int = 1, cluster: int = 0,
+               cluster_faults_name: str = "full", scale: bool = False,
+               sequencers: int | None = None) -> dict[str, Any]:
     """One run against a fresh Burrow stack; returns the report.
 
     *faults*: 2 sequencers (one active, one standby) and :data:`bench.faults.SCHEDULE`
@@ -65,13 +79,27 @@ def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
     *notifications* False: the reduced stack without notifier and digester.
     *history*: messages already stored when the run starts (:mod:`bench.seed`).
     *seed*: of the RNG that draws the mixed workload's operations (``config.mix``).
+    *cluster*: that many RabbitMQ nodes, clustered (:mod:`bench.cluster_stack`); with
+    *faults*, :data:`bench.cluster_faults.SCHEDULES` [*cluster_faults_name*] instead of
+    the single-node schedule.
+    *scale*: :data:`bench.faults.SCALE` (sequencers started, stopped, killed) instead.
+    *sequencers*: sequencer processes at the start (default 1, 2 with faults or scale).
     """
-    sequencers = 2 if faults else 1
-    with BenchStack(gateways=gateways, keep=keep, sequencers=sequencers,
-                    notifications=notifications, history=history) as stack:
+    sequencers = sequencers or (2 if faults or scale else 1)
+    stack_class = partial(ClusterBenchStack, cluster) if cluster else BenchStack
+    schedule = (cluster_faults.SCHEDULES[cluster_faults_name] if cluster
+                else fault_mode.SCALE if scale else fault_mode.SCHEDULE)
+    faults = faults or scale
+    with stack_class(gateways=gateways, keep=keep, sequencers=sequencers,
+                     notifications=notifications, history=history) as stack:
         print(f"bench: stack up in {stack.directory} ({stack.description})",
               file=sys.stderr, flush=True)
-        during = partial(fault_mode.run_schedule, stack, config.duration) if faults else None
+        if isinstance(stack, ClusterBenchStack):  # where each process starts
+            broker_nodes = stack.broker_nodes()
+            print(f"bench: broker node of each process: {broker_nodes}", file=sys.stderr,
+                  flush=True)
+        during = (partial(fault_mode.run_schedule, stack, config.duration, schedule=schedule)
+                  if faults else None)
         workload = mix.MixWorkload(config.mix, seed) if config.mix else None
         http = [g.http_url for g in stack.gateways]
         results: list[LoadResult] = []
@@ -89,6 +117,10 @@ def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
             summary["mix"]["convergence"] = workload.converge(http, stack.jwt_secret,
                                                               results[0])
         summary["stack"] = stack.description
+        if isinstance(stack, ClusterBenchStack):
+            summary["broker_nodes_at_start"] = broker_nodes
+            summary["broker_nodes_at_end"] = _or_error(stack.broker_nodes)
+            summary["queue_leaders_at_end"] = _or_error(stack.leaders)
         summary["history_messages"] = history
         summary["workers"] = worker_work(stack)
         if faults:  # a shard that stopped consuming shows here
@@ -97,6 +129,14 @@ def run_burrow(config: LoadConfig, gateways: int, keep: bool = False,
             except (OSError, ValueError) as exc:
                 summary["shard_queues_at_end"] = f"management API: {exc}"
     return summary
+
+
+def _or_error(read: Callable[[], T]) -> T | str:
+    """*read*'s answer, or what the management API said instead."""
+    try:
+        return read()
+    except (OSError, ValueError) as exc:
+        return f"management API: {exc}"
 
 
 def worker_work(stack: BenchStack) -> dict[str, Any]:
@@ -114,6 +154,8 @@ def worker_work(stack: BenchStack) -> dict[str, Any]:
                     key = f"pushes {labels.get('platform')} {labels.get('outcome')}"
                 elif sample.name == "burrow_emails_total":
                     key = f"emails {labels.get('outcome')}"
+                elif sample.name == "burrow_sequencer_handovers_total":
+                    key = "sequencer handovers"  # shards moved between sequencers
                 elif sample.name in ("burrow_sequencer_store_seconds_sum",
                                      "burrow_sequencer_store_seconds_count"):
                     key = sample.name.removeprefix("burrow_")  # the database as the chat sees it
@@ -133,10 +175,12 @@ def worker_work(stack: BenchStack) -> dict[str, Any]:
 
 
 def run(config: LoadConfig, gateways: int, results: Path, keep: bool = False,
-        faults: bool = False, notifications: bool = True, history: int = 0, seed: int = 1
-        ) -> dict[str, Any]:
+        faults: bool = False, notifications: bool = True, history: int = 0, seed: int = 1,
+        cluster: int = 0, cluster_faults_name: str = "full", scale: bool = False,
+        sequencers: int | None = None) -> dict[str, Any]:
     """One Burrow run, written under *results* and printed; returns the report."""
-    summary = run_burrow(config, gateways, keep, faults, notifications, history, seed)
+    summary = run_burrow(config, gateways, keep, faults, notifications, history, seed,
+                         cluster, cluster_faults_name, scale, sequencers)
     path, table = report.write(summary, results)
     print(table)
     print(f"bench: wrote {path} and {results / 'latest.md'}", file=sys.stderr)
@@ -194,6 +238,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="kill -9 gateway-0 at 25%% of D, the active sequencer at 50%%, "
                              "restart RabbitMQ at 75%%; implies 2 gateways (at least) and "
                              "2 sequencers (bench/README.md, Fault mode)")
+    parser.add_argument("--scale", action="store_true",
+                        help="start one more sequencer at 25%% of D, SIGTERM the one holding "
+                             "the most shards at 55%%, kill -9 the one holding the most at "
+                             "80%% (default D 40 s, drain 60 s; docs/scaling.md, Sequencer "
+                             "scale-out)")
+    parser.add_argument("--sequencers", type=int, default=None, metavar="N",
+                        help="sequencer processes at the start (default 1; 2 with --faults "
+                             "or --scale)")
+    parser.add_argument("--cluster", type=int, default=0, metavar="N",
+                        help="run on N RabbitMQ nodes, clustered (2..9); with --faults the "
+                             "cluster schedule: SIGKILL the node leading most shards, start "
+                             "it, SIGTERM another, start it, partition the third "
+                             "(default D 90 s, drain 60 s; bench/README.md, Cluster faults)")
+    parser.add_argument("--cluster-faults", choices=sorted(cluster_faults.SCHEDULES),
+                        default="full",
+                        help="with --faults --cluster: the whole schedule (full, default) or "
+                             "only the SIGKILL of the node leading most shards (kill: the "
+                             "suite's short run) or only the partition (partition)")
     parser.add_argument("--compare", action="store_true",
                         help="also run python-socketio (AsyncAioPikaManager, G servers) and a "
                              "broker-less websockets server under the same load; one table "
@@ -224,7 +286,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="seed of the RNG that draws the mix's operations (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"directory of the reports (default {RESULTS})")
+    parser.set_defaults(duration=None)  # 10 s, 90 s with --cluster --faults
     args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = (90.0 if args.cluster and args.faults
+                         else 40.0 if args.scale else 10.0)
+    if args.scale and (args.faults or args.cluster or args.compare or args.curve is not None):
+        parser.error("--scale is a schedule of its own: not with --faults, --cluster, "
+                     "--compare or --curve")
+    if args.sequencers is not None and not 1 <= args.sequencers <= 16:
+        parser.error("--sequencers takes 1 to 16")
+    if args.cluster and not 2 <= args.cluster <= 9:
+        parser.error("--cluster takes 2 to 9 nodes (3 for the fault schedule)")
+    if args.cluster and args.faults and args.cluster < 3:
+        parser.error("--faults --cluster needs 3 nodes at least (a majority must survive)")
+    if args.cluster and (args.compare or args.curve is not None):
+        parser.error("--cluster is for plain, --faults and --mix runs")
     if args.connections is None:
         args.connections = 200 if args.rooms is None else args.rooms * args.room_size
     if args.rooms is not None and args.rooms * args.room_size != args.connections:
@@ -249,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.faults:
         args.gateways = max(2, args.gateways)
     if args.drain is None:
-        args.drain = 60.0 if args.faults else 15.0
+        args.drain = 60.0 if args.faults or args.scale else 15.0
     config = LoadConfig(connections=args.connections, room_size=args.room_size,
                         rate=args.rate, duration=args.duration, drain=args.drain,
                         offline=args.offline, devices=args.devices, mix=weights)
@@ -267,7 +344,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             summary = run(config, args.gateways, args.results, keep=args.keep,
                           faults=args.faults, notifications=notifications,
-                          history=args.history, seed=args.seed)
+                          history=args.history, seed=args.seed, cluster=args.cluster,
+                          cluster_faults_name=args.cluster_faults, scale=args.scale,
+                          sequencers=args.sequencers)
     except (StackFailed, PeerFailed, NodeFailed) as exc:
         sys.exit(f"bench: {exc}")
     except KeyboardInterrupt:

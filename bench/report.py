@@ -229,6 +229,15 @@ def recoveries(result: LoadResult) -> list[dict[str, Any]]:
                  if float(cid.split(":", 1)[1]) >= t]
         window = [r for r in result.reconnects if t <= r.closed < until]
         recovered = len(first) == result.config.connections
+        # every client's own sends get through again: a send made after the fault acked
+        acked_by: dict[int, float] = {}
+        for cid, latency in result.acks.items():
+            client, sent = int(cid.split("-", 1)[0]), float(cid.split(":", 1)[1])
+            if sent >= t and sent + latency < acked_by.get(client, float("inf")):
+                acked_by[client] = sent + latency
+        senders = len(acked_by) == result.config.connections
+        healed = (max(*first.values(), *acked_by.values())
+                  if recovered and senders and first else None)
         stuck = [c for c in range(result.config.connections) if c not in first]
         rooms_stuck = sorted({result.config.room_of(c) for c in stuck})
         entry = {k: v for k, v in fault.items() if k not in ("cpu_before", "time")}
@@ -236,6 +245,10 @@ def recoveries(result: LoadResult) -> list[dict[str, Any]]:
             "recovery_s": _s(max(first.values()) - t) if recovered and first else None,
             "first_delivery_s": _s(min(first.values()) - t) if first else None,
             "first_ack_s": _s(min(acked) - t) if acked else None,
+            # until every client has had a send made after the fault acked (a client
+            # whose gateway lost its broker node receives its room's other members'
+            # messages long before its own sends get through)
+            "senders_recovered_s": _s(max(acked_by.values()) - t) if senders else None,
             # the schedule's share of recovery_s: no room has a send before this
             "first_send_wait_s": _s(max(first_send.values()) - t) if first_send else None,
             "clients_recovered": len(first),
@@ -245,9 +258,28 @@ def recoveries(result: LoadResult) -> list[dict[str, Any]]:
             # were at the end of the run
             "unrecovered": {c: result.final.get(c) for c in stuck[:10]},
             "reconnects": _reconnect_stats(window),
+            **_windows(result, t, healed, min(until, result.send_ended or until)),
         })
         out.append(entry)
     return out
+
+
+def _windows(result: LoadResult, fault: float, healed: float | None, until: float
+             ) -> dict[str, Any]:
+    """e2e latency of the messages *sent* while a fault was not yet recovered (from the
+    fault to *healed*: every client received a message sent after the fault and had one
+    of its own acked; or to *until* when it never recovered) and after (from *healed*
+    to *until*: the next fault or the end of the sends). By send time, so a send that
+    waited out the fault in a client's retries counts in the window it was made in,
+    with all its waiting."""
+    end_during = healed if healed is not None else until
+    during = sorted(d.received - d.sent for d in result.deliveries
+                    if fault <= d.sent < end_during)
+    after = sorted(d.received - d.sent for d in result.deliveries
+                   if healed is not None and healed <= d.sent < until)
+    return {"p99_during_ms": _ms(percentile(during, 99)), "deliveries_during": len(during),
+            "p99_after_ms": _ms(percentile(after, 99)), "deliveries_after": len(after),
+            "after_window_s": _s(until - healed) if healed is not None else None}
 
 
 def summarize(result: LoadResult, before: Mapping[str, Mapping[str, float]],
@@ -398,15 +430,33 @@ def markdown(report: Mapping[str, Any]) -> str:
         rows.append(("shard queues at the end", shards))
     for number, fault in enumerate(report.get("faults") or [], 1):
         extra = {k: fault[k] for k in ("victim", "successor", "standby_alone_s", "takeover_s",
-                                       "down_s", "failed")
+                                       "owned_s", "ready_s", "exit_s", "spread_s", "shares",
+                                       "handovers",
+                                       "how", "seen_down_s", "elected_s", "back_s",
+                                       "down_s", "held_s", "waited_s", "failed",
+                                       "partition_refused")
                  if fault.get(k) is not None}
+        if "running_before" in fault:  # a cluster fault: nodes and leaders
+            extra["nodes running before -> after"] = (
+                f"{fault['running_before']} -> {fault.get('running_after')}")
+            extra["shard leaders moved"] = {q: m for q, m in fault.get("leaders_moved",
+                                                                      {}).items()
+                                            if q.startswith("chat.seq.")}
+            extra["queues that changed leader"] = len(fault.get("leaders_moved", {}))
         rows.append((f"fault {number}: {fault['fault']} at {fault['at_s']} s",
-                     (f"recovery {fault['recovery_s']} s (rooms' first send "
+                     (f"recovery {fault['recovery_s']} s (senders "
+                      f"{fault.get('senders_recovered_s')} s), e2e p99 during / after "
+                      f"{fault.get('p99_during_ms')} / {fault.get('p99_after_ms')} ms "
+                      f"({fault.get('deliveries_during')} / {fault.get('deliveries_after')} "
+                      f"deliveries) (rooms' first send "
                       f"{fault['first_send_wait_s']} s, first delivery "
                       f"{fault['first_delivery_s']} s, first ack {fault['first_ack_s']} s, "
                       f"{fault['clients_recovered']} clients and "
                       f"{fault['rooms_recovered']} rooms recovered, "
                       f"{fault['reconnects']['count']} reconnects); {extra}")))
+    if report.get("broker_nodes_at_start"):
+        rows.append(("broker node of each process at start / end",
+                     f"{report['broker_nodes_at_start']} / {report.get('broker_nodes_at_end')}"))
     for name, g in report["gateways"].items():
         mib = [f"{g[k] / 1024:.1f}" for k in ("rss_idle_kib", "rss_connected_kib",
                                               "rss_end_kib")]

@@ -3,7 +3,8 @@
 The product's process set (:mod:`burrow.devstack.plan`, what ``./dev up`` and compose
 run): a RabbitMQ node with Burrow's definitions (random passwords), the embedded
 database, ``gateways`` gateway processes, ``sequencers`` sequencer processes (the first
-is the active consumer of every shard queue, the others stand by), the notifier and the
+starts as the active consumer of every shard queue; under load the others take their
+share, docs/scaling.md "Sequencer scale-out"), the notifier and the
 digester, with pushes going to local FCM and APNs servers and digests to a local SMTP
 server (:mod:`bench.providers`, a process of its own). ``notifications=False`` leaves
 the notifier, the digester and the providers out: a reduced stack, and reports say so.
@@ -11,8 +12,9 @@ Use it as a context manager: everything it started is stopped on exit, also on C
 an exception; the temp dir is removed unless ``keep`` is set.
 
 The fault mode (:mod:`bench.faults`) uses :meth:`BenchStack.kill_gateway`,
-:meth:`BenchStack.kill_active_sequencer` and :meth:`BenchStack.restart_rabbitmq`; they
-block, so call them in a thread while the load runs.
+:meth:`BenchStack.kill_active_sequencer` and :meth:`BenchStack.restart_rabbitmq`, the
+scale mode :mod:`bench.sequencers` (start, stop and kill sequencers); they block, so
+call them in a thread while the load runs.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from bench import seed
+from bench import seed, sequencers
 from bench.measure import Stack, ctrl_c_ignored
 from bench.report import tree
 from burrow.devstack import mongo, plan, ports, rabbitmq
@@ -58,6 +60,16 @@ BENCH_ENV = {
     # notifier and the digester do in one run the work 30 s and 1 h would spread out
     "BURROW_PUSH_DELAY": "10", "BURROW_DIGEST_HOURLY": "30",
 }
+
+
+class Broker(Protocol):
+    """What the stack asks of its broker: one RabbitNode, or a cluster of them
+    (bench/cluster_stack.py)."""
+
+    def start(self) -> None: ...
+    def wait_ready(self, timeout: float = ...) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
+    def api(self, method: str, path: str, body: Any = ..., timeout: float = ...) -> Any: ...
 
 
 class StackFailed(RuntimeError):
@@ -98,14 +110,7 @@ class BenchStack(Stack):
         self.jwt_secret = secrets.token_hex(32)
         self.directory = Path(tempfile.mkdtemp(prefix="burrow-bench-"))
         self.passwords = {r.user: secrets.token_hex(12) for r in definitions.ROLES}
-        self.node = rabbitmq.RabbitNode(
-            rabbitmq.NodeConfig(
-                directory=self.directory / "rabbitmq", amqp_port=ports.free_port(),
-                management_port=ports.free_port(), prometheus_port=ports.free_port(),
-                dist_port=ports.free_port(), admin_user="burrow-admin",
-                admin_password=self.passwords["burrow-admin"],
-                base_config=PROJECT / "rabbitmq" / "rabbitmq.conf"),
-            definitions.render(topology.build(), self.passwords))
+        self.node: Broker = self._make_broker()
         self.db = mongo.EmbeddedMongo(self.directory / "mongo", ports.free_port())
         self.gateways: list[Gateway] = []
         self.sequencers: list[AppProcess] = []
@@ -116,6 +121,31 @@ class BenchStack(Stack):
         # held while the node restarts (a fault, in a thread): stop() waits for it, so
         # an interrupted run cannot leave a node started after the stop
         self._node_lock = threading.Lock()
+
+    def _make_broker(self) -> Broker:
+        """The broker (one node; bench/cluster_stack.py overrides it with a cluster)."""
+        return rabbitmq.RabbitNode(
+            rabbitmq.NodeConfig(
+                directory=self.directory / "rabbitmq", amqp_port=ports.free_port(),
+                management_port=ports.free_port(), prometheus_port=ports.free_port(),
+                dist_port=ports.free_port(), admin_user="burrow-admin",
+                admin_password=self.passwords["burrow-admin"],
+                base_config=PROJECT / "rabbitmq" / "rabbitmq.conf"),
+            definitions.render(topology.build(), self.passwords))
+
+    def _amqp_url(self, user: str) -> str:
+        """``BURROW_AMQP_URL`` of one process logging in as *user* (a cluster: a list)."""
+        return self.rabbit_node().config.amqp_url(user, self.passwords[user], definitions.VHOST)
+
+    def _broker_pids(self) -> dict[str, int]:
+        """The broker's root pid(s) by name, for the CPU and memory figures."""
+        process = self.rabbit_node().process
+        return {"rabbitmq": process.pid} if process is not None else {}
+
+    def rabbit_node(self) -> rabbitmq.RabbitNode:
+        """The single node (a plain stack's broker; a cluster stack has none)."""
+        assert isinstance(self.node, rabbitmq.RabbitNode), "a cluster stack overrides this"
+        return self.node
 
     @property
     def description(self) -> str:
@@ -136,9 +166,9 @@ class BenchStack(Stack):
 
     def _env(self, user: str, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
-        url = self.node.config.amqp_url(user, self.passwords[user], definitions.VHOST)
         env.update({
-            "BURROW_AMQP_URL": url, "BURROW_MONGO_URL": self.db.database_url("burrow"),
+            "BURROW_AMQP_URL": self._amqp_url(user),
+            "BURROW_MONGO_URL": self.db.database_url("burrow"),
             "BURROW_JWT_SECRET": self.jwt_secret, **BENCH_ENV,
             "PYTHONUNBUFFERED": "1", **self.extra_env, **extra})
         return env
@@ -194,6 +224,7 @@ class BenchStack(Stack):
         self.db.start()
         # every worker process gets the same environment, as under ./dev up
         providers = self._start_providers() if self.notifications else {}
+        self._worker_extra = providers  # for a sequencer started later (start_sequencer)
         self.db.wait_ready()
         self.node.wait_ready()
         probes: list[tuple[AppProcess, str, Path]] = []
@@ -217,8 +248,9 @@ class BenchStack(Stack):
             self.gateways.append(Gateway(app, port, log))
             probes.append((app, f"http://127.0.0.1:{port}/readyz", log))
         if self.sequencer_count > 1:
-            # The first one must be the active consumer of every shard before the
-            # standbys subscribe: then "the active sequencer" is one process.
+            # The first one becomes the active consumer of every shard before the others
+            # subscribe: every run starts alike, and the others take their share of the
+            # shards under load (consumers/shard_balance.py).
             self._wait_active(self.sequencers[0], probes[0][2])
             for app in self.sequencers[1:]:
                 app.start()
@@ -320,7 +352,7 @@ class BenchStack(Stack):
         return out
 
     def active_sequencer(self) -> AppProcess | None:
-        """The sequencer active on the most shard queues (all of them, normally)."""
+        """The sequencer active on the most shard queues, as the management API shows."""
         counts = Counter(name for name in self.active_sequencers().values() if name)
         if not counts:
             return None
@@ -364,6 +396,20 @@ class BenchStack(Stack):
 
     # ---- faults ----------------------------------------------------------------------
 
+    def start_sequencer(self) -> tuple[AppProcess, str]:
+        """Start one more sequencer process during a run (scale-up); returns it and its
+        readiness URL without waiting."""
+        name = f"sequencer-{len(self.sequencers)}"
+        app, url, _ = self._worker(name, ["sequencer"], self.directory / "logs",
+                                   getattr(self, "_worker_extra", {}))
+        self.sequencers.append(app)
+        app.start()
+        return app, url
+
+    def kill9(self, app: AppProcess) -> list[int]:
+        """kill -9 *app* and everything under it (:mod:`bench.sequencers`)."""
+        return self._kill9(app)
+
     @staticmethod
     def _kill9(app: AppProcess) -> list[int]:
         """kill -9 the process and everything under it; wait until the root is reaped."""
@@ -388,43 +434,12 @@ class BenchStack(Stack):
         return {"victim": gateway.app.name, "pids": pids,
                 "action_s": round(time.monotonic() - start, 3)}
 
-    def kill_active_sequencer(self, takeover_timeout: float = 10.0) -> dict[str, Any]:
-        """kill -9 the sequencer that is active on the shard queues, then watch the
-        standby take over, as the management API shows it.
-
-        ``standby_alone_s``: until the victim's consumers are gone and one other sequencer
-        is the only consumer of every shard (a single-active-consumer queue activates it
-        at once); ``takeover_s``: until the API also reports it active on every shard,
-        which lags up to ~5 s (the quorum queues report consumer status on their tick).
-        Either is None when not seen within *takeover_timeout* seconds.
-        """
-        victim = self._poll(self.active_sequencer, 15.0)
-        if victim is None:
-            raise StackFailed(f"no active sequencer found: {self._describe()}")
-        start = time.monotonic()
-        pids = self._kill9(victim)
-        killed = time.monotonic()
-
-        def alone() -> str | None:
-            names = set()
-            for consumers in self.shard_consumers().values():
-                found = {app.name if app else None
-                         for app in (self._sequencer_of(c) for c, _ in consumers)}
-                if len(found) != 1:
-                    return None
-                names |= found
-            name = names.pop() if len(names) == 1 else None
-            return name if name != victim.name else None
-
-        successor = self._poll(alone, takeover_timeout)
-        alone_at = time.monotonic()
-        active = successor is not None and self._poll(
-            lambda: set(self.active_sequencers().values()) == {successor},
-            max(0.0, start + takeover_timeout - time.monotonic()))
-        return {"victim": victim.name, "pids": pids, "successor": successor,
-                "action_s": round(killed - start, 3),
-                "standby_alone_s": round(alone_at - start, 3) if successor else None,
-                "takeover_s": round(time.monotonic() - start, 3) if active else None}
+    def kill_active_sequencer(self) -> dict[str, Any]:
+        """kill -9 the sequencer active on the most shards, then watch the others take
+        its shards (:func:`bench.sequencers.kill_busiest`: ``owned_s`` from the
+        processes' metrics, ``takeover_s`` from the management API: every shard with
+        exactly one active consumer, none the victim's)."""
+        return sequencers.kill_busiest(self)
 
     def restart_rabbitmq(self) -> dict[str, Any]:
         """Stop the node (SIGTERM, clean) and start it again on the same ports and data
@@ -444,8 +459,7 @@ class BenchStack(Stack):
         for app in self._apps:
             if app.process is not None and app.exited is None:
                 found[app.name] = app.process.pid
-        if self.node.process is not None:
-            found["rabbitmq"] = self.node.process.pid
+        found.update(self._broker_pids())
         if self.db.process is not None:
             found["database"] = self.db.process.pid
         return found

@@ -19,6 +19,12 @@ ports, node name ``burrow-<AMQP port>@localhost``). What makes them one cluster:
   a cluster on another epmd port would need the variable set alike for every node and
   for rabbitmqctl).
 
+For the fault benchmark (bench/cluster_faults.py) each node opens its connections to its
+peers from a loopback address of its own (:func:`dist_source`), so that iptables can cut
+one node off (:meth:`Cluster.partition`), and nodes see a silent peer down after
+:data:`NET_TICKTIME` (10 s; production keeps RabbitMQ's 60). :meth:`Cluster.pause`
+freezes a node instead (SIGSTOP) where iptables is not allowed.
+
 Burrow's definitions are imported **once the cluster is whole**, through node 1's HTTP
 API (each node loads only the admin user at boot): a quorum queue takes as members the
 nodes running when it is declared, so loading them at each node's boot would give every
@@ -32,7 +38,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
+import socket
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -49,6 +58,20 @@ MAX_NODES = 9
 # the lock, so none is running yet): 3 x 0.5 s rather than RabbitMQ's 10 x 0.5 s.
 DISCOVERY_RETRIES = 3
 DISCOVERY_INTERVAL_MS = 500
+# Seconds without a word from a peer after which a node counts it down (a frozen or cut
+# off node). RabbitMQ's default, what production keeps, is 60 (a peer is seen down after
+# 45-75 s); the dev cluster takes 10 (7.5-12.5 s) so that the fault benchmark's partition
+# and the tests see a cut-off node down, and pause_minority pause it, in seconds. The
+# ticks cost nothing worth measuring (one small message per peer every 2.5 s).
+NET_TICKTIME = 10
+
+
+def dist_source(index: int) -> str:
+    """The loopback address node *index* (from 0) opens its connections to its peers from
+    (127.0.1.1, 127.0.1.2...; every 127/8 address is local on Linux). It lets a firewall
+    rule tell that node's outgoing cluster traffic from its peers' (:meth:`Cluster.partition`):
+    on one address they would all come from 127.0.0.1 and random ports."""
+    return f"127.0.1.{index + 1}"
 
 
 class ClusterFailed(rabbitmq.NodeFailed):
@@ -105,7 +128,25 @@ def cluster_config(names: Sequence[str]) -> tuple[str, ...]:
         f"cluster_formation.discovery_retry_interval = {DISCOVERY_INTERVAL_MS}",
         "queue_leader_locator = balanced",
         "cluster_partition_handling = pause_minority",
+        f"net_ticktime = {NET_TICKTIME}",
     )
+
+
+class ClusterNode(rabbitmq.RabbitNode):
+    """A node of a :class:`Cluster`: a :class:`RabbitNode` whose connections to its peers
+    leave from its own loopback address (:func:`dist_source`)."""
+
+    def __init__(self, config: rabbitmq.NodeConfig, definitions: dict[str, Any],
+                 index: int) -> None:
+        super().__init__(config, definitions)
+        self.index = index
+
+    def _environment(self) -> dict[str, str]:
+        env = super()._environment()
+        ip = dist_source(self.index).replace(".", ",")
+        env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = (
+            f"-kernel inet_dist_connect_options [{{ip,{{{ip}}}}}]")
+        return env
 
 
 class Cluster:
@@ -124,9 +165,11 @@ class Cluster:
         admin = [u for u in definitions.get("users", []) if u["name"] == configs[0].admin_user]
         if not admin:
             raise ValueError(f"the definitions have no user {configs[0].admin_user!r}")
-        self.nodes = [rabbitmq.RabbitNode(
+        self.nodes = [ClusterNode(
             replace(c, extra_config=(*c.extra_config, *cluster_config(names))),
-            {"users": admin}) for c in configs]
+            {"users": admin}, index) for index, c in enumerate(configs)]
+        self.paused: set[int] = set()      # nodes frozen by pause() (SIGSTOP)
+        self._rules: dict[int, list[list[str]]] = {}  # partition(): iptables rules, by node
 
     @property
     def names(self) -> list[str]:
@@ -199,8 +242,11 @@ class Cluster:
         return self.nodes[0].recreate_changed_exchanges(self.definitions)
 
     def live_node(self) -> rabbitmq.RabbitNode:
-        """A node that is running (for API calls while another is down)."""
-        for node in self.nodes:
+        """A node that is running (for API calls while another is down), neither frozen
+        nor cut off (their API hangs or is paused)."""
+        for index, node in enumerate(self.nodes):
+            if index in self.paused or index in self._rules:
+                continue
             if node.process is not None and node.process.poll() is None:
                 return node
         raise ClusterFailed("no node of the cluster is running")
@@ -209,8 +255,9 @@ class Cluster:
         """Leader and members of each quorum queue of *vhost*, by queue name."""
         path = (f"/api/queues/{urllib.parse.quote(vhost, safe='')}"
                 "?columns=name,type,leader,members")
-        return {q["name"]: Placement(q["name"], q.get("leader", ""),
-                                     tuple(sorted(q.get("members", []))))
+        # (leader and members are null for a queue whose stats are not collected yet)
+        return {q["name"]: Placement(q["name"], q.get("leader") or "",
+                                     tuple(sorted(m for m in q.get("members") or [] if m)))
                 for q in self.live_node().api("GET", path, timeout=30)
                 if q.get("type") == "quorum"}
 
@@ -232,8 +279,100 @@ class Cluster:
         node.wait_ready(timeout)
         self.wait_formed(timeout)
 
+    def stop_node(self, index: int, timeout: float = 60.0) -> None:
+        """Stop node *index* gracefully (SIGTERM: RabbitMQ's clean shutdown, which hands
+        its queues' leadership over), SIGKILL after *timeout*. :meth:`restart` starts it."""
+        self.nodes[index].stop(timeout)
+
+    def _node_pids(self, index: int) -> list[int]:
+        process = self.nodes[index].process
+        if process is None or process.poll() is not None:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getpgid(int(entry)) == process.pid:
+                        found.append(int(entry))
+                except ProcessLookupError:
+                    continue
+        return found
+
+    def pause(self, index: int) -> None:
+        """Freeze node *index* (SIGSTOP to its process group: the Erlang VM and its port
+        programs; epmd is a daemon of its own and is left running). Its peers see it down
+        after :data:`NET_TICKTIME`; its sockets stay open, as with a hung machine."""
+        for pid in self._node_pids(index):
+            os.kill(pid, signal.SIGSTOP)
+        self.paused.add(index)
+
+    def resume(self, index: int) -> None:
+        """SIGCONT node *index*, frozen by :meth:`pause`."""
+        self.paused.discard(index)
+        for pid in self._node_pids(index):
+            os.kill(pid, signal.SIGCONT)
+
+    def partition(self, index: int) -> list[str]:
+        """Cut node *index* off from its peers: iptables rules dropping, on loopback,
+        what reaches or leaves its distribution port (its peers' connections to it) and
+        what leaves from its own address (:func:`dist_source`: its connections to them).
+        AMQP and HTTP to the node are untouched: clients still reach it, as clients of a
+        real partition on the other side may. Returns the rules; :meth:`heal` removes
+        them (also :meth:`stop`). Raises :exc:`ClusterFailed` with iptables' own words
+        when the machine does not allow it (no iptables, no CAP_NET_ADMIN)."""
+        dist, source = str(self.nodes[index].config.dist_port), dist_source(index)
+        rules = [["-p", "tcp", "--dport", dist], ["-p", "tcp", "--sport", dist],
+                 ["-s", source, "-p", "tcp"], ["-d", source, "-p", "tcp"]]
+        rules = [["INPUT", "-i", "lo", *rule, "-j", "DROP"] for rule in rules]
+        if shutil.which("iptables") is None:
+            raise ClusterFailed("iptables is not installed (apt-get install iptables)")
+        added = self._rules.setdefault(index, [])
+        for rule in rules:
+            done = subprocess.run(["iptables", "-I", *rule], capture_output=True, text=True,
+                                  timeout=30, check=False)
+            if done.returncode != 0:
+                self.heal(index)
+                raise ClusterFailed(f"iptables -I {' '.join(rule)}: exit {done.returncode}: "
+                                    f"{done.stderr.strip()}")
+            added.append(rule)
+        return [" ".join(rule) for rule in rules]
+
+    def heal(self, index: int) -> None:
+        """Remove the rules :meth:`partition` added for node *index*."""
+        for rule in self._rules.pop(index, []):
+            subprocess.run(["iptables", "-D", *rule], capture_output=True, timeout=30,
+                           check=False)
+
+    @property
+    def partitioned(self) -> set[int]:
+        """The nodes :meth:`partition` cut off (until :meth:`heal`)."""
+        return set(self._rules)
+
+    def accepts_amqp(self, index: int) -> bool:
+        """Whether node *index*'s AMQP listener takes connections (a node paused by
+        pause_minority closes it)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.nodes[index].config.amqp_port),
+                                          timeout=1) as connection:
+                connection.settimeout(1)
+                connection.sendall(b"AMQP\x00\x00\x09\x01")
+                return bool(connection.recv(8))
+        except OSError:
+            return False
+
+    def running(self, index: int | None = None) -> list[str]:
+        """The nodes that node *index* (default: the first live one) sees running."""
+        node = self.live_node() if index is None else self.nodes[index]
+        return sorted(self._running_seen_by(node))
+
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop every node at once: SIGTERM, SIGKILL after *timeout* (0: kill now)."""
+        """Stop every node at once: SIGTERM, SIGKILL after *timeout* (0: kill now).
+        Partitions are healed and frozen nodes resumed first (a stopped process ignores
+        SIGTERM until continued)."""
+        for index in list(self._rules):
+            self.heal(index)
+        for index in list(self.paused):
+            self.resume(index)
         with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="stop-rabbit") as pool:
             for done in [pool.submit(node.stop, timeout) for node in self.nodes]:
                 done.result()

@@ -51,7 +51,7 @@ def main() -> None:
 
         def start(self: bench_stack.BenchStack) -> None:
             started(self)
-            url = self.node.config.amqp_url("burrow-backend", self.passwords["burrow-backend"],
+            url = self.rabbit_node().config.amqp_url("burrow-backend", self.passwords["burrow-backend"],
                                             definitions.VHOST)
             service.append(subprocess.Popen(
                 [sys.executable, str(PROJECT / "examples" / "moderation_hook.py")],
