@@ -54,7 +54,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory,
         dist_port=ports.free_port(), admin_user="burrow-admin",
         admin_password=PASSWORDS["burrow-admin"],
         base_config=ROOT / "rabbitmq" / "rabbitmq.conf",
-        tls=tls_ca.server("rabbitmq"), amqps_port=ports.free_port())  # AMQP over TLS too
+        tls=tls_ca.server("rabbitmq"), amqps_port=ports.free_port(),  # AMQP over TLS too
+        # the management API's counts (queue depths, connections) every second, not every
+        # 5: tests that wait for a depth wait for the next count (test_notifier_isolation)
+        extra_config=("collect_statistics_interval = 1000",))
     node = rabbitmq.RabbitNode(config, definitions.render(topology.build(), PASSWORDS))
     node.start()
     try:

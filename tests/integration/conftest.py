@@ -153,6 +153,7 @@ class Stack:
     mongo_url: str
     gateways: list[Running] = field(default_factory=list)
     sequencers: list[Running] = field(default_factory=list)
+    workers: list[Running] = field(default_factory=list)  # add_worker's, sequencers too
     clients: list[ChatClient] = field(default_factory=list)
 
     def add_gateway(self, port: int | None = None, **env: str) -> Running:
@@ -162,6 +163,19 @@ class Stack:
         gateway.wait("up", "up")
         self.gateways.append(gateway)
         return gateway
+
+    def add_base(self) -> None:
+        """The stack's sequencer and gateway, started together, then waited for: their
+        starts overlap (each process's imports and connections; about a second a stack),
+        and neither waits for the other, as in a deployment."""
+        sequencer = self.start("worker", self.vhost.url(plan.worker("sequencer").user),
+                               self.mongo_url, "sequencer")
+        gateway = self.start("gateway", self.vhost.url("burrow-gateway"), self.mongo_url)
+        self.sequencers.append(sequencer)
+        self.workers.append(sequencer)
+        self.gateways.append(gateway)
+        for process in (sequencer, gateway):
+            process.wait("up", "up")
 
     def add_sequencer(self, **env: str) -> Running:
         worker = self.add_worker("sequencer", **env)
@@ -179,6 +193,7 @@ class Stack:
         exist: :meth:`Vhost.load_topology` or those workers declare them)."""
         workers = [self.start("worker", self.vhost.url(plan.worker(name).user),
                               self.mongo_url, name, **env) for name in names]
+        self.workers.extend(workers)
         for worker in workers:
             worker.wait("up", "up")
         return workers
@@ -222,8 +237,7 @@ async def stack(vhost: Vhost, mongo_url: str, start: Start) -> AsyncIterator[Sta
     # (start is set up last so its processes stop before the vhost and database go)
     """One sequencer and one gateway; tests add more with ``add_gateway`` / ``add_sequencer``."""
     with_stack = Stack(start, vhost, mongo_url)
-    with_stack.add_sequencer()
-    with_stack.add_gateway()
+    with_stack.add_base()
     yield with_stack
     for client in with_stack.clients:
         await client.close()
@@ -255,8 +269,7 @@ def module_stack(tmp_path_factory: pytest.TempPathFactory, module_vhost: Vhost,
     directory = tmp_path_factory.mktemp("module-stack")
     with starting(child_env(directory), directory) as run:
         shared = Stack(run, module_vhost, module_mongo_url)
-        shared.add_sequencer()
-        shared.add_gateway()
+        shared.add_base()
         yield shared
 
 
@@ -265,15 +278,19 @@ async def shared_stack(module_stack: Stack) -> AsyncIterator[Stack]:
     """The module's stack as ``stack`` gives it, for a test that keeps to rooms (and
     users' state) of its own and leaves the base sequencer and gateway running: what it
     adds (gateways, sequencers, clients) is stopped after it, and its clients' views are
-    checked for gaps and duplicates as ``stack`` checks them."""
+    checked for gaps and duplicates as ``stack`` checks them. Workers it adds (a notifier,
+    a digester) stop after it too, but the vhost's queues are the module's: a test with
+    workers keeps to queues' contents of its own, or leaves nothing in them."""
     gateways, sequencers = len(module_stack.gateways), len(module_stack.sequencers)
+    workers = len(module_stack.workers)
     base = [*module_stack.gateways, *module_stack.sequencers]
     yield module_stack
     clients, module_stack.clients = module_stack.clients, []
     for client in clients:
         await client.close()
-    added = [*module_stack.gateways[gateways:], *module_stack.sequencers[sequencers:]]
+    added = [*module_stack.gateways[gateways:], *module_stack.workers[workers:]]
     del module_stack.gateways[gateways:], module_stack.sequencers[sequencers:]
+    del module_stack.workers[workers:]
     stop_all([process.app for process in added])
     violations = [v for client in clients for v in client.violations]
     assert not violations, f"seq violations seen by the test's clients: {violations}"

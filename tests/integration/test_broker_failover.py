@@ -3,8 +3,8 @@ away, moves to another, its consumers restored there.
 
 Two private RabbitMQ nodes would take too long to start for the suite, so the "nodes" are
 the session broker behind loopback TCP proxies (one per URL) that a test closes, and a
-loopback port nobody listens on. The last test kills a node of a real three-node cluster
-(tests/integration/cluster.py) under a sequencer.
+loopback port nobody listens on. A node of a real three-node cluster killed under a
+sequencer: tests/integration/test_cluster.py (one cluster for the cluster tests).
 """
 
 from __future__ import annotations
@@ -12,32 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from functools import partial
 
 import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 
-from burrow.core.endpoints import node_name
-from burrow.core.envelopes import BATCHED_ACKS, Send
 from burrow.devstack import ports, rabbitmq
-from burrow.devstack.cluster import Cluster
-from burrow.runtime.broker import BROKER_ERRORS, BrokerLink
-from burrow.runtime.process import Runtime
-from burrow.runtime.settings import Settings
-from burrow.storage import database
-from burrow.storage.messages import MessageStore
-from consumers.sequencer import Sequencer
-from queues import topology
-from queues.declare import declare
-from queues.definitions import VHOST
-from tests.conftest import PASSWORDS, Vhost
-from tests.integration.cluster import rabbit_cluster
+from burrow.runtime.broker import BrokerLink
+from tests.conftest import Vhost
 from tests.integration.conftest import Stack, Start
-from tests.integration.test_sequencer_faults import gateway_link
 
 pytestmark = pytest.mark.integration
-__all__ = ["rabbit_cluster"]  # the module's fixture
 T = 30
 
 
@@ -181,52 +166,3 @@ async def test_processes_skip_a_dead_first_node_and_serve(
     finally:
         for client in stack.clients:
             await client.close()
-
-
-async def test_a_sequencer_moves_to_a_live_node_when_its_node_is_killed(
-        rabbit_cluster: Cluster, mongo_url: str, process_env: dict[str, str]) -> None:
-    """On a real three-node cluster: a sequencer given the three URLs connects to node 1;
-    node 1 is SIGKILLed; the sequencer reconnects to node 2, its shard consumers are
-    restored there, and a send published through node 3 is acked and stored once."""
-    urls = rabbit_cluster.amqp_urls("burrow-sequencer", PASSWORDS["burrow-sequencer"], VHOST)
-    settings = Settings.from_env({**process_env, "BURROW_AMQP_URL": ",".join(urls),
-                                  "BURROW_MONGO_URL": mongo_url,
-                                  "BURROW_RECONNECT_INTERVAL": "0.5"})
-    part = topology.for_workers(settings, ("sequencer",))
-    runtime = Runtime.open(settings, "test-sequencer", on_channel=partial(declare, topo=part))
-    sequencer = Sequencer(settings)
-    first, second = (node_name(u) for u in urls[:2])
-    try:
-        await asyncio.wait_for(sequencer.start(runtime), T)
-        assert runtime.broker.node == first
-        async with gateway_link(Vhost(rabbit_cluster.nodes[2], VHOST)) as (ingress, acks,
-                                                                            reply_to):
-            async def send(n: int) -> None:
-                """Publish until acked (same client_id): while the quorum queues elect
-                new leaders and the sequencer's consumers come back, a send may wait."""
-                async with asyncio.timeout(T):
-                    while True:
-                        with contextlib.suppress(*BROKER_ERRORS, TimeoutError):
-                            await ingress.publish(aio_pika.Message(
-                                Send("lobby", "alice", f"c{n}", f"hello {n}").to_json(),
-                                correlation_id=f"corr{n}", reply_to=reply_to,
-                                headers={BATCHED_ACKS: 1},
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                "room.lobby.msg", timeout=5)
-                            while f'"client_id":"c{n}"'.encode() not in (
-                                    ack := await asyncio.wait_for(acks.get(), 5)):
-                                pass
-                            assert f'"seq":{n}'.encode() in ack
-                            return
-
-            await send(1)
-            rabbit_cluster.kill(0)
-            async with asyncio.timeout(T):
-                while runtime.broker.node != second or not runtime.broker.is_up:
-                    await asyncio.sleep(0.05)
-            await send(2)
-        stored = await MessageStore(database.database(runtime.db)).history("lobby")
-        assert [(m.seq, m.client_id) for m in stored] == [(1, "c1"), (2, "c2")]
-    finally:
-        await sequencer.drain()
-        await runtime.close()

@@ -32,6 +32,19 @@ def sync_client(stack: Stack) -> MongoClient[dict[str, Any]]:
     return MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000)
 
 
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``), its
+    ``devices`` and ``users`` emptied before each test: every test starts from the empty
+    collections a stack of its own had (the assertions here count whole collections, and
+    the tokens move between users). Documents only: the indexes the gateway made at its
+    start stay, as they would on a gateway of the test's own."""
+    with sync_client(shared_stack) as client:
+        for collection in ("devices", "users"):
+            client.get_default_database()[collection].delete_many({})
+    return shared_stack
+
+
 def devices_in_db(stack: Stack, **query: Any) -> list[dict[str, Any]]:
     with sync_client(stack) as client:
         return list(client.get_default_database().devices.find(query).sort("token", 1))

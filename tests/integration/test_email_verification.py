@@ -26,7 +26,7 @@ from burrow.runtime.settings import Settings
 from tests.conftest import JWT_SECRET, until
 from tests.fakes.smtp import Captured, FakeSmtpServer
 from tests.integration.conftest import Running, Stack
-from tests.integration.test_mail_jobs import dead_letters, digester, publish, scrape
+from tests.integration.test_mail_jobs import dead_letters, publish, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +74,16 @@ async def marker(stack: Stack, relay: FakeSmtpServer, name: str) -> list[Capture
                                        "subject": name, "text": name}, message_id=name)
     await until(lambda: any(m.rcpt_tos == (f"{name}@x.test",) for m in relay.messages), 60)
     return [m for m in relay.messages if not m.rcpt_tos[0].endswith("@x.test")]
+
+
+def digester(stack: Stack, relay: FakeSmtpServer, **env: str) -> Running:
+    """A notifier (it schedules digests) and a digester, as test_mail_jobs' ``digester``
+    but with a 1-s hourly digest period (not 4): no test here is about the period, and
+    each digest job comes due a period after its message (three in a row in one test)."""
+    return stack.add_workers("notifier", "digester", BURROW_SMTP_URL=relay.url,
+                             BURROW_DIGEST_HOURLY="1", BURROW_DIGEST_DAILY="8",
+                             BURROW_EMAIL_RETRIES="1,2",
+                             BURROW_PUBLIC_URL=stack.gateways[0].url(""), **env)[-1]
 
 
 def one_at_a_time(stack: Stack, relay: FakeSmtpServer) -> Running:

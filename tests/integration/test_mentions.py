@@ -26,66 +26,76 @@ __all__ = ["providers"]  # the fixture (local FCM and APNs servers)
 DELAY = 8  # push.delay seconds here: a mention must not wait for it
 
 
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): rooms and
+    users of each test's own (squad and crowd with ann, ben and cid, then team; a user
+    stays online for the offline grace after a test's connections close, and an online
+    member is not pushed); the workers of the second stop after it. The first runs no
+    notifier and loads no topology: no notify queue keeps its messages."""
+    return shared_stack
+
+
 def mentions_of(entries: list[dict[str, Any]]) -> list[Any]:
     return [e.get("mentions") for e in entries]
 
 
 async def test_mentions_are_checked_stored_and_served_everywhere(stack: Stack) -> None:
-    stack.room("team", "alice", "bob", "carol")
-    stack.room("crowd", "alice", *[f"u{i}" for i in range(100)])  # 101 > BURROW_ROOM_MENTION_MAX
-    alice, bob = await stack.client("alice"), await stack.client("bob")
-    await bob.subscribe("team", since=0)
-    await alice.send("team", "plain")
-    named = await alice.send("team", "hi @bob", mentions=["bob", "alice"])  # self: dropped
-    await alice.send("team", "hello @room", mention_room=True)
+    stack.room("squad", "ann", "ben", "cid")
+    stack.room("crowd", "ann", *[f"u{i}" for i in range(100)])  # 101 > BURROW_ROOM_MENTION_MAX
+    ann, ben = await stack.client("ann"), await stack.client("ben")
+    await ben.subscribe("squad", since=0)
+    await ann.send("squad", "plain")
+    named = await ann.send("squad", "hi @ben", mentions=["ben", "ann"])  # self: dropped
+    await ann.send("squad", "hello @room", mention_room=True)
     for call, code in [
-            (alice.send("team", "@zed", mentions=["zed"]), "bad_mention"),
-            (alice.send("team", "@bob @u1", mentions=["bob", "u1"]), "bad_mention"),
-            (alice.send("crowd", "@room", mention_room=True), "room_too_large")]:
+            (ann.send("squad", "@zed", mentions=["zed"]), "bad_mention"),
+            (ann.send("squad", "@ben @u1", mentions=["ben", "u1"]), "bad_mention"),
+            (ann.send("crowd", "@room", mention_room=True), "room_too_large")]:
         with pytest.raises(ChatError) as exc:
             await call
         assert exc.value.code == code
-    after = await alice.send("team", "after")
+    after = await ann.send("squad", "after")
     assert after.seq == 4  # the refused sends took no seq, and stored nothing
-    assert not find(stack, "messages", {"body": {"$in": ["@zed", "@bob @u1", "@room"]}})
-    assert (await alice.send("crowd", "@u1", mentions=["u1"])).seq == 1  # names: any size
-    await alice.edit("team", named.id, "hi @bob, edited")  # an edit keeps the mentions
-    received: list[Message] = [await asyncio.wait_for(bob.messages.get(), 30)
+    assert not find(stack, "messages", {"body": {"$in": ["@zed", "@ben @u1", "@room"]}})
+    assert (await ann.send("crowd", "@u1", mentions=["u1"])).seq == 1  # names: any size
+    await ann.edit("squad", named.id, "hi @ben, edited")  # an edit keeps the mentions
+    received: list[Message] = [await asyncio.wait_for(ben.messages.get(), 30)
                                for _ in range(4)]
     assert [(m.mentions, m.mention_room) for m in received] == [
-        ((), False), (("bob",), False), ((), True), ((), False)]
-    assert received[1].mentions_user("bob") and received[2].mentions_user("carol")
+        ((), False), (("ben",), False), ((), True), ((), False)]
+    assert received[1].mentions_user("ben") and received[2].mentions_user("cid")
 
-    wanted = [None, {"users": ["bob"]}, {"room": True}, None]
+    wanted = [None, {"users": ["ben"]}, {"room": True}, None]
     for v in ("1", "2"):  # history; the edited message keeps its mentions
-        status, body = stack.http("GET", f"/v1/rooms/team/messages?v={v}", "bob")
+        status, body = stack.http("GET", f"/v1/rooms/squad/messages?v={v}", "ben")
         assert status == 200, body
         messages = [m for m in body["messages"] if m.get("type", "message") == "message"
                     and m.get("kind") is None]
         assert mentions_of(messages) == wanted
         assert messages[1].get("edit_count") == 1
     for version in (1, 2):  # resume on a fresh connection: plain messages have no key
-        async with raw_ws(stack.gateways[0].ws_url, stack.token("carol")) as ws:
-            await ws.send({"type": "subscribe", "room": "team", "since": 0, "v": version})
+        async with raw_ws(stack.gateways[0].ws_url, stack.token("cid")) as ws:
+            await ws.send({"type": "subscribe", "room": "squad", "since": 0, "v": version})
             frames = [await ws.recv_until("message") for _ in range(4)]
             assert mentions_of(frames) == wanted and "mentions" not in frames[0]
-            await ws.send({"type": "send", "room": "team", "client_id": "w1", "body": "x",
-                           "mentions": {"users": "bob"}})
+            await ws.send({"type": "send", "room": "squad", "client_id": "w1", "body": "x",
+                           "mentions": {"users": "ben"}})
             refused = await ws.recv_until("error")
             assert (refused["code"], refused["client_id"]) == ("bad_frame", "w1")
-    auth = {"Authorization": f"Bearer {stack.token('alice')}"}
+    auth = {"Authorization": f"Bearer {stack.token('ann')}"}
     async with httpx.AsyncClient(timeout=30) as http:
         answer = await http.get(stack.gateways[0].url("/v1/poll"), params={
-            "rooms": "team", "cursor": "team:0", "timeout": "0"}, headers={
-            "Authorization": f"Bearer {stack.token('bob')}"})
+            "rooms": "squad", "cursor": "squad:0", "timeout": "0"}, headers={
+            "Authorization": f"Bearer {stack.token('ben')}"})
         events = [e for e in answer.json()["events"] if e.get("kind") is None]
         assert mentions_of(events) == wanted
-        url = stack.gateways[0].url("/v1/rooms/team/messages")
+        url = stack.gateways[0].url("/v1/rooms/squad/messages")
         for mentions, status, error in [
                 ({"users": ["zed"]}, 409, "bad_mention"),
-                ({"users": ["bob", "bob"]}, 400, "bad_request"),
+                ({"users": ["ben", "ben"]}, 400, "bad_request"),
                 ({"room": "yes"}, 400, "bad_request"),
-                ({"users": ["carol"], "room": True}, 201, None)]:
+                ({"users": ["cid"], "room": True}, 201, None)]:
             answer = await http.post(url, headers={**auth, "Idempotency-Key": f"h-{status}"},
                                      content=orjson.dumps({"body": "x", "mentions": mentions}))
             assert answer.status_code == status, answer.text
@@ -94,7 +104,7 @@ async def test_mentions_are_checked_stored_and_served_everywhere(stack: Stack) -
                 if status == 400:
                     assert answer.json()["error"]["field"] == "mentions"
     [stored] = find(stack, "messages", {"client_id": "h-201"})
-    assert stored["mentions"] == {"users": ["carol"], "room": True}
+    assert stored["mentions"] == {"users": ["cid"], "room": True}
 
 
 def body_of(request: ApnsRequest) -> str:

@@ -30,6 +30,15 @@ pytestmark = pytest.mark.integration
 T = 30  # seconds: every wait is bounded
 
 
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One stack for the module (tests/integration/conftest.py ``shared_stack``): each test
+    has rooms of its own, and the presence tests users of their own too (a user's presence
+    spans rooms: an earlier test's offline grace must not reach a later one's subscriber);
+    the gateways a test adds stop after it."""
+    return shared_stack
+
+
 def db_find(stack: Stack, collection: str, query: dict[str, Any]) -> list[dict[str, Any]]:
     client: MongoClient[dict[str, Any]]
     with MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000) as client:
@@ -107,14 +116,14 @@ async def test_online_until_the_last_connection_on_any_gateway_closes(stack: Sta
 
 
 async def test_presence_is_for_members_only(stack: Stack) -> None:
-    stack.room("vault", "alice")
+    stack.room("vault", "ava")
     assert stack.http("GET", "/v1/rooms/vault/presence", "mallory")[0] == 403
     assert stack.http("GET", "/v1/rooms/vault/presence", None)[0] == 401
-    status, body = stack.http("GET", "/v1/rooms/a.b/presence", "alice")
+    status, body = stack.http("GET", "/v1/rooms/a.b/presence", "ava")
     assert (status, body["error"]["code"]) == (400, "bad_room")
     admin = stack.token("root", roles=("admin",))
     status, body = stack.http("GET", "/v1/rooms/vault/presence", None, token=admin)
-    assert (status, body["members"]) == (200, [{"user": "alice", "online": False,
+    assert (status, body["members"]) == (200, [{"user": "ava", "online": False,
                                                "active": False}])
 
 
@@ -124,22 +133,22 @@ async def test_a_gateway_killed_with_kill_9_has_its_users_offline_in_bounded_tim
     # Gateway 0 (the stack's) keeps the default TTL: nobody connects to it here.
     for _ in range(2):
         stack.add_gateway(BURROW_PRESENCE_TTL=str(ttl))
-    stack.room("wake", "alice", "bob")
-    async with raw_ws(stack.gateways[2].ws_url, stack.token("bob")) as bob:
-        await subscribe(bob, "wake")
-        async with raw_ws(stack.gateways[1].ws_url, stack.token("alice")):
-            assert (await presence_event(bob, "alice"))["status"] == "online"
+    stack.room("wake", "wes", "will")
+    async with raw_ws(stack.gateways[2].ws_url, stack.token("will")) as will:
+        await subscribe(will, "wake")
+        async with raw_ws(stack.gateways[1].ws_url, stack.token("wes")):
+            assert (await presence_event(will, "wes"))["status"] == "online"
             stack.gateways[1].app.signal(signal.SIGKILL)
             killed = time.monotonic()
-            offline = await presence_event(bob, "alice")
+            offline = await presence_event(will, "wes")
             elapsed = time.monotonic() - killed
-    assert (offline["user"], offline["status"]) == ("alice", "offline")
+    assert (offline["user"], offline["status"]) == ("wes", "offline")
     # It can never come before TTL - TTL / 3 (a heartbeat is at most TTL / 3 old). The
     # documented upper bound, TTL + one sweep period, is a timing target: the benchmark's
     # business, not a test's on a busy machine (the wait above is bounded by T).
     assert ttl * 2 / 3 - 0.5 <= elapsed, elapsed
-    assert presence_of(stack, "wake", "bob", gateway=2)["alice"] == (False, False)
-    assert db_find(stack, "presence", {"user": "alice"}) == []
+    assert presence_of(stack, "wake", "will", gateway=2)["wes"] == (False, False)
+    assert db_find(stack, "presence", {"user": "wes"}) == []
 
 
 async def test_typing_reaches_other_members_is_never_stored_and_is_throttled(
