@@ -1,10 +1,12 @@
 """The gateway worker's own end of the broker: its channel, its exclusive queue, the
 exchanges it publishes to, and whether it is ready.
 
-Every piece of the node publishes or binds through this one channel, and each of them
-must give up the same way when the broker is away (:exc:`Unavailable`,
-:data:`PUBLISH_FAILED`), so the channel and its readiness are kept here once, apart from
-what the pieces do with them.
+Every piece of the node publishes or binds through this one channel, except the sends to
+``chat.ingress``: they go through a channel of their own (:meth:`Link.publish_send`),
+replaced after a streak of broker nacks (:mod:`burrow.runtime.renewing_publisher`)
+without touching the queue's channel. Each piece must give up the same way when the
+broker is away (:exc:`Unavailable`, :data:`PUBLISH_FAILED`), so the channels and their
+readiness are kept here once, apart from what the pieces do with them.
 
 The queue is ``gateway.<instance>.<pid>``: exclusive, bound to ``chat.reply`` by its own
 name (the acks of :mod:`gateway.sends`) and to ``chat.fanout`` for the rooms of
@@ -31,6 +33,7 @@ from aio_pika.abc import (
 from burrow.runtime import metrics
 from burrow.runtime.broker import BROKER_ERRORS
 from burrow.runtime.process import Runtime
+from burrow.runtime.renewing_publisher import RenewingPublisher
 from burrow.runtime.settings import Settings
 from queues import topology
 
@@ -60,7 +63,13 @@ class Link:
         self.channel: AbstractRobustChannel | None = None
         self._verify_channel: AbstractChannel | None = None
         self.queue: AbstractQueue | None = None
-        self.ingress: AbstractExchange | None = None
+        # Sends to chat.ingress go through a channel of their own, replaced after a streak
+        # of nacks (a channel stuck on a dead shard leader after a node loss, RabbitMQ
+        # 3.10): replacing it must not touch self.channel, which holds the exclusive
+        # queue, its bindings and its consumer.
+        self.sends_publisher = RenewingPublisher(
+            self.runtime.broker.opened, topology.INGRESS,
+            metrics.GATEWAY_PUBLISHER_RENEWALS.inc)
         self.fanout: AbstractExchange | None = None
         self._ready = asyncio.Event()
 
@@ -69,7 +78,7 @@ class Link:
         connection = await self.runtime.broker.opened()
         # on_return_raises: a send that no shard queue takes is an error, not a silent drop.
         self.channel = await connection.channel(on_return_raises=True)
-        self.ingress = await self.channel.get_exchange(topology.INGRESS, ensure=False)
+        await self.sends_publisher.open()
         self.fanout = await self.channel.get_exchange(topology.FANOUT, ensure=False)
         reply = await self.channel.get_exchange(topology.REPLY, ensure=False)
         # Exclusive: it goes with this process's connection. Not auto-delete: that would
@@ -122,6 +131,17 @@ class Link:
         except TimeoutError:
             raise Unavailable("the broker is not reachable") from None
 
+    @property
+    def ingress(self) -> AbstractExchange | None:
+        """``chat.ingress`` on the current sends channel (None before :meth:`open`)."""
+        return self.sends_publisher.exchange
+
+    async def publish_send(self, message: aio_pika.Message, routing_key: str) -> None:
+        """Publish a send to ``chat.ingress`` and wait for its confirm, or raise one of
+        :data:`PUBLISH_FAILED` (a nack too: ``DeliveryError`` is a broker error)."""
+        await self.sends_publisher.publish(message, routing_key,
+                                           timeout=self.settings.send_timeout)
+
     async def request_verification(self, body: dict[str, object], job_id: str) -> None:
         """Queue a verification mail (``email.verify`` -> ``email.due``), confirmed and
         routed, or raise one of :data:`PUBLISH_FAILED`."""
@@ -141,5 +161,6 @@ class Link:
             topology.EMAIL.due, timeout=self.settings.send_timeout)
 
     async def close(self) -> None:
+        await self.sends_publisher.close()
         if self.channel is not None and not self.channel.is_closed:
             await self.channel.close()

@@ -105,13 +105,12 @@ async def sequence(node: Node, record: dict[str, Any], client_id: str,
     try:
         try:
             await node.link.ready()
-            assert node.link.ingress is not None
-            await node.link.ingress.publish(
+            await node.link.publish_send(
                 aio_pika.Message(send.to_json(), content_type="application/json",
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                  message_id=uuid.uuid4().hex, correlation_id=correlation_id,
                                  reply_to=node.link.queue_name, headers={BATCHED_ACKS: 1}),
-                ids.message_key(room), timeout=timeout)
+                ids.message_key(room))
         except PUBLISH_FAILED as exc:
             reason = str(exc) if isinstance(exc, Unavailable) else "the broker did not confirm"
             raise NotSequenced("unavailable", reason) from None

@@ -109,8 +109,7 @@ class Sends:
             message_id=uuid.uuid4().hex, correlation_id=correlation_id,
             reply_to=self.link.queue_name, headers={BATCHED_ACKS: 1})
         try:
-            await self.link.ingress.publish(message, ids.message_key(frame.room),
-                                            timeout=self.settings.send_timeout)
+            await self.link.publish_send(message, ids.message_key(frame.room))
         except PUBLISH_FAILED as exc:
             self.pending.pop(correlation_id, None)
             if slow:  # not sent: its retry must not wait out the slow mode

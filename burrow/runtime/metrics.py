@@ -90,6 +90,9 @@ GATEWAY_SLOW_CLIENT_CLOSES = Counter("burrow_gateway_slow_client_closes_total",
 GATEWAY_RATE_LIMITED = Counter("burrow_gateway_rate_limited_total",
                                "Requests and sends refused by a rate limit, by scope "
                                "(connection, user, ip; flood: a 4429 close)", ["scope"])
+GATEWAY_PUBLISHER_RENEWALS = Counter(
+    "burrow_gateway_publisher_renewals_total",
+    "Sends channels replaced after a streak of broker nacks (burrow/core/nack_streak.py)")
 _gateway_ready: Gauge | None = None
 
 
