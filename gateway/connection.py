@@ -35,12 +35,13 @@ class Transport(Protocol):
 
 
 class Subscription:
-    """A connection's place in one room; one replay runs at a time.
+    """A connection's place in one room; one replay runs at a time, and a replay asked
+    for while one runs (:attr:`replay_again`) runs after it.
 
     Compared by identity: subscriptions live in sets.
     """
 
-    __slots__ = ("connection", "cursor", "replay", "room", "v")
+    __slots__ = ("connection", "cursor", "replay", "replay_again", "room", "v")
 
     def __init__(self, connection: Connection, room: str, cursor: Cursor,
                  v: int = 1) -> None:
@@ -49,6 +50,7 @@ class Subscription:
         self.cursor = cursor
         self.v = v  # protocol version: 2 takes change events as their own frames
         self.replay: asyncio.Task[None] | None = None
+        self.replay_again = False
 
 
 class Connection:

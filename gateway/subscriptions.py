@@ -137,12 +137,22 @@ class Subscriptions:
         OUT["message"].inc(len(frames))
 
     def _replay_soon(self, sub: Subscription) -> None:
+        """Replay *sub* now, or right after the replay that is running: that one may have
+        read the database before what this request is for was stored (a catch-up after a
+        reconnect while a gap fill was reading: the messages fanned out during the outage
+        would otherwise wait for the room's next message to be seen as a gap)."""
         if sub.replay is None or sub.replay.done():
             sub.replay = asyncio.create_task(self._replay_guarded(sub))
+        else:
+            sub.replay_again = True
 
     async def _replay_guarded(self, sub: Subscription) -> None:
         try:
-            await self._replay(sub)
+            while True:
+                sub.replay_again = False
+                await self._replay(sub)
+                if not sub.replay_again or sub.connection.close_code is not None:
+                    return
         except PyMongoError as exc:  # database down: the client resumes after a reconnect
             log.warning("replay of %s for %s failed: %s", sub.room, sub.connection.id, exc)
             sub.connection.close(protocol.INTERNAL_ERROR, "could not catch up: resume")

@@ -174,7 +174,7 @@ async def test_a_batch_that_fails_halfway_is_stored_once_and_acked_once(
         await asyncio.wait_for(gated.entered.wait(), T)  # c1's batch waits at the gate
         for n in range(2, 7):  # these queue up behind it: the next batch holds all five
             await gw.send(f"c{n}")
-        await until(lambda: sum(inbox.qsize() for inbox in running.inboxes) == 5)
+        await until(lambda: sum(slot.inbox.qsize() for slot in running.slots) == 5)
         gated.gate.set()
         frames = [await asyncio.wait_for(gw.frames.get(), T) for _ in range(12)]
         frames += await gw.everything_so_far()  # and nothing more: no second ack

@@ -265,7 +265,7 @@ async def test_a_reply_behind_its_parent_in_one_batch_is_threaded(
         mine, bobs, own = (await upload("alice", "a.txt"), await upload("bob", "b.txt"),
                            await upload("alice", "c.txt"))
         await publish(Send("gb", "alice", "first", "held"))
-        await until(lambda: not any(q.qsize() for q in sequencer.inboxes))  # taken
+        await until(lambda: not any(s.inbox.qsize() for s in sequencer.slots))  # taken
         parent = message_id_of("gb", "alice", "p1")
         orphan = message_id_of("gb", "alice", "x2")
         for send in [
@@ -278,7 +278,7 @@ async def test_a_reply_behind_its_parent_in_one_batch_is_threaded(
                 Send("gb", "alice", "r2", "reply to the reply",
                      reply_to=message_id_of("gb", "bob", "r1"))]:
             await publish(send)
-        await until(lambda: sum(q.qsize() for q in sequencer.inboxes) == 6)
+        await until(lambda: sum(s.inbox.qsize() for s in sequencer.slots) == 6)
         hold.set()
         got = await answers(acks, 7)
     assert [got[c]["seq"] for c in ("first", "p1", "r1")] == [1, 2, 3], got
