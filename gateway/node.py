@@ -114,6 +114,7 @@ class Node:
         # The exclusive queue died with the old connection, and whatever was fanned out
         # meanwhile with it: bind every room again, then replay them from the database.
         log.info("broker reconnected: catching up %d rooms", len(self.bindings.subscribers))
+        self.sends.reconnected()
         self.held.hold(asyncio.create_task(self._catch_up()))
 
     async def _catch_up(self) -> None:

@@ -62,6 +62,7 @@ class PendingSend:
     room: str
     arrived: float  # perf_counter() when the send frame arrived: burrow_gateway_ack_seconds
     timer: asyncio.TimerHandle | None = None
+    expiry: asyncio.TimerHandle | None = None  # drops it a while after it timed out
 
 
 class Sends:
@@ -72,6 +73,9 @@ class Sends:
         self.link = link
         self.members = members
         self.pending: dict[str, PendingSend] = {}
+        # (user, room, client_id) -> correlation id of a send published on this broker
+        # connection and confirmed, whose ack has not come: a resend joins it (_join).
+        self.in_flight: dict[tuple[str, str, str], str] = {}
         # The gateway's limits (slow mode counts there); set by the app once it has them
         # (gateway/app.py), before the first send.
         self.limits: Limits | None = None
@@ -88,6 +92,8 @@ class Sends:
         limits = self.limits
         assert limits is not None, "Sends.limits is set by the app before the first send"
         slow = await self.enforce(conn, frame, limits)
+        if self._join(conn, frame):
+            return
         await self.link.ready()
         assert self.link.ingress is not None
         if slow:
@@ -118,11 +124,55 @@ class Sends:
             raise ProtocolError("unavailable", "the message was not accepted; retry with the "
                                 "same client_id", client_id=frame.client_id,
                                 room=frame.room) from None
+        if correlation_id in self.pending:  # not answered while the confirm came
+            self.in_flight[(conn.user, frame.room, frame.client_id)] = correlation_id
         loop = asyncio.get_running_loop()
         # Waiting for the ack (stored) is bounded: the client gets a retryable error and
-        # retries with the same client_id, which the sequencer dedups (G3).
+        # retries with the same client_id, which joins this send while it is on its way
+        # (_join) or else is published again and deduplicated by the sequencer (G3).
         pending.timer = loop.call_later(self.settings.send_timeout, self._timed_out,
                                         correlation_id)
+
+    def _join(self, conn: Connection, frame: protocol.SendFrame) -> bool:
+        """A resend of a send still on its way (published on this broker connection,
+        confirmed, its ack awaited) is not published again: its ack will answer it, on
+        the connection that asked last. Without this, a sequencer that falls behind sees
+        every send once more per client timeout: each copy costs the broker, a dedup
+        lookup and the database, which puts it further behind (a retry storm: the cluster
+        fault bench had 50,592 resends for 18,000 sends). The sequencer's dedup stays the
+        guarantee; this only spares it the copies. After a broker reconnect the acks of
+        earlier sends may be lost, so :meth:`reconnected` lets resends be published."""
+        correlation_id = self.in_flight.get((conn.user, frame.room, frame.client_id))
+        pending = self.pending.get(correlation_id) if correlation_id is not None else None
+        if correlation_id is None or pending is None:
+            return False
+        pending.connection = conn
+        if pending.timer is None:  # it timed out once: the resend waits as long again
+            if pending.expiry is not None:
+                pending.expiry.cancel()
+                pending.expiry = None
+            pending.timer = asyncio.get_running_loop().call_later(
+                self.settings.send_timeout, self._timed_out, correlation_id)
+        metrics.GATEWAY_RESENDS_JOINED.inc()
+        return True
+
+    def reconnected(self) -> None:
+        """The broker connection was re-made: acks of earlier sends may have gone with
+        the old one, so resends of them are published again (and deduplicated)."""
+        self.in_flight.clear()
+
+    def _drop(self, correlation_id: str) -> PendingSend | None:
+        """Forget a send: its timers stop, a resend no longer joins it."""
+        pending = self.pending.pop(correlation_id, None)
+        if pending is None:
+            return None
+        for timer in (pending.timer, pending.expiry):
+            if timer is not None:
+                timer.cancel()
+        key = (pending.connection.user, pending.room, pending.client_id)
+        if self.in_flight.get(key) == correlation_id:
+            del self.in_flight[key]
+        return pending
 
     async def enforce(self, conn: Connection, frame: protocol.SendFrame,
                       limits: Limits) -> int:
@@ -146,9 +196,10 @@ class Sends:
             "timeout", "no ack in time; retry with the same client_id",
             client_id=pending.client_id, room=pending.room)])
         OUT["error"].inc()
-        # Keep the entry a while: a late ack is still worth forwarding.
-        asyncio.get_running_loop().call_later(
-            10 * self.settings.send_timeout, self.pending.pop, correlation_id, None)
+        # Keep the entry a while: a late ack is still worth forwarding, and a resend
+        # meanwhile joins it.
+        pending.expiry = asyncio.get_running_loop().call_later(
+            10 * self.settings.send_timeout, self._drop, correlation_id)
 
     async def acked(self) -> None:
         """Wait until every send that this gateway published has its ack (or timed out)."""
@@ -164,11 +215,9 @@ class Sends:
             self._answer(message.correlation_id or "", message.body.decode())
 
     def _answer(self, correlation_id: str, ack: str) -> None:
-        pending = self.pending.pop(correlation_id, None)
+        pending = self._drop(correlation_id)
         if pending is None:
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
         pending.connection.push([ack])
         OUT["ack"].inc()
         if log.isEnabledFor(logging.DEBUG):  # per message: only when asked for
@@ -182,12 +231,11 @@ class Sends:
     def forget(self, conn: Connection) -> None:
         """*conn* closed: its acks, should they come, go nowhere."""
         for key in [k for k, p in self.pending.items() if p.connection is conn]:
-            pending = self.pending.pop(key)
-            if pending.timer is not None:
-                pending.timer.cancel()
+            self._drop(key)
 
     def stop(self) -> None:
         """Stop every send's timeout (the gateway stops)."""
         for pending in self.pending.values():
-            if pending.timer is not None:
-                pending.timer.cancel()
+            for timer in (pending.timer, pending.expiry):
+                if timer is not None:
+                    timer.cancel()

@@ -93,6 +93,10 @@ GATEWAY_RATE_LIMITED = Counter("burrow_gateway_rate_limited_total",
 GATEWAY_PUBLISHER_RENEWALS = Counter(
     "burrow_gateway_publisher_renewals_total",
     "Sends channels replaced after a streak of broker nacks (burrow/core/nack_streak.py)")
+GATEWAY_RESENDS_JOINED = Counter(
+    "burrow_gateway_resends_joined_total",
+    "Resends (same client_id) not published again: their send was still on its way "
+    "(confirmed by the broker, its ack awaited), so the resend waits for that ack")
 _gateway_ready: Gauge | None = None
 
 

@@ -274,6 +274,35 @@ async def test_an_unconfirmed_send_gets_a_retryable_error_and_its_retry_is_store
     assert [d["seq"] for d in stored(stack, "later")] == [1]
 
 
+async def test_a_resend_of_a_send_on_its_way_is_not_published_again(stack: Stack) -> None:
+    """A client that times out and resends while the sequencer is behind: the gateway
+    publishes the send once and each resend waits for its ack, so a slow sequencer is not
+    sent one more copy per timeout (the retry storm of the cluster fault bench: 50,592
+    resends for 18,000 sends). One ack answers it, and the send is stored once."""
+    gateway = stack.add_gateway(BURROW_SEND_TIMEOUT="1")
+    stack.room("behind", "alice")
+    stack.sequencers[0].app.stop()  # nobody stores: the send waits in its shard queue
+    frame = {"type": "send", "room": "behind", "client_id": "again", "body": "once"}
+    async with raw_ws(gateway.ws_url, stack.token("alice")) as ws:
+        await ws.send(frame)
+        for _ in range(3):
+            error = await ws.recv()
+            assert (error["code"], error["client_id"]) == ("timeout", "again")
+            await ws.send(frame)  # joins the send on its way: times out again, no copy
+        assert gateway.metric("burrow_gateway_resends_joined_total") == 3
+        stack.add_sequencer()
+        ack = await ws.recv_until("ack")
+        assert (ack["client_id"], ack["seq"]) == ("again", 1)
+        await ws.send({"type": "send", "room": "behind", "client_id": "next", "body": "2"})
+        between = []
+        while (got := await ws.recv())["type"] != "ack" or got["client_id"] != "next":
+            between.append(got)
+        # copies would have been acked before "next": same room, same shard, in order
+        assert [f for f in between if f["type"] == "ack"] == [], between
+        assert got["seq"] == 2
+    assert [d["seq"] for d in stored(stack, "behind")] == [1, 2]
+
+
 async def test_a_gateway_binds_a_room_only_while_it_has_subscribers(stack: Stack) -> None:
     stack.room("bound", "alice")
 
