@@ -156,11 +156,15 @@ def test_up_serves_everything_ctrl_c_stops_it_and_the_next_run_has_the_data(
     assert get(f"{gateway}/readyz") == (200, {"ready": True,
                                               "checks": {"broker": "up", "database": "up"}})
     queues = {q["name"] for q in launcher.api("/api/queues/burrow")}  # type: ignore[attr-defined]
-    shared = {q for q in queues if not q.startswith("gateway.")}
+    # each gateway worker's reply queue and each sequencer's heartbeat queue are its own
+    shared = {q for q in queues
+              if not q.startswith(("gateway.", topology.SEQUENCERS_PREFIX))}
     # and the digester's delay tier for BURROW_DIGEST_HOURLY=2 (see above)
     assert shared == {q.name for q in topology.build().queues} | {"digest.delay.2s"}
-    # each Sanic worker of the gateway is an instance with a queue of its own
-    assert len(queues - shared) == plan.GATEWAY_WORKERS == 2
+    # each Sanic worker of the gateway is an instance with a queue of its own, and the
+    # one sequencer has its heartbeat queue
+    assert len({q for q in queues if q.startswith("gateway.")}) == plan.GATEWAY_WORKERS == 2
+    assert len({q for q in queues if q.startswith(topology.SEQUENCERS_PREFIX)}) == 1
     exchanges = {e["name"] for e in launcher.api("/api/exchanges/burrow")}  # type: ignore[attr-defined]
     assert {e.name for e in topology.build().exchanges} <= exchanges
     # The plugins are on: each answers for itself.
