@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aio_pika
 import orjson
@@ -63,6 +63,9 @@ class PendingSend:
     arrived: float  # perf_counter() when the send frame arrived: burrow_gateway_ack_seconds
     timer: asyncio.TimerHandle | None = None
     expiry: asyncio.TimerHandle | None = None  # drops it a while after it timed out
+    # The sends still owed an answer (the ack or a timeout), one entry each: the send
+    # itself, then each resend that joined it (Sends._join) since the last timeout.
+    owed: list[Connection] = field(default_factory=list)
 
 
 class Sends:
@@ -103,7 +106,7 @@ class Sends:
                               "in this room; not stored: retry later with the same client_id",
                               decision.retry_after_ms, frame.client_id, frame.room)
         correlation_id = uuid.uuid4().hex
-        pending = PendingSend(conn, frame.client_id, frame.room, arrived)
+        pending = PendingSend(conn, frame.client_id, frame.room, arrived, owed=[conn])
         self.pending[correlation_id] = pending
         message = aio_pika.Message(
             Send(frame.room, conn.user, frame.client_id, frame.body, frame.kind,
@@ -135,8 +138,8 @@ class Sends:
 
     def _join(self, conn: Connection, frame: protocol.SendFrame) -> bool:
         """A resend of a send still on its way (published on this broker connection,
-        confirmed, its ack awaited) is not published again: its ack will answer it, on
-        the connection that asked last. Without this, a sequencer that falls behind sees
+        confirmed, its ack awaited) is not published again: its ack will answer it too
+        (each send gets its answer, the ack or a timeout). Without this, a sequencer that falls behind sees
         every send once more per client timeout: each copy costs the broker, a dedup
         lookup and the database, which puts it further behind (a retry storm: the cluster
         fault bench had 50,592 resends for 18,000 sends). The sequencer's dedup stays the
@@ -146,7 +149,7 @@ class Sends:
         pending = self.pending.get(correlation_id) if correlation_id is not None else None
         if correlation_id is None or pending is None:
             return False
-        pending.connection = conn
+        pending.owed.append(conn)
         if pending.timer is None:  # it timed out once: the resend waits as long again
             if pending.expiry is not None:
                 pending.expiry.cancel()
@@ -192,10 +195,12 @@ class Sends:
         if pending is None:
             return
         pending.timer = None
-        pending.connection.push([protocol.error(
-            "timeout", "no ack in time; retry with the same client_id",
-            client_id=pending.client_id, room=pending.room)])
-        OUT["error"].inc()
+        waiting, pending.owed = pending.owed, []
+        error = protocol.error("timeout", "no ack in time; retry with the same client_id",
+                               client_id=pending.client_id, room=pending.room)
+        for conn in waiting:
+            conn.push([error])
+        OUT["error"].inc(len(waiting))
         # Keep the entry a while: a late ack is still worth forwarding, and a resend
         # meanwhile joins it.
         pending.expiry = asyncio.get_running_loop().call_later(
@@ -218,7 +223,10 @@ class Sends:
         pending = self._drop(correlation_id)
         if pending is None:
             return
-        pending.connection.push([ack])
+        # every send still waiting; else (all timed out) the first one's connection: a
+        # late ack is still worth having
+        for conn in pending.owed or [pending.connection]:
+            conn.push([ack])
         OUT["ack"].inc()
         if log.isEnabledFor(logging.DEBUG):  # per message: only when asked for
             frame = orjson.loads(ack)
@@ -229,9 +237,16 @@ class Sends:
         metrics.GATEWAY_ACK_SECONDS.observe(time.perf_counter() - pending.arrived)
 
     def forget(self, conn: Connection) -> None:
-        """*conn* closed: its acks, should they come, go nowhere."""
-        for key in [k for k, p in self.pending.items() if p.connection is conn]:
-            self._drop(key)
+        """*conn* closed: its acks, should they come, go nowhere; a send that resends on
+        other connections joined still answers those."""
+        for key in [k for k, p in self.pending.items()
+                    if p.connection is conn or conn in p.owed]:
+            pending = self.pending[key]
+            pending.owed = [c for c in pending.owed if c is not conn]
+            if pending.owed:
+                pending.connection = pending.owed[0]
+            else:
+                self._drop(key)
 
     def stop(self) -> None:
         """Stop every send's timeout (the gateway stops)."""
